@@ -1,0 +1,78 @@
+# The README's commands, over CMake. Each target installs what it is missing first
+# (scripts/deps.sh: apt-get as root, otherwise it prints the line to run).
+#
+#   make            build the release tree (build/release)
+#   make demo       the relay under bursty load; the pool grows and shrinks; writes a plot
+#   make test       sanitizer builds (ASan+UBSan, TSan) and the whole suite through CTest
+#   make bench      tide against DPDK's mempool and the mallocs (tide-bench)
+#   make bench-relay  tide-relay against haproxy, nginx and socat
+#   make fuzz       the libFuzzer target, FUZZ_SECONDS long (default 60)
+#   make install    into PREFIX (default /usr/local)
+
+PREFIX ?= /usr/local
+JOBS ?= $(shell nproc)
+FUZZ_SECONDS ?= 60
+CTEST_FLAGS ?= --output-on-failure -j $(JOBS)
+DEPS := scripts/deps.sh
+
+.PHONY: all deps release demo test test-asan test-tsan test-valgrind test-release bench \
+	bench-relay fuzz install format clean
+
+all: release
+
+deps:
+	@$(DEPS) build
+
+release: deps
+	@cmake --preset release >/dev/null
+	@cmake --build build/release -j $(JOBS)
+
+demo: release
+	@$(DEPS) demo
+	@cmake --build build/release --target demo
+
+test: deps
+	@$(DEPS) test
+	@$(MAKE) --no-print-directory test-asan test-tsan test-release test-valgrind
+
+test-asan:
+	@cmake --preset asan >/dev/null
+	@cmake --build build/asan -j $(JOBS)
+	cd build/asan && ctest $(CTEST_FLAGS) -LE bench-only
+
+test-tsan:
+	@cmake --preset tsan >/dev/null
+	@cmake --build build/tsan -j $(JOBS)
+	cd build/tsan && ctest $(CTEST_FLAGS) -L threads
+
+# The release tree runs the tests that check the installed library and the examples.
+test-release: release
+	cd build/release && ctest $(CTEST_FLAGS) -L release
+
+test-valgrind: release
+	cd build/release && ctest $(CTEST_FLAGS) -L unit -T memcheck \
+		--overwrite MemoryCheckCommandOptions="--error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite"
+
+bench: release
+	@$(DEPS) bench
+	@cmake --build build/release --target bench
+
+bench-relay: release
+	@$(DEPS) relay-bench
+	@cmake --build build/release --target bench-relay
+
+fuzz: deps
+	@$(DEPS) fuzz
+	@CC=clang cmake -S . -B build/fuzz -DTIDE_FUZZ=ON -DTIDE_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build build/fuzz -j $(JOBS) --target tide-fuzz
+	build/fuzz/fuzz/tide-fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		build/fuzz/corpus fuzz/corpus
+
+install: release
+	cmake --install build/release --prefix $(PREFIX)
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build

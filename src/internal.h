@@ -1,0 +1,275 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * internal.h - what the library's files share, grouped by the file that defines it.
+ *
+ * Tests link the static library and may call anything declared here with a tide_
+ * prefix (the OS fault switch, the invariant checker); nothing here is exported
+ * from the shared library.
+ */
+#ifndef TIDE_INTERNAL_H
+#define TIDE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "tide.h"
+
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+#ifndef NDEBUG
+#define tide_assert(cond)                                                                          \
+	do {                                                                                       \
+		if (unlikely(!(cond)))                                                             \
+			tide_assert_fail(#cond, __FILE__, __LINE__);                               \
+	} while (0)
+#else
+#define tide_assert(cond) ((void)0)
+#endif
+
+#define KiB ((size_t)1 << 10)
+#define MiB ((size_t)1 << 20)
+#define GiB ((size_t)1 << 30)
+
+static inline size_t align_up(size_t x, size_t a)
+{
+	return (x + a - 1) & ~(a - 1);
+}
+
+static inline size_t align_down(size_t x, size_t a)
+{
+	return x & ~(a - 1);
+}
+
+static inline bool is_pow2(size_t x)
+{
+	return x && !(x & (x - 1));
+}
+
+// os.c ----------------------------------------------------------------------------------
+
+/*
+ * Every system call the pool makes goes through these, and each counts as one OS call
+ * for the fault switch below. All return 0 or a negative errno.
+ */
+size_t os_page_size(void);
+int os_reserve(size_t size, size_t align, void **addr); /* PROT_NONE, MAP_NORESERVE */
+int os_release(void *addr, size_t size);
+int os_commit(void *addr, size_t size);   /* PROT_NONE -> read/write */
+int os_decommit(void *addr, size_t size); /* give pages back, then PROT_NONE */
+int os_purge(void *addr, size_t size);    /* give pages back, stay read/write */
+int os_map_metadata(size_t size, void **addr); /* read/write, MAP_NORESERVE, zero */
+int os_hugepage(void *addr, size_t size);      /* MADV_HUGEPAGE */
+int os_populate(void *addr, size_t size);      /* MADV_POPULATE_WRITE, or touch */
+int os_lock(void *addr, size_t size);
+int os_unlock(void *addr, size_t size);
+uint64_t os_now_ns(void); /* CLOCK_MONOTONIC; not a fault point */
+
+/*
+ * Fault injection for tests: the nth OS call from now (1 = the next) fails with -err;
+ * with persistent set, every call from then on fails too. nth 0 switches it off.
+ */
+void tide_os_fault_set(unsigned long nth, int err, bool persistent);
+unsigned long tide_os_calls(void); /* OS calls made since the process started */
+
+// bitmap.c ------------------------------------------------------------------------------
+
+/*
+ * One bit per block, set = claimed. A summary level keeps one bit per map word for
+ * "word is full" and one for "word is not empty", so searches skip whole words 64 at a
+ * time; hint is the lowest word that may have a clear bit. The memory is provided by the
+ * caller, zeroed, and may be lazily backed: only words below the search limit are touched.
+ */
+struct bitmap {
+	uint64_t *words;
+	uint64_t *full;     /* bit w: words[w] == ~0 */
+	uint64_t *nonempty; /* bit w: words[w] != 0 */
+	size_t nbits;
+	size_t nwords;
+	size_t hint; /* every word below hint is full */
+	size_t count;
+};
+
+size_t bitmap_bytes(size_t nbits); /* memory bitmap_init needs, a multiple of 64 bytes */
+void bitmap_init(struct bitmap *map, void *mem, size_t nbits);
+/* Claim up to n single bits below limit, lowest first; their indexes go to out. */
+size_t bitmap_claim_bits(struct bitmap *map, size_t limit, size_t *out, size_t n);
+/* Claim the lowest run of n clear bits below limit; false if there is none. */
+bool bitmap_claim_run(struct bitmap *map, size_t limit, size_t n, size_t *start);
+void bitmap_set_range(struct bitmap *map, size_t start, size_t n);   /* all must be clear */
+void bitmap_clear_range(struct bitmap *map, size_t start, size_t n); /* all must be set */
+bool bitmap_test(const struct bitmap *map, size_t bit);
+/* One past the highest set bit below limit, or 0 when none is. */
+size_t bitmap_top(const struct bitmap *map, size_t limit);
+size_t bitmap_count_range(const struct bitmap *map, size_t start, size_t end);
+/* The summaries and count agree with the words below limit, and nothing is set above. */
+bool bitmap_check(const struct bitmap *map, size_t limit);
+
+// cache.c -------------------------------------------------------------------------------
+
+#define TCACHE_CAP 512 /* blocks a thread keeps; a flush leaves TCACHE_HALF */
+#define TCACHE_HALF 256
+
+/*
+ * A thread's stack of free, claimed blocks of one pool. Only the owning thread pushes and
+ * pops, inside an in_op window; another thread empties it (steal) holding the pool lock,
+ * after a membarrier, once in_op is clear.
+ */
+struct tcache {
+	_Atomic unsigned count;
+	_Atomic int in_op;
+	_Atomic int steal;
+	struct tide_pool *_Atomic pool; /* NULL once the pool is destroyed */
+	struct tcache *next, *prev;     /* the pool's list, under pool->lock */
+	void *slots[TCACHE_CAP];
+};
+
+struct tcache *cache_get(struct tide_pool *pool); /* this thread's cache, or NULL */
+void cache_flush_all_locked(struct tide_pool *pool); /* steal every cache; pool->lock held */
+void cache_detach_pool(struct tide_pool *pool);      /* at destroy */
+size_t cache_count_locked(struct tide_pool *pool);   /* blocks parked in caches */
+int cache_membarrier_init(void); /* 1 when the asymmetric fence is available */
+
+// pool.c --------------------------------------------------------------------------------
+
+#define TAG_FREE 0          /* block not handed out (free, or parked in a cache) */
+#define TAG_INTERIOR 0xffff /* a block after the first of a multi-block buffer */
+#define TAG_MULTI 0x8000    /* on the first block: the buffer spans more blocks */
+#define TAG_OWNER_MAX 0x7ffe
+
+struct tide_user {
+	struct tide_pool *pool;
+	uint16_t id; /* the tag stamped on this user's blocks */
+	unsigned flags;
+	size_t quota;
+	_Atomic size_t live_bytes;
+	_Atomic size_t live_buffers;
+	_Atomic size_t peak_live_bytes;
+	_Atomic uint64_t alloc_failures;
+	_Atomic uint64_t quota_failures;
+	_Atomic uint64_t bad_frees;
+	bool counted; /* false for the pool's default user: the pool's stats are its stats */
+	char name[32];
+};
+
+#define DEMAND_SAMPLES 64
+
+struct tide_pool {
+	/* Read on every alloc and free. */
+	char *base;
+	uint16_t *tags;            /* one per block over the whole reservation */
+	_Atomic size_t unreserved; /* boundary - base */
+	unsigned block_shift;
+	unsigned flags;
+	bool fence_is_membarrier; /* else the fast path pays a full fence */
+	struct tide_user default_user;
+
+	/* Fixed at create. */
+	size_t block_size;
+	size_t reserve_size;
+	size_t nblocks;
+	size_t grow_unit;
+	size_t min_size;
+	size_t max_size;
+	size_t page_size;
+	size_t purge_chunk; /* bytes: the unit purge gives back (a page, or a huge page) */
+	unsigned shrink_delay_ms;
+	void *meta;       /* bitmap + tags + purge state, one lazily backed mapping */
+	size_t meta_size;
+
+	/* Under lock: the bitmap and what moves with it. */
+	pthread_mutex_t lock;
+	struct bitmap map;
+	size_t limit;          /* blocks below this may be claimed (the boundary, or less mid-shrink) */
+	size_t multi_buffers;  /* live buffers of more than one block */
+	size_t multi_blocks;   /* blocks in them */
+	size_t peak_claimed;   /* highest map.count seen; peak_live_bytes comes from it */
+	size_t demand_tick;    /* highest map.count since the last maintenance sample */
+	struct tcache *caches; /* every thread's cache of this pool */
+	struct tide_user **users; /* by id; users[id] NULL when free */
+	unsigned nusers;
+	unsigned users_cap;
+
+	/* Purge state, under lock: a page is purged when given back below the boundary. */
+	uint64_t *purged;       /* one bit per purge chunk */
+	uint32_t *chunk_epoch;  /* per purge chunk: the maintenance sample of its last claim */
+	size_t purged_chunks;
+	uint32_t epoch;         /* maintenance samples taken */
+
+	/* Under convert_lock: conversions and the hook. */
+	pthread_mutex_t convert_lock;
+	tide_convert_fn hook;
+	void *hook_arg;
+
+	/* Maintenance (maintain.c), under lock. */
+	uint64_t demand_time[DEMAND_SAMPLES];
+	size_t demand_blocks[DEMAND_SAMPLES];
+	unsigned demand_head;
+	unsigned demand_n;
+	uint64_t last_sample_ns;
+	pthread_t thread;
+	bool thread_running;
+	bool thread_stop;
+	pthread_cond_t thread_cond;
+
+	/* Counters: relaxed atomics, summed by stats. */
+	_Atomic uint64_t grows;
+	_Atomic uint64_t shrinks;
+	_Atomic uint64_t purges;
+	_Atomic uint64_t purged_bytes;
+	_Atomic uint64_t alloc_failures;
+	_Atomic uint64_t bad_frees;
+	_Atomic uint64_t vetoes;
+	_Atomic uint64_t os_failures;
+};
+
+static inline size_t pool_unreserved(const struct tide_pool *pool)
+{
+	return atomic_load_explicit(&((struct tide_pool *)pool)->unreserved, memory_order_acquire);
+}
+
+void *pool_alloc(struct tide_pool *pool, struct tide_user *user, size_t size);
+int pool_free(struct tide_pool *pool, struct tide_user *user, void *buf);
+unsigned pool_alloc_bulk(struct tide_pool *pool, struct tide_user *user, void **bufs,
+			 unsigned n);
+int pool_free_bulk(struct tide_pool *pool, struct tide_user *user, void *const *bufs,
+		   unsigned n);
+/* Claim up to n single blocks into out (lock taken inside); may grow for a user allowed to. */
+unsigned pool_claim_blocks(struct tide_pool *pool, void **out, unsigned n, bool may_grow);
+void pool_release_blocks_locked(struct tide_pool *pool, void *const *blocks, unsigned n);
+int pool_grow_locked(struct tide_pool *pool, size_t bytes); /* convert_lock held */
+ssize_t pool_shrink_locked(struct tide_pool *pool, size_t bytes, size_t floor);
+void pool_note_claimed_locked(struct tide_pool *pool); /* peaks and demand after a claim */
+void tide_assert_fail(const char *cond, const char *file, int line);
+
+/*
+ * The invariant checker: bitmap summaries and count agree with the words; the boundary
+ * equals base + unreserved; nothing is claimed or tagged above the boundary; every block
+ * parked in a cache is claimed and tagged free; live buffers equal tagged heads. Returns 0,
+ * or -EUCLEAN with a description in why. Takes the pool lock; call from one thread.
+ */
+int tide_pool_check(struct tide_pool *pool, char *why, size_t len);
+
+// user.c --------------------------------------------------------------------------------
+
+int user_table_init(struct tide_pool *pool);
+void user_table_exit(struct tide_pool *pool);
+bool user_charge(struct tide_user *user, size_t bytes, size_t buffers);
+void user_uncharge(struct tide_user *user, size_t bytes, size_t buffers);
+
+// maintain.c ----------------------------------------------------------------------------
+
+int maintain_start(struct tide_pool *pool); /* the background thread, with TIDE_BACKGROUND */
+void maintain_stop(struct tide_pool *pool);
+void maintain_sample_locked(struct tide_pool *pool, uint64_t now);
+void purge_unmark_locked(struct tide_pool *pool, size_t block, size_t nblocks);
+
+// stats.c -------------------------------------------------------------------------------
+
+size_t stats_live_blocks_locked(struct tide_pool *pool);
+
+#endif /* TIDE_INTERNAL_H */
