@@ -25,14 +25,14 @@
 extern "C" {
 #endif
 
-#define TIDE_VERSION_MAJOR 0
-#define TIDE_VERSION_MINOR 1
-#define TIDE_VERSION_PATCH 0
+#define TIDE_VERSION_MAJOR  0
+#define TIDE_VERSION_MINOR  1
+#define TIDE_VERSION_PATCH  0
 #define TIDE_VERSION_STRING "0.1.0"
 
 #if defined(__GNUC__)
-#define TIDE_API __attribute__((visibility("default")))
-#define TIDE_MALLOC __attribute__((malloc))
+#define TIDE_API       __attribute__((visibility("default")))
+#define TIDE_MALLOC    __attribute__((malloc))
 #define TIDE_NODISCARD __attribute__((warn_unused_result))
 #else
 #define TIDE_API
@@ -50,21 +50,21 @@ enum {
 	TIDE_AUTO_SHRINK = 1u << 1, /* maintenance returns idle unreserved space after a delay */
 	TIDE_HUGEPAGES = 1u << 2,   /* ask for transparent huge pages on the unreserved portion */
 	TIDE_POPULATE = 1u << 3,    /* fault pages in at conversion, not at first touch */
-	TIDE_LOCKED = 1u << 4,      /* keep the unreserved portion locked in memory (pinned) */
+	TIDE_LOCKED = 1u << 4,	    /* keep the unreserved portion locked in memory (pinned) */
 	TIDE_BACKGROUND = 1u << 5,  /* a pool-owned thread runs maintenance */
 };
 
 #define TIDE_POOL_FLAGS_ALL 0x3fu /* every flag above */
 
-struct tide_pool_config { /* zero means default */
-	size_t block_size;        /* bytes per bitmap bit: power of two, 64 B..1 MiB; default 2048 */
-	size_t reserve_size;      /* virtual bytes reserved; default 64 GiB */
-	size_t initial_size;      /* unreserved at creation; default 0 */
-	size_t min_size;          /* automatic shrink stops here; default initial_size */
-	size_t max_size;          /* growth stops here; default reserve_size */
-	size_t grow_unit;         /* conversion step, multiple of the page size; default 2 MiB */
+struct tide_pool_config {    /* zero means default */
+	size_t block_size;   /* bytes per bitmap bit: power of two, 64 B..1 MiB; default 2048 */
+	size_t reserve_size; /* virtual bytes reserved; default 64 GiB */
+	size_t initial_size; /* unreserved at creation; default 0 */
+	size_t min_size;     /* automatic shrink stops here; default initial_size */
+	size_t max_size;     /* growth stops here; default reserve_size */
+	size_t grow_unit;    /* conversion step, multiple of the page size; default 2 MiB */
 	unsigned shrink_delay_ms; /* idle time before automatic shrink; default 100 */
-	unsigned flags;           /* TIDE_AUTO_GROW | ... */
+	unsigned flags;		  /* TIDE_AUTO_GROW | ... */
 };
 
 /* Create a pool: reserve the range, commit initial_size. 0, -EINVAL or -ENOMEM. */
@@ -99,7 +99,10 @@ TIDE_API ssize_t tide_pool_shrink(struct tide_pool *pool, size_t bytes);
 /* Run due automatic shrink and purge. Returns ms until the next due work, -1 for none. */
 TIDE_API int tide_pool_maintain(struct tide_pool *pool);
 
-enum tide_convert { TIDE_TO_UNRESERVED, TIDE_TO_RESERVED };
+enum tide_convert {
+	TIDE_TO_UNRESERVED,
+	TIDE_TO_RESERVED
+};
 /* Called with the pool's conversion lock held; must not grow or shrink the same pool. */
 typedef int (*tide_convert_fn)(struct tide_pool *pool, enum tide_convert dir, void *addr,
 			       size_t len, void *arg);
@@ -108,31 +111,31 @@ TIDE_API int tide_pool_set_convert_hook(struct tide_pool *pool, tide_convert_fn 
 
 /* --------------------------------------------------------------- state -- */
 
-TIDE_API void *tide_pool_base(const struct tide_pool *pool);     /* start of the range */
+TIDE_API void *tide_pool_base(const struct tide_pool *pool);	 /* start of the range */
 TIDE_API void *tide_pool_boundary(const struct tide_pool *pool); /* end of the unreserved part */
 
 struct tide_stats {
-	size_t reserve_size;     /* virtual bytes reserved */
-	size_t unreserved_size;  /* boundary - base */
-	size_t resident_size;    /* unreserved minus purged pages */
-	size_t live_bytes;       /* bytes in buffers handed out (whole blocks) */
-	size_t live_buffers;     /* buffers handed out */
-	size_t peak_live_bytes;  /* highest live_bytes seen (sampled at slow-path events) */
-	size_t cached_bytes;     /* free blocks parked in thread caches */
-	size_t metadata_size;    /* bytes of bitmap and block tags backing the unreserved part */
-	size_t block_size;       /* as configured */
-	size_t grow_unit;        /* as configured */
-	size_t min_size;         /* as configured */
-	size_t max_size;         /* as configured */
-	uint64_t grows;          /* conversions to unreserved */
-	uint64_t shrinks;        /* conversions to reserved */
-	uint64_t purges;         /* purge passes that gave pages back */
-	uint64_t purged_bytes;   /* bytes given back by purge, in all */
+	size_t reserve_size;	 /* virtual bytes reserved */
+	size_t unreserved_size;	 /* boundary - base */
+	size_t resident_size;	 /* unreserved minus purged pages */
+	size_t live_bytes;	 /* bytes in buffers handed out (whole blocks) */
+	size_t live_buffers;	 /* buffers handed out */
+	size_t peak_live_bytes;	 /* highest live_bytes seen (sampled at slow-path events) */
+	size_t cached_bytes;	 /* free blocks parked in thread caches */
+	size_t metadata_size;	 /* bytes of bitmap and block tags backing the unreserved part */
+	size_t block_size;	 /* as configured */
+	size_t grow_unit;	 /* as configured */
+	size_t min_size;	 /* as configured */
+	size_t max_size;	 /* as configured */
+	uint64_t grows;		 /* conversions to unreserved */
+	uint64_t shrinks;	 /* conversions to reserved */
+	uint64_t purges;	 /* purge passes that gave pages back */
+	uint64_t purged_bytes;	 /* bytes given back by purge, in all */
 	uint64_t alloc_failures; /* allocations that returned NULL */
-	uint64_t bad_frees;      /* frees refused with -EINVAL or -EPERM */
-	uint64_t vetoes;         /* conversions refused by the hook */
-	uint64_t os_failures;    /* conversions refused by the OS */
-	unsigned users;          /* user handles alive */
+	uint64_t bad_frees;	 /* frees refused with -EINVAL or -EPERM */
+	uint64_t vetoes;	 /* conversions refused by the hook */
+	uint64_t os_failures;	 /* conversions refused by the OS */
+	unsigned users;		 /* user handles alive */
 };
 
 /* Fill st with a consistent-enough snapshot (counters are read without stopping threads). */
@@ -146,8 +149,8 @@ enum {
 
 struct tide_user_config {
 	const char *name; /* copied; up to 31 bytes are kept */
-	size_t quota;     /* bytes this user may hold at once; 0 means no limit */
-	unsigned flags;   /* TIDE_USER_MAY_GROW */
+	size_t quota;	  /* bytes this user may hold at once; 0 means no limit */
+	unsigned flags;	  /* TIDE_USER_MAY_GROW */
 };
 
 /* Create a user of pool. 0, -EINVAL, -ENOMEM, or -ENOSPC (too many users). */
@@ -167,13 +170,13 @@ TIDE_API int tide_user_free_bulk(struct tide_user *user, void *const *bufs, unsi
 
 struct tide_user_stats {
 	char name[32];
-	size_t quota;            /* 0: no limit */
-	size_t live_bytes;       /* bytes held now */
-	size_t live_buffers;     /* buffers held now */
-	size_t peak_live_bytes;  /* most bytes held at once */
+	size_t quota;		 /* 0: no limit */
+	size_t live_bytes;	 /* bytes held now */
+	size_t live_buffers;	 /* buffers held now */
+	size_t peak_live_bytes;	 /* most bytes held at once */
 	uint64_t alloc_failures; /* allocations refused (space or quota) */
 	uint64_t quota_failures; /* of which refused by the quota */
-	uint64_t bad_frees;      /* frees refused */
+	uint64_t bad_frees;	 /* frees refused */
 };
 
 /* Fill st with user's counters. */

@@ -18,7 +18,7 @@
 
 #include "tide.h"
 
-#define likely(x) __builtin_expect(!!(x), 1)
+#define likely(x)   __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 
 #ifndef NDEBUG
@@ -59,15 +59,17 @@ static inline bool is_pow2(size_t x)
 size_t os_page_size(void);
 int os_reserve(size_t size, size_t align, void **addr); /* PROT_NONE, MAP_NORESERVE */
 int os_release(void *addr, size_t size);
-int os_commit(void *addr, size_t size);   /* PROT_NONE -> read/write */
-int os_decommit(void *addr, size_t size); /* give pages back, then PROT_NONE */
-int os_purge(void *addr, size_t size);    /* give pages back, stay read/write */
+int os_commit(void *addr, size_t size);	       /* PROT_NONE -> read/write */
+int os_decommit(void *addr, size_t size);      /* give pages back, then PROT_NONE */
+int os_purge(void *addr, size_t size);	       /* give pages back, stay read/write */
 int os_map_metadata(size_t size, void **addr); /* read/write, MAP_NORESERVE, zero */
 int os_hugepage(void *addr, size_t size);      /* MADV_HUGEPAGE */
 int os_populate(void *addr, size_t size);      /* MADV_POPULATE_WRITE, or touch */
 int os_lock(void *addr, size_t size);
 int os_unlock(void *addr, size_t size);
-uint64_t os_now_ns(void); /* CLOCK_MONOTONIC; not a fault point */
+int os_membarrier_register(void); /* 0 when MEMBARRIER_CMD_PRIVATE_EXPEDITED works */
+void os_membarrier(void);	  /* an asymmetric full fence on every thread; not a fault point */
+uint64_t os_now_ns(void);	  /* CLOCK_MONOTONIC; not a fault point */
 
 /*
  * Fault injection for tests: the nth OS call from now (1 = the next) fails with -err;
@@ -86,7 +88,7 @@ unsigned long tide_os_calls(void); /* OS calls made since the process started */
  */
 struct bitmap {
 	uint64_t *words;
-	uint64_t *full;     /* bit w: words[w] == ~0 */
+	uint64_t *full;	    /* bit w: words[w] == ~0 */
 	uint64_t *nonempty; /* bit w: words[w] != 0 */
 	size_t nbits;
 	size_t nwords;
@@ -106,39 +108,131 @@ bool bitmap_test(const struct bitmap *map, size_t bit);
 /* One past the highest set bit below limit, or 0 when none is. */
 size_t bitmap_top(const struct bitmap *map, size_t limit);
 size_t bitmap_count_range(const struct bitmap *map, size_t start, size_t end);
-/* The summaries and count agree with the words below limit, and nothing is set above. */
+/* The summaries, hint and count agree with the words below limit; nothing is set above. */
 bool bitmap_check(const struct bitmap *map, size_t limit);
 
 // cache.c -------------------------------------------------------------------------------
 
-#define TCACHE_CAP 512 /* blocks a thread keeps; a flush leaves TCACHE_HALF */
-#define TCACHE_HALF 256
+#define TCACHE_CAP   512 /* blocks a thread keeps; a refill or a flush leaves TCACHE_HALF */
+#define TCACHE_HALF  256
+#define TCACHE_SLOTS 8 /* pools a thread keeps a cache for at once; more go uncached */
 
 /*
  * A thread's stack of free, claimed blocks of one pool. Only the owning thread pushes and
  * pops, inside an in_op window; another thread empties it (steal) holding the pool lock,
- * after a membarrier, once in_op is clear.
+ * after an asymmetric fence (membarrier), once in_op is clear. Between windows the owner
+ * touches it only under the pool lock. live and max_live count the blocks this thread
+ * handed out minus those it took back (may go negative) and their high-water mark since
+ * the thread's last refill or flush, so the pool's peak is exact for one thread.
  */
 struct tcache {
 	_Atomic unsigned count;
 	_Atomic int in_op;
 	_Atomic int steal;
+	_Atomic long live;
+	_Atomic long max_live;
 	struct tide_pool *_Atomic pool; /* NULL once the pool is destroyed */
-	struct tcache *next, *prev;     /* the pool's list, under pool->lock */
+	struct tcache *next, *prev;	/* the pool's list, under pool->lock */
 	void *slots[TCACHE_CAP];
 };
 
-struct tcache *cache_get(struct tide_pool *pool); /* this thread's cache, or NULL */
-void cache_flush_all_locked(struct tide_pool *pool); /* steal every cache; pool->lock held */
-void cache_detach_pool(struct tide_pool *pool);      /* at destroy */
-size_t cache_count_locked(struct tide_pool *pool);   /* blocks parked in caches */
-int cache_membarrier_init(void); /* 1 when the asymmetric fence is available */
+extern _Thread_local struct tcache *tcache_last __attribute__((tls_model("initial-exec")));
+
+struct tcache *cache_lookup(struct tide_pool *pool); /* find or create; NULL: none to be had */
+/* Slow paths, pool->lock taken inside: refill and pop one; push one and flush half. */
+void *cache_refill_pop(struct tide_pool *pool, struct tcache *c, bool may_grow);
+void cache_push_flush(struct tide_pool *pool, struct tcache *c, void *block);
+void cache_flush_all_locked(struct tide_pool *pool);  /* steal every cache; pool->lock held */
+void cache_flush_own(struct tide_pool *pool);	      /* this thread's cache of pool */
+void cache_detach_pool(struct tide_pool *pool);	      /* at destroy */
+size_t cache_count_locked(struct tide_pool *pool);    /* blocks parked in caches */
+long cache_excursions_locked(struct tide_pool *pool); /* sum of max_live - live */
+void cache_sync_peak_locked(struct tide_pool *pool, struct tcache *c);
+bool cache_init_fence(void); /* true when the asymmetric fence (membarrier) is available */
+
+static inline struct tcache *cache_get(struct tide_pool *pool)
+{
+	struct tcache *c = tcache_last;
+
+	if (likely(c && atomic_load_explicit(&c->pool, memory_order_relaxed) == pool))
+		return c;
+	return cache_lookup(pool);
+}
+
+/* Open the owner's window; false if a steal is under way (take the slow path). */
+static inline bool cache_enter(struct tcache *c, bool membarrier)
+{
+	atomic_store_explicit(&c->in_op, 1, memory_order_relaxed);
+	if (likely(membarrier))
+		atomic_signal_fence(memory_order_seq_cst);
+	else
+		atomic_thread_fence(memory_order_seq_cst);
+	if (likely(!atomic_load_explicit(&c->steal, memory_order_acquire)))
+		return true;
+	atomic_store_explicit(&c->in_op, 0, memory_order_release);
+	return false;
+}
+
+static inline void cache_leave(struct tcache *c)
+{
+	atomic_store_explicit(&c->in_op, 0, memory_order_release);
+}
+
+static inline void cache_count_alloc(struct tcache *c, long n)
+{
+	long live = atomic_load_explicit(&c->live, memory_order_relaxed) + n;
+
+	atomic_store_explicit(&c->live, live, memory_order_relaxed);
+	if (live > atomic_load_explicit(&c->max_live, memory_order_relaxed))
+		atomic_store_explicit(&c->max_live, live, memory_order_relaxed);
+}
+
+static inline void cache_count_free(struct tcache *c, long n)
+{
+	atomic_store_explicit(&c->live, atomic_load_explicit(&c->live, memory_order_relaxed) - n,
+			      memory_order_relaxed);
+}
+
+/* Pop a block, or NULL when the cache is empty or being stolen. */
+static inline void *cache_pop(struct tcache *c, bool membarrier)
+{
+	unsigned n;
+	void *block = NULL;
+
+	if (unlikely(!cache_enter(c, membarrier)))
+		return NULL;
+	n = atomic_load_explicit(&c->count, memory_order_relaxed);
+	if (likely(n)) {
+		block = c->slots[n - 1];
+		atomic_store_explicit(&c->count, n - 1, memory_order_relaxed);
+	}
+	cache_leave(c);
+	return block;
+}
+
+/* Push a block; false when the cache is full or being stolen. */
+static inline bool cache_push(struct tcache *c, bool membarrier, void *block)
+{
+	unsigned n;
+	bool done = false;
+
+	if (unlikely(!cache_enter(c, membarrier)))
+		return false;
+	n = atomic_load_explicit(&c->count, memory_order_relaxed);
+	if (likely(n < TCACHE_CAP)) {
+		c->slots[n] = block;
+		atomic_store_explicit(&c->count, n + 1, memory_order_relaxed);
+		done = true;
+	}
+	cache_leave(c);
+	return done;
+}
 
 // pool.c --------------------------------------------------------------------------------
 
-#define TAG_FREE 0          /* block not handed out (free, or parked in a cache) */
-#define TAG_INTERIOR 0xffff /* a block after the first of a multi-block buffer */
-#define TAG_MULTI 0x8000    /* on the first block: the buffer spans more blocks */
+#define TAG_FREE      0	     /* block not handed out (free, or parked in a cache) */
+#define TAG_INTERIOR  0xffff /* a block after the first of a multi-block buffer */
+#define TAG_MULTI     0x8000 /* on the first block: the buffer spans more blocks */
 #define TAG_OWNER_MAX 0x7ffe
 
 struct tide_user {
@@ -161,7 +255,7 @@ struct tide_user {
 struct tide_pool {
 	/* Read on every alloc and free. */
 	char *base;
-	uint16_t *tags;            /* one per block over the whole reservation */
+	uint16_t *tags;		   /* one per block over the whole reservation */
 	_Atomic size_t unreserved; /* boundary - base */
 	unsigned block_shift;
 	unsigned flags;
@@ -176,29 +270,34 @@ struct tide_pool {
 	size_t min_size;
 	size_t max_size;
 	size_t page_size;
-	size_t purge_chunk; /* bytes: the unit purge gives back (a page, or a huge page) */
+	size_t purge_chunk;  /* bytes: the unit purge gives back (a page, or a huge page) */
+	size_t purge_region; /* bytes: the unit whose idle time is tracked (>= purge_chunk) */
 	unsigned shrink_delay_ms;
-	void *meta;       /* bitmap + tags + purge state, one lazily backed mapping */
+	void *meta; /* bitmap + tags + purge state, one lazily backed mapping */
 	size_t meta_size;
+	size_t meta_tags_offset;
 
 	/* Under lock: the bitmap and what moves with it. */
 	pthread_mutex_t lock;
 	struct bitmap map;
-	size_t limit;          /* blocks below this may be claimed (the boundary, or less mid-shrink) */
-	size_t multi_buffers;  /* live buffers of more than one block */
-	size_t multi_blocks;   /* blocks in them */
-	size_t peak_claimed;   /* highest map.count seen; peak_live_bytes comes from it */
-	size_t demand_tick;    /* highest map.count since the last maintenance sample */
-	struct tcache *caches; /* every thread's cache of this pool */
+	size_t limit; /* blocks below this may be claimed (the boundary, or less mid-shrink) */
+	size_t multi_buffers;	  /* live buffers of more than one block */
+	size_t multi_blocks;	  /* blocks in them */
+	size_t peak_live_blocks;  /* see cache_sync_peak_locked */
+	size_t demand_tick;	  /* highest map.count since the last maintenance sample */
+	struct tcache *caches;	  /* every thread's cache of this pool */
 	struct tide_user **users; /* by id; users[id] NULL when free */
 	unsigned nusers;
 	unsigned users_cap;
 
 	/* Purge state, under lock: a page is purged when given back below the boundary. */
-	uint64_t *purged;       /* one bit per purge chunk */
-	uint32_t *chunk_epoch;  /* per purge chunk: the maintenance sample of its last claim */
+	uint64_t *purged;	/* one bit per purge chunk */
+	uint32_t *region_epoch; /* per purge region: the maintenance epoch of its last claim */
 	size_t purged_chunks;
-	uint32_t epoch;         /* maintenance samples taken */
+	size_t purging_blocks;	/* claimed only while purge gives their pages back */
+	size_t purge_cursor;	/* the region where the next purge pass starts */
+	uint32_t epoch;		/* maintenance samples taken */
+	size_t unreserved_high; /* the most the pool was ever grown to */
 
 	/* Under convert_lock: conversions and the hook. */
 	pthread_mutex_t convert_lock;
@@ -211,7 +310,9 @@ struct tide_pool {
 	unsigned demand_head;
 	unsigned demand_n;
 	uint64_t last_sample_ns;
+	uint64_t created_ns;
 	pthread_t thread;
+	pthread_mutex_t thread_lock;
 	bool thread_running;
 	bool thread_stop;
 	pthread_cond_t thread_cond;
@@ -234,16 +335,18 @@ static inline size_t pool_unreserved(const struct tide_pool *pool)
 
 void *pool_alloc(struct tide_pool *pool, struct tide_user *user, size_t size);
 int pool_free(struct tide_pool *pool, struct tide_user *user, void *buf);
-unsigned pool_alloc_bulk(struct tide_pool *pool, struct tide_user *user, void **bufs,
-			 unsigned n);
-int pool_free_bulk(struct tide_pool *pool, struct tide_user *user, void *const *bufs,
-		   unsigned n);
-/* Claim up to n single blocks into out (lock taken inside); may grow for a user allowed to. */
-unsigned pool_claim_blocks(struct tide_pool *pool, void **out, unsigned n, bool may_grow);
+unsigned pool_alloc_bulk(struct tide_pool *pool, struct tide_user *user, void **bufs, unsigned n);
+int pool_free_bulk(struct tide_pool *pool, struct tide_user *user, void *const *bufs, unsigned n);
+/* Claim up to n single blocks, lowest first, into out; pool->lock held. */
+unsigned pool_claim_blocks_locked(struct tide_pool *pool, void **out, unsigned n);
 void pool_release_blocks_locked(struct tide_pool *pool, void *const *blocks, unsigned n);
+/* Grow by bytes for an allocation that found nothing while the pool was seen this size:
+ * 0 when the pool grew (here or on another thread), else the error. */
+int pool_grow_auto(struct tide_pool *pool, size_t seen, size_t bytes);
 int pool_grow_locked(struct tide_pool *pool, size_t bytes); /* convert_lock held */
+bool pool_claim_run_locked(struct tide_pool *pool, size_t n, size_t *first);
+/* Shrink the free top by up to bytes, not below floor; convert_lock held. */
 ssize_t pool_shrink_locked(struct tide_pool *pool, size_t bytes, size_t floor);
-void pool_note_claimed_locked(struct tide_pool *pool); /* peaks and demand after a claim */
 void tide_assert_fail(const char *cond, const char *file, int line);
 
 /*
@@ -256,20 +359,36 @@ int tide_pool_check(struct tide_pool *pool, char *why, size_t len);
 
 // user.c --------------------------------------------------------------------------------
 
-int user_table_init(struct tide_pool *pool);
+int user_table_init(struct tide_pool *pool); /* with the default user, id 1 */
 void user_table_exit(struct tide_pool *pool);
-bool user_charge(struct tide_user *user, size_t bytes, size_t buffers);
-void user_uncharge(struct tide_user *user, size_t bytes, size_t buffers);
+bool user_charge_counted(struct tide_user *user, size_t bytes, size_t buffers);
+/* Charge up to n buffers of unit bytes within the quota; how many were charged. */
+unsigned user_charge_upto(struct tide_user *user, size_t unit, unsigned n);
+
+/* Count bytes against the user's quota; false (and counted) when it would pass it. */
+static inline bool user_charge(struct tide_user *user, size_t bytes, size_t buffers)
+{
+	return !user->counted || user_charge_counted(user, bytes, buffers);
+}
+
+static inline void user_uncharge(struct tide_user *user, size_t bytes, size_t buffers)
+{
+	if (user->counted) {
+		atomic_fetch_sub_explicit(&user->live_bytes, bytes, memory_order_relaxed);
+		atomic_fetch_sub_explicit(&user->live_buffers, buffers, memory_order_relaxed);
+	}
+}
 
 // maintain.c ----------------------------------------------------------------------------
 
 int maintain_start(struct tide_pool *pool); /* the background thread, with TIDE_BACKGROUND */
 void maintain_stop(struct tide_pool *pool);
-void maintain_sample_locked(struct tide_pool *pool, uint64_t now);
 void purge_unmark_locked(struct tide_pool *pool, size_t block, size_t nblocks);
+void purge_forget_locked(struct tide_pool *pool, size_t lo, size_t hi); /* byte offsets */
 
 // stats.c -------------------------------------------------------------------------------
 
-size_t stats_live_blocks_locked(struct tide_pool *pool);
+size_t stats_live_blocks_locked(struct tide_pool *pool); /* claimed - cached */
+size_t stats_live_buffers_locked(struct tide_pool *pool);
 
 #endif /* TIDE_INTERNAL_H */

@@ -1,0 +1,418 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * buffer.c - alloc and free: the hot path.
+ *
+ * A one-block buffer comes from this thread's cache (cache.c) and is stamped in the tag
+ * array with its owner's id; free checks the pointer (inside the unreserved portion, on a
+ * block boundary) and the tag (this owner's, a buffer's first block) before it clears the
+ * tag and pushes the block back. So every free is checked - double, interior, foreign,
+ * above the boundary, another user's - at the cost of one load and one compare, and a
+ * bad free changes nothing.
+ *
+ * Buffers larger than a block take the lowest run of free blocks under the pool lock;
+ * their first block is tagged owner | TAG_MULTI and the rest TAG_INTERIOR, so free finds
+ * the length by walking the tags.
+ *
+ * The pool's own tide_alloc/tide_free act as its default user (id 1), which may grow when
+ * the pool has TIDE_AUTO_GROW and keeps no counters of its own (the pool's are its).
+ */
+#include <errno.h>
+
+#include "internal.h"
+
+static inline bool may_grow(const struct tide_pool *pool, const struct tide_user *user)
+{
+	return (pool->flags & TIDE_AUTO_GROW) && (user->flags & TIDE_USER_MAY_GROW);
+}
+
+static inline size_t block_index(const struct tide_pool *pool, const void *block)
+{
+	return (size_t)((const char *)block - pool->base) >> pool->block_shift;
+}
+
+static void count_failure(struct tide_pool *pool, struct tide_user *user)
+{
+	atomic_fetch_add_explicit(&pool->alloc_failures, 1, memory_order_relaxed);
+	if (user->counted)
+		atomic_fetch_add_explicit(&user->alloc_failures, 1, memory_order_relaxed);
+}
+
+static int bad_free(struct tide_pool *pool, struct tide_user *user, int err)
+{
+	atomic_fetch_add_explicit(&pool->bad_frees, 1, memory_order_relaxed);
+	if (user->counted)
+		atomic_fetch_add_explicit(&user->bad_frees, 1, memory_order_relaxed);
+	return err;
+}
+
+/* One block without a cache (this thread has too many pools): straight from the bitmap. */
+static void *alloc_uncached(struct tide_pool *pool, bool grow)
+{
+	for (int attempt = 0; attempt < 4; attempt++) {
+		void *block;
+		size_t seen;
+
+		pthread_mutex_lock(&pool->lock);
+		if (pool_claim_blocks_locked(pool, &block, 1)) {
+			cache_sync_peak_locked(pool, NULL);
+			pthread_mutex_unlock(&pool->lock);
+			return block;
+		}
+		seen = pool_unreserved(pool);
+		pthread_mutex_unlock(&pool->lock);
+		if (!grow || pool_grow_auto(pool, seen, pool->block_size))
+			break;
+	}
+	return NULL;
+}
+
+static inline void *alloc_block(struct tide_pool *pool, bool grow)
+{
+	struct tcache *c = cache_get(pool);
+	void *block;
+
+	if (unlikely(!c))
+		return alloc_uncached(pool, grow);
+	block = cache_pop(c, pool->fence_is_membarrier);
+	if (unlikely(!block))
+		block = cache_refill_pop(pool, c, grow);
+	if (likely(block))
+		cache_count_alloc(c, 1);
+	return block;
+}
+
+static inline void free_block(struct tide_pool *pool, void *block)
+{
+	struct tcache *c = cache_get(pool);
+
+	if (unlikely(!c)) {
+		pthread_mutex_lock(&pool->lock);
+		pool_release_blocks_locked(pool, &block, 1);
+		pthread_mutex_unlock(&pool->lock);
+		return;
+	}
+	if (unlikely(!cache_push(c, pool->fence_is_membarrier, block)))
+		cache_push_flush(pool, c, block);
+	cache_count_free(c, 1);
+}
+
+/* A buffer of n > 1 blocks: the lowest free run, growing the pool if allowed. */
+static void *alloc_run(struct tide_pool *pool, struct tide_user *user, size_t n)
+{
+	bool grow = may_grow(pool, user);
+
+	for (int attempt = 0; attempt < 4; attempt++) {
+		size_t first, seen, free_top, want;
+
+		pthread_mutex_lock(&pool->lock);
+		if (pool_claim_run_locked(pool, n, &first)) {
+			pool->tags[first] = user->id | TAG_MULTI;
+			for (size_t i = 1; i < n; i++)
+				pool->tags[first + i] = TAG_INTERIOR;
+			pool->multi_buffers++;
+			pool->multi_blocks += n;
+			cache_sync_peak_locked(pool, NULL);
+			pthread_mutex_unlock(&pool->lock);
+			return pool->base + (first << pool->block_shift);
+		}
+		seen = pool_unreserved(pool);
+		free_top = seen - (bitmap_top(&pool->map, pool->limit) << pool->block_shift);
+		pthread_mutex_unlock(&pool->lock);
+		if (!grow)
+			break;
+		want = n << pool->block_shift;
+		if (pool_grow_auto(pool, seen,
+				   want > free_top ? want - free_top : pool->block_size))
+			break;
+	}
+	return NULL;
+}
+
+static void free_run(struct tide_pool *pool, struct tide_user *user, size_t first)
+{
+	size_t limit = pool_unreserved(pool) >> pool->block_shift;
+	size_t n = 1;
+
+	while (first + n < limit && pool->tags[first + n] == TAG_INTERIOR)
+		pool->tags[first + n++] = TAG_FREE;
+	pool->tags[first] = TAG_FREE;
+	pthread_mutex_lock(&pool->lock);
+	bitmap_clear_range(&pool->map, first, n);
+	pool->multi_buffers--;
+	pool->multi_blocks -= n;
+	pthread_mutex_unlock(&pool->lock);
+	user_uncharge(user, n << pool->block_shift, 1);
+}
+
+void *pool_alloc(struct tide_pool *pool, struct tide_user *user, size_t size)
+{
+	void *block;
+	size_t n;
+
+	if (likely(size - 1 < pool->block_size)) {
+		if (unlikely(user->counted && !user_charge(user, pool->block_size, 1)))
+			goto fail;
+		block = alloc_block(pool, may_grow(pool, user));
+		if (unlikely(!block)) {
+			user_uncharge(user, pool->block_size, 1);
+			goto fail;
+		}
+		pool->tags[block_index(pool, block)] = user->id;
+		return block;
+	}
+	if (size == 0)
+		return NULL;
+	if (size > pool->max_size)
+		goto fail;
+	n = (size + pool->block_size - 1) >> pool->block_shift;
+	if (!user_charge(user, n << pool->block_shift, 1))
+		goto fail;
+	block = alloc_run(pool, user, n);
+	if (block)
+		return block;
+	user_uncharge(user, n << pool->block_shift, 1);
+fail:
+	count_failure(pool, user);
+	return NULL;
+}
+
+/* Anything but this user's one-block buffer: a multi-block buffer, or a bad free. */
+static int free_slow(struct tide_pool *pool, struct tide_user *user, size_t i, uint16_t tag)
+{
+	if (tag == (user->id | TAG_MULTI)) {
+		free_run(pool, user, i);
+		return 0;
+	}
+	if (tag == TAG_FREE || tag == TAG_INTERIOR)
+		return bad_free(pool, user, -EINVAL);
+	return bad_free(pool, user, -EPERM);
+}
+
+/* The pointer is a block of the unreserved portion; its index, or SIZE_MAX. */
+static inline size_t checked_index(const struct tide_pool *pool, const void *buf)
+{
+	uintptr_t off = (uintptr_t)buf - (uintptr_t)pool->base;
+
+	if (unlikely(off >= pool_unreserved(pool) || (off & (pool->block_size - 1))))
+		return SIZE_MAX;
+	return off >> pool->block_shift;
+}
+
+int pool_free(struct tide_pool *pool, struct tide_user *user, void *buf)
+{
+	size_t i;
+	uint16_t tag;
+
+	if (unlikely(!buf))
+		return 0;
+	i = checked_index(pool, buf);
+	if (unlikely(i == SIZE_MAX))
+		return bad_free(pool, user, -EINVAL);
+	tag = pool->tags[i];
+	if (unlikely(tag != user->id))
+		return free_slow(pool, user, i, tag);
+	pool->tags[i] = TAG_FREE;
+	if (user->counted)
+		user_uncharge(user, pool->block_size, 1);
+	free_block(pool, buf);
+	return 0;
+}
+
+unsigned pool_alloc_bulk(struct tide_pool *pool, struct tide_user *user, void **bufs, unsigned n)
+{
+	struct tcache *c;
+	unsigned got = 0;
+	bool grow = may_grow(pool, user);
+
+	if (!n || !bufs)
+		return 0;
+	if (user->counted) {
+		n = user_charge_upto(user, pool->block_size, n);
+		if (!n) {
+			count_failure(pool, user);
+			return 0;
+		}
+	}
+	c = cache_get(pool);
+	if (likely(c) && cache_enter(c, pool->fence_is_membarrier)) {
+		unsigned have = atomic_load_explicit(&c->count, memory_order_relaxed);
+
+		while (got < n && have)
+			bufs[got++] = c->slots[--have];
+		atomic_store_explicit(&c->count, have, memory_order_relaxed);
+		cache_leave(c);
+	}
+	for (int attempt = 0; got < n && attempt < 4; attempt++) {
+		size_t seen;
+
+		pthread_mutex_lock(&pool->lock);
+		while (got < n) {
+			unsigned more = pool_claim_blocks_locked(pool, bufs + got, n - got);
+
+			if (!more)
+				break;
+			got += more;
+		}
+		cache_sync_peak_locked(pool, NULL);
+		seen = pool_unreserved(pool);
+		pthread_mutex_unlock(&pool->lock);
+		if (got == n || !grow ||
+		    pool_grow_auto(pool, seen, (size_t)(n - got) * pool->block_size))
+			break;
+	}
+	for (unsigned i = 0; i < got; i++)
+		pool->tags[block_index(pool, bufs[i])] = user->id;
+	if (c)
+		cache_count_alloc(c, got);
+	if (got < n) {
+		if (user->counted)
+			user_uncharge(user, (size_t)(n - got) * pool->block_size, n - got);
+		count_failure(pool, user);
+	}
+	return got;
+}
+
+int pool_free_bulk(struct tide_pool *pool, struct tide_user *user, void *const *bufs, unsigned n)
+{
+	struct tcache *c = cache_get(pool);
+	unsigned i = 0, pushed = 0;
+	int err = 0;
+
+	if (n && !bufs)
+		return -EINVAL;
+	while (i < n) {
+		/* Push as many plain one-block buffers as fit in one cache window. */
+		if (likely(c) && cache_enter(c, pool->fence_is_membarrier)) {
+			unsigned have = atomic_load_explicit(&c->count, memory_order_relaxed);
+			unsigned start = i;
+
+			for (; i < n && have < TCACHE_CAP; i++) {
+				size_t k = bufs[i] ? checked_index(pool, bufs[i]) : SIZE_MAX;
+
+				if (k == SIZE_MAX || pool->tags[k] != user->id)
+					break;
+				pool->tags[k] = TAG_FREE;
+				c->slots[have++] = bufs[i];
+			}
+			atomic_store_explicit(&c->count, have, memory_order_relaxed);
+			cache_leave(c);
+			pushed += i - start;
+		}
+		if (i < n) {
+			err = pool_free(pool, user,
+					bufs[i++]); /* NULL, a run, full cache, or bad */
+			if (err)
+				break;
+		}
+	}
+	if (c)
+		cache_count_free(c, pushed);
+	if (user->counted && pushed)
+		user_uncharge(user, (size_t)pushed * pool->block_size, pushed);
+	return err;
+}
+
+/**
+ * tide_alloc() - take a buffer from the pool.
+ * @pool: the pool.
+ * @size: bytes wanted; up to block_size takes one block, more a contiguous run.
+ *
+ * Lowest address first, from this thread's cache, refilled from the bitmap; with
+ * TIDE_AUTO_GROW a pool with nothing free grows by a grow_unit (or what the run needs).
+ *
+ * Return: the buffer, aligned to block_size; NULL for size 0, a NULL pool, or no space
+ * (counted in alloc_failures).
+ */
+void *tide_alloc(struct tide_pool *pool, size_t size)
+{
+	if (unlikely(!pool))
+		return NULL;
+	return pool_alloc(pool, &pool->default_user, size);
+}
+
+/**
+ * tide_free() - give a buffer back.
+ * @pool: the pool it came from.
+ * @buf:  the buffer, or NULL.
+ *
+ * Return: 0 (also for NULL); -EINVAL when @buf is not a live buffer of this pool (foreign,
+ * interior, above the boundary, already freed) or @pool is NULL; -EPERM when it belongs to
+ * a user (free it with tide_user_free()). A refused free changes nothing and is counted
+ * in bad_frees.
+ */
+int tide_free(struct tide_pool *pool, void *buf)
+{
+	if (unlikely(!pool))
+		return buf ? -EINVAL : 0;
+	return pool_free(pool, &pool->default_user, buf);
+}
+
+/**
+ * tide_alloc_bulk() - take up to @n one-block buffers.
+ * @pool: the pool.
+ * @bufs: room for @n pointers.
+ * @n:    how many.
+ *
+ * Return: how many were taken (0 for bad arguments); the rest of @bufs is untouched.
+ */
+unsigned tide_alloc_bulk(struct tide_pool *pool, void **bufs, unsigned n)
+{
+	if (unlikely(!pool))
+		return 0;
+	return pool_alloc_bulk(pool, &pool->default_user, bufs, n);
+}
+
+/**
+ * tide_free_bulk() - give @n buffers back.
+ * @pool: the pool.
+ * @bufs: the buffers; NULL entries are skipped.
+ * @n:    how many.
+ *
+ * Return: 0; or the error of the first buffer refused (as tide_free()): the ones before
+ * it are freed, it and the ones after it are not.
+ */
+int tide_free_bulk(struct tide_pool *pool, void *const *bufs, unsigned n)
+{
+	if (unlikely(!pool))
+		return -EINVAL;
+	return pool_free_bulk(pool, &pool->default_user, bufs, n);
+}
+
+/**
+ * tide_buffer_size() - the usable size of a live buffer.
+ * @pool: the pool.
+ * @buf:  a buffer from it.
+ *
+ * Return: its size, a whole number of blocks; 0 when @buf is not a live buffer.
+ */
+size_t tide_buffer_size(const struct tide_pool *pool, const void *buf)
+{
+	size_t i, n = 1, limit;
+	uint16_t tag;
+
+	if (!pool || !buf)
+		return 0;
+	i = checked_index(pool, buf);
+	if (i == SIZE_MAX)
+		return 0;
+	tag = pool->tags[i];
+	if (tag == TAG_FREE || tag == TAG_INTERIOR)
+		return 0;
+	limit = pool_unreserved(pool) >> pool->block_shift;
+	if (tag & TAG_MULTI)
+		while (i + n < limit && pool->tags[i + n] == TAG_INTERIOR)
+			n++;
+	return n << pool->block_shift;
+}
+
+/**
+ * tide_pool_flush_cache() - return this thread's cached free blocks of @pool.
+ * @pool: the pool, or NULL.
+ *
+ * Useful before a thread goes idle for long; thread exit does it by itself.
+ */
+void tide_pool_flush_cache(struct tide_pool *pool)
+{
+	if (pool)
+		cache_flush_own(pool);
+}

@@ -1,0 +1,296 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cache.c - per-thread caches in front of the bitmap.
+ *
+ * Each thread keeps, per pool, a stack of up to TCACHE_CAP free blocks that it has
+ * claimed from the bitmap. Alloc pops, free pushes; an empty stack is refilled and a full
+ * one flushed to TCACHE_HALF under the pool lock, so the lock is taken once per few
+ * hundred operations and steady alloc/free pairs never leave the thread.
+ *
+ * The fast path has no atomic read-modify-write and no fence: the owner marks an in_op
+ * window with plain stores. A shrink must be able to take back every cached block, even
+ * of a thread that sleeps, so the stealer (holding the pool lock) raises each cache's
+ * steal flag, runs membarrier(PRIVATE_EXPEDITED) - which acts as a full fence on every
+ * running thread of the process - and then waits for in_op to clear. Either the owner's
+ * window began before the fence (the stealer sees in_op and waits for its end) or after
+ * (the owner sees steal and takes the slow path, which queues on the pool lock). This is
+ * the asymmetric Dekker pattern of userspace RCU. Without membarrier both sides pay a
+ * full fence instead.
+ *
+ * Lifetimes: a cache belongs to its thread and is freed at thread exit (pthread key
+ * destructor), after flushing its blocks back. A pool destroyed first detaches its caches
+ * (pool pointer NULL) under the registry lock, which thread exit also takes.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "internal.h"
+
+_Thread_local struct tcache *tcache_last __attribute__((tls_model("initial-exec")));
+static _Thread_local struct tcache *tcache_slots[TCACHE_SLOTS];
+
+static pthread_mutex_t registry = PTHREAD_MUTEX_INITIALIZER;
+static pthread_key_t exit_key;
+static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
+static bool fence_ok;
+static pthread_once_t fence_once = PTHREAD_ONCE_INIT;
+
+static void fence_probe(void)
+{
+#ifdef TIDE_TSAN
+	fence_ok = false; /* ThreadSanitizer models fences, not membarrier */
+#else
+	fence_ok = os_membarrier_register() == 0;
+#endif
+}
+
+bool cache_init_fence(void)
+{
+	pthread_once(&fence_once, fence_probe);
+	return fence_ok;
+}
+
+static void link_cache_locked(struct tide_pool *pool, struct tcache *c)
+{
+	c->prev = NULL;
+	c->next = pool->caches;
+	if (pool->caches)
+		pool->caches->prev = c;
+	pool->caches = c;
+}
+
+static void unlink_cache_locked(struct tide_pool *pool, struct tcache *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		pool->caches = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->next = c->prev = NULL;
+}
+
+/* Give every block of c back to the bitmap; pool->lock held, c not in use. */
+static void drain_locked(struct tide_pool *pool, struct tcache *c)
+{
+	unsigned n = atomic_load_explicit(&c->count, memory_order_relaxed);
+
+	pool_release_blocks_locked(pool, c->slots, n);
+	atomic_store_explicit(&c->count, 0, memory_order_relaxed);
+}
+
+/* Thread exit: flush and free this thread's caches. */
+static void thread_exit(void *unused)
+{
+	(void)unused;
+	pthread_mutex_lock(&registry);
+	for (int i = 0; i < TCACHE_SLOTS; i++) {
+		struct tcache *c = tcache_slots[i];
+		struct tide_pool *pool;
+
+		if (!c)
+			continue;
+		pool = atomic_load_explicit(&c->pool, memory_order_relaxed);
+		if (pool) {
+			pthread_mutex_lock(&pool->lock);
+			drain_locked(pool, c);
+			unlink_cache_locked(pool, c);
+			pthread_mutex_unlock(&pool->lock);
+		}
+		free(c);
+		tcache_slots[i] = NULL;
+	}
+	tcache_last = NULL;
+	pthread_mutex_unlock(&registry);
+}
+
+static void make_exit_key(void)
+{
+	pthread_key_create(&exit_key, thread_exit);
+}
+
+struct tcache *cache_lookup(struct tide_pool *pool)
+{
+	struct tcache *c;
+	int slot = -1;
+
+	for (int i = 0; i < TCACHE_SLOTS; i++) {
+		c = tcache_slots[i];
+		if (c && atomic_load_explicit(&c->pool, memory_order_relaxed) == pool) {
+			tcache_last = c;
+			return c;
+		}
+		if (slot < 0 && (!c || !atomic_load_explicit(&c->pool, memory_order_relaxed)))
+			slot = i;
+	}
+	if (slot < 0)
+		return NULL; /* this thread uses too many pools: the rest go through the lock */
+	if (tcache_slots[slot]) {
+		if (tcache_last == tcache_slots[slot])
+			tcache_last = NULL;
+		free(tcache_slots[slot]); /* orphaned by a destroyed pool */
+		tcache_slots[slot] = NULL;
+	}
+	pthread_once(&exit_key_once, make_exit_key);
+	c = aligned_alloc(64, align_up(sizeof(*c), 64));
+	if (!c)
+		return NULL;
+	atomic_init(&c->count, 0);
+	atomic_init(&c->in_op, 0);
+	atomic_init(&c->steal, 0);
+	atomic_init(&c->live, 0);
+	atomic_init(&c->max_live, 0);
+	atomic_init(&c->pool, pool);
+	pthread_mutex_lock(&pool->lock);
+	link_cache_locked(pool, c);
+	pthread_mutex_unlock(&pool->lock);
+	pthread_setspecific(exit_key, (void *)1);
+	tcache_slots[slot] = c;
+	tcache_last = c;
+	return c;
+}
+
+void cache_sync_peak_locked(struct tide_pool *pool, struct tcache *c)
+{
+	size_t live = stats_live_blocks_locked(pool);
+	long excursion = cache_excursions_locked(pool);
+
+	if (live + (size_t)excursion > pool->peak_live_blocks)
+		pool->peak_live_blocks = live + (size_t)excursion;
+	if (c)
+		atomic_store_explicit(&c->max_live,
+				      atomic_load_explicit(&c->live, memory_order_relaxed),
+				      memory_order_relaxed);
+}
+
+void *cache_refill_pop(struct tide_pool *pool, struct tcache *c, bool may_grow)
+{
+	for (int attempt = 0; attempt < 4; attempt++) {
+		size_t seen;
+		unsigned n;
+
+		pthread_mutex_lock(&pool->lock);
+		n = atomic_load_explicit(&c->count, memory_order_relaxed);
+		if (n == 0) {
+			n = pool_claim_blocks_locked(pool, c->slots, TCACHE_HALF);
+			/* The stack pops from its end: put the lowest address there. */
+			for (unsigned i = 0; i < n / 2; i++) {
+				void *t = c->slots[i];
+
+				c->slots[i] = c->slots[n - 1 - i];
+				c->slots[n - 1 - i] = t;
+			}
+		}
+		if (n) {
+			void *block = c->slots[n - 1];
+
+			atomic_store_explicit(&c->count, n - 1, memory_order_relaxed);
+			cache_sync_peak_locked(pool, c);
+			pthread_mutex_unlock(&pool->lock);
+			return block;
+		}
+		seen = pool_unreserved(pool);
+		pthread_mutex_unlock(&pool->lock);
+		if (!may_grow || pool_grow_auto(pool, seen, pool->block_size))
+			return NULL;
+	}
+	return NULL;
+}
+
+void cache_push_flush(struct tide_pool *pool, struct tcache *c, void *block)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&pool->lock);
+	n = atomic_load_explicit(&c->count, memory_order_relaxed);
+	if (n == TCACHE_CAP) {
+		/* The oldest half goes back: the recent half is what this thread reuses. */
+		pool_release_blocks_locked(pool, c->slots, TCACHE_HALF);
+		memmove(c->slots, c->slots + TCACHE_HALF, (n - TCACHE_HALF) * sizeof(void *));
+		n -= TCACHE_HALF;
+	}
+	c->slots[n] = block;
+	atomic_store_explicit(&c->count, n + 1, memory_order_relaxed);
+	cache_sync_peak_locked(pool, c);
+	pthread_mutex_unlock(&pool->lock);
+}
+
+void cache_flush_all_locked(struct tide_pool *pool)
+{
+	struct tcache *c;
+
+	if (!pool->caches)
+		return;
+	for (c = pool->caches; c; c = c->next)
+		atomic_store_explicit(&c->steal, 1, memory_order_relaxed);
+	if (pool->fence_is_membarrier)
+		os_membarrier();
+	else
+		atomic_thread_fence(memory_order_seq_cst);
+	for (c = pool->caches; c; c = c->next) {
+		while (atomic_load_explicit(&c->in_op, memory_order_acquire))
+			__builtin_ia32_pause();
+		drain_locked(pool, c);
+		atomic_store_explicit(&c->steal, 0, memory_order_release);
+	}
+}
+
+void cache_flush_own(struct tide_pool *pool)
+{
+	for (int i = 0; i < TCACHE_SLOTS; i++) {
+		struct tcache *c = tcache_slots[i];
+
+		if (c && atomic_load_explicit(&c->pool, memory_order_relaxed) == pool) {
+			pthread_mutex_lock(&pool->lock);
+			drain_locked(pool, c);
+			pthread_mutex_unlock(&pool->lock);
+		}
+	}
+}
+
+void cache_detach_pool(struct tide_pool *pool)
+{
+	pthread_mutex_lock(&registry);
+	pthread_mutex_lock(&pool->lock);
+	while (pool->caches) {
+		struct tcache *c = pool->caches;
+
+		unlink_cache_locked(pool, c);
+		atomic_store_explicit(&c->pool, NULL, memory_order_relaxed);
+	}
+	pthread_mutex_unlock(&pool->lock);
+	/* This thread's own orphans can go now; other threads free theirs at exit. */
+	for (int i = 0; i < TCACHE_SLOTS; i++) {
+		struct tcache *c = tcache_slots[i];
+
+		if (c && !atomic_load_explicit(&c->pool, memory_order_relaxed)) {
+			if (tcache_last == c)
+				tcache_last = NULL;
+			free(c);
+			tcache_slots[i] = NULL;
+		}
+	}
+	pthread_mutex_unlock(&registry);
+}
+
+size_t cache_count_locked(struct tide_pool *pool)
+{
+	size_t n = 0;
+
+	for (struct tcache *c = pool->caches; c; c = c->next)
+		n += atomic_load_explicit(&c->count, memory_order_relaxed);
+	return n;
+}
+
+long cache_excursions_locked(struct tide_pool *pool)
+{
+	long sum = 0;
+
+	for (struct tcache *c = pool->caches; c; c = c->next) {
+		long up = atomic_load_explicit(&c->max_live, memory_order_relaxed) -
+			  atomic_load_explicit(&c->live, memory_order_relaxed);
+
+		sum += up > 0 ? up : 0;
+	}
+	return sum;
+}

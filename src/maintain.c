@@ -1,0 +1,299 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * maintain.c - automatic shrink with decay, purge, and the background thread.
+ *
+ * Demand is the number of claimed blocks (live plus what thread caches hold). Every
+ * sample period (shrink_delay_ms / 16, at least 1 ms) maintenance records the highest
+ * demand seen since the previous sample (claims raise pool->demand_tick as they happen, so
+ * a burst between two samples is not missed). The shrink target is the highest sample of
+ * the last shrink_delay_ms, rounded up to grow_unit, never below min_size: space above it
+ * has stayed unneeded for the whole delay, so it goes back. A steady load keeps its own
+ * peak inside the window and neither grows nor shrinks; a burst is given back one delay
+ * after it ends.
+ *
+ * Purge gives back free pages below the boundary without moving it, so resident memory
+ * follows live data when a long-lived buffer holds the top. Idle time is tracked per
+ * purge region (64 KiB, or a huge page): claims stamp the region with the current sample
+ * number; a region unstamped for the delay is examined, and its chunks (pages, or huge
+ * pages) with no claimed block are given back. While their pages go (outside the lock,
+ * so allocation continues), the chunk's blocks are claimed so nobody takes them, and
+ * counted apart so live stays right. Examined regions are stamped with EXAMINED so they
+ * are looked at again only after another delay.
+ *
+ * tide_pool_maintain() does one step and says when the next is due; with TIDE_BACKGROUND a
+ * pool-owned thread calls it on that schedule, and destroy stops it.
+ */
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+#define EXAMINED	       0x80000000u
+#define PURGE_BATCH	       64    /* ranges given back per unlock */
+#define PURGE_REGIONS_PER_PASS 16384 /* bounds one call: 1 GiB of 64 KiB regions */
+
+static uint64_t sample_period_ns(const struct tide_pool *pool)
+{
+	uint64_t ns = (uint64_t)pool->shrink_delay_ms * 1000000u / 16;
+
+	return ns < 1000000u ? 1000000u : ns;
+}
+
+static unsigned idle_epochs(const struct tide_pool *pool)
+{
+	return (unsigned)((uint64_t)pool->shrink_delay_ms * 1000000u / sample_period_ns(pool)) + 1;
+}
+
+/* Record one demand sample if a period has passed; pool->lock held. */
+static void sample_locked(struct tide_pool *pool, uint64_t now)
+{
+	size_t demand = pool->demand_tick > pool->map.count ? pool->demand_tick : pool->map.count;
+	unsigned slot;
+
+	if (pool->demand_n && now - pool->last_sample_ns < sample_period_ns(pool))
+		return;
+	slot = (pool->demand_head + pool->demand_n) % DEMAND_SAMPLES;
+	if (pool->demand_n == DEMAND_SAMPLES)
+		pool->demand_head = (pool->demand_head + 1) % DEMAND_SAMPLES;
+	else
+		pool->demand_n++;
+	pool->demand_time[slot] = now;
+	pool->demand_blocks[slot] = demand;
+	pool->demand_tick = pool->map.count;
+	pool->last_sample_ns = now;
+	pool->epoch++;
+	if (pool->epoch & EXAMINED)
+		pool->epoch = 1; /* keep the flag bit free; a wrap only delays one purge */
+}
+
+/*
+ * The highest demand of the last shrink_delay_ms, in bytes; SIZE_MAX while the pool is
+ * younger than the delay (what it needed before its first sample is not known).
+ */
+static size_t window_peak_locked(struct tide_pool *pool, uint64_t now)
+{
+	uint64_t delay = (uint64_t)pool->shrink_delay_ms * 1000000u;
+	size_t peak = pool->demand_tick > pool->map.count ? pool->demand_tick : pool->map.count;
+
+	if (now - pool->created_ns < delay)
+		return SIZE_MAX;
+	for (unsigned k = 0; k < pool->demand_n; k++) {
+		unsigned slot = (pool->demand_head + k) % DEMAND_SAMPLES;
+
+		if (now - pool->demand_time[slot] <= delay && pool->demand_blocks[slot] > peak)
+			peak = pool->demand_blocks[slot];
+	}
+	return peak << pool->block_shift;
+}
+
+void purge_unmark_locked(struct tide_pool *pool, size_t block, size_t nblocks)
+{
+	size_t lo = (block << pool->block_shift) / pool->purge_chunk;
+	size_t hi = (((block + nblocks) << pool->block_shift) - 1) / pool->purge_chunk;
+
+	for (size_t k = lo; k <= hi; k++) {
+		uint64_t bit = (uint64_t)1 << (k % 64);
+
+		if (pool->purged[k / 64] & bit) {
+			pool->purged[k / 64] &= ~bit;
+			pool->purged_chunks--;
+		}
+	}
+}
+
+void purge_forget_locked(struct tide_pool *pool, size_t lo, size_t hi)
+{
+	if (hi > lo && pool->purged_chunks)
+		purge_unmark_locked(pool, lo >> pool->block_shift, (hi - lo) >> pool->block_shift);
+	for (size_t r = lo / pool->purge_region; r < hi / pool->purge_region; r++)
+		pool->region_epoch[r] = 0;
+}
+
+struct purge_range {
+	size_t chunk; /* first chunk */
+	size_t n;     /* chunks */
+};
+
+/* Find idle free chunks and claim them, up to PURGE_BATCH coalesced ranges; lock held. */
+static unsigned collect_locked(struct tide_pool *pool, struct purge_range *out, size_t *budget)
+{
+	size_t chunk_blocks = pool->purge_chunk >> pool->block_shift;
+	size_t per_region = pool->purge_region / pool->purge_chunk;
+	size_t nregions = pool->limit / (pool->purge_region >> pool->block_shift);
+	unsigned idle = idle_epochs(pool), n = 0;
+
+	while (*budget && n < PURGE_BATCH && pool->purge_cursor < nregions) {
+		size_t r = pool->purge_cursor++;
+		uint32_t stamp = pool->region_epoch[r];
+
+		(*budget)--;
+		if (pool->epoch - (stamp & ~EXAMINED) < idle)
+			continue;
+		pool->region_epoch[r] = pool->epoch | EXAMINED;
+		for (size_t k = r * per_region; k < (r + 1) * per_region && n < PURGE_BATCH; k++) {
+			size_t first = k * chunk_blocks;
+
+			if (pool->purged[k / 64] & ((uint64_t)1 << (k % 64)))
+				continue;
+			if (bitmap_count_range(&pool->map, first, first + chunk_blocks))
+				continue;
+			bitmap_set_range(&pool->map, first, chunk_blocks);
+			pool->purging_blocks += chunk_blocks;
+			if (n && out[n - 1].chunk + out[n - 1].n == k)
+				out[n - 1].n++;
+			else
+				out[n++] = (struct purge_range){k, 1};
+		}
+	}
+	return n;
+}
+
+/* One purge pass over at most PURGE_REGIONS_PER_PASS regions; convert_lock held. */
+static void purge_pass(struct tide_pool *pool)
+{
+	struct purge_range ranges[PURGE_BATCH];
+	size_t chunk_blocks = pool->purge_chunk >> pool->block_shift;
+	size_t budget = PURGE_REGIONS_PER_PASS;
+	size_t given = 0;
+	unsigned n;
+
+	pthread_mutex_lock(&pool->lock);
+	if (pool->purge_cursor >= pool->limit / (pool->purge_region >> pool->block_shift))
+		pool->purge_cursor = 0;
+	while ((n = collect_locked(pool, ranges, &budget))) {
+		bool ok[PURGE_BATCH];
+
+		pthread_mutex_unlock(&pool->lock);
+		for (unsigned i = 0; i < n; i++)
+			ok[i] = os_purge(pool->base + ranges[i].chunk * pool->purge_chunk,
+					 ranges[i].n * pool->purge_chunk) == 0;
+		pthread_mutex_lock(&pool->lock);
+		for (unsigned i = 0; i < n; i++) {
+			bitmap_clear_range(&pool->map, ranges[i].chunk * chunk_blocks,
+					   ranges[i].n * chunk_blocks);
+			pool->purging_blocks -= ranges[i].n * chunk_blocks;
+			if (!ok[i]) {
+				atomic_fetch_add_explicit(&pool->os_failures, 1,
+							  memory_order_relaxed);
+				continue;
+			}
+			for (size_t k = ranges[i].chunk; k < ranges[i].chunk + ranges[i].n; k++)
+				pool->purged[k / 64] |= (uint64_t)1 << (k % 64);
+			pool->purged_chunks += ranges[i].n;
+			given += ranges[i].n * pool->purge_chunk;
+		}
+	}
+	pthread_mutex_unlock(&pool->lock);
+	if (given) {
+		atomic_fetch_add_explicit(&pool->purges, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&pool->purged_bytes, given, memory_order_relaxed);
+	}
+}
+
+/**
+ * tide_pool_maintain() - run the automatic shrink and purge that are due.
+ * @pool: the pool.
+ *
+ * For event loops: call it when the returned time has passed (a timer), and after bursts.
+ * Does nothing without TIDE_AUTO_SHRINK. Returns at once (asking to be called again soon)
+ * when another thread is converting.
+ *
+ * Return: milliseconds until the next work is due; -1 when nothing is (the pool is at its
+ * floor and holds no excess); -EINVAL for a NULL pool.
+ */
+int tide_pool_maintain(struct tide_pool *pool)
+{
+	uint64_t now, period;
+	size_t cur, peak, target;
+	bool excess;
+
+	if (!pool)
+		return -EINVAL;
+	if (!(pool->flags & TIDE_AUTO_SHRINK))
+		return -1;
+	period = sample_period_ns(pool);
+	if (pthread_mutex_trylock(&pool->convert_lock))
+		return (int)(period / 1000000u);
+	now = os_now_ns();
+	pthread_mutex_lock(&pool->lock);
+	sample_locked(pool, now);
+	peak = window_peak_locked(pool, now);
+	cur = pool_unreserved(pool);
+	pthread_mutex_unlock(&pool->lock);
+
+	if (peak != SIZE_MAX) {
+		target = (peak + pool->grow_unit - 1) / pool->grow_unit * pool->grow_unit;
+		if (target < pool->min_size)
+			target = pool->min_size;
+		if (cur > target)
+			pool_shrink_locked(pool, cur - target, pool->min_size);
+		if (!(pool->flags & TIDE_LOCKED))
+			purge_pass(pool);
+	}
+	cur = pool_unreserved(pool);
+	excess = cur > pool->min_size;
+	pthread_mutex_unlock(&pool->convert_lock);
+	if (!excess)
+		return -1;
+	/* Keep sampling while there is something that could be given back. */
+	return (int)((period + 999999u) / 1000000u);
+}
+
+static void *maintain_thread(void *arg)
+{
+	struct tide_pool *pool = arg;
+
+	pthread_mutex_lock(&pool->thread_lock);
+	while (!pool->thread_stop) {
+		struct timespec ts;
+		uint64_t wake;
+		int ms;
+
+		pthread_mutex_unlock(&pool->thread_lock);
+		ms = tide_pool_maintain(pool);
+		pthread_mutex_lock(&pool->thread_lock);
+		/* Idle pools are still sampled, so a new burst is seen. */
+		if (ms < 0 || (uint64_t)ms * 1000000u > sample_period_ns(pool))
+			ms = (int)((sample_period_ns(pool) + 999999u) / 1000000u);
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		wake = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec +
+		       (uint64_t)ms * 1000000u;
+		ts.tv_sec = (time_t)(wake / 1000000000u);
+		ts.tv_nsec = (long)(wake % 1000000000u);
+		if (!pool->thread_stop)
+			pthread_cond_timedwait(&pool->thread_cond, &pool->thread_lock, &ts);
+	}
+	pthread_mutex_unlock(&pool->thread_lock);
+	return NULL;
+}
+
+int maintain_start(struct tide_pool *pool)
+{
+	pthread_condattr_t attr;
+	int err;
+
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_destroy(&pool->thread_cond);
+	pthread_cond_init(&pool->thread_cond, &attr);
+	pthread_condattr_destroy(&attr);
+	pool->thread_stop = false;
+	err = pthread_create(&pool->thread, NULL, maintain_thread, pool);
+	if (err)
+		return -err;
+	pool->thread_running = true;
+	return 0;
+}
+
+void maintain_stop(struct tide_pool *pool)
+{
+	if (!pool->thread_running)
+		return;
+	pthread_mutex_lock(&pool->thread_lock);
+	pool->thread_stop = true;
+	pthread_cond_signal(&pool->thread_cond);
+	pthread_mutex_unlock(&pool->thread_lock);
+	pthread_join(pool->thread, NULL);
+	pool->thread_running = false;
+}

@@ -1,0 +1,664 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pool.c - create/destroy, the boundary, conversion (grow/shrink) and the hook.
+ *
+ * A pool is one reservation [base, base + reserve_size) and one lazily backed metadata
+ * mapping: the bitmap (one bit per block), the tags (one uint16_t per block: who holds
+ * it), and the purge state. Metadata pages are touched only for blocks below the
+ * boundary, so a fresh 64 GiB pool costs a few pages, and a shrink gives the metadata of
+ * the range back with it.
+ *
+ * Locks: convert_lock serialises conversions and the hook; lock guards the bitmap, the
+ * cache list and everything that moves with them. Order: convert_lock, then lock. The hook
+ * runs with convert_lock held and lock free, so allocation goes on while it runs.
+ *
+ * Grow: commit [boundary, boundary + n) (plus huge page, populate, lock advice), call the
+ * hook (TO_UNRESERVED), then publish: move the boundary and the claim limit under lock.
+ * Nothing of the range can be handed out before the hook said yes.
+ *
+ * Shrink: under lock, take every cached block back, find the highest claimed block, and
+ * lower the claim limit to the grow_unit boundary above it: from then on nobody can take
+ * a block of the range, so it is ours without setting a bit. Then the hook (TO_RESERVED),
+ * then decommit, then publish the boundary. A veto or an OS refusal restores the limit:
+ * the pool is exactly as before. A live buffer is never taken because its bit is set.
+ *
+ * Invariants (tide_pool_check): unreserved is a multiple of grow_unit and at most
+ * max_size; limit equals unreserved in blocks outside a shrink; no bit or tag is set at or
+ * above the limit; every tagged block is claimed; claimed = tagged + cached.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define DEFAULT_BLOCK_SIZE	((size_t)2048)
+#define DEFAULT_RESERVE_SIZE	(64 * GiB)
+#define DEFAULT_GROW_UNIT	(2 * MiB)
+#define DEFAULT_SHRINK_DELAY_MS 100
+#define MAX_SHRINK_DELAY_MS	(24u * 3600 * 1000)
+#define MAX_RESERVE_SIZE	((size_t)1 << 46) /* 64 TiB: well inside a 47-bit user space */
+#define HUGE_PAGE		(2 * MiB)
+#define PURGE_REGION		(64 * KiB) /* idle time is tracked per region of this size */
+
+static _Thread_local struct tide_pool *in_hook; /* the pool whose hook runs on this thread */
+
+void tide_assert_fail(const char *cond, const char *file, int line)
+{
+	fprintf(stderr, "tide: assertion failed: %s (%s:%d)\n", cond, file, line);
+	abort();
+}
+
+/* Fill in defaults and check every field; 0 or -EINVAL. */
+static int resolve_config(const struct tide_pool_config *in, struct tide_pool_config *out)
+{
+	size_t page = os_page_size();
+	struct tide_pool_config c = {0};
+
+	if (in)
+		c = *in;
+	if (c.flags & ~TIDE_POOL_FLAGS_ALL)
+		return -EINVAL;
+	if (!c.block_size)
+		c.block_size = DEFAULT_BLOCK_SIZE;
+	if (!is_pow2(c.block_size) || c.block_size < 64 || c.block_size > MiB)
+		return -EINVAL;
+	if (!c.grow_unit)
+		c.grow_unit = c.block_size > DEFAULT_GROW_UNIT ? c.block_size : DEFAULT_GROW_UNIT;
+	if (c.grow_unit % page || c.grow_unit % c.block_size || c.grow_unit > GiB)
+		return -EINVAL;
+	if (!c.reserve_size)
+		c.reserve_size = DEFAULT_RESERVE_SIZE;
+	if (c.reserve_size > MAX_RESERVE_SIZE || c.reserve_size < c.grow_unit)
+		return -EINVAL;
+	c.reserve_size = (c.reserve_size + c.grow_unit - 1) / c.grow_unit * c.grow_unit;
+	if (!c.max_size)
+		c.max_size = c.reserve_size;
+	if (c.max_size > c.reserve_size || c.max_size < c.grow_unit)
+		return -EINVAL;
+	c.max_size = c.max_size / c.grow_unit * c.grow_unit;
+	if (c.initial_size > c.max_size)
+		return -EINVAL;
+	c.initial_size = (c.initial_size + c.grow_unit - 1) / c.grow_unit * c.grow_unit;
+	if (c.initial_size > c.max_size)
+		return -EINVAL;
+	if (!c.min_size)
+		c.min_size = c.initial_size;
+	if (c.min_size > c.max_size)
+		return -EINVAL;
+	c.min_size = (c.min_size + c.grow_unit - 1) / c.grow_unit * c.grow_unit;
+	if (c.min_size > c.max_size)
+		return -EINVAL;
+	if (!c.shrink_delay_ms)
+		c.shrink_delay_ms = DEFAULT_SHRINK_DELAY_MS;
+	if (c.shrink_delay_ms > MAX_SHRINK_DELAY_MS)
+		return -EINVAL;
+	*out = c;
+	return 0;
+}
+
+/* Lay out the metadata mapping: bitmap, tags, purged bits, region epochs, page-aligned. */
+static size_t metadata_layout(struct tide_pool *pool, size_t offsets[4])
+{
+	size_t page = os_page_size();
+	size_t npages = pool->reserve_size / pool->purge_chunk;
+	size_t nregions = pool->reserve_size / pool->purge_region;
+	size_t size = 0;
+
+	offsets[0] = size;
+	size += align_up(bitmap_bytes(pool->nblocks), page);
+	offsets[1] = size;
+	size += align_up(pool->nblocks * sizeof(uint16_t), page);
+	offsets[2] = size;
+	size += align_up((npages + 63) / 64 * sizeof(uint64_t), page);
+	offsets[3] = size;
+	size += align_up(nregions * sizeof(uint32_t), page);
+	return size;
+}
+
+static void pool_free_struct(struct tide_pool *pool)
+{
+	pthread_mutex_destroy(&pool->lock);
+	pthread_mutex_destroy(&pool->convert_lock);
+	pthread_cond_destroy(&pool->thread_cond);
+	pthread_mutex_destroy(&pool->thread_lock);
+	free(pool);
+}
+
+/**
+ * tide_pool_create() - reserve a range and make a pool of it.
+ * @cfg:  the configuration; NULL or zero fields mean the defaults.
+ * @pool: where the new pool goes.
+ *
+ * Reserves reserve_size bytes of address space (no memory), maps the metadata lazily, and
+ * commits initial_size. With TIDE_BACKGROUND a maintenance thread is started.
+ *
+ * Example::
+ *
+ *	struct tide_pool_config cfg = { .flags = TIDE_AUTO_GROW | TIDE_AUTO_SHRINK };
+ *	struct tide_pool *pool;
+ *	int err = tide_pool_create(&cfg, &pool);
+ *	if (err)
+ *		return err;
+ *	void *buf = tide_alloc(pool, 1500);
+ *	...
+ *	tide_free(pool, buf);
+ *	tide_pool_destroy(pool);
+ *
+ * Return: 0; -EINVAL for a bad field or flag or a NULL @pool; -ENOMEM when the OS refuses
+ * the reservation or the initial commit; -EAGAIN when the thread cannot be started.
+ */
+int tide_pool_create(const struct tide_pool_config *cfg, struct tide_pool **poolp)
+{
+	struct tide_pool_config c;
+	struct tide_pool *pool;
+	size_t offsets[4];
+	size_t align;
+	void *base;
+	int err;
+
+	if (!poolp)
+		return -EINVAL;
+	err = resolve_config(cfg, &c);
+	if (err)
+		return err;
+	pool = aligned_alloc(64, align_up(sizeof(*pool), 64));
+	if (!pool)
+		return -ENOMEM;
+	memset(pool, 0, sizeof(*pool));
+	pool->block_size = c.block_size;
+	pool->block_shift = (unsigned)__builtin_ctzl(c.block_size);
+	pool->reserve_size = c.reserve_size;
+	pool->nblocks = c.reserve_size >> pool->block_shift;
+	pool->grow_unit = c.grow_unit;
+	pool->min_size = c.min_size;
+	pool->max_size = c.max_size;
+	pool->shrink_delay_ms = c.shrink_delay_ms;
+	pool->flags = c.flags;
+	pool->page_size = os_page_size();
+	pool->purge_chunk = pool->page_size > c.block_size ? pool->page_size : c.block_size;
+	if ((c.flags & TIDE_HUGEPAGES) && c.grow_unit % HUGE_PAGE == 0)
+		pool->purge_chunk = HUGE_PAGE;
+	pool->purge_region = pool->purge_chunk > PURGE_REGION ? pool->purge_chunk : PURGE_REGION;
+	if (pool->reserve_size % pool->purge_region)
+		pool->purge_region = pool->purge_chunk;
+	pool->fence_is_membarrier = cache_init_fence();
+	pthread_mutex_init(&pool->lock, NULL);
+	pthread_mutex_init(&pool->convert_lock, NULL);
+	pthread_cond_init(&pool->thread_cond, NULL);
+	pthread_mutex_init(&pool->thread_lock, NULL);
+	pool->created_ns = os_now_ns();
+
+	align = c.grow_unit & -c.grow_unit;
+	if (align > GiB)
+		align = GiB;
+	err = os_reserve(pool->reserve_size, align, &base);
+	if (err)
+		goto fail_struct;
+	pool->base = base;
+	pool->meta_size = metadata_layout(pool, offsets);
+	err = os_map_metadata(pool->meta_size, &pool->meta);
+	if (err)
+		goto fail_reserve;
+	bitmap_init(&pool->map, (char *)pool->meta + offsets[0], pool->nblocks);
+	pool->tags = (uint16_t *)((char *)pool->meta + offsets[1]);
+	pool->purged = (uint64_t *)((char *)pool->meta + offsets[2]);
+	pool->region_epoch = (uint32_t *)((char *)pool->meta + offsets[3]);
+	pool->meta_tags_offset = offsets[1];
+	err = user_table_init(pool);
+	if (err)
+		goto fail_meta;
+	if (c.initial_size) {
+		pthread_mutex_lock(&pool->convert_lock);
+		err = pool_grow_locked(pool, c.initial_size);
+		pthread_mutex_unlock(&pool->convert_lock);
+		if (err)
+			goto fail_users;
+	}
+	if (c.flags & TIDE_BACKGROUND) {
+		err = maintain_start(pool);
+		if (err)
+			goto fail_grown;
+	}
+	*poolp = pool;
+	return 0;
+
+fail_grown:
+fail_users:
+	user_table_exit(pool);
+fail_meta:
+	os_release(pool->meta, pool->meta_size);
+fail_reserve:
+	os_release(pool->base, pool->reserve_size);
+fail_struct:
+	pool_free_struct(pool);
+	return err == -EPERM ? -ENOMEM : err;
+}
+
+/**
+ * tide_pool_destroy() - release the pool's whole range and metadata.
+ * @pool: the pool, or NULL (nothing happens).
+ *
+ * Stops the maintenance thread, calls the hook (TO_RESERVED) for the unreserved portion so
+ * the network side can unregister it, and unmaps everything. Buffers still live become
+ * invalid; this must be the last call on the pool from any thread.
+ */
+void tide_pool_destroy(struct tide_pool *pool)
+{
+	size_t unreserved;
+
+	if (!pool)
+		return;
+	maintain_stop(pool);
+	cache_detach_pool(pool);
+	unreserved = pool_unreserved(pool);
+	if (pool->hook && unreserved) {
+		in_hook = pool;
+		pool->hook(pool, TIDE_TO_RESERVED, pool->base, unreserved, pool->hook_arg);
+		in_hook = NULL;
+	}
+	user_table_exit(pool);
+	os_release(pool->meta, pool->meta_size);
+	os_release(pool->base, pool->reserve_size);
+	pool_free_struct(pool);
+}
+
+/* Mark blocks [first, first + n) as claimed now: region epochs, purge state, demand. */
+static void note_claimed_locked(struct tide_pool *pool, size_t first, size_t n)
+{
+	size_t lo = (first << pool->block_shift) / pool->purge_region;
+	size_t hi = (((first + n) << pool->block_shift) - 1) / pool->purge_region;
+
+	for (size_t r = lo; r <= hi; r++)
+		pool->region_epoch[r] = pool->epoch;
+	if (pool->purged_chunks)
+		purge_unmark_locked(pool, first, n);
+	if (pool->map.count > pool->demand_tick)
+		pool->demand_tick = pool->map.count;
+}
+
+unsigned pool_claim_blocks_locked(struct tide_pool *pool, void **out, unsigned n)
+{
+	size_t idx[TCACHE_CAP];
+	size_t got;
+
+	if (n > TCACHE_CAP)
+		n = TCACHE_CAP;
+	got = bitmap_claim_bits(&pool->map, pool->limit, idx, n);
+	for (size_t i = 0; i < got; i++) {
+		out[i] = pool->base + (idx[i] << pool->block_shift);
+		if (i == 0 || idx[i] >> 5 != idx[i - 1] >> 5)
+			note_claimed_locked(pool, idx[i], 1);
+	}
+	return (unsigned)got;
+}
+
+void pool_release_blocks_locked(struct tide_pool *pool, void *const *blocks, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		size_t idx = (size_t)((char *)blocks[i] - pool->base) >> pool->block_shift;
+
+		bitmap_clear_range(&pool->map, idx, 1);
+	}
+}
+
+bool pool_claim_run_locked(struct tide_pool *pool, size_t n, size_t *first)
+{
+	if (!bitmap_claim_run(&pool->map, pool->limit, n, first))
+		return false;
+	note_claimed_locked(pool, *first, n);
+	return true;
+}
+
+/* Undo the OS side of a grow whose range [addr, addr + len) was committed. */
+static void uncommit(struct tide_pool *pool, char *addr, size_t len)
+{
+	if (pool->flags & TIDE_LOCKED)
+		os_unlock(addr, len);
+	os_decommit(addr, len);
+}
+
+static int call_hook(struct tide_pool *pool, enum tide_convert dir, void *addr, size_t len)
+{
+	int ret;
+
+	if (!pool->hook)
+		return 0;
+	in_hook = pool;
+	ret = pool->hook(pool, dir, addr, len, pool->hook_arg);
+	in_hook = NULL;
+	if (ret > 0)
+		ret = -ECANCELED;
+	if (ret)
+		atomic_fetch_add_explicit(&pool->vetoes, 1, memory_order_relaxed);
+	return ret;
+}
+
+int pool_grow_locked(struct tide_pool *pool, size_t bytes)
+{
+	size_t cur = pool_unreserved(pool);
+	char *addr = pool->base + cur;
+	size_t len;
+	int err;
+
+	len = (bytes + pool->grow_unit - 1) / pool->grow_unit * pool->grow_unit;
+	if (bytes == 0)
+		return 0;
+	if (len < bytes || len > pool->max_size - cur)
+		return -ENOSPC;
+	err = os_commit(addr, len);
+	if (err)
+		goto os_refused;
+	/* Huge pages are advice: a kernel without them still gives a working pool. */
+	if (pool->flags & TIDE_HUGEPAGES)
+		os_hugepage(addr, len);
+	if (pool->flags & TIDE_LOCKED) {
+		err = os_lock(addr, len);
+		if (err)
+			goto undo_commit;
+	}
+	if (pool->flags & TIDE_POPULATE) {
+		err = os_populate(addr, len);
+		if (err)
+			goto undo_commit;
+	}
+	err = call_hook(pool, TIDE_TO_UNRESERVED, addr, len);
+	if (err) {
+		uncommit(pool, addr, len);
+		return err;
+	}
+	pthread_mutex_lock(&pool->lock);
+	atomic_store_explicit(&pool->unreserved, cur + len, memory_order_release);
+	pool->limit = (cur + len) >> pool->block_shift;
+	if (cur + len > pool->unreserved_high)
+		pool->unreserved_high = cur + len;
+	pthread_mutex_unlock(&pool->lock);
+	atomic_fetch_add_explicit(&pool->grows, 1, memory_order_relaxed);
+	return 0;
+
+undo_commit:
+	uncommit(pool, addr, len);
+os_refused:
+	atomic_fetch_add_explicit(&pool->os_failures, 1, memory_order_relaxed);
+	return err == -EAGAIN || err == -EPERM ? -ENOMEM : err;
+}
+
+int pool_grow_auto(struct tide_pool *pool, size_t seen, size_t bytes)
+{
+	int err = 0;
+
+	if (in_hook == pool)
+		return -EDEADLK;
+	pthread_mutex_lock(&pool->convert_lock);
+	if (pool_unreserved(pool) == seen)
+		err = pool_grow_locked(pool, bytes > pool->grow_unit ? bytes : pool->grow_unit);
+	pthread_mutex_unlock(&pool->convert_lock);
+	return err;
+}
+
+/* Give back whole metadata pages that lie entirely inside [lo, hi) of the array at off. */
+static void trim_metadata(struct tide_pool *pool, size_t off, size_t lo, size_t hi)
+{
+	size_t page = pool->page_size;
+	size_t start = align_up(off + lo, page);
+	size_t end = align_down(off + hi, page);
+
+	if (end > start)
+		os_purge((char *)pool->meta + start, end - start);
+}
+
+ssize_t pool_shrink_locked(struct tide_pool *pool, size_t bytes, size_t floor)
+{
+	size_t cur, top, target, len;
+	char *addr;
+	int err;
+
+	if (bytes == 0)
+		return 0;
+	pthread_mutex_lock(&pool->lock);
+	cur = pool_unreserved(pool);
+	cache_flush_all_locked(pool);
+	top = bitmap_top(&pool->map, pool->limit) << pool->block_shift;
+	target = (top + pool->grow_unit - 1) / pool->grow_unit * pool->grow_unit;
+	if (target < floor)
+		target = floor;
+	if (bytes < cur && target < cur - bytes)
+		target = cur - (bytes + pool->grow_unit - 1) / pool->grow_unit * pool->grow_unit;
+	if (target >= cur) {
+		pthread_mutex_unlock(&pool->lock);
+		return cur > floor ? -EBUSY : 0;
+	}
+	pool->limit = target >> pool->block_shift; /* from here the range is ours */
+	pthread_mutex_unlock(&pool->lock);
+
+	addr = pool->base + target;
+	len = cur - target;
+	err = call_hook(pool, TIDE_TO_RESERVED, addr, len);
+	if (err)
+		goto restore;
+	if (pool->flags & TIDE_LOCKED)
+		os_unlock(addr, len);
+	err = os_decommit(addr, len);
+	if (err) {
+		atomic_fetch_add_explicit(&pool->os_failures, 1, memory_order_relaxed);
+		/* The range stays: pages may be zeroed (they were all free), re-lock, re-register.
+		 */
+		os_commit(addr, len);
+		if (pool->flags & TIDE_LOCKED)
+			os_lock(addr, len);
+		if (pool->hook) {
+			in_hook = pool;
+			pool->hook(pool, TIDE_TO_UNRESERVED, addr, len, pool->hook_arg);
+			in_hook = NULL;
+		}
+		goto restore;
+	}
+	pthread_mutex_lock(&pool->lock);
+	atomic_store_explicit(&pool->unreserved, target, memory_order_release);
+	purge_forget_locked(pool, target, cur);
+	pthread_mutex_unlock(&pool->lock);
+	trim_metadata(pool, pool->meta_tags_offset,
+		      (target >> pool->block_shift) * sizeof(uint16_t),
+		      (cur >> pool->block_shift) * sizeof(uint16_t));
+	trim_metadata(pool, 0, (target >> pool->block_shift) / 8, (cur >> pool->block_shift) / 8);
+	atomic_fetch_add_explicit(&pool->shrinks, 1, memory_order_relaxed);
+	return (ssize_t)len;
+
+restore:
+	pthread_mutex_lock(&pool->lock);
+	pool->limit = cur >> pool->block_shift;
+	pthread_mutex_unlock(&pool->lock);
+	return err;
+}
+
+/**
+ * tide_pool_grow() - convert reserved space to unreserved.
+ * @pool:  the pool.
+ * @bytes: how much; rounded up to a multiple of grow_unit. 0 does nothing.
+ *
+ * Commits the range above the boundary, calls the hook (TO_UNRESERVED), then moves the
+ * boundary. All or nothing: on any error the pool is exactly as before.
+ *
+ * Return: 0; -EINVAL for a NULL pool; -ENOSPC past max_size; -ENOMEM when the OS refuses
+ * (mprotect, mlock, populate); -EDEADLK from inside the pool's own hook; or the hook's
+ * negative return (-ECANCELED for a positive one).
+ */
+int tide_pool_grow(struct tide_pool *pool, size_t bytes)
+{
+	int err;
+
+	if (!pool)
+		return -EINVAL;
+	if (in_hook == pool)
+		return -EDEADLK;
+	pthread_mutex_lock(&pool->convert_lock);
+	err = pool_grow_locked(pool, bytes);
+	pthread_mutex_unlock(&pool->convert_lock);
+	return err;
+}
+
+/**
+ * tide_pool_shrink() - convert the free top of the unreserved portion back to reserved.
+ * @pool:  the pool.
+ * @bytes: at most this much; rounded up to a multiple of grow_unit.
+ *
+ * Takes back the blocks parked in every thread's cache, finds the highest live block, and
+ * converts whole grow_units above it: the hook (TO_RESERVED) runs first, then the pages go
+ * back to the OS. An explicit shrink may go below min_size (that floor is for automatic
+ * shrink only). A live buffer is never taken.
+ *
+ * Return: bytes converted (0 when there is nothing unreserved or @bytes is 0); -EINVAL for
+ * a NULL pool; -EBUSY when the top grow_unit holds a live buffer; -EDEADLK from inside the
+ * pool's own hook; the OS's refusal, or the hook's veto, with the pool as before.
+ */
+ssize_t tide_pool_shrink(struct tide_pool *pool, size_t bytes)
+{
+	ssize_t ret;
+
+	if (!pool)
+		return -EINVAL;
+	if (in_hook == pool)
+		return -EDEADLK;
+	pthread_mutex_lock(&pool->convert_lock);
+	ret = pool_shrink_locked(pool, bytes, 0);
+	pthread_mutex_unlock(&pool->convert_lock);
+	return ret;
+}
+
+/**
+ * tide_pool_set_convert_hook() - install the driver's hand on conversions.
+ * @pool: the pool.
+ * @fn:   called as fn(pool, dir, addr, len, arg); NULL removes the hook.
+ * @arg:  passed through.
+ *
+ * @fn sees TIDE_TO_UNRESERVED after a range is committed and before any of its buffers is
+ * handed out, and TIDE_TO_RESERVED before a range's pages go back. A nonzero return vetoes
+ * that conversion. So that a driver sees every range exactly once, a new hook is called at
+ * once with TO_UNRESERVED for the range already unreserved (its veto refuses the install),
+ * and a hook being replaced or removed is called with TO_RESERVED for it; the pool's
+ * destroy calls it too. The hook runs with the conversion lock held: it must not grow or
+ * shrink the same pool (those return -EDEADLK), but may allocate and free.
+ *
+ * Return: 0; -EINVAL for a NULL pool; -EDEADLK from inside a hook; or the new hook's veto.
+ */
+int tide_pool_set_convert_hook(struct tide_pool *pool, tide_convert_fn fn, void *arg)
+{
+	size_t cur;
+	int err = 0;
+
+	if (!pool)
+		return -EINVAL;
+	if (in_hook == pool)
+		return -EDEADLK;
+	pthread_mutex_lock(&pool->convert_lock);
+	cur = pool_unreserved(pool);
+	if (fn && cur) {
+		in_hook = pool;
+		err = fn(pool, TIDE_TO_UNRESERVED, pool->base, cur, arg);
+		in_hook = NULL;
+		if (err > 0)
+			err = -ECANCELED;
+	}
+	if (!err) {
+		if (pool->hook && cur) {
+			in_hook = pool;
+			pool->hook(pool, TIDE_TO_RESERVED, pool->base, cur, pool->hook_arg);
+			in_hook = NULL;
+		}
+		pool->hook = fn;
+		pool->hook_arg = arg;
+	}
+	pthread_mutex_unlock(&pool->convert_lock);
+	return err;
+}
+
+/** tide_pool_base() - the start of the pool's range; NULL for a NULL pool. */
+void *tide_pool_base(const struct tide_pool *pool)
+{
+	return pool ? pool->base : NULL;
+}
+
+/** tide_pool_boundary() - the end of the unreserved portion; NULL for a NULL pool. */
+void *tide_pool_boundary(const struct tide_pool *pool)
+{
+	return pool ? pool->base + pool_unreserved(pool) : NULL;
+}
+
+#define FAIL(...)                                                                                  \
+	do {                                                                                       \
+		snprintf(why, len, __VA_ARGS__);                                                   \
+		err = -EUCLEAN;                                                                    \
+		goto out;                                                                          \
+	} while (0)
+
+int tide_pool_check(struct tide_pool *pool, char *why, size_t len)
+{
+	char dummy[1];
+	size_t unreserved, limit, tagged = 0, heads = 0, cached = 0, purged = 0, scan_end;
+	int err = 0;
+
+	if (!why || !len)
+		why = dummy, len = sizeof(dummy);
+	why[0] = 0;
+	pthread_mutex_lock(&pool->convert_lock);
+	pthread_mutex_lock(&pool->lock);
+	unreserved = pool_unreserved(pool);
+	limit = unreserved >> pool->block_shift;
+	if (unreserved % pool->grow_unit || unreserved > pool->max_size)
+		FAIL("unreserved %zu is not a multiple of grow_unit within max_size", unreserved);
+	if (pool->limit != limit)
+		FAIL("claim limit %zu != boundary %zu (blocks)", pool->limit, limit);
+	if (!bitmap_check(&pool->map, limit))
+		FAIL("bitmap summaries, count or hint disagree with its words");
+	/* Tags above the boundary are checked as far as the pool could ever grow. */
+	scan_end = pool->unreserved_high >> pool->block_shift;
+	for (size_t i = 0; i < scan_end; i++) {
+		uint16_t tag = pool->tags[i];
+
+		if (tag == TAG_FREE)
+			continue;
+		if (i >= limit)
+			FAIL("block %zu above the boundary is tagged %#x", i, tag);
+		if (!bitmap_test(&pool->map, i))
+			FAIL("block %zu is tagged %#x but not claimed", i, tag);
+		tagged++;
+		if (tag != TAG_INTERIOR)
+			heads++;
+		if (tag == TAG_INTERIOR && (i == 0 || pool->tags[i - 1] == TAG_FREE))
+			FAIL("block %zu is an interior block with no head", i);
+		if ((tag & TAG_MULTI) && tag != TAG_INTERIOR &&
+		    (i + 1 >= limit || pool->tags[i + 1] != TAG_INTERIOR))
+			FAIL("block %zu heads a multi-block buffer of one block", i);
+		if (tag != TAG_INTERIOR &&
+		    ((tag & ~TAG_MULTI) >= pool->users_cap || !pool->users[tag & ~TAG_MULTI]))
+			FAIL("block %zu is tagged for user %u, who does not exist", i,
+			     tag & ~TAG_MULTI);
+	}
+	for (struct tcache *c = pool->caches; c; c = c->next) {
+		unsigned n = atomic_load_explicit(&c->count, memory_order_relaxed);
+
+		for (unsigned k = 0; k < n; k++) {
+			size_t off = (size_t)((char *)c->slots[k] - pool->base);
+			size_t i = off >> pool->block_shift;
+
+			if (off % pool->block_size || i >= limit)
+				FAIL("a cached block %p is not a block below the boundary",
+				     c->slots[k]);
+			if (!bitmap_test(&pool->map, i) || pool->tags[i] != TAG_FREE)
+				FAIL("cached block %zu is unclaimed or tagged", i);
+		}
+		cached += n;
+	}
+	if (pool->map.count != tagged + cached)
+		FAIL("claimed %zu != tagged %zu + cached %zu", pool->map.count, tagged, cached);
+	if (heads != stats_live_buffers_locked(pool))
+		FAIL("tagged heads %zu != live_buffers %zu", heads,
+		     stats_live_buffers_locked(pool));
+	for (size_t w = 0; w < (pool->unreserved_high / pool->purge_chunk + 63) / 64; w++)
+		purged += (size_t)__builtin_popcountll(pool->purged[w]);
+	if (purged != pool->purged_chunks)
+		FAIL("purged bits %zu != purged count %zu", purged, pool->purged_chunks);
+out:
+	pthread_mutex_unlock(&pool->lock);
+	pthread_mutex_unlock(&pool->convert_lock);
+	return err;
+}
