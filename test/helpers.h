@@ -180,6 +180,26 @@ static inline bool expect_death(void (*fn)(void *), void *arg, int sig)
 	return false;
 }
 
+/* Run fn(arg) in a child process and report whether it returned normally. */
+static inline bool child_survives(void (*fn)(void *), void *arg)
+{
+	pid_t pid;
+	int status;
+
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0)
+		return false;
+	if (pid == 0) {
+		fn(arg);
+		_exit(0);
+	}
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return false;
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
 /*
  * Run fn(arg) in a child process; return its exit status (0..255), or 128 + signal when it
  * died of one, or -1 when fork failed. For work that must not touch the parent (rlimits).
