@@ -20,6 +20,8 @@
 
 #include "internal.h"
 
+#define DEFAULT_USER_ID 1 /* user.c gives the pool's default user this id */
+
 static inline bool may_grow(const struct tide_pool *pool, const struct tide_user *user)
 {
 	return (pool->flags & TIDE_AUTO_GROW) && (user->flags & TIDE_USER_MAY_GROW);
@@ -144,7 +146,8 @@ static void free_run(struct tide_pool *pool, struct tide_user *user, size_t firs
 	user_uncharge(user, n << pool->block_shift, 1);
 }
 
-void *pool_alloc(struct tide_pool *pool, struct tide_user *user, size_t size)
+__attribute__((noinline)) void *pool_alloc(struct tide_pool *pool, struct tide_user *user,
+					   size_t size)
 {
 	void *block;
 	size_t n;
@@ -198,7 +201,7 @@ static inline size_t checked_index(const struct tide_pool *pool, const void *buf
 	return off >> pool->block_shift;
 }
 
-int pool_free(struct tide_pool *pool, struct tide_user *user, void *buf)
+__attribute__((noinline)) int pool_free(struct tide_pool *pool, struct tide_user *user, void *buf)
 {
 	size_t i;
 	uint16_t tag;
@@ -312,6 +315,44 @@ int pool_free_bulk(struct tide_pool *pool, struct tide_user *user, void *const *
 	return err;
 }
 
+/*
+ * The default user's fast paths: a hit in this thread's cache, no counters but the cache's.
+ * Everything else (no cache yet, empty or full cache, a steal under way, sizes above a
+ * block, bad pointers) goes to the general functions above.
+ */
+static inline void *alloc_fast(struct tide_pool *pool, size_t size)
+{
+	struct tcache *c = tcache_last;
+	void *block;
+
+	if (unlikely(size - 1 >= pool->block_size || !c ||
+		     atomic_load_explicit(&c->pool, memory_order_relaxed) != pool))
+		return NULL;
+	block = cache_pop(c, pool->fence_is_membarrier);
+	if (likely(block)) {
+		pool->tags[block_index(pool, block)] = DEFAULT_USER_ID;
+		cache_count_alloc(c, 1);
+	}
+	return block;
+}
+
+static inline bool free_fast(struct tide_pool *pool, void *buf)
+{
+	struct tcache *c = tcache_last;
+	size_t i;
+
+	if (unlikely(!c || atomic_load_explicit(&c->pool, memory_order_relaxed) != pool))
+		return false;
+	i = checked_index(pool, buf);
+	if (unlikely(i == SIZE_MAX || pool->tags[i] != DEFAULT_USER_ID))
+		return false;
+	pool->tags[i] = TAG_FREE; /* before the block can reach another thread */
+	if (unlikely(!cache_push(c, pool->fence_is_membarrier, buf)))
+		cache_push_flush(pool, c, buf);
+	cache_count_free(c, 1);
+	return true;
+}
+
 /**
  * tide_alloc() - take a buffer from the pool.
  * @pool: the pool.
@@ -325,8 +366,13 @@ int pool_free_bulk(struct tide_pool *pool, struct tide_user *user, void *const *
  */
 void *tide_alloc(struct tide_pool *pool, size_t size)
 {
+	void *block;
+
 	if (unlikely(!pool))
 		return NULL;
+	block = alloc_fast(pool, size);
+	if (likely(block))
+		return block;
 	return pool_alloc(pool, &pool->default_user, size);
 }
 
@@ -344,6 +390,8 @@ int tide_free(struct tide_pool *pool, void *buf)
 {
 	if (unlikely(!pool))
 		return buf ? -EINVAL : 0;
+	if (likely(free_fast(pool, buf)))
+		return 0;
 	return pool_free(pool, &pool->default_user, buf);
 }
 
