@@ -4,5 +4,5 @@
 add_test(NAME readme_example
          COMMAND ${CMAKE_COMMAND} -DREADME=${PROJECT_SOURCE_DIR}/README.md
                  -DEXAMPLE=${PROJECT_SOURCE_DIR}/examples/usage.c
-                 -P ${CMAKE_CURRENT_SOURCE_DIR}/readme_example.cmake)
+                 -P ${CMAKE_CURRENT_SOURCE_DIR}/scripts/check_readme.cmake)
 set_tests_properties(readme_example PROPERTIES LABELS "unit;release")
