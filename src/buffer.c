@@ -98,7 +98,10 @@ static inline void free_block(struct tide_pool *pool, void *block)
 	cache_count_free(c, 1);
 }
 
-/* A buffer of n > 1 blocks: the lowest free run, growing the pool if allowed. */
+/*
+ * A buffer of n > 1 blocks: the lowest free run. Blocks parked in thread caches break up
+ * runs, so before growing, every cache is taken back and the search runs again.
+ */
 static void *alloc_run(struct tide_pool *pool, struct tide_user *user, size_t n)
 {
 	bool grow = may_grow(pool, user);
@@ -107,7 +110,8 @@ static void *alloc_run(struct tide_pool *pool, struct tide_user *user, size_t n)
 		size_t first, seen, free_top, want;
 
 		pthread_mutex_lock(&pool->lock);
-		if (pool_claim_run_locked(pool, n, &first)) {
+		if (pool_claim_run_locked(pool, n, &first) ||
+		    (cache_flush_all_locked(pool), pool_claim_run_locked(pool, n, &first))) {
 			pool->tags[first] = user->id | TAG_MULTI;
 			for (size_t i = 1; i < n; i++)
 				pool->tags[first + i] = TAG_INTERIOR;
