@@ -10,8 +10,8 @@
  * bad free changes nothing.
  *
  * Buffers larger than a block take the lowest run of free blocks under the pool lock;
- * their first block is tagged owner | TAG_MULTI and the rest TAG_INTERIOR, so free finds
- * the length by walking the tags.
+ * their first block is tagged owner | TAG_MULTI, the last TAG_TAIL and those between
+ * TAG_INTERIOR, so free finds the length by walking its own tags.
  *
  * The pool's own tide_alloc/tide_free act as its default user (id 1), which may grow when
  * the pool has TIDE_AUTO_GROW and keeps no counters of its own (the pool's are its).
@@ -113,8 +113,9 @@ static void *alloc_run(struct tide_pool *pool, struct tide_user *user, size_t n)
 		if (pool_claim_run_locked(pool, n, &first) ||
 		    (cache_flush_all_locked(pool), pool_claim_run_locked(pool, n, &first))) {
 			pool->tags[first] = user->id | TAG_MULTI;
-			for (size_t i = 1; i < n; i++)
+			for (size_t i = 1; i < n - 1; i++)
 				pool->tags[first + i] = TAG_INTERIOR;
+			pool->tags[first + n - 1] = TAG_TAIL;
 			pool->multi_buffers++;
 			pool->multi_blocks += n;
 			cache_sync_peak_locked(pool, NULL);
@@ -134,14 +135,23 @@ static void *alloc_run(struct tide_pool *pool, struct tide_user *user, size_t n)
 	return NULL;
 }
 
-static void free_run(struct tide_pool *pool, struct tide_user *user, size_t first)
+/* Blocks in the multi-block buffer whose head is first. */
+static size_t run_length(const struct tide_pool *pool, size_t first)
 {
-	size_t limit = pool_unreserved(pool) >> pool->block_shift;
 	size_t n = 1;
 
-	while (first + n < limit && pool->tags[first + n] == TAG_INTERIOR)
-		pool->tags[first + n++] = TAG_FREE;
-	pool->tags[first] = TAG_FREE;
+	while (pool->tags[first + n] == TAG_INTERIOR)
+		n++;
+	tide_assert(pool->tags[first + n] == TAG_TAIL);
+	return n + 1;
+}
+
+static void free_run(struct tide_pool *pool, struct tide_user *user, size_t first)
+{
+	size_t n = run_length(pool, first);
+
+	for (size_t i = 0; i < n; i++)
+		pool->tags[first + i] = TAG_FREE;
 	pthread_mutex_lock(&pool->lock);
 	bitmap_clear_range(&pool->map, first, n);
 	pool->multi_buffers--;
@@ -190,7 +200,7 @@ static int free_slow(struct tide_pool *pool, struct tide_user *user, size_t i, u
 		free_run(pool, user, i);
 		return 0;
 	}
-	if (tag == TAG_FREE || tag == TAG_INTERIOR)
+	if (!tag_is_head(tag))
 		return bad_free(pool, user, -EINVAL);
 	return bad_free(pool, user, -EPERM);
 }
@@ -439,7 +449,7 @@ int tide_free_bulk(struct tide_pool *pool, void *const *bufs, unsigned n)
  */
 size_t tide_buffer_size(const struct tide_pool *pool, const void *buf)
 {
-	size_t i, n = 1, limit;
+	size_t i;
 	uint16_t tag;
 
 	if (!pool || !buf)
@@ -448,13 +458,9 @@ size_t tide_buffer_size(const struct tide_pool *pool, const void *buf)
 	if (i == SIZE_MAX)
 		return 0;
 	tag = pool->tags[i];
-	if (tag == TAG_FREE || tag == TAG_INTERIOR)
+	if (!tag_is_head(tag))
 		return 0;
-	limit = pool_unreserved(pool) >> pool->block_shift;
-	if (tag & TAG_MULTI)
-		while (i + n < limit && pool->tags[i + n] == TAG_INTERIOR)
-			n++;
-	return n << pool->block_shift;
+	return (tag & TAG_MULTI ? run_length(pool, i) : 1) << pool->block_shift;
 }
 
 /**

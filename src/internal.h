@@ -230,10 +230,20 @@ static inline bool cache_push(struct tcache *c, bool membarrier, void *block)
 
 // pool.c --------------------------------------------------------------------------------
 
+/*
+ * The tag of a block says who holds it. A multi-block buffer is head (owner | TAG_MULTI),
+ * interior blocks, and a tail, so its length is found without reading a neighbour's tag.
+ */
 #define TAG_FREE      0	     /* block not handed out (free, or parked in a cache) */
-#define TAG_INTERIOR  0xffff /* a block after the first of a multi-block buffer */
+#define TAG_INTERIOR  0xffff /* a block between the first and the last of a buffer */
+#define TAG_TAIL      0xfffe /* the last block of a multi-block buffer */
 #define TAG_MULTI     0x8000 /* on the first block: the buffer spans more blocks */
-#define TAG_OWNER_MAX 0x7ffe
+#define TAG_OWNER_MAX 0x7ffd
+
+static inline bool tag_is_head(uint16_t tag)
+{
+	return tag != TAG_FREE && tag != TAG_INTERIOR && tag != TAG_TAIL;
+}
 
 struct tide_user {
 	struct tide_pool *pool;

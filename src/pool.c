@@ -621,14 +621,18 @@ int tide_pool_check(struct tide_pool *pool, char *why, size_t len)
 		if (!bitmap_test(&pool->map, i))
 			FAIL("block %zu is tagged %#x but not claimed", i, tag);
 		tagged++;
-		if (tag != TAG_INTERIOR)
+		if (tag_is_head(tag))
 			heads++;
-		if (tag == TAG_INTERIOR && (i == 0 || pool->tags[i - 1] == TAG_FREE))
-			FAIL("block %zu is an interior block with no head", i);
-		if ((tag & TAG_MULTI) && tag != TAG_INTERIOR &&
-		    (i + 1 >= limit || pool->tags[i + 1] != TAG_INTERIOR))
+		if (!tag_is_head(tag) &&
+		    (i == 0 || pool->tags[i - 1] == TAG_FREE || pool->tags[i - 1] == TAG_TAIL))
+			FAIL("block %zu is an interior or tail block with no head", i);
+		if (tag_is_head(tag) && (tag & TAG_MULTI) &&
+		    (i + 1 >= limit || tag_is_head(pool->tags[i + 1]) || !pool->tags[i + 1]))
 			FAIL("block %zu heads a multi-block buffer of one block", i);
-		if (tag != TAG_INTERIOR &&
+		if (tag == TAG_INTERIOR &&
+		    (i + 1 >= limit || tag_is_head(pool->tags[i + 1]) || !pool->tags[i + 1]))
+			FAIL("block %zu is an interior block with no tail", i);
+		if (tag_is_head(tag) &&
 		    ((tag & ~TAG_MULTI) >= pool->users_cap || !pool->users[tag & ~TAG_MULTI]))
 			FAIL("block %zu is tagged for user %u, who does not exist", i,
 			     tag & ~TAG_MULTI);

@@ -1,0 +1,1258 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * agent.c - the send/receive agent: workers, their io_uring, provided-buffer rings and
+ * connections.
+ *
+ * Each worker is one thread with one io_uring, one SO_REUSEPORT listener (multishot accept)
+ * and one provided-buffer ring (group 0) fed from the pool through the worker's own tide
+ * user. Nothing is shared between workers but the pool and a connection counter, so the hot
+ * path takes no lock of ours.
+ *
+ * A connection is a "pair": the client socket and, when relaying, the upstream socket, with
+ * one "flow" per direction (echo: one flow from the client back to itself). A flow is a queue
+ * of received buffers (segs) waiting to be sent to its destination, in order. Its source has
+ * a multishot receive armed that picks buffers from the ring; with recv bundles one completion
+ * carries several consecutive ring entries. At most one send per flow is in flight, built
+ * from the head of the queue (adjacent buffers coalesce into one iovec, and pool buffers are
+ * often adjacent because the pool hands out the lowest addresses first); a short send just
+ * leaves the rest at the head. A fully sent buffer goes back into the ring if the ring is
+ * below its target, else back to the pool.
+ *
+ * Invariants:
+ *  - A buffer is in exactly one place: the ring (kernel's), a flow queue, or the pool.
+ *    in_ring counts the first; ring slot i holds buffer id i, so a completion's buffer id is
+ *    the ring position of its first buffer and a bundle's buffers are the next positions.
+ *    The ring never holds more than half its slots, so a slot is never refilled before its
+ *    completion is seen, even if completions came out of order.
+ *  - A flow's queued bytes stay under flow_limit plus one receive: past it the receive is
+ *    cancelled (backpressure), and re-armed when sends bring the queue under half of it.
+ *  - A pair is freed only when it is closing and no operation on it is in flight (refs == 0);
+ *    user_data is the pair's address with the operation in the low 3 bits.
+ *  - An idle connection holds no buffer: a multishot receive without data takes none.
+ *
+ * Elasticity: a receive that finds the ring empty (-ENOBUFS) doubles the ring's target and
+ * waits; the refill after the completion batch allocates from the pool (which grows). A
+ * second without -ENOBUFS decays the target back toward ring_min, returned buffers then go
+ * to the pool, and a ring that stayed idle for a second hands its surplus back, so the pool
+ * can shrink. Worker 0 runs tide_pool_maintain() on its 100 ms tick.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <liburing.h>
+
+#include "net_internal.h"
+
+/* Kernel ABI values newer than Debian's liburing 2.3 headers. */
+#ifndef IORING_RECVSEND_BUNDLE
+#define IORING_RECVSEND_BUNDLE (1U << 4)
+#endif
+#ifndef IORING_FEAT_RECVSEND_BUNDLE
+#define IORING_FEAT_RECVSEND_BUNDLE (1U << 14)
+#endif
+#ifndef IOU_PBUF_RING_INC
+#define IOU_PBUF_RING_INC 2
+#endif
+
+#define BGID 0
+#define SEND_IOV 32
+#define TICK_MS 100
+#define FREE_BATCH 64
+#define SQ_ENTRIES 1024
+#define CQ_ENTRIES 16384
+
+enum { OP_ACCEPT = 1, OP_RECV = 2, OP_SEND = 4, OP_CONNECT = 6 };
+#define UD(ptr, op) ((uint64_t)(uintptr_t)(ptr) | (uint64_t)(op))
+
+enum {
+	F_ARMED = 1u << 0,  /* a multishot receive is in flight on the source */
+	F_CANCEL = 1u << 1, /* and a cancel for it was submitted */
+	F_EOF = 1u << 2,    /* the source sent FIN */
+	F_SHUT = 1u << 3,   /* the destination was shut down for writing */
+	F_WAIT = 1u << 4,   /* on the worker's list of flows waiting for buffers */
+};
+
+struct seg {
+	char *buf;
+	uint32_t off, len;
+	struct seg *next;
+};
+
+struct sendop {
+	struct msghdr msg;
+	size_t len;
+	struct sendop *next;
+	struct iovec iov[SEND_IOV];
+};
+
+struct flow {
+	struct seg *head, *tail;
+	struct sendop *send;
+	struct flow *wait_next;
+	uint32_t queued;
+	uint8_t src, dst, idx, flags;
+};
+
+struct pair {
+	struct pair *prev, *next; /* the worker's LRU list, oldest activity first */
+	uint64_t active_ms;
+	int fd[2];
+	int refs;
+	uint8_t nflows, closing, abort, draining, connected;
+	struct flow flow[2];
+};
+
+struct wstats {
+	_Atomic uint64_t accepted, rejected, idle_closed, reset, upstream_failures;
+	_Atomic uint64_t bytes_in, bytes_out, short_sends, pauses;
+	_Atomic uint64_t refills, refill_buffers, enobufs, ring_resets, forced_grows;
+	_Atomic uint64_t in_ring, target;
+};
+
+struct worker {
+	struct tide_agent *agent;
+	unsigned index;
+	pthread_t thread;
+	bool thread_started;
+	int listen_fd;
+	struct io_uring ring;
+	bool ring_ok, br_registered, accept_armed, draining, bundles, defer;
+	uint64_t now, next_tick, drain_deadline, last_enobufs, last_consume;
+	struct tide_user *user;
+	size_t bs;
+	size_t limit;
+
+	struct io_uring_buf_ring *br;
+	size_t br_bytes;
+	char **bid_addr;
+	unsigned entries, mask, cap;
+	uint32_t br_tail, br_pub, in_ring, target;
+
+	struct pair lru; /* sentinel */
+	unsigned npairs;
+	struct flow *waiters;
+	struct seg *free_segs;
+	struct sendop *free_sendops;
+	void *frees[FREE_BATCH];
+	unsigned nfree;
+	struct wstats st;
+};
+
+struct tide_agent {
+	struct tide_pool *pool;
+	struct tide_agent_config cfg;
+	size_t bs;
+	bool echo;
+	struct sockaddr_storage up;
+	socklen_t uplen;
+	unsigned port;
+	unsigned nworkers;
+	struct worker *w;
+	_Atomic int stop;
+	_Atomic uint64_t conns;
+	bool started, joined;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned ready;
+	int setup_rc;
+};
+
+#define STAT_ADD(w, field, n)                                                                      \
+	atomic_store_explicit(&(w)->st.field,                                                      \
+			      atomic_load_explicit(&(w)->st.field, memory_order_relaxed) + (n),     \
+			      memory_order_relaxed)
+#define STAT_SET(w, field, v) atomic_store_explicit(&(w)->st.field, (v), memory_order_relaxed)
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static struct pair *pair_of(struct flow *f)
+{
+	return (struct pair *)((char *)(f - f->idx) - offsetof(struct pair, flow));
+}
+
+static struct io_uring_sqe *sqe_get(struct worker *w)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+
+	while (!sqe) {
+		io_uring_submit(&w->ring);
+		sqe = io_uring_get_sqe(&w->ring);
+	}
+	return sqe;
+}
+
+static void cancel_ud(struct worker *w, uint64_t ud)
+{
+	struct io_uring_sqe *sqe = sqe_get(w);
+
+	io_uring_prep_cancel64(sqe, ud, 0);
+	io_uring_sqe_set_data64(sqe, 0);
+}
+
+/* ------------------------------------------------------ buffers and ring -- */
+
+static void frees_flush(struct worker *w)
+{
+	int rc;
+
+	if (!w->nfree)
+		return;
+	rc = tide_user_free_bulk(w->user, w->frees, w->nfree);
+	if (rc)
+		fprintf(stderr, "tide agent: worker %u: freeing %u buffers: %s\n", w->index,
+			w->nfree, strerror(-rc));
+	w->nfree = 0;
+}
+
+static void ring_add(struct worker *w, char *buf)
+{
+	unsigned pos = w->br_tail & w->mask;
+
+	w->bid_addr[pos] = buf;
+	io_uring_buf_ring_add(w->br, buf, (unsigned)w->bs, (unsigned short)pos, (int)w->mask,
+			      (int)(w->br_tail - w->br_pub));
+	w->br_tail++;
+	w->in_ring++;
+}
+
+static void ring_publish(struct worker *w)
+{
+	if (w->br_tail != w->br_pub) {
+		io_uring_buf_ring_advance(w->br, (int)(w->br_tail - w->br_pub));
+		w->br_pub = w->br_tail;
+	}
+	STAT_SET(w, in_ring, w->in_ring);
+}
+
+/* A buffer is done with: into the ring while it is below target, else to the pool. */
+static void buf_release(struct worker *w, char *buf)
+{
+	if (w->br_registered && !w->draining && w->in_ring < w->target) {
+		ring_add(w, buf);
+		return;
+	}
+	w->frees[w->nfree++] = buf;
+	if (w->nfree == FREE_BATCH)
+		frees_flush(w);
+}
+
+/* Top the ring up to its target from the pool, growing the pool when it has nothing free. */
+static void ring_refill(struct worker *w)
+{
+	void *bufs[256];
+	unsigned want, n, got, added = 0;
+
+	if (!w->br_registered || w->draining)
+		return;
+	while (w->in_ring < w->target) {
+		want = w->target - w->in_ring;
+		n = want < 256 ? want : 256;
+		got = tide_user_alloc_bulk(w->user, bufs, n);
+		if (got < n) {
+			struct tide_pool *pool = w->agent->pool;
+
+			if (tide_pool_grow(pool, (size_t)(n - got) * w->bs) == 0) {
+				STAT_ADD(w, forced_grows, 1);
+				got += tide_user_alloc_bulk(w->user, bufs + got, n - got);
+			}
+		}
+		for (unsigned i = 0; i < got; i++)
+			ring_add(w, bufs[i]);
+		added += got;
+		if (got < n)
+			break;
+	}
+	if (added) {
+		STAT_ADD(w, refills, 1);
+		STAT_ADD(w, refill_buffers, added);
+	}
+	ring_publish(w);
+}
+
+/* The buffers the kernel still owns, by ring position (it consumes in ring order). */
+static void ring_take_all(struct worker *w)
+{
+	for (uint32_t pos = w->br_tail - w->in_ring; pos != w->br_tail; pos++) {
+		w->frees[w->nfree++] = w->bid_addr[pos & w->mask];
+		if (w->nfree == FREE_BATCH)
+			frees_flush(w);
+	}
+	w->in_ring = 0;
+	frees_flush(w);
+}
+
+/*
+ * Give an idle ring's buffers back to the pool: unregister the group, free what it held,
+ * register it again empty and top it up to the (decayed) target. Only with DEFER_TASKRUN,
+ * where no receive can take a buffer between our last completion and the unregister; a
+ * receive that finds the group missing meanwhile gets -ENOBUFS, which is handled anyway.
+ */
+static void ring_reset(struct worker *w)
+{
+	struct io_uring_buf_reg reg;
+
+	if (!w->defer || io_uring_cq_ready(&w->ring))
+		return;
+	ring_publish(w);
+	if (io_uring_unregister_buf_ring(&w->ring, BGID))
+		return;
+	w->br_registered = false;
+	ring_take_all(w);
+	io_uring_buf_ring_init(w->br);
+	w->br_tail = w->br_pub = 0;
+	memset(&reg, 0, sizeof(reg));
+	reg.ring_addr = (uint64_t)(uintptr_t)w->br;
+	reg.ring_entries = w->entries;
+	reg.bgid = BGID;
+	if (io_uring_register_buf_ring(&w->ring, &reg, 0)) {
+		fprintf(stderr, "tide agent: worker %u: re-registering its buffer ring failed\n",
+			w->index);
+		return;
+	}
+	w->br_registered = true;
+	tide_pool_flush_cache(w->agent->pool);
+	STAT_ADD(w, ring_resets, 1);
+	ring_refill(w);
+}
+
+/* ---------------------------------------------------------------- pairs -- */
+
+static void lru_del(struct pair *p)
+{
+	p->prev->next = p->next;
+	p->next->prev = p->prev;
+	p->prev = p->next = p;
+}
+
+static void lru_add_tail(struct worker *w, struct pair *p)
+{
+	p->prev = w->lru.prev;
+	p->next = &w->lru;
+	w->lru.prev->next = p;
+	w->lru.prev = p;
+}
+
+static void touch(struct worker *w, struct pair *p)
+{
+	p->active_ms = w->now;
+	if (w->lru.prev != p) {
+		lru_del(p);
+		lru_add_tail(w, p);
+	}
+}
+
+static struct seg *seg_get(struct worker *w)
+{
+	struct seg *s = w->free_segs;
+
+	if (s) {
+		w->free_segs = s->next;
+		return s;
+	}
+	return malloc(sizeof(*s));
+}
+
+static void seg_put(struct worker *w, struct seg *s)
+{
+	s->next = w->free_segs;
+	w->free_segs = s;
+}
+
+static struct sendop *sendop_get(struct worker *w)
+{
+	struct sendop *op = w->free_sendops;
+
+	if (op) {
+		w->free_sendops = op->next;
+		return op;
+	}
+	return malloc(sizeof(*op));
+}
+
+static void sendop_put(struct worker *w, struct sendop *op)
+{
+	op->next = w->free_sendops;
+	w->free_sendops = op;
+}
+
+static void flow_drop_all(struct worker *w, struct flow *f)
+{
+	struct seg *s, *next;
+
+	for (s = f->head; s; s = next) {
+		next = s->next;
+		buf_release(w, s->buf);
+		seg_put(w, s);
+	}
+	f->head = f->tail = NULL;
+	f->queued = 0;
+}
+
+static void pair_maybe_free(struct worker *w, struct pair *p)
+{
+	if (!p->closing || p->refs)
+		return;
+	for (unsigned i = 0; i < p->nflows; i++)
+		flow_drop_all(w, &p->flow[i]);
+	for (unsigned i = 0; i < 2; i++) {
+		if (p->fd[i] < 0)
+			continue;
+		if (p->abort) {
+			struct linger lg = {1, 0};
+
+			setsockopt(p->fd[i], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		}
+		close(p->fd[i]);
+	}
+	free(p);
+	w->npairs--;
+}
+
+static void waiters_remove(struct worker *w, struct flow *f)
+{
+	struct flow **pp;
+
+	for (pp = &w->waiters; *pp; pp = &(*pp)->wait_next)
+		if (*pp == f) {
+			*pp = f->wait_next;
+			f->flags &= ~F_WAIT;
+			pair_of(f)->refs--;
+			return;
+		}
+}
+
+/* Close a pair: cancel what is in flight; it is freed when the last completion is seen. */
+static void pair_close(struct worker *w, struct pair *p, bool abort)
+{
+	if (p->closing)
+		return;
+	p->closing = 1;
+	p->abort = abort;
+	lru_del(p);
+	atomic_fetch_sub_explicit(&w->agent->conns, 1, memory_order_relaxed);
+	for (unsigned i = 0; i < p->nflows; i++)
+		if (p->flow[i].flags & F_WAIT)
+			waiters_remove(w, &p->flow[i]);
+	for (unsigned i = 0; i < 2; i++) {
+		if (p->fd[i] < 0 || !p->refs)
+			continue;
+		struct io_uring_sqe *sqe = sqe_get(w);
+
+		io_uring_prep_cancel_fd(sqe, p->fd[i], IORING_ASYNC_CANCEL_ALL);
+		io_uring_sqe_set_data64(sqe, 0);
+	}
+	pair_maybe_free(w, p);
+}
+
+/* Every direction ended by FIN and flushed: the pair is done. */
+static void pair_maybe_done(struct worker *w, struct pair *p)
+{
+	for (unsigned i = 0; i < p->nflows; i++)
+		if (!(p->flow[i].flags & F_SHUT))
+			return;
+	pair_close(w, p, false);
+}
+
+/* While draining: close the pair once nothing is queued or being sent. */
+static void pair_drain_check(struct worker *w, struct pair *p)
+{
+	if (!p->draining || p->closing)
+		return;
+	for (unsigned i = 0; i < p->nflows; i++)
+		if (p->flow[i].head || p->flow[i].send)
+			return;
+	pair_close(w, p, false);
+}
+
+static void flow_arm(struct worker *w, struct pair *p, struct flow *f)
+{
+	struct io_uring_sqe *sqe;
+
+	if (p->closing || p->draining || !p->connected ||
+	    (f->flags & (F_ARMED | F_EOF | F_WAIT)) || f->queued >= w->limit)
+		return;
+	sqe = sqe_get(w);
+	io_uring_prep_recv_multishot(sqe, p->fd[f->src], NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = BGID;
+	if (w->bundles)
+		sqe->ioprio |= IORING_RECVSEND_BUNDLE;
+	io_uring_sqe_set_data64(sqe, UD(p, OP_RECV + f->idx));
+	f->flags |= F_ARMED;
+	p->refs++;
+}
+
+static void flow_send(struct worker *w, struct pair *p, struct flow *f)
+{
+	struct io_uring_sqe *sqe;
+	struct sendop *op;
+	struct seg *s;
+	unsigned n = 0;
+	size_t total = 0;
+
+	if (f->send || !f->head || p->closing)
+		return;
+	op = sendop_get(w);
+	if (!op) {
+		pair_close(w, p, true);
+		return;
+	}
+	for (s = f->head; s; s = s->next) {
+		char *b = s->buf + s->off;
+
+		if (n && (char *)op->iov[n - 1].iov_base + op->iov[n - 1].iov_len == b) {
+			op->iov[n - 1].iov_len += s->len;
+		} else {
+			if (n == SEND_IOV)
+				break;
+			op->iov[n].iov_base = b;
+			op->iov[n].iov_len = s->len;
+			n++;
+		}
+		total += s->len;
+	}
+	op->len = total;
+	sqe = sqe_get(w);
+	if (n == 1) {
+		io_uring_prep_send(sqe, p->fd[f->dst], op->iov[0].iov_base, op->iov[0].iov_len,
+				   MSG_NOSIGNAL);
+	} else {
+		memset(&op->msg, 0, sizeof(op->msg));
+		op->msg.msg_iov = op->iov;
+		op->msg.msg_iovlen = n;
+		io_uring_prep_sendmsg(sqe, p->fd[f->dst], &op->msg, MSG_NOSIGNAL);
+	}
+	io_uring_sqe_set_data64(sqe, UD(p, OP_SEND + f->idx));
+	f->send = op;
+	p->refs++;
+}
+
+/* The source sent FIN and everything before it went out: pass the FIN on. */
+static void flow_maybe_shut(struct worker *w, struct pair *p, struct flow *f)
+{
+	if (!(f->flags & F_EOF) || (f->flags & F_SHUT) || f->head || f->send || p->closing)
+		return;
+	shutdown(p->fd[f->dst], SHUT_WR);
+	f->flags |= F_SHUT;
+	pair_maybe_done(w, p);
+}
+
+static void on_recv(struct worker *w, struct pair *p, struct flow *f, int res, unsigned cflags)
+{
+	if (res > 0 && (cflags & IORING_CQE_F_BUFFER)) {
+		unsigned bid = cflags >> IORING_CQE_BUFFER_SHIFT;
+		unsigned n = w->bundles ? (unsigned)(((size_t)res + w->bs - 1) / w->bs) : 1;
+		size_t left = (size_t)res;
+
+		for (unsigned i = 0; i < n; i++) {
+			char *buf = w->bid_addr[(bid + i) & w->mask];
+			size_t len = left < w->bs ? left : w->bs;
+			struct seg *s;
+
+			left -= len;
+			w->in_ring--;
+			if (p->closing || !(s = seg_get(w))) {
+				buf_release(w, buf);
+				continue;
+			}
+			s->buf = buf;
+			s->off = 0;
+			s->len = (uint32_t)len;
+			s->next = NULL;
+			if (f->tail)
+				f->tail->next = s;
+			else
+				f->head = s;
+			f->tail = s;
+			f->queued += (uint32_t)len;
+		}
+		STAT_ADD(w, bytes_in, (uint64_t)res);
+		w->last_consume = w->now;
+		if (!p->closing) {
+			touch(w, p);
+			flow_send(w, p, f);
+			if (f->queued >= w->limit && (cflags & IORING_CQE_F_MORE) &&
+			    !(f->flags & F_CANCEL)) {
+				cancel_ud(w, UD(p, OP_RECV + f->idx));
+				f->flags |= F_CANCEL;
+				STAT_ADD(w, pauses, 1);
+			}
+		}
+	}
+	if (cflags & IORING_CQE_F_MORE)
+		return;
+	f->flags &= ~(F_ARMED | F_CANCEL);
+	p->refs--;
+	if (p->closing) {
+		pair_maybe_free(w, p);
+		return;
+	}
+	if (res == 0) {
+		f->flags |= F_EOF;
+		flow_maybe_shut(w, p, f);
+	} else if (res == -ENOBUFS) {
+		STAT_ADD(w, enobufs, 1);
+		w->last_enobufs = w->now;
+		if (w->target < w->cap)
+			w->target = w->target * 2 < w->cap ? w->target * 2 : w->cap;
+		f->flags |= F_WAIT;
+		f->wait_next = w->waiters;
+		w->waiters = f;
+		p->refs++;
+	} else if (res < 0 && res != -ECANCELED) {
+		STAT_ADD(w, reset, 1);
+		pair_close(w, p, true);
+	} else {
+		flow_arm(w, p, f);
+		pair_drain_check(w, p);
+	}
+}
+
+static void on_send(struct worker *w, struct pair *p, struct flow *f, int res)
+{
+	struct sendop *op = f->send;
+	size_t left;
+
+	f->send = NULL;
+	p->refs--;
+	if (res < 0) {
+		sendop_put(w, op);
+		if (!p->closing)
+			STAT_ADD(w, reset, 1);
+		pair_close(w, p, true);
+		pair_maybe_free(w, p);
+		return;
+	}
+	if ((size_t)res < op->len)
+		STAT_ADD(w, short_sends, 1);
+	sendop_put(w, op);
+	STAT_ADD(w, bytes_out, (uint64_t)res);
+	left = (size_t)res;
+	while (left && f->head) {
+		struct seg *s = f->head;
+		size_t take = left < s->len ? left : s->len;
+
+		s->off += (uint32_t)take;
+		s->len -= (uint32_t)take;
+		f->queued -= (uint32_t)take;
+		left -= take;
+		if (!s->len) {
+			f->head = s->next;
+			if (!f->head)
+				f->tail = NULL;
+			buf_release(w, s->buf);
+			seg_put(w, s);
+		}
+	}
+	if (p->closing) {
+		pair_maybe_free(w, p);
+		return;
+	}
+	touch(w, p);
+	if (f->head)
+		flow_send(w, p, f);
+	else
+		flow_maybe_shut(w, p, f);
+	if (p->closing)
+		return;
+	if (!(f->flags & F_ARMED) && f->queued <= w->limit / 2)
+		flow_arm(w, p, f);
+	pair_drain_check(w, p);
+}
+
+static void on_connect(struct worker *w, struct pair *p, int res)
+{
+	p->refs--;
+	if (p->closing) {
+		pair_maybe_free(w, p);
+		return;
+	}
+	if (res < 0) {
+		STAT_ADD(w, upstream_failures, 1);
+		pair_close(w, p, true);
+		return;
+	}
+	p->connected = 1;
+	flow_arm(w, p, &p->flow[0]);
+	flow_arm(w, p, &p->flow[1]);
+}
+
+static void set_nodelay(int fd)
+{
+	int one = 1;
+
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+static void on_accept(struct worker *w, int fd)
+{
+	struct tide_agent *a = w->agent;
+	struct pair *p;
+	uint64_t n;
+
+	n = atomic_fetch_add_explicit(&a->conns, 1, memory_order_relaxed) + 1;
+	if (w->draining || (a->cfg.max_conns && n > a->cfg.max_conns) ||
+	    !(p = calloc(1, sizeof(*p)))) {
+		atomic_fetch_sub_explicit(&a->conns, 1, memory_order_relaxed);
+		close(fd);
+		STAT_ADD(w, rejected, 1);
+		return;
+	}
+	STAT_ADD(w, accepted, 1);
+	w->npairs++;
+	p->fd[0] = fd;
+	p->fd[1] = -1;
+	p->nflows = a->echo ? 1 : 2;
+	p->flow[0].src = 0;
+	p->flow[0].dst = a->echo ? 0 : 1;
+	p->flow[0].idx = 0;
+	p->flow[1].src = 1;
+	p->flow[1].dst = 0;
+	p->flow[1].idx = 1;
+	p->active_ms = w->now;
+	lru_add_tail(w, p);
+	set_nodelay(fd);
+	if (a->echo) {
+		p->connected = 1;
+		flow_arm(w, p, &p->flow[0]);
+		return;
+	}
+	p->fd[1] = socket(a->up.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (p->fd[1] < 0) {
+		STAT_ADD(w, upstream_failures, 1);
+		pair_close(w, p, true);
+		return;
+	}
+	set_nodelay(p->fd[1]);
+	struct io_uring_sqe *sqe = sqe_get(w);
+
+	io_uring_prep_connect(sqe, p->fd[1], (struct sockaddr *)&a->up, a->uplen);
+	io_uring_sqe_set_data64(sqe, UD(p, OP_CONNECT));
+	p->refs++;
+}
+
+static void accept_arm(struct worker *w)
+{
+	struct io_uring_sqe *sqe;
+
+	if (w->accept_armed || w->draining)
+		return;
+	sqe = sqe_get(w);
+	io_uring_prep_multishot_accept(sqe, w->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+	io_uring_sqe_set_data64(sqe, UD(w, OP_ACCEPT));
+	w->accept_armed = true;
+}
+
+static void handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
+{
+	uint64_t ud = io_uring_cqe_get_data64(cqe);
+	unsigned op = (unsigned)(ud & 7);
+	void *ptr = (void *)(uintptr_t)(ud & ~(uint64_t)7);
+	struct pair *p = ptr;
+
+	switch (op) {
+	case 0:
+		return; /* a cancel */
+	case OP_ACCEPT:
+		if (!(cqe->flags & IORING_CQE_F_MORE))
+			w->accept_armed = false;
+		if (cqe->res >= 0)
+			on_accept(w, cqe->res);
+		if (!w->accept_armed && cqe->res >= 0)
+			accept_arm(w); /* an error waits for the tick */
+		return;
+	case OP_RECV:
+	case OP_RECV + 1:
+		on_recv(w, p, &p->flow[op - OP_RECV], cqe->res, cqe->flags);
+		return;
+	case OP_SEND:
+	case OP_SEND + 1:
+		on_send(w, p, &p->flow[op - OP_SEND], cqe->res);
+		return;
+	case OP_CONNECT:
+		on_connect(w, p, cqe->res);
+		return;
+	}
+}
+
+static void waiters_wake(struct worker *w)
+{
+	struct flow *list = w->waiters;
+
+	if (!list || (!w->in_ring && !w->draining))
+		return;
+	w->waiters = NULL;
+	while (list) {
+		struct flow *f = list;
+		struct pair *p = pair_of(f);
+
+		list = f->wait_next;
+		f->flags &= ~F_WAIT;
+		p->refs--;
+		if (p->closing) {
+			pair_maybe_free(w, p);
+			continue;
+		}
+		flow_arm(w, p, f);
+		pair_drain_check(w, p);
+	}
+}
+
+static void drain_begin(struct worker *w)
+{
+	struct pair *p, *next;
+
+	w->draining = true;
+	w->drain_deadline = w->now + (w->agent->cfg.drain_timeout_ms ?: 2000);
+	if (w->accept_armed)
+		cancel_ud(w, UD(w, OP_ACCEPT));
+	for (p = w->lru.next; p != &w->lru; p = next) {
+		next = p->next;
+		p->draining = 1;
+		if (!p->connected) {
+			pair_close(w, p, true);
+			continue;
+		}
+		for (unsigned i = 0; i < p->nflows; i++) {
+			struct flow *f = &p->flow[i];
+
+			if ((f->flags & F_ARMED) && !(f->flags & F_CANCEL)) {
+				cancel_ud(w, UD(p, OP_RECV + f->idx));
+				f->flags |= F_CANCEL;
+			}
+		}
+		pair_drain_check(w, p);
+	}
+	waiters_wake(w);
+}
+
+static void tick(struct worker *w)
+{
+	struct tide_agent *a = w->agent;
+	struct pair *p, *next;
+
+	if (w->index == 0)
+		tide_pool_maintain(a->pool);
+	if (w->draining) {
+		if (w->now >= w->drain_deadline)
+			for (p = w->lru.next; p != &w->lru; p = next) {
+				next = p->next;
+				pair_close(w, p, true);
+			}
+		return;
+	}
+	if (!w->accept_armed)
+		accept_arm(w);
+	if (a->cfg.idle_timeout_ms)
+		for (p = w->lru.next; p != &w->lru; p = next) {
+			next = p->next;
+			if (w->now - p->active_ms < a->cfg.idle_timeout_ms)
+				break;
+			STAT_ADD(w, idle_closed, 1);
+			pair_close(w, p, false);
+		}
+	if (w->now - w->last_enobufs >= 1000 && w->target > a->cfg.ring_min) {
+		unsigned t = w->target - w->target / 4;
+
+		w->target = t > a->cfg.ring_min ? t : a->cfg.ring_min;
+	}
+	if (w->now - w->last_consume >= 1000 && w->in_ring > w->target + w->target / 2)
+		ring_reset(w);
+	else if (w->now - w->last_consume >= 1000)
+		tide_pool_flush_cache(a->pool);
+	STAT_SET(w, target, w->target);
+}
+
+/* ---------------------------------------------------------------- worker -- */
+
+static int worker_setup(struct worker *w)
+{
+	struct tide_agent *a = w->agent;
+	struct io_uring_params params;
+	struct io_uring_buf_reg reg;
+	struct tide_user_config uc;
+	char name[32];
+	static const unsigned tries[] = {
+		IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+		IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN,
+		0,
+	};
+	int rc = -EINVAL;
+
+	for (unsigned i = 0; i < sizeof(tries) / sizeof(tries[0]); i++) {
+		memset(&params, 0, sizeof(params));
+		params.flags = tries[i] | IORING_SETUP_CQSIZE;
+		params.cq_entries = CQ_ENTRIES;
+		rc = io_uring_queue_init_params(SQ_ENTRIES, &w->ring, &params);
+		if (rc != -EINVAL)
+			break;
+	}
+	if (rc)
+		return rc;
+	w->ring_ok = true;
+	w->defer = params.flags & IORING_SETUP_DEFER_TASKRUN;
+	w->bundles = (params.features & IORING_FEAT_RECVSEND_BUNDLE) &&
+		     !(a->cfg.flags & TIDE_AGENT_NO_BUNDLE);
+
+	snprintf(name, sizeof(name), "worker%u", w->index);
+	memset(&uc, 0, sizeof(uc));
+	uc.name = name;
+	uc.flags = TIDE_USER_MAY_GROW;
+	rc = tide_user_create(a->pool, &uc, &w->user);
+	if (rc)
+		return rc;
+
+	w->entries = a->cfg.ring_entries;
+	w->mask = w->entries - 1;
+	w->cap = w->entries / 2;
+	w->target = a->cfg.ring_min;
+	w->br_bytes = (size_t)w->entries * sizeof(struct io_uring_buf);
+	w->br = mmap(NULL, w->br_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+		     0);
+	if (w->br == MAP_FAILED) {
+		w->br = NULL;
+		return -ENOMEM;
+	}
+	w->bid_addr = calloc(w->entries, sizeof(*w->bid_addr));
+	if (!w->bid_addr)
+		return -ENOMEM;
+	io_uring_buf_ring_init(w->br);
+	memset(&reg, 0, sizeof(reg));
+	reg.ring_addr = (uint64_t)(uintptr_t)w->br;
+	reg.ring_entries = w->entries;
+	reg.bgid = BGID;
+	rc = io_uring_register_buf_ring(&w->ring, &reg, 0);
+	if (rc)
+		return rc == -EINVAL ? -EOPNOTSUPP : rc;
+	w->br_registered = true;
+	w->now = now_ms();
+	w->next_tick = w->now + TICK_MS;
+	w->last_consume = w->now;
+	ring_refill(w);
+	accept_arm(w);
+	io_uring_submit(&w->ring);
+	return 0;
+}
+
+static void worker_teardown(struct worker *w)
+{
+	if (w->br_registered) {
+		io_uring_unregister_buf_ring(&w->ring, BGID);
+		w->br_registered = false;
+	}
+	if (w->user) {
+		ring_take_all(w);
+		frees_flush(w);
+	}
+	tide_pool_flush_cache(w->agent->pool);
+	if (w->ring_ok) {
+		io_uring_queue_exit(&w->ring);
+		w->ring_ok = false;
+	}
+	while (w->free_segs) {
+		struct seg *s = w->free_segs;
+
+		w->free_segs = s->next;
+		free(s);
+	}
+	while (w->free_sendops) {
+		struct sendop *op = w->free_sendops;
+
+		w->free_sendops = op->next;
+		free(op);
+	}
+	free(w->bid_addr);
+	w->bid_addr = NULL;
+	if (w->br)
+		munmap(w->br, w->br_bytes);
+	w->br = NULL;
+	STAT_SET(w, in_ring, 0);
+}
+
+static void worker_loop(struct worker *w)
+{
+	struct tide_agent *a = w->agent;
+	struct __kernel_timespec ts = {0, TICK_MS * 1000000L};
+
+	for (;;) {
+		struct io_uring_cqe *cqe;
+		unsigned head, seen = 0;
+
+		if (!w->draining && atomic_load_explicit(&a->stop, memory_order_relaxed))
+			drain_begin(w);
+		if (w->draining && !w->npairs && !w->accept_armed)
+			break;
+		ring_publish(w);
+		io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
+		w->now = now_ms();
+		io_uring_for_each_cqe(&w->ring, head, cqe)
+		{
+			handle_cqe(w, cqe);
+			seen++;
+		}
+		io_uring_cq_advance(&w->ring, seen);
+		if (w->in_ring < w->target - w->target / 4 || (w->waiters && !w->in_ring))
+			ring_refill(w);
+		ring_publish(w);
+		waiters_wake(w);
+		frees_flush(w);
+		if (w->now >= w->next_tick) {
+			w->next_tick = w->now + TICK_MS;
+			tick(w);
+		}
+	}
+	/* Whatever the last cancels posted is of no interest now. */
+	io_uring_submit(&w->ring);
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct tide_agent *a = w->agent;
+	char name[16];
+	int rc;
+
+	snprintf(name, sizeof(name), "tide-w%u", w->index);
+	pthread_setname_np(pthread_self(), name);
+	rc = worker_setup(w);
+	pthread_mutex_lock(&a->lock);
+	if (rc && !a->setup_rc)
+		a->setup_rc = rc;
+	a->ready++;
+	pthread_cond_broadcast(&a->cond);
+	while (a->ready < a->nworkers)
+		pthread_cond_wait(&a->cond, &a->lock);
+	rc = a->setup_rc;
+	pthread_mutex_unlock(&a->lock);
+	if (!rc)
+		worker_loop(w);
+	worker_teardown(w);
+	return NULL;
+}
+
+/* ------------------------------------------------------------- lifecycle -- */
+
+int tide_agent_create(struct tide_pool *pool, const struct tide_agent_config *cfg,
+		      struct tide_agent **agentp)
+{
+	struct sockaddr_storage ls;
+	socklen_t llen;
+	struct tide_stats st;
+	struct tide_agent *a;
+	int rc;
+
+	if (!pool || !cfg || !agentp || !cfg->listen)
+		return -EINVAL;
+	*agentp = NULL;
+	if (cfg->ring_entries && (cfg->ring_entries & (cfg->ring_entries - 1) ||
+				  cfg->ring_entries < 16 || cfg->ring_entries > 32768))
+		return -EINVAL;
+	if (cfg->threads > 1024 || (cfg->flags & ~(unsigned)TIDE_AGENT_NO_BUNDLE))
+		return -EINVAL;
+	rc = tide_agent_probe(NULL, 0);
+	if (rc)
+		return rc;
+	a = calloc(1, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	a->pool = pool;
+	a->cfg = *cfg;
+	tide_pool_stats(pool, &st);
+	a->bs = st.block_size;
+	if (!a->cfg.threads)
+		a->cfg.threads = 1;
+	if (!a->cfg.ring_entries)
+		a->cfg.ring_entries = 1024;
+	if (!a->cfg.ring_min)
+		a->cfg.ring_min = 16;
+	if (a->cfg.ring_min > a->cfg.ring_entries / 2)
+		a->cfg.ring_min = a->cfg.ring_entries / 2;
+	if (!a->cfg.flow_limit)
+		a->cfg.flow_limit = 8 * a->bs > 512 * 1024 ? 8 * a->bs : 512 * 1024;
+	if (a->cfg.flow_limit > UINT32_MAX / 2)
+		a->cfg.flow_limit = UINT32_MAX / 2;
+	a->cfg.listen = NULL;
+	a->cfg.upstream = NULL;
+	a->echo = !cfg->upstream;
+	pthread_mutex_init(&a->lock, NULL);
+	pthread_cond_init(&a->cond, NULL);
+	rc = addr_parse(cfg->listen, true, &ls, &llen);
+	if (!rc && !a->echo)
+		rc = addr_parse(cfg->upstream, false, &a->up, &a->uplen);
+	if (rc)
+		goto fail;
+	a->nworkers = a->cfg.threads;
+	a->w = calloc(a->nworkers, sizeof(*a->w));
+	if (!a->w) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	for (unsigned i = 0; i < a->nworkers; i++) {
+		struct worker *w = &a->w[i];
+
+		w->agent = a;
+		w->index = i;
+		w->bs = a->bs;
+		w->limit = a->cfg.flow_limit;
+		w->lru.prev = w->lru.next = &w->lru;
+		w->listen_fd = -1;
+	}
+	for (unsigned i = 0; i < a->nworkers; i++) {
+		rc = listener_open(&ls, llen, &a->port);
+		if (rc < 0)
+			goto fail;
+		a->w[i].listen_fd = rc;
+	}
+	*agentp = a;
+	return 0;
+fail:
+	tide_agent_destroy(a);
+	return rc;
+}
+
+int tide_agent_start(struct tide_agent *a)
+{
+	int rc = 0;
+
+	if (!a)
+		return -EINVAL;
+	if (a->started)
+		return -EALREADY;
+	a->started = true;
+	for (unsigned i = 0; i < a->nworkers; i++) {
+		rc = -pthread_create(&a->w[i].thread, NULL, worker_main, &a->w[i]);
+		if (rc) {
+			/* Those started wait for the count; fail them all through setup_rc. */
+			pthread_mutex_lock(&a->lock);
+			if (!a->setup_rc)
+				a->setup_rc = rc;
+			a->ready += a->nworkers - i;
+			pthread_cond_broadcast(&a->cond);
+			pthread_mutex_unlock(&a->lock);
+			break;
+		}
+		a->w[i].thread_started = true;
+	}
+	pthread_mutex_lock(&a->lock);
+	while (a->ready < a->nworkers)
+		pthread_cond_wait(&a->cond, &a->lock);
+	rc = a->setup_rc;
+	pthread_mutex_unlock(&a->lock);
+	if (rc)
+		tide_agent_wait(a);
+	return rc;
+}
+
+void tide_agent_stop(struct tide_agent *a)
+{
+	if (a)
+		atomic_store_explicit(&a->stop, 1, memory_order_relaxed);
+}
+
+int tide_agent_wait(struct tide_agent *a)
+{
+	if (!a || !a->started)
+		return -EINVAL;
+	if (a->joined)
+		return 0;
+	for (unsigned i = 0; i < a->nworkers; i++)
+		if (a->w[i].thread_started)
+			pthread_join(a->w[i].thread, NULL);
+	a->joined = true;
+	return 0;
+}
+
+void tide_agent_destroy(struct tide_agent *a)
+{
+	if (!a)
+		return;
+	if (a->started && !a->joined) {
+		tide_agent_stop(a);
+		tide_agent_wait(a);
+	}
+	for (unsigned i = 0; a->w && i < a->nworkers; i++) {
+		struct worker *w = &a->w[i];
+
+		if (w->listen_fd >= 0)
+			close(w->listen_fd);
+		if (w->user) {
+			int rc = tide_user_destroy(w->user);
+
+			if (rc)
+				fprintf(stderr, "tide agent: worker %u still holds buffers (%s)\n",
+					i, strerror(-rc));
+		}
+	}
+	free(a->w);
+	pthread_mutex_destroy(&a->lock);
+	pthread_cond_destroy(&a->cond);
+	free(a);
+}
+
+/* ----------------------------------------------------------------- state -- */
+
+unsigned tide_agent_port(const struct tide_agent *a)
+{
+	return a ? a->port : 0;
+}
+
+unsigned tide_agent_workers(const struct tide_agent *a)
+{
+	return a ? a->nworkers : 0;
+}
+
+struct tide_user *tide_agent_user(const struct tide_agent *a, unsigned i)
+{
+	return a && i < a->nworkers ? a->w[i].user : NULL;
+}
+
+#define LOAD(w, f) atomic_load_explicit(&(w)->st.f, memory_order_relaxed)
+
+void tide_agent_stats(const struct tide_agent *a, struct tide_agent_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	if (!a)
+		return;
+	st->conns_current = atomic_load_explicit(&((struct tide_agent *)a)->conns,
+						 memory_order_relaxed);
+	for (unsigned i = 0; i < a->nworkers; i++) {
+		struct worker *w = &a->w[i];
+
+		st->conns_accepted += LOAD(w, accepted);
+		st->conns_rejected += LOAD(w, rejected);
+		st->conns_idle_closed += LOAD(w, idle_closed);
+		st->conns_reset += LOAD(w, reset);
+		st->upstream_failures += LOAD(w, upstream_failures);
+		st->bytes_in += LOAD(w, bytes_in);
+		st->bytes_out += LOAD(w, bytes_out);
+		st->short_sends += LOAD(w, short_sends);
+		st->pauses += LOAD(w, pauses);
+		st->ring_refills += LOAD(w, refills);
+		st->refill_buffers += LOAD(w, refill_buffers);
+		st->enobufs += LOAD(w, enobufs);
+		st->ring_resets += LOAD(w, ring_resets);
+		st->forced_grows += LOAD(w, forced_grows);
+		st->ring_buffers += LOAD(w, in_ring);
+		st->ring_target += LOAD(w, target);
+	}
+	if (a->nworkers) {
+		st->bundles = a->w[0].bundles;
+		st->defer_taskrun = a->w[0].defer;
+	}
+}
