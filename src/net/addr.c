@@ -149,12 +149,15 @@ int tide_agent_probe(char *why, size_t len)
 		}
 		if (v)
 			say(why, len,
-			    "io_uring is disabled on this machine (sysctl kernel.io_uring_disabled=%s); "
+			    "io_uring is disabled on this machine (sysctl "
+			    "kernel.io_uring_disabled=%s); "
 			    "tide needs it",
-			    v == 1 ? "1: only the io_uring_group may use it" : "2: nobody may use it");
+			    v == 1 ? "1: only the io_uring_group may use it"
+				   : "2: nobody may use it");
 		else
 			say(why, len, "%s",
-			    "io_uring is refused to this process (EPERM: a seccomp filter or container "
+			    "io_uring is refused to this process (EPERM: a seccomp filter or "
+			    "container "
 			    "policy blocks io_uring_setup); tide needs it");
 		return rc;
 	}

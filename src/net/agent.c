@@ -64,14 +64,19 @@
 #define IOU_PBUF_RING_INC 2
 #endif
 
-#define BGID 0
-#define SEND_IOV 32
-#define TICK_MS 100
+#define BGID	   0
+#define SEND_IOV   32
+#define TICK_MS	   100
 #define FREE_BATCH 64
 #define SQ_ENTRIES 1024
 #define CQ_ENTRIES 16384
 
-enum { OP_ACCEPT = 1, OP_RECV = 2, OP_SEND = 4, OP_CONNECT = 6 };
+enum {
+	OP_ACCEPT = 1,
+	OP_RECV = 2,
+	OP_SEND = 4,
+	OP_CONNECT = 6
+};
 #define UD(ptr, op) ((uint64_t)(uintptr_t)(ptr) | (uint64_t)(op))
 
 enum {
@@ -169,7 +174,7 @@ struct tide_agent {
 
 #define STAT_ADD(w, field, n)                                                                      \
 	atomic_store_explicit(&(w)->st.field,                                                      \
-			      atomic_load_explicit(&(w)->st.field, memory_order_relaxed) + (n),     \
+			      atomic_load_explicit(&(w)->st.field, memory_order_relaxed) + (n),    \
 			      memory_order_relaxed)
 #define STAT_SET(w, field, v) atomic_store_explicit(&(w)->st.field, (v), memory_order_relaxed)
 
@@ -484,8 +489,8 @@ static void flow_arm(struct worker *w, struct pair *p, struct flow *f)
 {
 	struct io_uring_sqe *sqe;
 
-	if (p->closing || p->draining || !p->connected ||
-	    (f->flags & (F_ARMED | F_EOF | F_WAIT)) || f->queued >= w->limit)
+	if (p->closing || p->draining || !p->connected || (f->flags & (F_ARMED | F_EOF | F_WAIT)) ||
+	    f->queued >= w->limit)
 		return;
 	sqe = sqe_get(w);
 	io_uring_prep_recv_multishot(sqe, p->fd[f->src], NULL, 0, 0);
@@ -636,7 +641,6 @@ static void on_send(struct worker *w, struct pair *p, struct flow *f, int res)
 		if (!p->closing)
 			STAT_ADD(w, reset, 1);
 		pair_close(w, p, true);
-		pair_maybe_free(w, p);
 		return;
 	}
 	if ((size_t)res < op->len)
@@ -777,18 +781,24 @@ static void handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
 		if (!w->accept_armed && cqe->res >= 0)
 			accept_arm(w); /* an error waits for the tick */
 		return;
+	}
+	/* Hold the pair while its handler runs: a close inside may not free it under us. */
+	p->refs++;
+	switch (op) {
 	case OP_RECV:
 	case OP_RECV + 1:
 		on_recv(w, p, &p->flow[op - OP_RECV], cqe->res, cqe->flags);
-		return;
+		break;
 	case OP_SEND:
 	case OP_SEND + 1:
 		on_send(w, p, &p->flow[op - OP_SEND], cqe->res);
-		return;
+		break;
 	case OP_CONNECT:
 		on_connect(w, p, cqe->res);
-		return;
+		break;
 	}
+	p->refs--;
+	pair_maybe_free(w, p);
 }
 
 static void waiters_wake(struct worker *w)
@@ -923,8 +933,7 @@ static int worker_setup(struct worker *w)
 	w->cap = w->entries / 2;
 	w->target = a->cfg.ring_min;
 	w->br_bytes = (size_t)w->entries * sizeof(struct io_uring_buf);
-	w->br = mmap(NULL, w->br_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
-		     0);
+	w->br = mmap(NULL, w->br_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (w->br == MAP_FAILED) {
 		w->br = NULL;
 		return -ENOMEM;
@@ -1229,8 +1238,8 @@ void tide_agent_stats(const struct tide_agent *a, struct tide_agent_stats *st)
 	memset(st, 0, sizeof(*st));
 	if (!a)
 		return;
-	st->conns_current = atomic_load_explicit(&((struct tide_agent *)a)->conns,
-						 memory_order_relaxed);
+	st->conns_current =
+		atomic_load_explicit(&((struct tide_agent *)a)->conns, memory_order_relaxed);
 	for (unsigned i = 0; i < a->nworkers; i++) {
 		struct worker *w = &a->w[i];
 
