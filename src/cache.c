@@ -215,24 +215,55 @@ void cache_push_flush(struct tide_pool *pool, struct tcache *c, void *block)
 	pthread_mutex_unlock(&pool->lock);
 }
 
-void cache_flush_all_locked(struct tide_pool *pool)
+/* Take back every block of the caches marked for stealing; pool->lock held. */
+static void steal_marked_locked(struct tide_pool *pool)
 {
-	struct tcache *c;
-
-	if (!pool->caches)
-		return;
-	for (c = pool->caches; c; c = c->next)
-		atomic_store_explicit(&c->steal, 1, memory_order_relaxed);
 	if (pool->fence_is_membarrier)
 		os_membarrier();
 	else
 		atomic_thread_fence(memory_order_seq_cst);
-	for (c = pool->caches; c; c = c->next) {
+	for (struct tcache *c = pool->caches; c; c = c->next) {
+		if (!atomic_load_explicit(&c->steal, memory_order_relaxed))
+			continue;
 		while (atomic_load_explicit(&c->in_op, memory_order_acquire))
 			__builtin_ia32_pause();
 		drain_locked(pool, c);
 		atomic_store_explicit(&c->steal, 0, memory_order_release);
 	}
+}
+
+void cache_flush_all_locked(struct tide_pool *pool)
+{
+	bool any = false;
+
+	for (struct tcache *c = pool->caches; c; c = c->next)
+		if (atomic_load_explicit(&c->count, memory_order_relaxed)) {
+			atomic_store_explicit(&c->steal, 1, memory_order_relaxed);
+			any = true;
+		}
+	if (any)
+		steal_marked_locked(pool);
+}
+
+void cache_flush_idle_locked(struct tide_pool *pool, unsigned idle_epochs)
+{
+	bool any = false;
+
+	for (struct tcache *c = pool->caches; c; c = c->next) {
+		long live = atomic_load_explicit(&c->live, memory_order_relaxed);
+		unsigned count = atomic_load_explicit(&c->count, memory_order_relaxed);
+
+		if (live != c->seen_live || count != c->seen_count) {
+			c->seen_live = live;
+			c->seen_count = count;
+			c->seen_epoch = pool->epoch;
+		} else if (count && pool->epoch - c->seen_epoch >= idle_epochs) {
+			atomic_store_explicit(&c->steal, 1, memory_order_relaxed);
+			any = true;
+		}
+	}
+	if (any)
+		steal_marked_locked(pool);
 }
 
 void cache_flush_own(struct tide_pool *pool)

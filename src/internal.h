@@ -132,7 +132,10 @@ struct tcache {
 	_Atomic long live;
 	_Atomic long max_live;
 	struct tide_pool *_Atomic pool; /* NULL once the pool is destroyed */
-	struct tcache *next, *prev;	/* the pool's list, under pool->lock */
+	long seen_live;			/* maintenance's last look, under pool->lock */
+	unsigned seen_count;
+	uint32_t seen_epoch;
+	struct tcache *next, *prev; /* the pool's list, under pool->lock */
 	void *slots[TCACHE_CAP];
 };
 
@@ -142,7 +145,9 @@ struct tcache *cache_lookup(struct tide_pool *pool); /* find or create; NULL: no
 /* Slow paths, pool->lock taken inside: refill and pop one; push one and flush half. */
 void *cache_refill_pop(struct tide_pool *pool, struct tcache *c, bool may_grow);
 void cache_push_flush(struct tide_pool *pool, struct tcache *c, void *block);
-void cache_flush_all_locked(struct tide_pool *pool);  /* steal every cache; pool->lock held */
+void cache_flush_all_locked(struct tide_pool *pool); /* steal every cache; pool->lock held */
+/* Steal the caches untouched for idle_epochs maintenance samples; pool->lock held. */
+void cache_flush_idle_locked(struct tide_pool *pool, unsigned idle_epochs);
 void cache_flush_own(struct tide_pool *pool);	      /* this thread's cache of pool */
 void cache_detach_pool(struct tide_pool *pool);	      /* at destroy */
 size_t cache_count_locked(struct tide_pool *pool);    /* blocks parked in caches */

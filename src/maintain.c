@@ -2,7 +2,8 @@
 /*
  * maintain.c - automatic shrink with decay, purge, and the background thread.
  *
- * Demand is the number of claimed blocks (live plus what thread caches hold). Every
+ * Demand is the number of claimed blocks (live plus what thread caches hold). A cache
+ * untouched for the delay is taken back here, so an idle thread does not pin memory. Every
  * sample period (shrink_delay_ms / 16, at least 1 ms) maintenance records the highest
  * demand seen since the previous sample (claims raise pool->demand_tick as they happen, so
  * a burst between two samples is not missed). The shrink target is the highest sample of
@@ -218,6 +219,7 @@ int tide_pool_maintain(struct tide_pool *pool)
 	now = os_now_ns();
 	pthread_mutex_lock(&pool->lock);
 	sample_locked(pool, now);
+	cache_flush_idle_locked(pool, idle_epochs(pool));
 	peak = window_peak_locked(pool, now);
 	cur = pool_unreserved(pool);
 	pthread_mutex_unlock(&pool->lock);
