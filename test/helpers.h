@@ -343,6 +343,24 @@ static inline long long self_status_bytes(const char *field)
 	return kb < 0 ? -1 : kb * 1024;
 }
 
+/* True when running under Valgrind: tests scale their random steps down there. */
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#define TEST_HAVE_VALGRIND_H 1
+#endif
+#endif
+static inline bool under_valgrind(void)
+{
+#ifdef TEST_HAVE_VALGRIND_H
+	return RUNNING_ON_VALGRIND;
+#else
+	const char *preload = getenv("LD_PRELOAD");
+
+	return preload && strstr(preload, "valgrind");
+#endif
+}
+
 /* True when built with AddressSanitizer (its allocator keeps a large VM). */
 #if defined(__SANITIZE_ADDRESS__)
 #define TEST_ASAN 1

@@ -116,6 +116,7 @@ struct hook {
 	unsigned long veto_up_at;   /* veto only the Nth TO_UNRESERVED call from now (0: every) */
 	unsigned long veto_down_at; /* likewise for TO_RESERVED */
 	unsigned errors;	    /* order or range violations seen inside the hook */
+	bool installing;	    /* the install call: the range is already unreserved */
 	bool reg[HOOK_UNITS];
 };
 
@@ -160,14 +161,21 @@ static inline int hook_fn(struct tide_pool *pool, enum tide_convert dir, void *a
 		 * Above the boundary (a grow), or below it but claimed and not handed out (a
 		 * shrink rolled back after its TO_RESERVED): no buffer of it is out yet.
 		 */
-		if ((char *)tide_pool_boundary(pool) > p && !range_not_handed_out(pool, p, len)) {
+		if (!h->installing && (char *)tide_pool_boundary(pool) > p &&
+		    !range_not_handed_out(pool, p, len)) {
 			fprintf(stderr,
 				"hook: TO_UNRESERVED of %p+%zu below the boundary (%p) with blocks "
 				"handed out or claimable\n",
 				addr, len, tide_pool_boundary(pool));
 			h->errors++;
 		}
-		if (h->veto_up && (h->veto_up_at == 0 || --h->veto_up_at == 0))
+		/*
+		 * A rollback (a shrink whose decommit failed re-registers a range below the
+		 * boundary) cannot be refused: the pool ignores the result, so this hook does
+		 * not veto it; nor the install call.
+		 */
+		if (h->veto_up && !h->installing && p >= (char *)tide_pool_boundary(pool) &&
+		    (h->veto_up_at == 0 || --h->veto_up_at == 0))
 			veto = h->veto_up;
 		for (size_t i = first; i < first + n; i++) {
 			if (h->reg[i]) {
@@ -227,7 +235,9 @@ static inline void hook_install(struct hook *h, struct tide_pool *pool)
 	h->pool = pool;
 	h->base = tide_pool_base(pool);
 	h->unit = TP_UNIT;
+	h->installing = true;
 	REQUIRE(tide_pool_set_convert_hook(pool, hook_fn, h) == 0);
+	h->installing = false;
 	CHECK(hook_agrees(h, "hook_install"));
 }
 

@@ -321,6 +321,9 @@ int main(void)
 	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
 		size_t steps = sizes[i] > 100000 ? 300 : 4000;
 
+		if (under_valgrind())
+			steps /= 10;
+
 		run_size(sizes[i], steps * scale, seed);
 	}
 	printf("test_bitmap: %zu random steps over %zu map sizes\n", steps_done,

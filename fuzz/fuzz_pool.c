@@ -1,0 +1,526 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fuzz_pool.c - differential fuzzing of the pool against a model.
+ *
+ * An input is a stream of operations: byte 0 picks the block size and flags, then each
+ * operation is one byte (its kind) followed by the bytes it needs. Kinds: alloc of any
+ * size (0 included), free of a live buffer, of a freed one, of an interior, foreign or
+ * above-the-boundary pointer, bulk alloc and free, grow, shrink, maintain, cache flush,
+ * user create / alloc / free (its own buffer or another's) / destroy, the OS fault switch
+ * on (the Nth call, once or from then on) or off, and the conversion hook vetoing or not.
+ *
+ * The model holds every live buffer (address, blocks, owner, canary seed) and every
+ * user (quota, bytes held). After each step the pool must agree with it: the invariant
+ * checker passes, live buffers and bytes match, every live buffer is inside
+ * [base, boundary), the hook's registrations equal the unreserved portion, each user is
+ * within its quota, and every refused call returned its documented error and changed
+ * nothing. Each live buffer carries a canary (its first, middle and last words) checked
+ * when it is freed. Results that depend on memory being free (an alloc that fails) are
+ * not asserted, since thread caches and faults make them legitimately vary; everything
+ * the caller can see after the call is.
+ *
+ * A mismatch is printed and makes fuzz_pool_run() return -1; the libFuzzer entry point
+ * turns that into abort() so the input is saved.
+ */
+#include "fuzz_pool.h"
+#include "pool_helpers.h"
+
+#define MAX_LIVE   256
+#define MAX_USERS  4
+#define MAX_UNITS  16
+#define FREED_RING 16
+
+struct fuzz_totals fuzz_totals;
+
+struct fbuf {
+	char *addr;
+	size_t bytes;
+	int owner; /* -1: the pool's default user; else an index into users */
+	uint64_t seed;
+};
+
+struct fuser {
+	struct tide_user *u;
+	size_t quota;
+	size_t held;
+	size_t buffers;
+	bool may_grow;
+};
+
+struct fuzz {
+	const uint8_t *p, *end;
+	struct tide_pool *pool;
+	struct hook hook;
+	size_t block;
+	struct fbuf live[MAX_LIVE];
+	size_t nlive;
+	struct fuser users[MAX_USERS];
+	char *freed[FREED_RING];
+	unsigned freed_head;
+	uint64_t next_seed;
+	bool fault_on;
+	bool failed;
+};
+
+static unsigned take(struct fuzz *f)
+{
+	return f->p < f->end ? *f->p++ : 0;
+}
+
+static unsigned take16(struct fuzz *f)
+{
+	unsigned lo = take(f);
+
+	return lo | take(f) << 8;
+}
+
+#define MISMATCH(f, ...)                                                                           \
+	do {                                                                                       \
+		fprintf(stderr, "fuzz mismatch at step %lu (%s:%d): ", fuzz_totals.steps,          \
+			__FILE__, __LINE__);                                                       \
+		fprintf(stderr, __VA_ARGS__);                                                      \
+		fputc('\n', stderr);                                                               \
+		(f)->failed = true;                                                                \
+	} while (0)
+
+static uint64_t canary(const struct fbuf *b, size_t word)
+{
+	return (b->seed ^ (uintptr_t)b->addr) * 0x9E3779B97F4A7C15ULL + word;
+}
+
+static size_t canary_words(const struct fbuf *b, size_t out[3])
+{
+	size_t n = b->bytes / sizeof(uint64_t);
+
+	out[0] = 0;
+	out[1] = n / 2;
+	out[2] = n - 1;
+	return 3;
+}
+
+static void stamp(struct fbuf *b)
+{
+	size_t w[3];
+
+	for (size_t i = 0, n = canary_words(b, w); i < n; i++)
+		((uint64_t *)b->addr)[w[i]] = canary(b, w[i]);
+}
+
+static bool canary_ok(const struct fbuf *b)
+{
+	size_t w[3];
+
+	for (size_t i = 0, n = canary_words(b, w); i < n; i++)
+		if (((uint64_t *)b->addr)[w[i]] != canary(b, w[i]))
+			return false;
+	return true;
+}
+
+static struct fbuf *find_live(struct fuzz *f, const char *addr)
+{
+	for (size_t i = 0; i < f->nlive; i++)
+		if (f->live[i].addr == addr)
+			return &f->live[i];
+	return NULL;
+}
+
+/* A new buffer from the pool: inside the unreserved portion, overlapping nothing live. */
+static void add_live(struct fuzz *f, char *addr, size_t bytes, int owner)
+{
+	char *base = tide_pool_base(f->pool), *top = tide_pool_boundary(f->pool);
+	size_t got = tide_buffer_size(f->pool, addr);
+	struct fbuf *b;
+
+	if (addr < base || addr + bytes > top || (size_t)(addr - base) % f->block)
+		MISMATCH(f, "buffer %p+%zu outside [%p, %p) or misaligned", (void *)addr, bytes,
+			 (void *)base, (void *)top);
+	if (got < bytes || got % f->block || got - bytes >= f->block)
+		MISMATCH(f, "buffer %p: tide_buffer_size %zu for %zu bytes asked", (void *)addr,
+			 got, bytes);
+	for (size_t i = 0; i < f->nlive; i++)
+		if (addr < f->live[i].addr + f->live[i].bytes && f->live[i].addr < addr + got)
+			MISMATCH(f, "buffer %p+%zu overlaps live %p+%zu", (void *)addr, got,
+				 (void *)f->live[i].addr, f->live[i].bytes);
+	if (f->nlive == MAX_LIVE) { /* the model is full: give it straight back */
+		int rc = owner < 0 ? tide_free(f->pool, addr)
+				   : tide_user_free(f->users[owner].u, addr);
+
+		if (rc)
+			MISMATCH(f, "free of a fresh buffer: %d", rc);
+		return;
+	}
+	b = &f->live[f->nlive++];
+	b->addr = addr;
+	b->bytes = got;
+	b->owner = owner;
+	b->seed = ++f->next_seed;
+	stamp(b);
+	if (owner >= 0) {
+		f->users[owner].held += got;
+		f->users[owner].buffers++;
+	}
+}
+
+static void drop_live(struct fuzz *f, struct fbuf *b)
+{
+	if (b->owner >= 0) {
+		f->users[b->owner].held -= b->bytes;
+		f->users[b->owner].buffers--;
+	}
+	f->freed[f->freed_head++ % FREED_RING] = b->addr;
+	*b = f->live[--f->nlive];
+}
+
+/* Free a live buffer through its owner; the canary must be intact and the free succeed. */
+static void free_live(struct fuzz *f, struct fbuf *b)
+{
+	int rc;
+
+	if (!canary_ok(b))
+		MISMATCH(f, "canary of %p+%zu overwritten", (void *)b->addr, b->bytes);
+	rc = b->owner < 0 ? tide_free(f->pool, b->addr)
+			  : tide_user_free(f->users[b->owner].u, b->addr);
+	if (rc)
+		MISMATCH(f, "free of live %p (owner %d): %d", (void *)b->addr, b->owner, rc);
+	drop_live(f, b);
+}
+
+/* A refused free: the documented error, bad_frees + 1, nothing else changed. */
+static void bad_free(struct fuzz *f, struct tide_user *u, void *ptr, int want, const char *what)
+{
+	struct snap before = tp_snap(f->pool), after;
+	int rc = u ? tide_user_free(u, ptr) : tide_free(f->pool, ptr);
+
+	after = tp_snap(f->pool);
+	if (rc != want)
+		MISMATCH(f, "free of %s %p: %d, want %d", what, ptr, rc, want);
+	if (after.st.bad_frees != before.st.bad_frees + 1)
+		MISMATCH(f, "free of %s: bad_frees %llu -> %llu", what,
+			 (unsigned long long)before.st.bad_frees,
+			 (unsigned long long)after.st.bad_frees);
+	if (!tp_same(&before, &after, "bad_frees", what))
+		MISMATCH(f, "free of %s changed the pool", what);
+}
+
+static size_t pick_size(struct fuzz *f)
+{
+	unsigned v = take16(f);
+
+	switch (v & 3) {
+	case 0:
+		return v >> 2 & 7; /* tiny, 0 included */
+	case 1:
+		return f->block;
+	case 2:
+		return (v >> 2) % (8 * f->block) + 1;
+	default:
+		return (size_t)(v >> 2) * f->block / 4; /* up to several grow units */
+	}
+}
+
+static void step(struct fuzz *f)
+{
+	unsigned kind = take(f) % 20;
+
+	fuzz_totals.ops[kind]++;
+	switch (kind) {
+	case 0:
+	case 1: { /* alloc */
+		size_t size = pick_size(f);
+		char *b = tide_alloc(f->pool, size);
+
+		if (size == 0 && b)
+			MISMATCH(f, "tide_alloc(0) returned %p", (void *)b);
+		if (b)
+			add_live(f, b, size, -1);
+		break;
+	}
+	case 2:
+	case 3: /* free a live buffer */
+		if (f->nlive)
+			free_live(f, &f->live[take(f) % f->nlive]);
+		break;
+	case 4: { /* free a freed pointer (unless it was handed out again) */
+		char *p = f->freed[take(f) % FREED_RING];
+
+		if (p && !find_live(f, p))
+			bad_free(f, NULL, p, -EINVAL, "a freed buffer");
+		break;
+	}
+	case 5: { /* free an interior, foreign or reserved-portion pointer */
+		unsigned how = take(f) % 4;
+		char local;
+
+		if (how == 0 && f->nlive) {
+			struct fbuf *b = &f->live[take(f) % f->nlive];
+			size_t off = 1 + take16(f) % (b->bytes - 1);
+
+			bad_free(f, NULL, b->addr + off, -EINVAL, "an interior pointer");
+		} else if (how == 1) {
+			bad_free(f, NULL, &local, -EINVAL, "a stack pointer");
+		} else if (how == 2) {
+			bad_free(f, NULL, (char *)tide_pool_boundary(f->pool) + f->block * take(f),
+				 -EINVAL, "a reserved-portion pointer");
+		} else {
+			bad_free(f, NULL, (char *)tide_pool_base(f->pool) - f->block, -EINVAL,
+				 "a pointer below base");
+		}
+		break;
+	}
+	case 6: { /* bulk alloc */
+		void *bufs[32];
+		unsigned n = take(f) % 33, got = tide_alloc_bulk(f->pool, bufs, n);
+
+		if (got > n)
+			MISMATCH(f, "alloc_bulk(%u) got %u", n, got);
+		for (unsigned i = 0; i < got && i < n; i++)
+			add_live(f, bufs[i], f->block, -1);
+		break;
+	}
+	case 7: { /* bulk free of the pool's own buffers */
+		void *bufs[32];
+		struct fbuf *pick[32];
+		unsigned n = 0, want = take(f) % 33;
+		int rc;
+
+		for (size_t i = 0; i < f->nlive && n < want; i++)
+			if (f->live[i].owner < 0) {
+				if (!canary_ok(&f->live[i]))
+					MISMATCH(f, "canary of %p overwritten",
+						 (void *)f->live[i].addr);
+				pick[n] = &f->live[i];
+				bufs[n++] = f->live[i].addr;
+			}
+		rc = tide_free_bulk(f->pool, bufs, n);
+		if (rc)
+			MISMATCH(f, "free_bulk of %u live buffers: %d", n, rc);
+		while (n--) /* highest index first, so drop_live's swap moves nothing picked */
+			drop_live(f, pick[n]);
+		break;
+	}
+	case 8: { /* grow */
+		struct snap before = tp_snap(f->pool), after;
+		size_t units = 1 + take(f) % 3;
+		int rc = tide_pool_grow(f->pool, units * TP_UNIT);
+
+		after = tp_snap(f->pool);
+		if (rc == 0 &&
+		    after.st.unreserved_size != before.st.unreserved_size + units * TP_UNIT)
+			MISMATCH(f, "grow by %zu units: %zu -> %zu", units,
+				 before.st.unreserved_size, after.st.unreserved_size);
+		if (rc && rc != -ENOSPC && rc != -ENOMEM && rc != -EIO)
+			MISMATCH(f, "grow: %d", rc);
+		if (rc && !tp_same(&before, &after, "vetoes,os_failures", "refused grow"))
+			MISMATCH(f, "a refused grow (%d) changed the pool", rc);
+		break;
+	}
+	case 9: { /* shrink */
+		struct snap before = tp_snap(f->pool), after;
+		ssize_t got = tide_pool_shrink(f->pool, (1 + take(f) % 4) * TP_UNIT);
+
+		after = tp_snap(f->pool);
+		if (got >= 0 && before.st.unreserved_size - after.st.unreserved_size != (size_t)got)
+			MISMATCH(f, "shrink returned %zd, unreserved %zu -> %zu", got,
+				 before.st.unreserved_size, after.st.unreserved_size);
+		if (got < 0 && got != -EBUSY && got != -ENOMEM && got != -EIO)
+			MISMATCH(f, "shrink: %zd", got);
+		if (got < 0 && !tp_same(&before, &after, "vetoes,os_failures", "refused shrink"))
+			MISMATCH(f, "a refused shrink (%zd) changed the pool", got);
+		break;
+	}
+	case 10:
+		if (tide_pool_maintain(f->pool) < -1)
+			MISMATCH(f, "maintain below -1");
+		break;
+	case 11:
+		tide_pool_flush_cache(f->pool);
+		break;
+	case 12: { /* user create */
+		unsigned i = take(f) % MAX_USERS, q = take(f);
+		struct tide_user_config cfg = {.name = "fuzz",
+					       .quota = (q & 0x7f) * f->block,
+					       .flags = q & 0x80 ? TIDE_USER_MAY_GROW : 0};
+		int rc;
+
+		if (f->users[i].u)
+			break;
+		rc = tide_user_create(f->pool, &cfg, &f->users[i].u);
+		if (rc && rc != -ENOMEM) {
+			MISMATCH(f, "user_create: %d", rc);
+			f->users[i].u = NULL;
+		}
+		if (!rc) {
+			f->users[i].quota = cfg.quota;
+			f->users[i].may_grow = q & 0x80;
+			f->users[i].held = f->users[i].buffers = 0;
+		}
+		break;
+	}
+	case 13: { /* user alloc */
+		unsigned i = take(f) % MAX_USERS;
+		size_t size = pick_size(f);
+		struct fuser *u = &f->users[i];
+		size_t before = tp_snap(f->pool).st.unreserved_size;
+		char *b;
+
+		if (!u->u)
+			break;
+		b = tide_user_alloc(u->u, size);
+		if (b) {
+			add_live(f, b, size, (int)i);
+			if (u->quota && u->held > u->quota)
+				MISMATCH(f, "user %u holds %zu over its quota %zu", i, u->held,
+					 u->quota);
+		}
+		if (!u->may_grow && tp_snap(f->pool).st.unreserved_size > before)
+			MISMATCH(f, "user %u without MAY_GROW grew the pool", i);
+		break;
+	}
+	case 14: { /* user free: its own buffer, or another's (-EPERM) */
+		unsigned i = take(f) % MAX_USERS;
+		struct fbuf *b;
+
+		if (!f->users[i].u || !f->nlive)
+			break;
+		b = &f->live[take(f) % f->nlive];
+		if (b->owner == (int)i)
+			free_live(f, b);
+		else
+			bad_free(f, f->users[i].u, b->addr, -EPERM, "another user's buffer");
+		break;
+	}
+	case 15: { /* user destroy: -EBUSY while holding */
+		unsigned i = take(f) % MAX_USERS;
+		int rc;
+
+		if (!f->users[i].u)
+			break;
+		rc = tide_user_destroy(f->users[i].u);
+		if (rc != (f->users[i].buffers ? -EBUSY : 0))
+			MISMATCH(f, "user_destroy holding %zu buffers: %d", f->users[i].buffers,
+				 rc);
+		if (!rc)
+			f->users[i].u = NULL;
+		break;
+	}
+	case 16: { /* the OS fault switch */
+		unsigned v = take(f);
+
+		f->fault_on = v & 1;
+		tide_os_fault_set(f->fault_on ? 1 + (v >> 2) % 8 : 0, ENOMEM, v & 2);
+		break;
+	}
+	case 17: { /* the hook vetoes, or not */
+		unsigned v = take(f);
+
+		f->hook.veto_up = v & 1 ? -EIO : 0;
+		f->hook.veto_down = v & 2 ? -EIO : 0;
+		break;
+	}
+	default: /* buffer_size of a live buffer and of its interior */
+		if (f->nlive) {
+			struct fbuf *b = &f->live[take(f) % f->nlive];
+
+			if (tide_buffer_size(f->pool, b->addr) != b->bytes)
+				MISMATCH(f, "buffer_size(%p) %zu != %zu", (void *)b->addr,
+					 tide_buffer_size(f->pool, b->addr), b->bytes);
+			if (tide_buffer_size(f->pool, b->addr + 1) != 0)
+				MISMATCH(f, "buffer_size of an interior pointer is not 0");
+		}
+		break;
+	}
+}
+
+/* The pool and the model agree. */
+static void compare(struct fuzz *f)
+{
+	char why[256] = "";
+	struct tide_stats st;
+	size_t bytes = 0;
+	char *top = tide_pool_boundary(f->pool);
+
+	if (tide_pool_check(f->pool, why, sizeof(why)))
+		MISMATCH(f, "tide_pool_check: %s", why);
+	tide_pool_stats(f->pool, &st);
+	for (size_t i = 0; i < f->nlive; i++) {
+		bytes += f->live[i].bytes;
+		if (f->live[i].addr + f->live[i].bytes > top)
+			MISMATCH(f, "live %p+%zu above the boundary %p", (void *)f->live[i].addr,
+				 f->live[i].bytes, (void *)top);
+	}
+	if (st.live_buffers != f->nlive || st.live_bytes != bytes)
+		MISMATCH(f, "stats live %zu buffers / %zu bytes, model %zu / %zu", st.live_buffers,
+			 st.live_bytes, f->nlive, bytes);
+	if (st.unreserved_size > MAX_UNITS * TP_UNIT || st.unreserved_size % TP_UNIT)
+		MISMATCH(f, "unreserved %zu", st.unreserved_size);
+	if (!hook_agrees(&f->hook, "fuzz"))
+		MISMATCH(f, "hook registrations differ from the unreserved portion");
+	for (unsigned i = 0; i < MAX_USERS; i++) {
+		struct tide_user_stats us;
+
+		if (!f->users[i].u)
+			continue;
+		tide_user_stats(f->users[i].u, &us);
+		if (us.live_bytes != f->users[i].held || us.live_buffers != f->users[i].buffers)
+			MISMATCH(f, "user %u: %zu bytes / %zu buffers, model %zu / %zu", i,
+				 us.live_bytes, us.live_buffers, f->users[i].held,
+				 f->users[i].buffers);
+	}
+}
+
+int fuzz_pool_run(const uint8_t *data, size_t size)
+{
+	static const size_t blocks[] = {64, 256, 2048, 4096, 16384, 65536};
+	static struct fuzz fz;
+	struct fuzz *f = &fz;
+	struct tide_pool_config cfg = {
+		.reserve_size = TP_RESERVE, .max_size = MAX_UNITS * TP_UNIT, .grow_unit = TP_UNIT};
+	unsigned head;
+	int rc;
+
+	memset(f, 0, sizeof(*f));
+	f->p = data;
+	f->end = data + size;
+	head = take(f);
+	f->block = blocks[head % 6];
+	cfg.block_size = f->block;
+	cfg.flags = head & 0x40 ? TIDE_AUTO_GROW : 0;
+	cfg.initial_size = head & 0x80 ? TP_UNIT : 0;
+	tide_os_fault_set(0, 0, false);
+	rc = tide_pool_create(&cfg, &f->pool);
+	if (rc) {
+		fprintf(stderr, "fuzz: tide_pool_create: %d\n", rc);
+		return -1;
+	}
+	hook_install(&f->hook, f->pool);
+	fuzz_totals.inputs++;
+	while (f->p < f->end && !f->failed) {
+		step(f);
+		fuzz_totals.steps++;
+		if (!f->failed)
+			compare(f);
+	}
+	/* Put everything back with the fault switch and vetoes off; the pool must allow it. */
+	tide_os_fault_set(0, 0, false);
+	f->hook.veto_up = f->hook.veto_down = 0;
+	while (f->nlive && !f->failed)
+		free_live(f, &f->live[f->nlive - 1]);
+	for (unsigned i = 0; i < MAX_USERS && !f->failed; i++) {
+		if (f->users[i].u && tide_user_destroy(f->users[i].u))
+			MISMATCH(f, "destroy of an idle user failed");
+		f->users[i].u = NULL;
+	}
+	if (!f->failed)
+		compare(f);
+	tide_pool_destroy(f->pool);
+	if (f->failed)
+		fuzz_totals.mismatches++;
+	return f->failed ? -1 : 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	if (fuzz_pool_run(data, size))
+		abort();
+	return 0;
+}

@@ -1,0 +1,30 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fuzz_pool.h - the differential pool fuzzer's entry points, shared by the libFuzzer
+ * target (fuzz/) and the plain-C replay driver that `make test` runs (test/).
+ */
+#ifndef TIDE_FUZZ_POOL_H
+#define TIDE_FUZZ_POOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Steps run and mismatches found since the process started. */
+struct fuzz_totals {
+	unsigned long inputs;
+	unsigned long steps;
+	unsigned long mismatches;
+	unsigned long ops[20];
+};
+
+extern struct fuzz_totals fuzz_totals;
+
+/*
+ * Play one operation stream on a fresh pool against the model. Returns 0, or -1 after the
+ * first mismatch (described on stderr). The fault switch is off again on return.
+ */
+int fuzz_pool_run(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#endif /* TIDE_FUZZ_POOL_H */

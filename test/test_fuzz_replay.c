@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Description: the differential pool fuzzer without libFuzzer: replays every file of the
+ * seed corpus (fuzz/corpus, and any directory given), then a few thousand random
+ * operation streams, each on a fresh pool compared with the model after every step.
+ *
+ * This is the bounded smoke run `make test` does with any C compiler; `make fuzz` runs the
+ * same fuzz_pool_run() under libFuzzer for as long as asked. TIDE_FUZZ_STREAMS sets the
+ * number of random streams (default 2000, 100 under Valgrind), TIDE_SEED their seed.
+ */
+#include <dirent.h>
+
+#include "fuzz_pool.h"
+#include "helpers.h"
+
+static int replay_dir(const char *dir, unsigned long *files)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int bad = 0;
+
+	if (!d) {
+		fprintf(stderr, "test_fuzz_replay: cannot open %s\n", dir);
+		return 1;
+	}
+	while ((e = readdir(d))) {
+		char path[4096];
+		uint8_t buf[1 << 16];
+		size_t n;
+		FILE *fp;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		fp = fopen(path, "rb");
+		if (!fp)
+			continue;
+		n = fread(buf, 1, sizeof(buf), fp);
+		fclose(fp);
+		(*files)++;
+		if (fuzz_pool_run(buf, n)) {
+			fprintf(stderr, "test_fuzz_replay: mismatch replaying %s\n", path);
+			bad++;
+		}
+	}
+	closedir(d);
+	return bad;
+}
+
+int main(int argc, char **argv)
+{
+	const char *env = getenv("TIDE_FUZZ_STREAMS");
+	unsigned long streams = env ? strtoul(env, NULL, 0) : under_valgrind() ? 100 : 2000;
+	unsigned long files = 0, bad_streams = 0;
+	uint64_t rng = test_seed(0xf0220);
+
+	for (int i = 1; i < argc; i++)
+		CHECKF(replay_dir(argv[i], &files) == 0, "corpus %s", argv[i]);
+	CHECKF(files > 0 || argc < 2, "no corpus files found");
+	for (unsigned long s = 0; s < streams; s++) {
+		uint8_t buf[1024];
+		size_t n = 16 + (size_t)rng_below(&rng, sizeof(buf) - 16);
+
+		for (size_t i = 0; i < n; i++)
+			buf[i] = (uint8_t)rng_next(&rng);
+		if (fuzz_pool_run(buf, n)) {
+			fprintf(stderr,
+				"test_fuzz_replay: mismatch in random stream %lu (seed "
+				"TIDE_SEED=%#" PRIx64 ")\n",
+				s, test_seed(0xf0220));
+			bad_streams++;
+		}
+	}
+	CHECK_EQ(bad_streams, 0);
+	printf("test_fuzz_replay: %lu corpus files, %lu random streams, %lu inputs, %lu steps, "
+	       "%lu mismatches\n",
+	       files, streams, fuzz_totals.inputs, fuzz_totals.steps, fuzz_totals.mismatches);
+	return test_exit("test_fuzz_replay");
+}
