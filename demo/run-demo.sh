@@ -1,0 +1,245 @@
+#!/usr/bin/env bash
+# run-demo.sh - tide-relay under bursts of connections: the pool grows, then shrinks.
+#
+# Starts an echo server (tide-echo) and tide-relay in front of it with --stats,
+# all on 127.0.0.1, then plays tide-load's schedule (about 20 s: quiet, a burst,
+# quiet, a bigger burst, quiet) through the relay. Once a second it prints one
+# line polled from the relay's /stats; at the end it stops the relay with
+# SIGTERM, checks that it exited 0 with every buffer returned (live = 0), and
+# plots unreserved, resident and live memory over time with gnuplot.
+#
+# Every process it starts is stopped on exit, error or Ctrl-C. It ends by
+# itself in about 25 s. Exit status 0 when the load was echoed in full, the
+# relay exited 0 and reported live = 0.
+#
+# Usage: run-demo.sh --relay PATH --load PATH --echo PATH --out DIR
+#                    [--schedule LIST] [--relay-args "ARGS"]
+set -uo pipefail
+
+relay= load= echo_bin= out=. schedule= relay_args=
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--relay) relay=$2; shift 2 ;;
+	--load) load=$2; shift 2 ;;
+	--echo) echo_bin=$2; shift 2 ;;
+	--out) out=$2; shift 2 ;;
+	--schedule) schedule=$2; shift 2 ;;
+	--relay-args) relay_args=$2; shift 2 ;;
+	-h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	*) echo "run-demo.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+	esac
+done
+for b in "$relay" "$load" "$echo_bin"; do
+	if [ -z "$b" ] || [ ! -x "$b" ]; then
+		echo "run-demo.sh: missing program '${b:-?}': build the tide-relay, tide-load" \
+			"and tide-echo targets first" >&2
+		exit 1
+	fi
+done
+command -v gnuplot >/dev/null || echo "run-demo.sh: gnuplot not found; no plot (scripts/deps.sh demo)" >&2
+
+mkdir -p "$out"
+work=$(mktemp -d "${TMPDIR:-/tmp}/tide-demo.XXXXXX")
+pids=()
+cleanup() {
+	local p
+	for p in "${pids[@]}"; do
+		kill -TERM "$p" 2>/dev/null
+	done
+	for p in "${pids[@]}"; do
+		# bounded: a process that ignores SIGTERM gets SIGKILL after 2 s
+		for _ in $(seq 20); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$p" 2>/dev/null
+		wait "$p" 2>/dev/null
+	done
+	pids=()
+	rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'echo; echo "run-demo.sh: interrupted" >&2; exit 130' INT TERM
+
+# A free loopback port: a random one nobody listens on.
+free_port() {
+	local p
+	while :; do
+		p=$((20000 + RANDOM % 20000))
+		ss -Hltn "sport = :$p" 2>/dev/null | grep -q . || { echo "$p"; return; }
+	done
+}
+
+# GET a path from the stats server, body only (bash's /dev/tcp: no curl needed).
+http_get() {
+	timeout 2 bash -c '
+		exec 3<>/dev/tcp/127.0.0.1/'"$1"' || exit 1
+		printf "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n" "'"$2"'" >&3
+		sed "1,/^\r\{0,1\}$/d" <&3' 2>/dev/null
+}
+
+# The first number after "key": in a JSON text (keys are unique enough in /stats).
+json_num() {
+	local v
+	v=$(printf '%s' "$1" | tr -d '\n' | grep -o "\"$2\"[[:space:]]*:[[:space:]]*[0-9.]*" |
+		head -1 | sed 's/.*:[[:space:]]*//')
+	printf '%s' "${v:-}"
+}
+
+mib() { awk -v b="${1:-0}" 'BEGIN { printf "%.1f", b / 1048576 }'; }
+
+echo_port=$(free_port)
+relay_port=$(free_port)
+stats_port=$(free_port)
+while [ "$relay_port" = "$echo_port" ]; do relay_port=$(free_port); done
+while [ "$stats_port" = "$echo_port" ] || [ "$stats_port" = "$relay_port" ]; do
+	stats_port=$(free_port)
+done
+
+"$echo_bin" --listen "127.0.0.1:$echo_port" --max-time 60 &
+pids+=($!)
+# shellcheck disable=SC2086 # relay_args is a list of words on purpose
+"$relay" --listen "127.0.0.1:$relay_port" --upstream "127.0.0.1:$echo_port" \
+	--stats "127.0.0.1:$stats_port" $relay_args >"$work/relay.log" 2>&1 &
+relay_pid=$!
+pids+=("$relay_pid")
+
+stats=
+for _ in $(seq 50); do
+	stats=$(http_get "$stats_port" /stats) && [ -n "$stats" ] && break
+	kill -0 "$relay_pid" 2>/dev/null || break
+	sleep 0.1
+done
+if [ -z "$stats" ]; then
+	echo "run-demo.sh: tide-relay did not serve /stats on 127.0.0.1:$stats_port; its log:" >&2
+	cat "$work/relay.log" >&2
+	exit 1
+fi
+
+echo "tide demo: echo on 127.0.0.1:$echo_port, tide-relay on 127.0.0.1:$relay_port," \
+	"stats on http://127.0.0.1:$stats_port/stats"
+load_args=(--connect "127.0.0.1:$relay_port")
+[ -n "$schedule" ] && load_args+=(--schedule "$schedule")
+"$load" "${load_args[@]}" >"$work/load.log" 2>&1 &
+load_pid=$!
+pids+=("$load_pid")
+
+dat="$out/tide-demo.dat"
+echo "# t_s conns unreserved_mib resident_mib live_mib boundary_mib grows shrinks" >"$dat"
+printf '%6s %6s %11s %10s %9s %13s %6s %7s\n' "t(s)" "conns" "unresv MiB" "resid MiB" \
+	"live MiB" "boundary MiB" "grows" "shrinks"
+ms() { echo $(($(date +%s%N) / 1000000)); }
+t0=$(ms)
+tick=0 load_done=0 after=0
+while [ $tick -lt 40 ]; do
+	tick=$((tick + 1))
+	wait_ms=$((t0 + tick * 1000 - $(ms)))
+	[ $wait_ms -gt 0 ] && sleep "$((wait_ms / 1000)).$(printf '%03d' $((wait_ms % 1000)))"
+	s=$(http_get "$stats_port" /stats) || s=
+	el=$(($(ms) - t0))
+	t="$((el / 1000)).$(((el % 1000) / 100))"
+	if [ -n "$s" ]; then
+		conns=$(json_num "$s" connections_active)
+		[ -z "$conns" ] && conns=$(json_num "$s" active)
+		[ -z "$conns" ] && conns=$(json_num "$s" connections)
+		unres=$(json_num "$s" unreserved_size)
+		resid=$(json_num "$s" resident_size)
+		live=$(json_num "$s" live_bytes)
+		bound=$(json_num "$s" boundary_offset)
+		[ -z "$bound" ] && bound=$unres
+		grows=$(json_num "$s" grows)
+		shrinks=$(json_num "$s" shrinks)
+		printf '%6s %6s %11s %10s %9s %13s %6s %7s\n' "$t" "${conns:-?}" "$(mib "$unres")" \
+			"$(mib "$resid")" "$(mib "$live")" "$(mib "$bound")" "${grows:-?}" \
+			"${shrinks:-?}"
+		echo "$t ${conns:-0} $(mib "$unres") $(mib "$resid") $(mib "$live") $(mib "$bound")" \
+			"${grows:-0} ${shrinks:-0}" >>"$dat"
+	else
+		printf '%6s  (no answer from /stats)\n' "$t"
+	fi
+	if [ $load_done -eq 0 ] && ! kill -0 "$load_pid" 2>/dev/null; then
+		load_done=1
+	fi
+	# after the load ends, two more seconds show the pool settle
+	if [ $load_done -eq 1 ]; then
+		after=$((after + 1))
+		[ $after -ge 2 ] && break
+	fi
+done
+
+status=0
+if ! kill -0 "$load_pid" 2>/dev/null; then
+	wait "$load_pid"
+	load_rc=$?
+else
+	kill -TERM "$load_pid" 2>/dev/null
+	wait "$load_pid"
+	load_rc=124
+fi
+echo
+sed 's/^/  /' "$work/load.log"
+if [ "$load_rc" -ne 0 ]; then
+	echo "run-demo.sh: tide-load failed (exit $load_rc)" >&2
+	status=1
+fi
+
+# Stop the relay: SIGTERM drains and exits 0 with live = 0.
+kill -TERM "$relay_pid"
+relay_rc=
+for _ in $(seq 50); do
+	if ! kill -0 "$relay_pid" 2>/dev/null; then
+		wait "$relay_pid"
+		relay_rc=$?
+		break
+	fi
+	sleep 0.1
+done
+if [ -z "$relay_rc" ]; then
+	echo "run-demo.sh: tide-relay still running 5 s after SIGTERM; killing it" >&2
+	kill -KILL "$relay_pid" 2>/dev/null
+	wait "$relay_pid" 2>/dev/null
+	relay_rc=137
+fi
+echo "tide-relay exited with status $relay_rc; its last lines:"
+tail -n 5 "$work/relay.log" | sed 's/^/  /'
+if [ "$relay_rc" -ne 0 ]; then
+	echo "run-demo.sh: tide-relay exited $relay_rc, not 0" >&2
+	status=1
+fi
+# The relay logs its live count at exit: "live = 0", "live=0", "live_bytes 0", ...
+if grep -Eiq 'live(_bytes|_buffers)?[[:space:]]*[=:]?[[:space:]]*0([^0-9.]|$)' "$work/relay.log" &&
+	! grep -Eiq 'live(_bytes|_buffers)?[[:space:]]*[=:]?[[:space:]]*[1-9]' "$work/relay.log"; then
+	echo "tide-relay returned every buffer: live = 0"
+else
+	echo "run-demo.sh: tide-relay did not report live = 0 at exit" >&2
+	status=1
+fi
+
+if command -v gnuplot >/dev/null; then
+	png="$out/tide-demo.png"
+	if gnuplot -e 'set terminal' 2>&1 | grep -q pngcairo; then
+		term='pngcairo size 1000,560 font "sans,10"'
+	else
+		term='png size 1000,560'
+	fi
+	gnuplot <<-EOF
+		set terminal $term
+		set output "$png"
+		set title "tide-relay under bursts: the pool grows with in-flight data and shrinks after"
+		set xlabel "time (s)"
+		set ylabel "MiB"
+		set y2label "connections"
+		set y2tics
+		set ytics nomirror
+		set key top left
+		set grid
+		plot "$dat" using 1:3 with lines lw 2 title "unreserved (boundary - base)", \
+		     "$dat" using 1:4 with lines lw 2 dt 2 title "resident", \
+		     "$dat" using 1:5 with lines lw 2 title "live", \
+		     "$dat" using 1:2 axes x1y2 with steps lc rgb "gray" title "connections"
+	EOF
+	if [ -s "$png" ]; then
+		echo "plot: $png (data: $dat)"
+	else
+		echo "run-demo.sh: gnuplot wrote no plot" >&2
+		status=1
+	fi
+fi
+exit $status
