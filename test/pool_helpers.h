@@ -117,6 +117,8 @@ struct hook {
 	unsigned long veto_down_at; /* likewise for TO_RESERVED */
 	unsigned errors;	    /* order or range violations seen inside the hook */
 	bool installing;	    /* the install call: the range is already unreserved */
+	bool veto_once;		    /* a veto switches itself off after it fired */
+	unsigned vetoed;	    /* vetoes returned */
 	bool reg[HOOK_UNITS];
 };
 
@@ -175,8 +177,12 @@ static inline int hook_fn(struct tide_pool *pool, enum tide_convert dir, void *a
 		 * not veto it; nor the install call.
 		 */
 		if (h->veto_up && !h->installing && p >= (char *)tide_pool_boundary(pool) &&
-		    (h->veto_up_at == 0 || --h->veto_up_at == 0))
+		    (h->veto_up_at == 0 || --h->veto_up_at == 0)) {
 			veto = h->veto_up;
+			h->vetoed++;
+			if (h->veto_once)
+				h->veto_up = 0;
+		}
 		for (size_t i = first; i < first + n; i++) {
 			if (h->reg[i]) {
 				fprintf(stderr, "hook: unit %zu registered twice\n", i);
@@ -190,8 +196,13 @@ static inline int hook_fn(struct tide_pool *pool, enum tide_convert dir, void *a
 		/* The pages are still there: reading must not fault. */
 		(void)*(volatile char *)p;
 		(void)*(volatile char *)(p + len - 1);
-		if (h->veto_down && (h->veto_down_at == 0 || --h->veto_down_at == 0))
+		if (h->veto_down && !h->installing &&
+		    (h->veto_down_at == 0 || --h->veto_down_at == 0)) {
 			veto = h->veto_down;
+			h->vetoed++;
+			if (h->veto_once)
+				h->veto_down = 0;
+		}
 		for (size_t i = first; i < first + n; i++) {
 			if (!h->reg[i]) {
 				fprintf(stderr, "hook: unit %zu unregistered but not registered\n",
