@@ -278,7 +278,7 @@ static void step(struct fuzz *f)
 		break;
 	}
 	case 7: { /* bulk free of the pool's own buffers */
-		void *bufs[32];
+		void *bufs[32] = {0};
 		struct fbuf *pick[32];
 		unsigned n = 0, want = take(f) % 33;
 		int rc;
