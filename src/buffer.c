@@ -78,8 +78,6 @@ static inline void *alloc_block(struct tide_pool *pool, bool grow)
 	block = cache_pop(c, pool->fence_is_membarrier);
 	if (unlikely(!block))
 		block = cache_refill_pop(pool, c, grow);
-	if (likely(block))
-		cache_count_alloc(c, 1);
 	return block;
 }
 
@@ -95,7 +93,6 @@ static inline void free_block(struct tide_pool *pool, void *block)
 	}
 	if (unlikely(!cache_push(c, pool->fence_is_membarrier, block)))
 		cache_push_flush(pool, c, block);
-	cache_count_free(c, 1);
 }
 
 /*
@@ -251,15 +248,18 @@ unsigned pool_alloc_bulk(struct tide_pool *pool, struct tide_user *user, void **
 		}
 	}
 	c = cache_get(pool);
-	if (likely(c) && cache_enter(c, pool->fence_is_membarrier)) {
-		unsigned have = atomic_load_explicit(&c->count, memory_order_relaxed);
+	if (likely(c)) {
+		unsigned have = cache_enter(c, pool->fence_is_membarrier);
 
-		while (got < n && have)
-			bufs[got++] = c->slots[--have];
-		atomic_store_explicit(&c->count, have, memory_order_relaxed);
-		cache_leave(c);
+		if (have != UINT_MAX) {
+			while (got < n && have)
+				bufs[got++] = c->slots[--have];
+			cache_leave(c, have);
+			cache_note_low(c, have);
+		}
 	}
 	for (int attempt = 0; got < n && attempt < 4; attempt++) {
+		unsigned before = got;
 		size_t seen;
 
 		pthread_mutex_lock(&pool->lock);
@@ -270,6 +270,10 @@ unsigned pool_alloc_bulk(struct tide_pool *pool, struct tide_user *user, void **
 				break;
 			got += more;
 		}
+		if (c) { /* these did not pass through the stack: count them live here */
+			cache_settle_locked(c);
+			cache_add_live_locked(c, got - before);
+		}
 		cache_sync_peak_locked(pool, NULL);
 		seen = pool_unreserved(pool);
 		pthread_mutex_unlock(&pool->lock);
@@ -279,8 +283,6 @@ unsigned pool_alloc_bulk(struct tide_pool *pool, struct tide_user *user, void **
 	}
 	for (unsigned i = 0; i < got; i++)
 		pool->tags[block_index(pool, bufs[i])] = user->id;
-	if (c)
-		cache_count_alloc(c, got);
 	if (got < n) {
 		if (user->counted)
 			user_uncharge(user, (size_t)(n - got) * pool->block_size, n - got);
@@ -299,8 +301,9 @@ int pool_free_bulk(struct tide_pool *pool, struct tide_user *user, void *const *
 		return -EINVAL;
 	while (i < n) {
 		/* Push as many plain one-block buffers as fit in one cache window. */
-		if (likely(c) && cache_enter(c, pool->fence_is_membarrier)) {
-			unsigned have = atomic_load_explicit(&c->count, memory_order_relaxed);
+		unsigned have = c ? cache_enter(c, pool->fence_is_membarrier) : UINT_MAX;
+
+		if (have != UINT_MAX) {
 			unsigned start = i;
 
 			for (; i < n && have < TCACHE_CAP; i++) {
@@ -311,8 +314,7 @@ int pool_free_bulk(struct tide_pool *pool, struct tide_user *user, void *const *
 				pool->tags[k] = TAG_FREE;
 				c->slots[have++] = bufs[i];
 			}
-			atomic_store_explicit(&c->count, have, memory_order_relaxed);
-			cache_leave(c);
+			cache_leave(c, have);
 			pushed += i - start;
 		}
 		if (i < n) {
@@ -322,8 +324,6 @@ int pool_free_bulk(struct tide_pool *pool, struct tide_user *user, void *const *
 				break;
 		}
 	}
-	if (c)
-		cache_count_free(c, pushed);
 	if (user->counted && pushed)
 		user_uncharge(user, (size_t)pushed * pool->block_size, pushed);
 	return err;
@@ -343,10 +343,8 @@ static inline void *alloc_fast(struct tide_pool *pool, size_t size)
 		     atomic_load_explicit(&c->pool, memory_order_relaxed) != pool))
 		return NULL;
 	block = cache_pop(c, pool->fence_is_membarrier);
-	if (likely(block)) {
+	if (likely(block))
 		pool->tags[block_index(pool, block)] = DEFAULT_USER_ID;
-		cache_count_alloc(c, 1);
-	}
 	return block;
 }
 
@@ -363,7 +361,6 @@ static inline bool free_fast(struct tide_pool *pool, void *buf)
 	pool->tags[i] = TAG_FREE; /* before the block can reach another thread */
 	if (unlikely(!cache_push(c, pool->fence_is_membarrier, buf)))
 		cache_push_flush(pool, c, buf);
-	cache_count_free(c, 1);
 	return true;
 }
 

@@ -7,15 +7,20 @@
  * one flushed to TCACHE_HALF under the pool lock, so the lock is taken once per few
  * hundred operations and steady alloc/free pairs never leave the thread.
  *
- * The fast path has no atomic read-modify-write and no fence: the owner marks an in_op
- * window with plain stores. A shrink must be able to take back every cached block, even
- * of a thread that sleeps, so the stealer (holding the pool lock) raises each cache's
- * steal flag, runs membarrier(PRIVATE_EXPEDITED) - which acts as a full fence on every
- * running thread of the process - and then waits for in_op to clear. Either the owner's
- * window began before the fence (the stealer sees in_op and waits for its end) or after
- * (the owner sees steal and takes the slow path, which queues on the pool lock). This is
- * the asymmetric Dekker pattern of userspace RCU. Without membarrier both sides pay a
- * full fence instead.
+ * The fast path has no atomic read-modify-write and no fence, and as few stores as it can
+ * (every store queues behind the caller's cache-missing stores to its buffers): the owner
+ * marks its operation with CACHE_BUSY in the same word that holds the count. A shrink
+ * must be able to take back every cached block, even of a thread that sleeps, so the
+ * stealer (holding the pool lock) raises the cache's steal flag, runs
+ * membarrier(PRIVATE_EXPEDITED) - a full fence on every running thread of the process -
+ * and then waits for CACHE_BUSY to clear. Either the owner's busy store came before the
+ * fence (the stealer sees it and waits for the operation to end) or the owner's load of
+ * steal comes after it (the owner sees the flag, puts back the count it read, and takes
+ * the slow path, which queues on the pool lock). This is the asymmetric Dekker pattern of
+ * userspace RCU. The owner's busy store is blind (it rewrites the count it read), so a
+ * stealer that finished in between may see a stale count come back; that is why a steal
+ * ends in STEAL_DONE, not STEAL_NONE: the owner settles it under the lock (count 0) and
+ * nobody trusts the count of a DONE cache. Without membarrier both sides pay a full fence.
  *
  * Lifetimes: a cache belongs to its thread and is freed at thread exit (pthread key
  * destructor), after flushing its blocks back. A pool destroyed first detaches its caches
@@ -70,13 +75,50 @@ static void unlink_cache_locked(struct tide_pool *pool, struct tcache *c)
 	c->next = c->prev = NULL;
 }
 
-/* Give every block of c back to the bitmap; pool->lock held, c not in use. */
+static inline unsigned count_of(const struct tcache *c)
+{
+	if (atomic_load_explicit(&c->steal, memory_order_relaxed) == STEAL_DONE)
+		return 0;
+	return atomic_load_explicit(&c->state, memory_order_relaxed) & ~CACHE_BUSY;
+}
+
+/* This thread's live blocks (may be negative: it freed others' buffers); pool->lock held. */
+static inline long live_of(const struct tcache *c)
+{
+	return c->live_base + (long)c->count_base - (long)count_of(c);
+}
+
+/* Count moves for a reason other than alloc or free: keep live where it is. */
+static void rebase(struct tcache *c, long live, unsigned count)
+{
+	c->live_base = live;
+	c->count_base = count;
+	atomic_store_explicit(&c->low, count, memory_order_relaxed);
+}
+
+void cache_settle_locked(struct tcache *c)
+{
+	if (atomic_load_explicit(&c->steal, memory_order_acquire) != STEAL_DONE)
+		return;
+	atomic_store_explicit(&c->state, 0, memory_order_relaxed);
+	atomic_store_explicit(&c->steal, STEAL_NONE, memory_order_relaxed);
+	rebase(c, c->live_base, 0); /* the stealer rebased to count 0 */
+}
+
+void cache_add_live_locked(struct tcache *c, long n)
+{
+	rebase(c, live_of(c) + n, count_of(c));
+}
+
+/* Give every block of c back to the bitmap; pool->lock held, c not in an operation. */
 static void drain_locked(struct tide_pool *pool, struct tcache *c)
 {
-	unsigned n = atomic_load_explicit(&c->count, memory_order_relaxed);
+	unsigned n = count_of(c);
+	long live = live_of(c);
 
 	pool_release_blocks_locked(pool, c->slots, n);
-	atomic_store_explicit(&c->count, 0, memory_order_relaxed);
+	atomic_store_explicit(&c->state, 0, memory_order_relaxed);
+	rebase(c, live, 0);
 }
 
 /* Thread exit: flush and free this thread's caches. */
@@ -135,11 +177,14 @@ struct tcache *cache_lookup(struct tide_pool *pool)
 	c = aligned_alloc(64, align_up(sizeof(*c), 64));
 	if (!c)
 		return NULL;
-	atomic_init(&c->count, 0);
-	atomic_init(&c->in_op, 0);
-	atomic_init(&c->steal, 0);
-	atomic_init(&c->live, 0);
-	atomic_init(&c->max_live, 0);
+	atomic_init(&c->state, 0);
+	atomic_init(&c->low, 0);
+	atomic_init(&c->steal, STEAL_NONE);
+	c->live_base = 0;
+	c->count_base = 0;
+	c->seen_live = 0;
+	c->seen_count = 0;
+	c->seen_epoch = 0;
 	atomic_init(&c->pool, pool);
 	pthread_mutex_lock(&pool->lock);
 	link_cache_locked(pool, c);
@@ -158,9 +203,7 @@ void cache_sync_peak_locked(struct tide_pool *pool, struct tcache *c)
 	if (live + (size_t)excursion > pool->peak_live_blocks)
 		pool->peak_live_blocks = live + (size_t)excursion;
 	if (c)
-		atomic_store_explicit(&c->max_live,
-				      atomic_load_explicit(&c->live, memory_order_relaxed),
-				      memory_order_relaxed);
+		rebase(c, live_of(c), count_of(c));
 }
 
 void *cache_refill_pop(struct tide_pool *pool, struct tcache *c, bool may_grow)
@@ -170,8 +213,11 @@ void *cache_refill_pop(struct tide_pool *pool, struct tcache *c, bool may_grow)
 		unsigned n;
 
 		pthread_mutex_lock(&pool->lock);
-		n = atomic_load_explicit(&c->count, memory_order_relaxed);
+		cache_settle_locked(c);
+		n = count_of(c);
 		if (n == 0) {
+			long live = live_of(c);
+
 			n = pool_claim_blocks_locked(pool, c->slots, TCACHE_HALF);
 			/* The stack pops from its end: put the lowest address there. */
 			for (unsigned i = 0; i < n / 2; i++) {
@@ -180,12 +226,15 @@ void *cache_refill_pop(struct tide_pool *pool, struct tcache *c, bool may_grow)
 				c->slots[i] = c->slots[n - 1 - i];
 				c->slots[n - 1 - i] = t;
 			}
+			atomic_store_explicit(&c->state, n, memory_order_relaxed);
+			rebase(c, live, n);
 		}
 		if (n) {
 			void *block = c->slots[n - 1];
 
-			atomic_store_explicit(&c->count, n - 1, memory_order_relaxed);
 			cache_sync_peak_locked(pool, c);
+			atomic_store_explicit(&c->state, n - 1, memory_order_relaxed);
+			cache_note_low(c, n - 1);
 			pthread_mutex_unlock(&pool->lock);
 			return block;
 		}
@@ -200,22 +249,27 @@ void *cache_refill_pop(struct tide_pool *pool, struct tcache *c, bool may_grow)
 void cache_push_flush(struct tide_pool *pool, struct tcache *c, void *block)
 {
 	unsigned n;
+	long live;
 
 	pthread_mutex_lock(&pool->lock);
-	n = atomic_load_explicit(&c->count, memory_order_relaxed);
+	cache_settle_locked(c);
+	n = count_of(c);
+	live = live_of(c);
 	if (n == TCACHE_CAP) {
 		/* The oldest half goes back: the recent half is what this thread reuses. */
 		pool_release_blocks_locked(pool, c->slots, TCACHE_HALF);
 		memmove(c->slots, c->slots + TCACHE_HALF, (n - TCACHE_HALF) * sizeof(void *));
 		n -= TCACHE_HALF;
+		atomic_store_explicit(&c->state, n, memory_order_relaxed);
+		rebase(c, live, n);
 	}
 	c->slots[n] = block;
-	atomic_store_explicit(&c->count, n + 1, memory_order_relaxed);
+	atomic_store_explicit(&c->state, n + 1, memory_order_relaxed);
 	cache_sync_peak_locked(pool, c);
 	pthread_mutex_unlock(&pool->lock);
 }
 
-/* Take back every block of the caches marked for stealing; pool->lock held. */
+/* Take back every block of the caches marked STEAL_WANTED; pool->lock held. */
 static void steal_marked_locked(struct tide_pool *pool)
 {
 	if (pool->fence_is_membarrier)
@@ -223,12 +277,14 @@ static void steal_marked_locked(struct tide_pool *pool)
 	else
 		atomic_thread_fence(memory_order_seq_cst);
 	for (struct tcache *c = pool->caches; c; c = c->next) {
-		if (!atomic_load_explicit(&c->steal, memory_order_relaxed))
+		unsigned state;
+
+		if (atomic_load_explicit(&c->steal, memory_order_relaxed) != STEAL_WANTED)
 			continue;
-		while (atomic_load_explicit(&c->in_op, memory_order_acquire))
+		while ((state = atomic_load_explicit(&c->state, memory_order_acquire)) & CACHE_BUSY)
 			__builtin_ia32_pause();
 		drain_locked(pool, c);
-		atomic_store_explicit(&c->steal, 0, memory_order_release);
+		atomic_store_explicit(&c->steal, STEAL_DONE, memory_order_release);
 	}
 }
 
@@ -237,8 +293,8 @@ void cache_flush_all_locked(struct tide_pool *pool)
 	bool any = false;
 
 	for (struct tcache *c = pool->caches; c; c = c->next)
-		if (atomic_load_explicit(&c->count, memory_order_relaxed)) {
-			atomic_store_explicit(&c->steal, 1, memory_order_relaxed);
+		if (count_of(c)) {
+			atomic_store_explicit(&c->steal, STEAL_WANTED, memory_order_relaxed);
 			any = true;
 		}
 	if (any)
@@ -250,15 +306,14 @@ void cache_flush_idle_locked(struct tide_pool *pool, unsigned idle_epochs)
 	bool any = false;
 
 	for (struct tcache *c = pool->caches; c; c = c->next) {
-		long live = atomic_load_explicit(&c->live, memory_order_relaxed);
-		unsigned count = atomic_load_explicit(&c->count, memory_order_relaxed);
+		unsigned count = count_of(c);
 
-		if (live != c->seen_live || count != c->seen_count) {
-			c->seen_live = live;
+		if (c->live_base != c->seen_live || count != c->seen_count) {
+			c->seen_live = c->live_base;
 			c->seen_count = count;
 			c->seen_epoch = pool->epoch;
 		} else if (count && pool->epoch - c->seen_epoch >= idle_epochs) {
-			atomic_store_explicit(&c->steal, 1, memory_order_relaxed);
+			atomic_store_explicit(&c->steal, STEAL_WANTED, memory_order_relaxed);
 			any = true;
 		}
 	}
@@ -273,6 +328,7 @@ void cache_flush_own(struct tide_pool *pool)
 
 		if (c && atomic_load_explicit(&c->pool, memory_order_relaxed) == pool) {
 			pthread_mutex_lock(&pool->lock);
+			cache_settle_locked(c);
 			drain_locked(pool, c);
 			pthread_mutex_unlock(&pool->lock);
 		}
@@ -309,7 +365,7 @@ size_t cache_count_locked(struct tide_pool *pool)
 	size_t n = 0;
 
 	for (struct tcache *c = pool->caches; c; c = c->next)
-		n += atomic_load_explicit(&c->count, memory_order_relaxed);
+		n += count_of(c);
 	return n;
 }
 
@@ -318,10 +374,10 @@ long cache_excursions_locked(struct tide_pool *pool)
 	long sum = 0;
 
 	for (struct tcache *c = pool->caches; c; c = c->next) {
-		long up = atomic_load_explicit(&c->max_live, memory_order_relaxed) -
-			  atomic_load_explicit(&c->live, memory_order_relaxed);
+		unsigned count = count_of(c),
+			 low = atomic_load_explicit(&c->low, memory_order_relaxed);
 
-		sum += up > 0 ? up : 0;
+		sum += count > low ? (long)(count - low) : 0;
 	}
 	return sum;
 }

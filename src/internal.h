@@ -9,6 +9,7 @@
 #ifndef TIDE_INTERNAL_H
 #define TIDE_INTERNAL_H
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -118,19 +119,33 @@ bool bitmap_check(const struct bitmap *map, size_t limit);
 #define TCACHE_SLOTS 8 /* pools a thread keeps a cache for at once; more go uncached */
 
 /*
- * A thread's stack of free, claimed blocks of one pool. Only the owning thread pushes and
- * pops, inside an in_op window; another thread empties it (steal) holding the pool lock,
- * after an asymmetric fence (membarrier), once in_op is clear. Between windows the owner
- * touches it only under the pool lock. live and max_live count the blocks this thread
- * handed out minus those it took back (may go negative) and their high-water mark since
- * the thread's last refill or flush, so the pool's peak is exact for one thread.
+ * A thread's stack of free, claimed blocks of one pool.
+ *
+ * state is the number of blocks held, with CACHE_BUSY set while the owner is inside an
+ * operation; only the owner pushes and pops, between its two stores to state. Another
+ * thread takes the blocks back (a steal) holding the pool lock: it raises steal to
+ * STEAL_WANTED, runs an asymmetric fence (membarrier), waits for CACHE_BUSY to clear,
+ * empties the stack, and leaves STEAL_DONE for the owner, whose next operation sees it,
+ * backs off, and settles under the lock. See cache.c for why this is safe.
+ *
+ * The thread's live count is derived, not counted: live = live_base + count_base - count,
+ * rebased under the lock whenever count moves for another reason than an alloc or a free.
+ * low is the lowest count since the last rebase, so count - low is how far this thread's
+ * live count rose above where it is now: the pool's peak is exact for one thread.
  */
+#define CACHE_BUSY 0x80000000u
+enum {
+	STEAL_NONE,
+	STEAL_WANTED,
+	STEAL_DONE
+};
+
 struct tcache {
-	_Atomic unsigned count;
-	_Atomic int in_op;
+	_Atomic unsigned state;
+	_Atomic unsigned low;
 	_Atomic int steal;
-	_Atomic long live;
-	_Atomic long max_live;
+	long live_base; /* under pool->lock */
+	unsigned count_base;
 	struct tide_pool *_Atomic pool; /* NULL once the pool is destroyed */
 	long seen_live;			/* maintenance's last look, under pool->lock */
 	unsigned seen_count;
@@ -145,13 +160,17 @@ struct tcache *cache_lookup(struct tide_pool *pool); /* find or create; NULL: no
 /* Slow paths, pool->lock taken inside: refill and pop one; push one and flush half. */
 void *cache_refill_pop(struct tide_pool *pool, struct tcache *c, bool may_grow);
 void cache_push_flush(struct tide_pool *pool, struct tcache *c, void *block);
+/* Under pool->lock, by the owner: settle a finished steal; then the cache is its own. */
+void cache_settle_locked(struct tcache *c);
+/* Under pool->lock, by the owner: n more live blocks that did not pass through the stack. */
+void cache_add_live_locked(struct tcache *c, long n);
 void cache_flush_all_locked(struct tide_pool *pool); /* steal every cache; pool->lock held */
 /* Steal the caches untouched for idle_epochs maintenance samples; pool->lock held. */
 void cache_flush_idle_locked(struct tide_pool *pool, unsigned idle_epochs);
 void cache_flush_own(struct tide_pool *pool);	      /* this thread's cache of pool */
 void cache_detach_pool(struct tide_pool *pool);	      /* at destroy */
 size_t cache_count_locked(struct tide_pool *pool);    /* blocks parked in caches */
-long cache_excursions_locked(struct tide_pool *pool); /* sum of max_live - live */
+long cache_excursions_locked(struct tide_pool *pool); /* sum of count - low */
 void cache_sync_peak_locked(struct tide_pool *pool, struct tcache *c);
 bool cache_init_fence(void); /* true when the asymmetric fence (membarrier) is available */
 
@@ -164,73 +183,67 @@ static inline struct tcache *cache_get(struct tide_pool *pool)
 	return cache_lookup(pool);
 }
 
-/* Open the owner's window; false if a steal is under way (take the slow path). */
-static inline bool cache_enter(struct tcache *c, bool membarrier)
+/*
+ * Open the owner's window: the number of blocks held, or UINT_MAX when a steal is under
+ * way or done (take the slow path, which waits on the pool lock and settles).
+ */
+static inline unsigned cache_enter(struct tcache *c, bool membarrier)
 {
-	atomic_store_explicit(&c->in_op, 1, memory_order_relaxed);
+	unsigned n = atomic_load_explicit(&c->state, memory_order_relaxed);
+
+	atomic_store_explicit(&c->state, n | CACHE_BUSY, memory_order_relaxed);
 	if (likely(membarrier))
 		atomic_signal_fence(memory_order_seq_cst);
 	else
 		atomic_thread_fence(memory_order_seq_cst);
 	if (likely(!atomic_load_explicit(&c->steal, memory_order_acquire)))
-		return true;
-	atomic_store_explicit(&c->in_op, 0, memory_order_release);
-	return false;
+		return n;
+	atomic_store_explicit(&c->state, n, memory_order_release);
+	return UINT_MAX;
 }
 
-static inline void cache_leave(struct tcache *c)
+/* Close the window with n blocks held. */
+static inline void cache_leave(struct tcache *c, unsigned n)
 {
-	atomic_store_explicit(&c->in_op, 0, memory_order_release);
+	atomic_store_explicit(&c->state, n, memory_order_release);
 }
 
-static inline void cache_count_alloc(struct tcache *c, long n)
+static inline void cache_note_low(struct tcache *c, unsigned n)
 {
-	long live = atomic_load_explicit(&c->live, memory_order_relaxed) + n;
-
-	atomic_store_explicit(&c->live, live, memory_order_relaxed);
-	if (live > atomic_load_explicit(&c->max_live, memory_order_relaxed))
-		atomic_store_explicit(&c->max_live, live, memory_order_relaxed);
-}
-
-static inline void cache_count_free(struct tcache *c, long n)
-{
-	atomic_store_explicit(&c->live, atomic_load_explicit(&c->live, memory_order_relaxed) - n,
-			      memory_order_relaxed);
+	if (n < atomic_load_explicit(&c->low, memory_order_relaxed))
+		atomic_store_explicit(&c->low, n, memory_order_relaxed);
 }
 
 /* Pop a block, or NULL when the cache is empty or being stolen. */
 static inline void *cache_pop(struct tcache *c, bool membarrier)
 {
-	unsigned n;
-	void *block = NULL;
+	unsigned n = cache_enter(c, membarrier);
+	void *block;
 
-	if (unlikely(!cache_enter(c, membarrier)))
+	if (unlikely(n - 1 >= TCACHE_CAP)) { /* 0, or UINT_MAX */
+		if (n == 0)
+			cache_leave(c, 0);
 		return NULL;
-	n = atomic_load_explicit(&c->count, memory_order_relaxed);
-	if (likely(n)) {
-		block = c->slots[n - 1];
-		atomic_store_explicit(&c->count, n - 1, memory_order_relaxed);
 	}
-	cache_leave(c);
+	block = c->slots[n - 1];
+	cache_leave(c, n - 1);
+	cache_note_low(c, n - 1);
 	return block;
 }
 
 /* Push a block; false when the cache is full or being stolen. */
 static inline bool cache_push(struct tcache *c, bool membarrier, void *block)
 {
-	unsigned n;
-	bool done = false;
+	unsigned n = cache_enter(c, membarrier);
 
-	if (unlikely(!cache_enter(c, membarrier)))
+	if (unlikely(n >= TCACHE_CAP)) {
+		if (n == TCACHE_CAP)
+			cache_leave(c, n);
 		return false;
-	n = atomic_load_explicit(&c->count, memory_order_relaxed);
-	if (likely(n < TCACHE_CAP)) {
-		c->slots[n] = block;
-		atomic_store_explicit(&c->count, n + 1, memory_order_relaxed);
-		done = true;
 	}
-	cache_leave(c);
-	return done;
+	c->slots[n] = block;
+	cache_leave(c, n + 1);
+	return true;
 }
 
 // pool.c --------------------------------------------------------------------------------

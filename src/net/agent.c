@@ -30,6 +30,10 @@
  *    user_data is the pair's address with the operation in the low 3 bits.
  *  - An idle connection holds no buffer: a multishot receive without data takes none.
  *
+ * Refill hysteresis: sent buffers refill the ring up to its target; the pool tops it up only
+ * when it falls below half the target (or a receive waits), so in steady traffic a buffer
+ * cycles ring -> flow -> ring without touching the pool.
+ *
  * Elasticity: a receive that finds the ring empty (-ENOBUFS) doubles the ring's target and
  * waits; the refill after the completion batch allocates from the pool (which grows). A
  * second without -ENOBUFS decays the target back toward ring_min, returned buffers then go
@@ -1016,7 +1020,7 @@ static void worker_loop(struct worker *w)
 			seen++;
 		}
 		io_uring_cq_advance(&w->ring, seen);
-		if (w->in_ring < w->target - w->target / 4 || (w->waiters && !w->in_ring))
+		if (w->in_ring < w->target / 2 || (w->waiters && !w->in_ring))
 			ring_refill(w);
 		ring_publish(w);
 		waiters_wake(w);
