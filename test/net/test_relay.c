@@ -3,7 +3,7 @@
  * Description: tide-relay end to end on loopback. Each case (argv[1]) starts the relay
  * binary as a child with --listen 127.0.0.1:0 --stats 127.0.0.1:0, reads the ports from its
  * stderr, and checks behaviour through sockets and /stats:
- *   echo       many concurrent connections, random payload sizes, content compared
+ *   echo       many concurrent connections (two workers), random sizes, content compared
  *   relay      the same through a relay in front of an echo relay
  *   halfclose  a client's FIN reaches the upstream, which still answers after it
  *   reset      a client reset (SO_LINGER 0) mid-transfer closes the upstream side too
@@ -11,6 +11,7 @@
  *   slowreader a client that never reads: its writes stall and the pool stays bounded
  *   idle       --idle-timeout closes an idle connection, not a busy one; idle memory
  *   shutdown   SIGTERM with connections open: exit 0 and every buffer returned
+ *   cli        --help, --version, and exit status 2 with a message for bad arguments
  * Exits 77 when io_uring is not available here. Every loop is bounded in count and time.
  */
 #include <fcntl.h>
@@ -396,7 +397,7 @@ static unsigned run_clients(unsigned port, unsigned total, unsigned conc, size_t
 static void case_echo(void)
 {
 	struct relay r;
-	const char *args[] = {"--echo", NULL};
+	const char *args[] = {"--echo", "--threads", "2", NULL};
 	unsigned ok;
 
 	relay_start(&r, args);
@@ -745,6 +746,68 @@ static void case_shutdown(void)
 	CHECK(strstr(up.log, "shutdown: live_buffers=0 live_bytes=0") != NULL);
 }
 
+/* Run the relay with args and no stats; return its exit status, output in out. */
+static int relay_run(const char *const *args, char *out, size_t len)
+{
+	const char *argv[16] = {TIDE_RELAY_PATH};
+	unsigned argc = 1;
+	int fds[2], status = 0;
+	size_t have = 0;
+	ssize_t n;
+	pid_t pid;
+
+	while (*args && argc < 15)
+		argv[argc++] = *args++;
+	argv[argc] = NULL;
+	REQUIRE(pipe2(fds, O_CLOEXEC) == 0);
+	fflush(NULL);
+	pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		dup2(fds[1], 1);
+		dup2(fds[1], 2);
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	close(fds[1]);
+	set_timeout(fds[0], 10000);
+	while (have < len - 1 && (n = read(fds[0], out + have, len - 1 - have)) > 0)
+		have += (size_t)n;
+	out[have] = '\0';
+	close(fds[0]);
+	waitpid(pid, &status, 0);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static void case_cli(void)
+{
+	static const char *const bad[][8] = {
+		{"--echo", NULL},
+		{"--listen", "127.0.0.1:0", NULL},
+		{"--listen", "127.0.0.1:0", "--echo", "--upstream", "127.0.0.1:1", NULL},
+		{"--listen", "nocolon", "--echo", NULL},
+		{"--listen", "127.0.0.1:0", "--echo", "--block-size", "3000", NULL},
+		{"--listen", "127.0.0.1:0", "--echo", "--block-size", "4M", NULL},
+		{"--listen", "127.0.0.1:0", "--echo", "--pool-max", "1X", NULL},
+		{"--listen", "127.0.0.1:0", "--echo", "--threads", "0", NULL},
+		{"--listen", "127.0.0.1:0", "--echo", "--idle-timeout", "-1", NULL},
+		{"--listen", "127.0.0.1:0", "--echo", "--bogus", NULL},
+		{"--listen", "127.0.0.1:99999", "--echo", NULL},
+	};
+	static const char *const help[] = {"--help", NULL};
+	static const char *const version[] = {"--version", NULL};
+	char out[8192];
+
+	CHECK_EQ(relay_run(help, out, sizeof(out)), 0);
+	CHECK(strstr(out, "--upstream HOST:PORT") && strstr(out, "--idle-timeout SEC"));
+	CHECK_EQ(relay_run(version, out, sizeof(out)), 0);
+	CHECK(strstr(out, "tide-relay 0.") != NULL);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		CHECKF(relay_run(bad[i], out, sizeof(out)) == 2, "case %zu: %s", i, out);
+		CHECKF(strstr(out, "tide-relay: ") != NULL, "case %zu: no message", i);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	static const struct {
@@ -753,7 +816,7 @@ int main(int argc, char **argv)
 	} cases[] = {
 		{"echo", case_echo},   {"relay", case_relay},	    {"halfclose", case_halfclose},
 		{"reset", case_reset}, {"maxconns", case_maxconns}, {"slowreader", case_slowreader},
-		{"idle", case_idle},   {"shutdown", case_shutdown},
+		{"idle", case_idle},   {"shutdown", case_shutdown}, {"cli", case_cli},
 	};
 	const char *want = argc > 1 ? argv[1] : "echo";
 	bool found = false;
