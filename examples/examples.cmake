@@ -11,7 +11,9 @@ add_custom_target(burst-demo COMMAND burst DEPENDS burst USES_TERMINAL
 
 if(BUILD_TESTING)
   add_test(NAME example_usage COMMAND usage)
-  set_tests_properties(example_usage PROPERTIES LABELS "release;unit" TIMEOUT 60
+  # Not "unit": that label also runs under Valgrind, which cannot map the default 64 GiB
+  # reservation the example keeps (it is the README's text, character for character).
+  set_tests_properties(example_usage PROPERTIES LABELS "release" TIMEOUT 60
                        PASS_REGULAR_EXPRESSION "hello, tide: 2048 live")
   add_test(NAME example_burst COMMAND burst 64)
   set_tests_properties(example_burst PROPERTIES LABELS "release" TIMEOUT 60

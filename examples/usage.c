@@ -5,13 +5,13 @@
 
 int main(void)
 {
-	struct tide_pool_config cfg = {.reserve_size = 1 << 30, .flags = TIDE_AUTO_GROW};
+	struct tide_pool_config cfg = {.block_size = 2048, .flags = TIDE_AUTO_GROW};
 	struct tide_pool *pool;
 	struct tide_stats st;
 
 	if (tide_pool_create(&cfg, &pool))
 		return 1;
-	char *buf = tide_alloc(pool, 1500); /* one 2 KiB block; the pool grows 2 MiB */
+	char *buf = tide_alloc(pool, 1500); /* one 2 KiB block; the pool grows by 2 MiB */
 	strcpy(buf, "hello, tide");
 	tide_pool_grow(pool, 8 << 20); /* or convert ahead of a burst */
 	tide_pool_stats(pool, &st);
