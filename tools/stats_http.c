@@ -93,8 +93,8 @@ void stats_write_json(FILE *f, struct tide_pool *pool, const struct tide_agent *
 		(unsigned long long)as.ring_target);
 	fprintf(f,
 		"\"features\":{\"workers\":%u,\"recv_bundles\":%s,\"incremental_rings\":%s,"
-		"\"fixed_send\":%s,\"defer_taskrun\":%s}}\n",
-		n, yes(as.bundles), yes(as.incremental), yes(as.fixed_send), yes(as.defer_taskrun));
+		"\"defer_taskrun\":%s}}\n",
+		n, yes(as.bundles), yes(as.incremental), yes(as.defer_taskrun));
 }
 
 static void metric(FILE *f, const char *name, const char *type, const char *help,

@@ -5,6 +5,7 @@
  * stderr, and checks behaviour through sockets and /stats:
  *   echo       many concurrent connections (two workers), random sizes, content compared
  *   relay      the same through a relay in front of an echo relay
+ *   pressure   the echo case with a 2 MiB pool: rings run dry and receives wait
  *   halfclose  a client's FIN reaches the upstream, which still answers after it
  *   reset      a client reset (SO_LINGER 0) mid-transfer closes the upstream side too
  *   maxconns   connections past --max-conns are closed at once, the others keep working
@@ -405,6 +406,24 @@ static void case_echo(void)
 	CHECK_EQ(ok, 600);
 	CHECK_EQ(stat_wait(r.stats_port, "current", 0, 5000), 0);
 	CHECK(stat_num(r.stats_port, "total") == 600);
+	CHECK_EQ(relay_stop(&r), 0);
+	CHECK(strstr(r.log, "live_buffers=0 ") != NULL);
+}
+
+static void case_pressure(void)
+{
+	struct relay r;
+	const char *args[] = {"--echo", "--pool-max", "2M", "--block-size", "16K", NULL};
+	unsigned ok;
+
+	/* 128 buffers for 200 busy connections: rings run dry, receives wait for buffers. */
+	relay_start(&r, args);
+	ok = run_clients(r.port, 400, 200, 256 * 1024, test_seed(13), 40000);
+	CHECK_EQ(ok, 400);
+	CHECK(stat_num(r.stats_port, "unreserved_size") <= 2 << 20);
+	printf("pressure: enobufs %lld, alloc failures %lld\n", stat_num(r.stats_port, "enobufs"),
+	       stat_num(r.stats_port, "alloc_failures"));
+	CHECK_EQ(stat_wait(r.stats_port, "current", 0, 5000), 0);
 	CHECK_EQ(relay_stop(&r), 0);
 	CHECK(strstr(r.log, "live_buffers=0 ") != NULL);
 }
@@ -814,9 +833,16 @@ int main(int argc, char **argv)
 		const char *name;
 		void (*fn)(void);
 	} cases[] = {
-		{"echo", case_echo},   {"relay", case_relay},	    {"halfclose", case_halfclose},
-		{"reset", case_reset}, {"maxconns", case_maxconns}, {"slowreader", case_slowreader},
-		{"idle", case_idle},   {"shutdown", case_shutdown}, {"cli", case_cli},
+		{"echo", case_echo},
+		{"relay", case_relay},
+		{"halfclose", case_halfclose},
+		{"reset", case_reset},
+		{"maxconns", case_maxconns},
+		{"slowreader", case_slowreader},
+		{"idle", case_idle},
+		{"shutdown", case_shutdown},
+		{"cli", case_cli},
+		{"pressure", case_pressure},
 	};
 	const char *want = argc > 1 ? argv[1] : "echo";
 	bool found = false;
