@@ -57,7 +57,7 @@ static void usage(FILE *f)
 		"  --max-conns N          client connections at once; more are closed at once\n"
 		"                         (default 0: no limit)\n"
 		"  --pool-max SIZE        most buffer memory the pool may map (default 1G)\n"
-		"  --block-size SIZE      buffer size, a power of two from 1K to 1M (default 32K)\n"
+		"  --block-size SIZE      buffer size, a power of two from 1K to 1M (default 64K)\n"
 		"  --idle-timeout SEC     close connections idle this long (default 300; 0: "
 		"never)\n"
 		"  --stats HOST:PORT      serve /stats (JSON) and /metrics (Prometheus) here\n"
@@ -160,7 +160,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 	memset(o, 0, sizeof(*o));
 	o->threads = 1;
 	o->pool_max = (size_t)1 << 30;
-	o->block_size = 32 * 1024;
+	o->block_size = 64 * 1024;
 	o->idle_timeout = 300;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {

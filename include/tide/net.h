@@ -13,7 +13,7 @@
  *
  * Usage:
  *
- *	struct tide_pool_config pc = { .block_size = 32768, .flags = TIDE_AUTO_GROW |
+ *	struct tide_pool_config pc = { .block_size = 65536, .flags = TIDE_AUTO_GROW |
  *				       TIDE_AUTO_SHRINK };
  *	struct tide_agent_config ac = { .listen = "127.0.0.1:7000", .upstream = NULL };
  *	struct tide_pool *pool;
