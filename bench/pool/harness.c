@@ -53,6 +53,7 @@ static const char *const burst_names[] = {"tide",     "tide-thp", "glibc",
 #define NBURST (sizeof(burst_names) / sizeof(burst_names[0]))
 
 static unsigned opt_runs = 5;
+static unsigned opt_rounds = 1; /* alloc: worker invocations per allocator, round-robin */
 static double opt_ms = 250;
 static bool opt_quick;
 static const char *opt_only;
@@ -277,7 +278,7 @@ static void alloc_line(const char *line, void *ctx)
 
 		if (c->n < MAX_RUNS)
 			c->v[c->n++] = v;
-		if (c->n == opt_runs) {
+		if (c->n == opt_runs * opt_rounds) {
 			double tmp[MAX_RUNS];
 
 			memcpy(tmp, c->v, sizeof(double) * c->n);
@@ -312,9 +313,10 @@ static void print_alloc(FILE *csv)
 	const struct arow *t = NULL;
 	bool any2 = false;
 
-	printf("\n== alloc: ns per alloc+free pair, 2 KiB buffers, median of %u runs of ~%.0f ms; "
+	printf("\n== alloc: ns per alloc+free pair, 2 KiB buffers, median of %u runs of ~%.0f "
+	       "ms%s; "
 	       "(x) = ratio to DPDK, lower is better ==\n",
-	       opt_runs, opt_ms);
+	       opt_runs * opt_rounds, opt_ms, opt_rounds > 1 ? " (allocators interleaved)" : "");
 	printf("   -x2: the same workload on 2 threads at once, ns per pair per thread\n");
 	printf("%-9s", "alloc");
 	for (unsigned w = 0; w < NWL; w++)
@@ -453,19 +455,31 @@ static void alloc_bench(void)
 	if (!opt_workloads)
 		args[5] = NULL;
 	for (unsigned a = 0; a < NALLOC; a++) {
-		struct arow *row = &arows[a];
+		arows[a].name = alloc_names[a];
+		arows[a].ran = in_list(opt_only, arows[a].name);
+		arows[a].ok = arows[a].ran;
+	}
+	/* With --rounds, every allocator runs once per round, so load that comes and goes on a
+	 * shared machine falls on all of them rather than on whichever ran at the time. */
+	for (unsigned round = 0; round < opt_rounds; round++) {
+		for (unsigned a = 0; a < NALLOC; a++) {
+			struct arow *row = &arows[a];
 
-		row->name = alloc_names[a];
-		if (!in_list(opt_only, row->name))
-			continue;
-		row->ran = true;
-		progress("[alloc] %s ...\n", row->name);
-		row->ok = run_worker(row->name, args, alloc_line, row, row->why,
-				     sizeof(row->why)) == 0;
-		if (!row->ok)
-			progress("  %-9s %s\n", row->name, row->why);
+			if (!row->ran || !row->ok)
+				continue;
+			progress("[alloc] %s", row->name);
+			if (opt_rounds > 1)
+				progress(" (round %u/%u)", round + 1, opt_rounds);
+			progress(" ...\n");
+			row->ok = run_worker(row->name, args, alloc_line, row, row->why,
+					     sizeof(row->why)) == 0;
+			if (!row->ok)
+				progress("  %-9s %s\n", row->name, row->why);
+		}
+	}
+	for (unsigned a = 0; a < NALLOC; a++) {
 		for (unsigned w = 0; w < NWL; w++) {
-			struct cell *c = &row->c[w];
+			struct cell *c = &arows[a].c[w];
 			double tmp[MAX_RUNS];
 
 			memcpy(tmp, c->v, sizeof(double) * c->n);
@@ -522,8 +536,10 @@ static void convert_bench(void)
 	double med[NCONV][2][2];
 	FILE *csv;
 
-	snprintf(runs, sizeof(runs), "%u", opt_runs);
-	progress("[convert] tide, 1 GiB in 2 MiB steps, %u runs per configuration ...\n", opt_runs);
+	/* No peers to interleave with: the rounds become runs. */
+	snprintf(runs, sizeof(runs), "%u", opt_runs * opt_rounds);
+	progress("[convert] tide, 1 GiB in 2 MiB steps, %u runs per configuration ...\n",
+		 opt_runs * opt_rounds);
 	if (run_worker("tide", args, conv_line, &cv, why, sizeof(why))) {
 		printf("\n== convert: %s ==\n", why);
 		return;
@@ -534,7 +550,7 @@ static void convert_bench(void)
 				med[c][s][d] = median(cv.v[c][s][d], cv.n[c][s]);
 	printf("\n== convert: grow then shrink 1 GiB in 2 MiB steps, GiB/s, median of %u runs; "
 	       "raw = the same system calls on a scratch range; target ratio >= 0.80 ==\n",
-	       opt_runs);
+	       opt_runs * opt_rounds);
 	printf("   not populated: every page is written after each grow step on both sides\n");
 	printf("%-14s %10s %10s %7s   %10s %10s %7s\n", "config", "grow tide", "grow raw", "ratio",
 	       "shrink tide", "shrink raw", "ratio");
@@ -871,6 +887,8 @@ static void usage(FILE *f)
 		"  --quick           3 runs of ~50 ms each\n"
 		"  --runs N          runs per measurement (median), default 5\n"
 		"  --ms T            target length of one run in ms, default 250\n"
+		"  --rounds R        alloc: run every allocator R times round-robin, --runs runs\n"
+		"                    each (medians over R x runs); evens out shifting load\n"
 		"  --only A[,B]      allocators: tide dpdk tcmalloc jemalloc mimalloc glibc "
 		"(burst: tide-thp too)\n"
 		"  --workloads W[,W] pairs batch256 bulk256 random64k prodcon, and -x2 variants\n"
@@ -894,6 +912,8 @@ int main(int argc, char **argv)
 			opt_quick = true;
 		else if (!strcmp(a, "--runs") && i + 1 < argc)
 			opt_runs = (unsigned)atoi(argv[++i]), runs_set = true;
+		else if (!strcmp(a, "--rounds") && i + 1 < argc)
+			opt_rounds = (unsigned)atoi(argv[++i]);
 		else if (!strcmp(a, "--ms") && i + 1 < argc)
 			opt_ms = atof(argv[++i]), ms_set = true;
 		else if (!strcmp(a, "--only") && i + 1 < argc)
@@ -920,8 +940,8 @@ int main(int argc, char **argv)
 		if (!ms_set)
 			opt_ms = 50;
 	}
-	if (opt_runs < 1 || opt_runs > MAX_RUNS || opt_ms <= 0) {
-		fprintf(stderr, "tide-bench: --runs 1..%d, --ms > 0\n", MAX_RUNS);
+	if (opt_runs < 1 || opt_rounds < 1 || opt_runs * opt_rounds > MAX_RUNS || opt_ms <= 0) {
+		fprintf(stderr, "tide-bench: --runs x --rounds in 1..%d, --ms > 0\n", MAX_RUNS);
 		return 2;
 	}
 	if (opt_workloads) {
