@@ -59,7 +59,7 @@ static inline bool is_pow2(size_t x)
  */
 size_t os_page_size(void);
 int os_reserve(size_t size, size_t align, void **addr); /* PROT_NONE, MAP_NORESERVE */
-int os_release(void *addr, size_t size);
+int os_release(void *addr, size_t size);       /* counted, never fails on purpose: see os.c */
 int os_commit(void *addr, size_t size);	       /* PROT_NONE -> read/write */
 int os_decommit(void *addr, size_t size);      /* give pages back, then PROT_NONE */
 int os_purge(void *addr, size_t size);	       /* give pages back, stay read/write */

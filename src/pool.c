@@ -536,7 +536,11 @@ ssize_t tide_pool_shrink(struct tide_pool *pool, size_t bytes)
  * once with TO_UNRESERVED for the range already unreserved (its veto refuses the install),
  * and a hook being replaced or removed is called with TO_RESERVED for it; the pool's
  * destroy calls it too. The hook runs with the conversion lock held: it must not grow or
- * shrink the same pool (those return -EDEADLK), but may allocate and free.
+ * shrink the same pool (those return -EDEADLK), but may allocate and free. One call cannot
+ * be refused: when the OS fails to take back a range the hook already released, the hook
+ * is called again with TO_UNRESERVED to register it anew, and its return is ignored (the
+ * range stays in the pool, which stays consistent; a driver that cannot re-register
+ * should fall back to copying).
  *
  * Return: 0; -EINVAL for a NULL pool; -EDEADLK from inside a hook; or the new hook's veto.
  */

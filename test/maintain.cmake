@@ -1,2 +1,3 @@
 # Elasticity: automatic shrink with decay, purge against smaps, the background thread.
-tide_test(test_maintain LABELS "unit;threads" TIMEOUT 180)
+# Not under Valgrind (label elastic, not unit): its waits are polls against a wall clock.
+tide_test(test_maintain LABELS "elastic;threads" TIMEOUT 180)
