@@ -66,7 +66,7 @@ struct tide_agent_config {	   /* zero means default */
 	size_t flow_limit;	   /* bytes queued per direction before reading stops;
 				      default max(8 blocks, 512 KiB) */
 	unsigned ring_entries;	   /* provided-buffer ring slots per worker, power of two;
-				      default 1024 */
+				      default 512 */
 	unsigned ring_min;	   /* buffers a ring keeps ready when traffic is low; default 16 */
 	unsigned drain_timeout_ms; /* at stop, how long queued data may still flow; default 2000 */
 	unsigned flags;		   /* TIDE_AGENT_* */

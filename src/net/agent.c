@@ -1100,7 +1100,7 @@ int tide_agent_create(struct tide_pool *pool, const struct tide_agent_config *cf
 	if (!a->cfg.threads)
 		a->cfg.threads = 1;
 	if (!a->cfg.ring_entries)
-		a->cfg.ring_entries = 1024;
+		a->cfg.ring_entries = 512;
 	if (!a->cfg.ring_min)
 		a->cfg.ring_min = 16;
 	if (a->cfg.ring_min > a->cfg.ring_entries / 2)
