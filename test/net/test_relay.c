@@ -13,9 +13,15 @@
  *   idle       --idle-timeout closes an idle connection, not a busy one; idle memory
  *   shutdown   SIGTERM with connections open: exit 0 and every buffer returned
  *   cli        --help, --version, and exit status 2 with a message for bad arguments
+ *   nouring    io_uring refused (seccomp EPERM): a plain message and exit status 3
  * Exits 77 when io_uring is not available here. Every loop is bounded in count and time.
  */
 #include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -854,6 +860,54 @@ static void case_cli(void)
 	}
 }
 
+/* In the child: make io_uring_setup fail with EPERM, as a locked-down container does. */
+static void deny_io_uring(void)
+{
+	struct sock_filter filter[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = {sizeof(filter) / sizeof(filter[0]), filter};
+
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) ||
+	    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0))
+		_exit(99);
+}
+
+static void case_nouring(void)
+{
+	const char *argv[] = {TIDE_RELAY_PATH, "--listen", "127.0.0.1:0", "--echo", NULL};
+	char out[4096];
+	size_t have = 0;
+	ssize_t n;
+	int fds[2], status = 0;
+	pid_t pid;
+
+	REQUIRE(pipe2(fds, O_CLOEXEC) == 0);
+	fflush(NULL);
+	pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		dup2(fds[1], 2);
+		deny_io_uring();
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	close(fds[1]);
+	set_timeout(fds[0], 10000);
+	while (have < sizeof(out) - 1 && (n = read(fds[0], out + have, sizeof(out) - 1 - have)) > 0)
+		have += (size_t)n;
+	out[have] = '\0';
+	close(fds[0]);
+	waitpid(pid, &status, 0);
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 99)
+		skip("cannot install a seccomp filter here");
+	CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 3, "status %d: %s", status, out);
+	CHECKF(strstr(out, "io_uring") && strstr(out, "refused"), "message: %s", out);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct {
@@ -870,6 +924,7 @@ int main(int argc, char **argv)
 		{"shutdown", case_shutdown},
 		{"cli", case_cli},
 		{"pressure", case_pressure},
+		{"nouring", case_nouring},
 	};
 	const char *want = argc > 1 ? argv[1] : "echo";
 	bool found = false;
