@@ -13,6 +13,8 @@
  *   tide-relay: listening on HOST:PORT (...)           once listening; PORT is the real one
  *   tide-relay: stats on HOST:PORT                     with --stats
  *   tide-relay: shutdown: live_buffers=N live_bytes=N ...   at exit
+ * Environment: TIDE_RELAY_NO_BUNDLE, TIDE_RELAY_NO_INCREMENTAL (any value) turn those kernel
+ * features off, for tests and comparisons.
  * Exit status: 0 clean, 1 runtime failure or buffers not returned, 2 bad arguments,
  * 3 io_uring unavailable here.
  */
@@ -308,6 +310,11 @@ int main(int argc, char **argv)
 	ac.upstream = o.echo ? NULL : o.upstream;
 	ac.threads = o.threads;
 	ac.max_conns = o.max_conns;
+	/* For tests and benchmarks: turn newer kernel features off without a CLI change. */
+	if (getenv("TIDE_RELAY_NO_BUNDLE"))
+		ac.flags |= TIDE_AGENT_NO_BUNDLE;
+	if (getenv("TIDE_RELAY_NO_INCREMENTAL"))
+		ac.flags |= TIDE_AGENT_NO_INCREMENTAL;
 	ac.idle_timeout_ms = (unsigned)(o.idle_timeout * 1000 + 0.5);
 	if (o.idle_timeout > 0 && !ac.idle_timeout_ms)
 		ac.idle_timeout_ms = 1;
@@ -344,11 +351,11 @@ int main(int argc, char **argv)
 	tide_agent_stats(agent, &as);
 	fprintf(stderr,
 		"tide-relay: listening on %s:%u (%s%s, %u thread%s, block %zu, pool max %zu, "
-		"recv bundles %s, max conns %u, idle timeout %gs)\n",
+		"recv bundles %s, incremental rings %s, max conns %u, idle timeout %gs)\n",
 		host_of(o.listen, host, sizeof(host)), tide_agent_port(agent),
 		o.echo ? "echo" : "upstream ", o.echo ? "" : o.upstream, o.threads,
 		o.threads == 1 ? "" : "s", o.block_size, o.pool_max, as.bundles ? "on" : "off",
-		o.max_conns, o.idle_timeout);
+		as.incremental ? "on" : "off", o.max_conns, o.idle_timeout);
 	if (srv)
 		fprintf(stderr, "tide-relay: stats on %s:%u\n",
 			host_of(o.stats, host, sizeof(host)), stats_server_port(srv));

@@ -55,6 +55,7 @@ struct tide_agent; /* opaque: workers, their rings and their connections */
  */
 enum {
 	TIDE_AGENT_NO_BUNDLE = 1u << 0, /* never use recv bundles, even where the kernel has them */
+	TIDE_AGENT_NO_INCREMENTAL = 1u << 1, /* never use incremental buffer rings (Linux 6.12+) */
 };
 
 struct tide_agent_config {	   /* zero means default */
@@ -158,7 +159,7 @@ struct tide_agent_stats {
 	uint64_t ring_buffers;	    /* buffers sitting in the rings now */
 	uint64_t ring_target;	    /* sum of the rings' targets now */
 	bool bundles;		    /* recv bundles in use */
-	bool incremental;	    /* incremental buffer rings in use (not yet: always false) */
+	bool incremental;	    /* incremental buffer rings in use  */
 	bool defer_taskrun;	    /* rings run with IORING_SETUP_DEFER_TASKRUN */
 };
 

@@ -46,8 +46,12 @@
  * rest, and the hardened-usercopy check that fixed buffers would skip sits on the receive
  * side. Registering would pin every page of the unreserved portion (purge could no longer
  * give pages back) and, with SINGLE_ISSUER rings, would need the hook, which runs on the
- * thread that converts, to hand work to each worker. Not done yet: incremental buffer rings,
- * so a small message holds a whole block until it is sent.
+ * thread that converts, to hand work to each worker.
+ *
+ * Incremental buffer rings (Linux 6.12+, probed at registration): a receive takes only the
+ * bytes it needs from the head buffer, so a small message does not hold a whole block. A
+ * buffer is then shared by several segs (of any connections); refs[] counts them plus the
+ * kernel's share, and the buffer is released when the last one goes.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -76,6 +80,18 @@
 #ifndef IOU_PBUF_RING_INC
 #define IOU_PBUF_RING_INC 2
 #endif
+#ifndef IORING_CQE_F_BUF_MORE
+#define IORING_CQE_F_BUF_MORE (1U << 4)
+#endif
+
+/* struct io_uring_buf_reg as the kernel has it (liburing 2.3 calls the flags field pad). */
+struct buf_reg_abi {
+	uint64_t ring_addr;
+	uint32_t ring_entries;
+	uint16_t bgid;
+	uint16_t flags;
+	uint64_t resv[3];
+};
 
 #define BGID	   0
 #define SEND_IOV   32
@@ -144,7 +160,7 @@ struct worker {
 	bool thread_started;
 	int listen_fd;
 	struct io_uring ring;
-	bool ring_ok, br_registered, accept_armed, draining, bundles, defer;
+	bool ring_ok, br_registered, accept_armed, draining, bundles, defer, inc;
 	uint64_t now, next_tick, drain_deadline, last_enobufs, last_consume;
 	struct tide_user *user;
 	size_t bs;
@@ -153,6 +169,7 @@ struct worker {
 	struct io_uring_buf_ring *br;
 	size_t br_bytes;
 	char **bid_addr;
+	uint32_t *boff; /* per slot: bytes the kernel already filled (incremental rings) */
 	unsigned entries, mask, cap;
 	uint32_t br_tail, br_pub, in_ring, target;
 
@@ -168,6 +185,9 @@ struct worker {
 
 struct tide_agent {
 	struct tide_pool *pool;
+	char *base;	/* the pool's base: block index = (buf - base) / bs */
+	uint32_t *refs; /* per pool block: the kernel's share plus one per seg */
+	size_t nblocks;
 	struct tide_agent_config cfg;
 	size_t bs;
 	bool echo;
@@ -238,11 +258,18 @@ static void frees_flush(struct worker *w)
 	w->nfree = 0;
 }
 
+static uint32_t *buf_refs(struct worker *w, const char *buf)
+{
+	return &w->agent->refs[(size_t)(buf - w->agent->base) / w->bs];
+}
+
 static void ring_add(struct worker *w, char *buf)
 {
 	unsigned pos = w->br_tail & w->mask;
 
+	*buf_refs(w, buf) = 1; /* the kernel's share */
 	w->bid_addr[pos] = buf;
+	w->boff[pos] = 0;
 	io_uring_buf_ring_add(w->br, buf, (unsigned)w->bs, (unsigned short)pos, (int)w->mask,
 			      (int)(w->br_tail - w->br_pub));
 	w->br_tail++;
@@ -268,6 +295,15 @@ static void buf_release(struct worker *w, char *buf)
 	w->frees[w->nfree++] = buf;
 	if (w->nfree == FREE_BATCH)
 		frees_flush(w);
+}
+
+/* Drop one reference (the kernel's, or a seg's); the last one releases the buffer. */
+static void buf_put(struct worker *w, char *buf)
+{
+	uint32_t *r = buf_refs(w, buf);
+
+	if (--*r == 0)
+		buf_release(w, buf);
 }
 
 /* Top the ring up to its target from the pool, growing the pool when it has nothing free. */
@@ -303,16 +339,39 @@ static void ring_refill(struct worker *w)
 	ring_publish(w);
 }
 
-/* The buffers the kernel still owns, by ring position (it consumes in ring order). */
+/*
+ * Drop the kernel's share of the buffers it still owns, by ring position (it consumes in
+ * ring order); the ring must be unregistered. A partly filled buffer (incremental rings)
+ * stays until its segs are sent.
+ */
 static void ring_take_all(struct worker *w)
 {
-	for (uint32_t pos = w->br_tail - w->in_ring; pos != w->br_tail; pos++) {
-		w->frees[w->nfree++] = w->bid_addr[pos & w->mask];
-		if (w->nfree == FREE_BATCH)
-			frees_flush(w);
-	}
+	uint32_t first = w->br_tail - w->in_ring;
+
 	w->in_ring = 0;
+	for (uint32_t pos = first; pos != w->br_tail; pos++)
+		buf_put(w, w->bid_addr[pos & w->mask]);
 	frees_flush(w);
+}
+
+static int buf_ring_register(struct worker *w)
+{
+	struct buf_reg_abi reg;
+	int rc = -EINVAL;
+
+	memset(&reg, 0, sizeof(reg));
+	reg.ring_addr = (uint64_t)(uintptr_t)w->br;
+	reg.ring_entries = w->entries;
+	reg.bgid = BGID;
+	if (w->inc) {
+		reg.flags = IOU_PBUF_RING_INC;
+		rc = io_uring_register_buf_ring(&w->ring, (struct io_uring_buf_reg *)&reg, 0);
+		if (rc != -EINVAL)
+			return rc;
+		w->inc = false; /* a kernel before 6.12: whole buffers per receive */
+		reg.flags = 0;
+	}
+	return io_uring_register_buf_ring(&w->ring, (struct io_uring_buf_reg *)&reg, 0);
 }
 
 /*
@@ -323,8 +382,6 @@ static void ring_take_all(struct worker *w)
  */
 static void ring_reset(struct worker *w)
 {
-	struct io_uring_buf_reg reg;
-
 	if (!w->defer || io_uring_cq_ready(&w->ring))
 		return;
 	ring_publish(w);
@@ -334,11 +391,7 @@ static void ring_reset(struct worker *w)
 	ring_take_all(w);
 	io_uring_buf_ring_init(w->br);
 	w->br_tail = w->br_pub = 0;
-	memset(&reg, 0, sizeof(reg));
-	reg.ring_addr = (uint64_t)(uintptr_t)w->br;
-	reg.ring_entries = w->entries;
-	reg.bgid = BGID;
-	if (io_uring_register_buf_ring(&w->ring, &reg, 0)) {
+	if (buf_ring_register(w)) {
 		fprintf(stderr, "tide agent: worker %u: re-registering its buffer ring failed\n",
 			w->index);
 		return;
@@ -415,7 +468,7 @@ static void flow_drop_all(struct worker *w, struct flow *f)
 
 	for (s = f->head; s; s = next) {
 		next = s->next;
-		buf_release(w, s->buf);
+		buf_put(w, s->buf);
 		seg_put(w, s);
 	}
 	f->head = f->tail = NULL;
@@ -574,31 +627,47 @@ static void flow_maybe_shut(struct worker *w, struct pair *p, struct flow *f)
 static void on_recv(struct worker *w, struct pair *p, struct flow *f, int res, unsigned cflags)
 {
 	if (res > 0 && (cflags & IORING_CQE_F_BUFFER)) {
-		unsigned bid = cflags >> IORING_CQE_BUFFER_SHIFT;
-		unsigned n = w->bundles ? (unsigned)(((size_t)res + w->bs - 1) / w->bs) : 1;
+		/*
+		 * The data fills ring entries from the first buffer id on, in order: each from
+		 * where the kernel left it (0 unless the ring is incremental) to its end, the
+		 * last one possibly only in part. A buffer the kernel is done with leaves the
+		 * ring (its share of the references goes); one it will fill more stays.
+		 */
+		unsigned pos = cflags >> IORING_CQE_BUFFER_SHIFT;
 		size_t left = (size_t)res;
 
-		for (unsigned i = 0; i < n; i++) {
-			char *buf = w->bid_addr[(bid + i) & w->mask];
-			size_t len = left < w->bs ? left : w->bs;
+		while (left) {
+			unsigned slot = pos & w->mask;
+			char *buf = w->bid_addr[slot];
+			size_t off = w->boff[slot];
+			size_t take = left < w->bs - off ? left : w->bs - off;
+			bool done = true;
 			struct seg *s;
 
-			left -= len;
-			w->in_ring--;
-			if (p->closing || !(s = seg_get(w))) {
-				buf_release(w, buf);
-				continue;
+			left -= take;
+			if (w->inc) {
+				w->boff[slot] = (uint32_t)(off + take);
+				done = left || off + take == w->bs ||
+				       !(cflags & IORING_CQE_F_BUF_MORE);
 			}
-			s->buf = buf;
-			s->off = 0;
-			s->len = (uint32_t)len;
-			s->next = NULL;
-			if (f->tail)
-				f->tail->next = s;
-			else
-				f->head = s;
-			f->tail = s;
-			f->queued += (uint32_t)len;
+			if (!p->closing && (s = seg_get(w))) {
+				(*buf_refs(w, buf))++;
+				s->buf = buf;
+				s->off = (uint32_t)off;
+				s->len = (uint32_t)take;
+				s->next = NULL;
+				if (f->tail)
+					f->tail->next = s;
+				else
+					f->head = s;
+				f->tail = s;
+				f->queued += (uint32_t)take;
+			}
+			if (!done)
+				break;
+			w->in_ring--;
+			buf_put(w, buf);
+			pos++;
 		}
 		STAT_ADD(w, bytes_in, (uint64_t)res);
 		w->last_consume = w->now;
@@ -673,7 +742,7 @@ static void on_send(struct worker *w, struct pair *p, struct flow *f, int res)
 			f->head = s->next;
 			if (!f->head)
 				f->tail = NULL;
-			buf_release(w, s->buf);
+			buf_put(w, s->buf);
 			seg_put(w, s);
 		}
 	}
@@ -908,7 +977,6 @@ static int worker_setup(struct worker *w)
 {
 	struct tide_agent *a = w->agent;
 	struct io_uring_params params;
-	struct io_uring_buf_reg reg;
 	struct tide_user_config uc;
 	char name[32];
 	static const unsigned tries[] = {
@@ -932,6 +1000,7 @@ static int worker_setup(struct worker *w)
 	w->defer = params.flags & IORING_SETUP_DEFER_TASKRUN;
 	w->bundles = (params.features & IORING_FEAT_RECVSEND_BUNDLE) &&
 		     !(a->cfg.flags & TIDE_AGENT_NO_BUNDLE);
+	w->inc = !(a->cfg.flags & TIDE_AGENT_NO_INCREMENTAL);
 
 	snprintf(name, sizeof(name), "worker%u", w->index);
 	memset(&uc, 0, sizeof(uc));
@@ -952,14 +1021,11 @@ static int worker_setup(struct worker *w)
 		return -ENOMEM;
 	}
 	w->bid_addr = calloc(w->entries, sizeof(*w->bid_addr));
-	if (!w->bid_addr)
+	w->boff = calloc(w->entries, sizeof(*w->boff));
+	if (!w->bid_addr || !w->boff)
 		return -ENOMEM;
 	io_uring_buf_ring_init(w->br);
-	memset(&reg, 0, sizeof(reg));
-	reg.ring_addr = (uint64_t)(uintptr_t)w->br;
-	reg.ring_entries = w->entries;
-	reg.bgid = BGID;
-	rc = io_uring_register_buf_ring(&w->ring, &reg, 0);
+	rc = buf_ring_register(w);
 	if (rc)
 		return rc == -EINVAL ? -EOPNOTSUPP : rc;
 	w->br_registered = true;
@@ -1001,6 +1067,8 @@ static void worker_teardown(struct worker *w)
 	}
 	free(w->bid_addr);
 	w->bid_addr = NULL;
+	free(w->boff);
+	w->boff = NULL;
 	if (w->br)
 		munmap(w->br, w->br_bytes);
 	w->br = NULL;
@@ -1085,7 +1153,8 @@ int tide_agent_create(struct tide_pool *pool, const struct tide_agent_config *cf
 	if (cfg->ring_entries && (cfg->ring_entries & (cfg->ring_entries - 1) ||
 				  cfg->ring_entries < 16 || cfg->ring_entries > 32768))
 		return -EINVAL;
-	if (cfg->threads > 1024 || (cfg->flags & ~(unsigned)TIDE_AGENT_NO_BUNDLE))
+	if (cfg->threads > 1024 ||
+	    (cfg->flags & ~(unsigned)(TIDE_AGENT_NO_BUNDLE | TIDE_AGENT_NO_INCREMENTAL)))
 		return -EINVAL;
 	rc = tide_agent_probe(NULL, 0);
 	if (rc)
@@ -1097,6 +1166,13 @@ int tide_agent_create(struct tide_pool *pool, const struct tide_agent_config *cf
 	a->cfg = *cfg;
 	tide_pool_stats(pool, &st);
 	a->bs = st.block_size;
+	a->base = tide_pool_base(pool);
+	a->nblocks = st.max_size / a->bs;
+	a->refs = calloc(a->nblocks ? a->nblocks : 1, sizeof(*a->refs));
+	if (!a->refs) {
+		free(a);
+		return -ENOMEM;
+	}
 	if (!a->cfg.threads)
 		a->cfg.threads = 1;
 	if (!a->cfg.ring_entries)
@@ -1222,6 +1298,7 @@ void tide_agent_destroy(struct tide_agent *a)
 		}
 	}
 	free(a->w);
+	free(a->refs);
 	pthread_mutex_destroy(&a->lock);
 	pthread_cond_destroy(&a->cond);
 	free(a);
@@ -1275,6 +1352,7 @@ void tide_agent_stats(const struct tide_agent *a, struct tide_agent_stats *st)
 	}
 	if (a->nworkers) {
 		st->bundles = a->w[0].bundles;
+		st->incremental = a->w[0].inc;
 		st->defer_taskrun = a->w[0].defer;
 	}
 }

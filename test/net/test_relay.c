@@ -6,6 +6,7 @@
  *   echo       many concurrent connections (two workers), random sizes, content compared
  *   relay      the same through a relay in front of an echo relay
  *   pressure   the echo case with a 2 MiB pool: rings run dry and receives wait
+ *   modes      the echo case without incremental rings, without bundles, without both
  *   halfclose  a client's FIN reaches the upstream, which still answers after it
  *   reset      a client reset (SO_LINGER 0) mid-transfer closes the upstream side too
  *   maxconns   connections past --max-conns are closed at once, the others keep working
@@ -432,6 +433,32 @@ static void case_pressure(void)
 	CHECK_EQ(stat_wait(r.stats_port, "current", 0, 5000), 0);
 	CHECK_EQ(relay_stop(&r), 0);
 	CHECK(strstr(r.log, "live_buffers=0 ") != NULL);
+}
+
+static void case_modes(void)
+{
+	static const char *const envs[][2] = {
+		{"TIDE_RELAY_NO_INCREMENTAL", NULL},
+		{"TIDE_RELAY_NO_BUNDLE", NULL},
+		{"TIDE_RELAY_NO_BUNDLE", "TIDE_RELAY_NO_INCREMENTAL"},
+	};
+	const char *args[] = {"--echo", "--block-size", "8K", NULL};
+
+	for (size_t i = 0; i < sizeof(envs) / sizeof(envs[0]); i++) {
+		struct relay r;
+
+		for (int k = 0; k < 2; k++)
+			if (envs[i][k])
+				setenv(envs[i][k], "1", 1);
+		relay_start(&r, args);
+		CHECKF(run_clients(r.port, 200, 50, 128 * 1024, test_seed(21 + i), 30000) == 200,
+		       "mode %zu", i);
+		CHECK_EQ(stat_wait(r.stats_port, "current", 0, 5000), 0);
+		CHECK_EQ(relay_stop(&r), 0);
+		CHECK(strstr(r.log, "live_buffers=0 ") != NULL);
+		unsetenv("TIDE_RELAY_NO_BUNDLE");
+		unsetenv("TIDE_RELAY_NO_INCREMENTAL");
+	}
 }
 
 static void case_relay(void)
@@ -925,6 +952,7 @@ int main(int argc, char **argv)
 		{"cli", case_cli},
 		{"pressure", case_pressure},
 		{"nouring", case_nouring},
+		{"modes", case_modes},
 	};
 	const char *want = argc > 1 ? argv[1] : "echo";
 	bool found = false;
