@@ -27,8 +27,9 @@ release: deps
 	@cmake --preset release >/dev/null
 	@cmake --build build/release -j $(JOBS)
 
-demo: release
+demo: deps
 	@$(DEPS) demo
+	@$(MAKE) --no-print-directory release
 	@cmake --build build/release --target demo
 
 test: deps
@@ -53,12 +54,15 @@ test-valgrind: release
 	cd build/release && ctest $(CTEST_FLAGS) -L unit -T memcheck \
 		--overwrite MemoryCheckCommandOptions="--error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite"
 
-bench: release
+# The peers are installed before the tree is configured, so CMake finds them.
+bench: deps
 	@$(DEPS) bench
+	@$(MAKE) --no-print-directory release
 	@cmake --build build/release --target bench
 
-bench-relay: release
+bench-relay: deps
 	@$(DEPS) relay-bench
+	@$(MAKE) --no-print-directory release
 	@cmake --build build/release --target bench-relay
 
 fuzz: deps

@@ -262,14 +262,17 @@ void tide_pool_destroy(struct tide_pool *pool)
 	pool_free_struct(pool);
 }
 
-/* Mark blocks [first, first + n) as claimed now: region epochs, purge state, demand. */
+/* Stamp the purge regions of byte range [lo, hi) as used now: purge leaves them alone. */
+static void stamp_regions_locked(struct tide_pool *pool, size_t lo, size_t hi)
+{
+	for (size_t r = lo / pool->purge_region; r <= (hi - 1) / pool->purge_region; r++)
+		pool->region_epoch[r] = pool->epoch;
+}
+
+/* Blocks [first, first + n) were just claimed: purge state, region stamps, demand. */
 static void note_claimed_locked(struct tide_pool *pool, size_t first, size_t n)
 {
-	size_t lo = (first << pool->block_shift) / pool->purge_region;
-	size_t hi = (((first + n) << pool->block_shift) - 1) / pool->purge_region;
-
-	for (size_t r = lo; r <= hi; r++)
-		pool->region_epoch[r] = pool->epoch;
+	stamp_regions_locked(pool, first << pool->block_shift, (first + n) << pool->block_shift);
 	if (pool->purged_chunks)
 		purge_unmark_locked(pool, first, n);
 	if (pool->map.count > pool->demand_tick)
@@ -278,7 +281,8 @@ static void note_claimed_locked(struct tide_pool *pool, size_t first, size_t n)
 
 unsigned pool_claim_blocks_locked(struct tide_pool *pool, void **out, unsigned n)
 {
-	size_t idx[TCACHE_CAP];
+	unsigned region_shift = (unsigned)__builtin_ctzl(pool->purge_region) - pool->block_shift;
+	size_t idx[TCACHE_CAP], region = SIZE_MAX;
 	size_t got;
 
 	if (n > TCACHE_CAP)
@@ -286,9 +290,15 @@ unsigned pool_claim_blocks_locked(struct tide_pool *pool, void **out, unsigned n
 	got = bitmap_claim_bits(&pool->map, pool->limit, idx, n);
 	for (size_t i = 0; i < got; i++) {
 		out[i] = pool->base + (idx[i] << pool->block_shift);
-		if (i == 0 || idx[i] >> 5 != idx[i - 1] >> 5)
-			note_claimed_locked(pool, idx[i], 1);
+		if (idx[i] >> region_shift != region) {
+			region = idx[i] >> region_shift;
+			pool->region_epoch[region] = pool->epoch;
+		}
+		if (pool->purged_chunks)
+			purge_unmark_locked(pool, idx[i], 1);
 	}
+	if (pool->map.count > pool->demand_tick)
+		pool->demand_tick = pool->map.count;
 	return (unsigned)got;
 }
 
@@ -369,6 +379,7 @@ int pool_grow_locked(struct tide_pool *pool, size_t bytes)
 	pthread_mutex_lock(&pool->lock);
 	atomic_store_explicit(&pool->unreserved, cur + len, memory_order_release);
 	pool->limit = (cur + len) >> pool->block_shift;
+	stamp_regions_locked(pool, cur, cur + len); /* a fresh range is not idle */
 	if (cur + len > pool->unreserved_high)
 		pool->unreserved_high = cur + len;
 	pthread_mutex_unlock(&pool->lock);

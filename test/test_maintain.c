@@ -210,6 +210,49 @@ static void test_purge_matches_smaps(void)
 	tide_pool_destroy(pool);
 }
 
+/*
+ * Purge while the pool grows and allocates: a chunk taken again after a purge counts as
+ * resident again, so after the burst resident_size still agrees with the kernel.
+ */
+static void test_purge_during_burst(void)
+{
+	struct tide_pool_config cfg = {.reserve_size = 256 * MB,
+				       .shrink_delay_ms = 1,
+				       .flags = TIDE_AUTO_GROW | TIDE_AUTO_SHRINK};
+	static void *bufs[16384];
+	struct tide_pool *pool;
+	struct tide_stats st;
+	long long rss;
+
+	REQUIRE(tide_pool_create(&cfg, &pool) == 0);
+	for (unsigned i = 0; i < 16384; i++) {
+		bufs[i] = tide_alloc(pool, 2048);
+		REQUIRE(bufs[i]);
+		memset(bufs[i], 0x5a, 2048);
+		if (i % 256 == 0) {
+			tide_pool_maintain(pool);
+			sleep_ms(1);
+		}
+	}
+	st = stats(pool);
+	rss = mincore_rss(tide_pool_base(pool), st.unreserved_size);
+	CHECKF(rss == (long long)st.resident_size, "during: kernel %lld, stats %zu", rss,
+	       st.resident_size);
+	for (unsigned i = 0; i < 16384; i++)
+		if (i % 100 && i != 16383)
+			CHECK_EQ(tide_free(pool, bufs[i]), 0);
+	CHECK(MAINTAIN_UNTIL(pool, stats(pool).resident_size < 8 * MB, 3000));
+	st = stats(pool);
+	rss = mincore_rss(tide_pool_base(pool), st.unreserved_size);
+	CHECKF(rss == (long long)st.resident_size, "after: kernel %lld, stats %zu", rss,
+	       st.resident_size);
+	for (unsigned i = 0; i < 16384; i++)
+		if (i % 100 == 0 || i == 16383)
+			CHECK_EQ(tide_free(pool, bufs[i]), 0);
+	CHECK_POOL(pool);
+	tide_pool_destroy(pool);
+}
+
 /* TIDE_BACKGROUND: the pool's own thread gives a burst back with no call from us. */
 static void test_background(void)
 {
@@ -270,6 +313,7 @@ int main(void)
 	test_no_shrink_under_live();
 	test_steady_load();
 	test_purge_matches_smaps();
+	test_purge_during_burst();
 	test_background();
 	return test_exit("test_maintain");
 }
