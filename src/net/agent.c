@@ -25,7 +25,9 @@
  *    The ring never holds more than half its slots, so a slot is never refilled before its
  *    completion is seen, even if completions came out of order.
  *  - A flow's queued bytes stay under flow_limit plus one receive: past it the receive is
- *    cancelled (backpressure), and re-armed when sends bring the queue under half of it.
+ *    cancelled (backpressure), and re-armed when sends bring the queue under half of it. A
+ *    bundle receive is capped at flow_limit bytes where the kernel takes a length (else one
+ *    receive may take what the socket holds, up to its receive buffer).
  *  - A pair is freed only when it is closing and no operation on it is in flight (refs == 0);
  *    user_data is the pair's address with the operation in the low 3 bits.
  *  - An idle connection holds no buffer: a multishot receive without data takes none.
@@ -165,6 +167,7 @@ struct worker {
 	struct tide_user *user;
 	size_t bs;
 	size_t limit;
+	uint32_t recv_len; /* most bytes one receive completion may carry; 0: no limit */
 
 	struct io_uring_buf_ring *br;
 	size_t br_bytes;
@@ -562,8 +565,10 @@ static void flow_arm(struct worker *w, struct pair *p, struct flow *f)
 	io_uring_prep_recv_multishot(sqe, p->fd[f->src], NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = BGID;
-	if (w->bundles)
+	if (w->bundles) {
 		sqe->ioprio |= IORING_RECVSEND_BUNDLE;
+		sqe->len = w->recv_len;
+	}
 	io_uring_sqe_set_data64(sqe, UD(p, OP_RECV + f->idx));
 	f->flags |= F_ARMED;
 	p->refs++;
@@ -702,6 +707,9 @@ static void on_recv(struct worker *w, struct pair *p, struct flow *f, int res, u
 		f->wait_next = w->waiters;
 		w->waiters = f;
 		p->refs++;
+	} else if (res == -EINVAL && w->recv_len) {
+		w->recv_len = 0; /* this kernel takes no length on a multishot receive */
+		flow_arm(w, p, f);
 	} else if (res < 0 && res != -ECANCELED) {
 		STAT_ADD(w, reset, 1);
 		pair_close(w, p, true);
@@ -1208,6 +1216,7 @@ int tide_agent_create(struct tide_pool *pool, const struct tide_agent_config *cf
 		w->index = i;
 		w->bs = a->bs;
 		w->limit = a->cfg.flow_limit;
+		w->recv_len = (uint32_t)a->cfg.flow_limit;
 		w->lru.prev = w->lru.next = &w->lru;
 		w->listen_fd = -1;
 	}

@@ -686,6 +686,8 @@ static void case_slowreader(void)
 			sleep_ms(20);
 	}
 	live = stat_num(r.stats_port, "live_bytes");
+	printf("slow readers: wrote %zu %zu %zu %zu bytes, relay live %lld bytes\n", written[0],
+	       written[1], written[2], written[3], live);
 	for (int i = 0; i < N; i++)
 		CHECKF(written[i] < cap, "client %d wrote %zu bytes: no backpressure", i,
 		       written[i]);
