@@ -65,7 +65,7 @@ struct tide_agent_config {	   /* zero means default */
 	unsigned max_conns;	   /* client connections at once, over all workers; 0: no limit */
 	unsigned idle_timeout_ms;  /* close a connection idle this long; 0: never */
 	size_t flow_limit;	   /* bytes queued per direction before reading stops;
-				      default max(8 blocks, 512 KiB) */
+				      default max(16 blocks, 1 MiB) */
 	unsigned ring_entries;	   /* provided-buffer ring slots per worker, power of two;
 				      default 512 */
 	unsigned ring_min;	   /* buffers a ring keeps ready when traffic is low; default 16 */

@@ -1190,7 +1190,7 @@ int tide_agent_create(struct tide_pool *pool, const struct tide_agent_config *cf
 	if (a->cfg.ring_min > a->cfg.ring_entries / 2)
 		a->cfg.ring_min = a->cfg.ring_entries / 2;
 	if (!a->cfg.flow_limit)
-		a->cfg.flow_limit = 8 * a->bs > 512 * 1024 ? 8 * a->bs : 512 * 1024;
+		a->cfg.flow_limit = 16 * a->bs > 1024 * 1024 ? 16 * a->bs : 1024 * 1024;
 	if (a->cfg.flow_limit > UINT32_MAX / 2)
 		a->cfg.flow_limit = UINT32_MAX / 2;
 	a->cfg.listen = NULL;
