@@ -124,21 +124,21 @@ pids+=($!)
 
 http_port=$(free_port)
 mkdir -p "$work/backend/logs"
-max_idle=0
-for n in $idle_counts; do [ "$n" -gt "$max_idle" ] && max_idle=$n; done
+# nginx http closes idle connections once fewer than 1/16 of worker_connections are
+# free: give it the whole descriptor limit so that none of the held ones is closed.
 cat >"$work/backend/nginx.conf" <<EOF
 worker_processes 1;
 pid $work/backend/nginx.pid;
 error_log $work/backend/error.log warn;
 worker_rlimit_nofile $nofile;
-events { worker_connections $((max_idle + 512)); }
+events { worker_connections $((nofile - 100)); }
 http {
 	access_log off;
 	client_header_timeout 600s;
 	keepalive_timeout 600s;
 	keepalive_requests 1000000;
 	server {
-		listen 127.0.0.1:$http_port;
+		listen 127.0.0.1:$http_port backlog=4096;
 		location / { return 200 "tide relay bench: a small response of 64 bytes, more or less.\n"; }
 	}
 }
@@ -172,7 +172,7 @@ start_proxy() {
 		cat >"$d/haproxy.cfg" <<-EOF
 			global
 			    nbthread 1
-			    maxconn $maxconn
+			    maxconn $(((maxconn * 2 + 14) > nofile ? (nofile - 14) / 2 : maxconn))
 			defaults
 			    mode tcp
 			    timeout connect 5s
@@ -197,7 +197,7 @@ start_proxy() {
 				events { worker_connections $((2 * maxconn + 64)); }
 				stream {
 				    server {
-				        listen 127.0.0.1:$proxy_port;
+				        listen 127.0.0.1:$proxy_port backlog=4096;
 				        proxy_pass 127.0.0.1:$up;
 				        proxy_timeout 600s;
 				    }
@@ -221,7 +221,7 @@ start_proxy() {
 	proxy_log="$d/log"
 	if ! wait_listen "$proxy_port"; then
 		echo "run-bench.sh: $name did not start; its log:" >&2
-		cat "$d/log" "$d/error.log" 2>/dev/null >&2
+		cat "$d/log" "$d/error.log" >&2 2>/dev/null
 		stop_proxy
 		return 1
 	fi
