@@ -15,7 +15,7 @@ FUZZ_SECONDS ?= 60
 CTEST_FLAGS ?= --output-on-failure -j $(JOBS)
 DEPS := scripts/deps.sh
 
-.PHONY: all deps release demo test test-asan test-tsan test-valgrind test-release bench \
+.PHONY: all deps release demo test test-asan test-tsan test-valgrind bench \
 	bench-relay fuzz install format clean
 
 all: release
@@ -34,25 +34,22 @@ demo: deps
 
 test: deps
 	@$(DEPS) test
-	@$(MAKE) --no-print-directory test-asan test-tsan test-release test-valgrind
+	@JOBS=$(JOBS) scripts/test-all.sh
 
+# One stage at a time, for a developer: the same trees scripts/test-all.sh uses.
 test-asan:
 	@cmake --preset asan >/dev/null
 	@cmake --build build/asan -j $(JOBS)
-	cd build/asan && ctest $(CTEST_FLAGS) -LE bench-only
+	cd build/asan && ctest $(CTEST_FLAGS)
 
 test-tsan:
 	@cmake --preset tsan >/dev/null
 	@cmake --build build/tsan -j $(JOBS)
 	cd build/tsan && ctest $(CTEST_FLAGS) -L threads
 
-# The release tree runs the tests that check the installed library and the examples.
-test-release: release
-	cd build/release && ctest $(CTEST_FLAGS) -L release
-
 test-valgrind: release
-	cd build/release && ctest $(CTEST_FLAGS) -L unit -T memcheck \
-		--overwrite MemoryCheckCommandOptions="--error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite"
+	cd build/release && ctest $(CTEST_FLAGS) -L unit -T memcheck --overwrite \
+		MemoryCheckCommandOptions="--error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite"
 
 # The peers are installed before the tree is configured, so CMake finds them.
 bench: deps
