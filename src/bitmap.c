@@ -267,6 +267,28 @@ void bitmap_clear_range(struct bitmap *map, size_t start, size_t n)
 		map->hint = word_of(start);
 }
 
+void bitmap_clear_list(struct bitmap *map, const size_t *bits, size_t n)
+{
+	size_t lowest = SIZE_MAX;
+
+	/* Bits of one word are cleared together: a flushed cache is mostly runs of neighbours. */
+	for (size_t i = 0; i < n;) {
+		size_t w = word_of(bits[i]);
+		uint64_t m = 0;
+
+		for (; i < n && word_of(bits[i]) == w; i++)
+			m |= bit_of(bits[i]);
+		tide_assert((map->words[w] & m) == m);
+		map->words[w] &= ~m;
+		map->count -= (size_t)__builtin_popcountll(m);
+		summarize(map, w);
+		if (w < lowest)
+			lowest = w;
+	}
+	if (lowest < map->hint)
+		map->hint = lowest;
+}
+
 bool bitmap_test(const struct bitmap *map, size_t bit)
 {
 	return map->words[word_of(bit)] & bit_of(bit);

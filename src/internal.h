@@ -105,6 +105,8 @@ size_t bitmap_claim_bits(struct bitmap *map, size_t limit, size_t *out, size_t n
 bool bitmap_claim_run(struct bitmap *map, size_t limit, size_t n, size_t *start);
 void bitmap_set_range(struct bitmap *map, size_t start, size_t n);   /* all must be clear */
 void bitmap_clear_range(struct bitmap *map, size_t start, size_t n); /* all must be set */
+/* Clear each listed bit (all must be set); neighbours in one word are done at once. */
+void bitmap_clear_list(struct bitmap *map, const size_t *bits, size_t n);
 bool bitmap_test(const struct bitmap *map, size_t bit);
 /* One past the highest set bit below limit, or 0 when none is. */
 size_t bitmap_top(const struct bitmap *map, size_t limit);

@@ -304,10 +304,16 @@ unsigned pool_claim_blocks_locked(struct tide_pool *pool, void **out, unsigned n
 
 void pool_release_blocks_locked(struct tide_pool *pool, void *const *blocks, unsigned n)
 {
-	for (unsigned i = 0; i < n; i++) {
-		size_t idx = (size_t)((char *)blocks[i] - pool->base) >> pool->block_shift;
+	size_t idx[TCACHE_CAP];
 
-		bitmap_clear_range(&pool->map, idx, 1);
+	while (n) {
+		unsigned k = n < TCACHE_CAP ? n : TCACHE_CAP;
+
+		for (unsigned i = 0; i < k; i++)
+			idx[i] = (size_t)((char *)blocks[i] - pool->base) >> pool->block_shift;
+		bitmap_clear_list(&pool->map, idx, k);
+		blocks += k;
+		n -= k;
 	}
 }
 

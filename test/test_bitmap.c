@@ -188,7 +188,27 @@ static void run_size(size_t nbits, size_t steps, uint64_t seed)
 			oracle_set(&o, s, n, true);
 			break;
 		}
-		case 5:
+		case 5: { /* clear a list of set bits, mostly in order, as a cache flush does */
+			size_t list[64], n = 0, s;
+
+			name = "clear_list";
+			if (!limit)
+				break;
+			s = (size_t)rng_below(&rng, limit);
+			for (size_t i = s; i < limit && n < 64; i += 1 + (size_t)rng_below(&rng, 3))
+				if (o.bit[i])
+					list[n++] = i;
+			if (n > 2 && rng_below(&rng, 2)) { /* and sometimes out of order */
+				size_t t = list[0];
+
+				list[0] = list[n - 1];
+				list[n - 1] = t;
+			}
+			bitmap_clear_list(&map, list, n);
+			for (size_t i = 0; i < n; i++)
+				oracle_set(&o, list[i], 1, false);
+			break;
+		}
 		case 6: { /* clear a set range */
 			size_t s, n = 0, max = pick_len(&rng, nbits);
 
