@@ -59,6 +59,7 @@ proxy_pid=   # the proxy under test
 cleanup() {
 	local p i
 	[ -n "$proxy_pid" ] && stop_proxy
+	declare -F stop_all >/dev/null && stop_all
 	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
 	for p in "${pids[@]}"; do
 		for ((i = 0; i < 30; i++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
@@ -69,7 +70,16 @@ cleanup() {
 	rm -rf "$work"
 }
 trap cleanup EXIT
-trap 'echo; echo "run-bench.sh: interrupted" >&2; exit 130' INT TERM
+# The handler only sets a flag, checked between measurements: a trap that runs
+# inside a command substitution confuses bash 5.2.
+interrupted=0
+trap 'interrupted=1' INT TERM
+check_interrupt() {
+	if [ "$interrupted" -eq 1 ]; then
+		echo "run-bench.sh: interrupted; stopping everything" >&2
+		exit 130
+	fi
+}
 
 # A random port below the ephemeral range that no socket uses.
 free_port() {
@@ -98,15 +108,22 @@ tree() {
 	done
 }
 
-# Resident KiB of a process tree.
+# Resident KiB of a process tree (VmRSS summed; one awk for all of them).
 rss_kib() {
-	local p sum=0 v
-	for p in $(tree "$1"); do
-		v=$(awk '/^VmRSS:/ { print $2 }' /proc/"$p"/status 2>/dev/null)
-		sum=$((sum + ${v:-0}))
-	done
-	echo "$sum"
+	local files=() p
+	for p in $(tree "$1"); do files+=("/proc/$p/status"); done
+	awk '/^VmRSS:/ { s += $2 } END { print s + 0 }' "${files[@]}" 2>/dev/null
 }
+
+# CPU time (user + system, clock ticks) of a process tree, children reaped included.
+cpu_ticks() {
+	local files=() p
+	for p in $(tree "$1"); do files+=("/proc/$p/stat"); done
+	# fields after the ")" of the command name: utime is $12, stime $13, cutime $14, cstime $15
+	awk '{ sub(/^.*\) /, ""); s += $12 + $13 + $14 + $15 } END { print s + 0 }' \
+		"${files[@]}" 2>/dev/null
+}
+hz=$(getconf CLK_TCK)
 
 established_to() {
 	ss -Htn state established "( sport = :$1 )" | wc -l
@@ -143,7 +160,8 @@ http {
 	}
 }
 EOF
-taskset -c 0 nginx -p "$work/backend" -c "$work/backend/nginx.conf" -g 'daemon off;' \
+taskset -c 0 nginx -p "$work/backend" -e "$work/backend/error.log" \
+	-c "$work/backend/nginx.conf" -g 'daemon off;' \
 	>"$work/backend/stdout.log" 2>&1 &
 pids+=($!)
 wait_listen "$iperf_port" || die "iperf3 server did not start: $(cat "$work/iperf3-server.log")"
@@ -156,6 +174,8 @@ wait_listen "$http_port" || die "nginx backend did not start: $(cat "$work/backe
 start_proxy() {
 	local name=$1 up=$2 maxconn=$3 d
 	proxy_pid=
+	proxy_name=$name
+	proxy_log=
 	if [ "$name" = direct ]; then
 		proxy_port=$up
 		return 0
@@ -204,7 +224,8 @@ start_proxy() {
 				}
 			EOF
 		} >"$d/nginx.conf"
-		taskset -c 1 nginx -p "$d" -c "$d/nginx.conf" -g 'daemon off;' >"$d/log" 2>&1 &
+		taskset -c 1 nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf" -g 'daemon off;' \
+			>"$d/log" 2>&1 &
 		;;
 	socat)
 		taskset -c 1 socat "TCP-LISTEN:$proxy_port,bind=127.0.0.1,fork,reuseaddr,backlog=4096" \
@@ -228,35 +249,41 @@ start_proxy() {
 	sleep 0.2
 }
 
+# stop_proxy [PID NAME LOG]: SIGTERM, then SIGKILL to the whole tree after 5 s.
+# tide-relay must exit 0 (it drains and checks live = 0).
 stop_proxy() {
-	local i p all
-	[ -z "$proxy_pid" ] && return 0
-	all=$(tree "$proxy_pid")
-	kill -TERM "$proxy_pid" 2>/dev/null
-	for ((i = 0; i < 50; i++)); do kill -0 "$proxy_pid" 2>/dev/null || break; sleep 0.1; done
+	local pid=${1:-$proxy_pid} name=${2:-$proxy_name} log=${3:-$proxy_log} i p all rc
+	[ -z "$pid" ] && return 0
+	all=$(tree "$pid")
+	kill -TERM "$pid" 2>/dev/null
+	for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 	for p in $all; do kill -KILL "$p" 2>/dev/null; done
-	wait "$proxy_pid" 2>/dev/null
-	proxy_rc=$?
-	proxy_pid=
+	wait "$pid" 2>/dev/null
+	rc=$?
+	if [ "$name" = tide-relay ] && [ "$rc" -ne 0 ]; then
+		echo "run-bench.sh: tide-relay exited $rc after SIGTERM: $(tail -1 "$log")" >&2
+	fi
+	[ "$pid" = "$proxy_pid" ] && proxy_pid=
 }
 
 # ---------------------------------------------------------------- measures --
 
-# iperf3 client through the proxy: receiver Gbit/s.
+# iperf3 client through PORT with N streams: receiver Gbit/s.
 iperf_once() {
-	taskset -c 0 timeout $((secs + 15)) iperf3 -c 127.0.0.1 -p "$proxy_port" -l 128K \
-		-t "$secs" -P "$1" -f m 2>&1 |
+	taskset -c 0 timeout $((secs + 15)) iperf3 -c 127.0.0.1 -p "$1" -l 128K \
+		-t "$secs" -P "$2" -f m 2>&1 |
 		awk '/receiver/ { for (i = 1; i <= NF; i++) if ($i == "Mbits/sec") v = $(i - 1) }
 		     END { if (v != "") printf "%.2f\n", v / 1000 }'
 }
 
+# wrk through PORT: requests/s.
 wrk_once() {
 	taskset -c 0 timeout $((secs + 15)) wrk -t 1 -c 50 -d "${secs}s" \
-		"http://127.0.0.1:$proxy_port/" 2>&1 |
+		"http://127.0.0.1:$1/" 2>&1 |
 		awk '/^Requests\/sec:/ { printf "%.0f\n", $2 }'
 }
 
-# Hold N idle connections through the proxy; KiB of proxy RSS per connection.
+# Hold N idle connections through the current proxy; KiB of proxy RSS per connection.
 idle_once() {
 	local n=$1 base rss i held log="$work/idle.$proxy_port.$n"
 	base=$(rss_kib "$proxy_pid")
@@ -291,37 +318,89 @@ idle_once() {
 
 raw="$out/relay-raw.txt"
 : >"$raw"
-declare -A R # R[proxy,metric] = median
+declare -A R     # R[proxy,metric] = median
+declare -A V     # V[proxy,metric] = the runs' values, space-separated
+declare -A PORT PID NAMELOG
 
+# Throughput and requests: every proxy runs at once (each idle but the one under
+# test), one instance towards iperf3 and one towards nginx, and the runs go round
+# the proxies in turn, so that a noisy moment on this shared machine hits them all
+# alike. Each run also takes the proxy's CPU time from /proc (user + system).
 for px in $proxies; do
-	echo "== $px" >&2
-	# throughput, to iperf3
-	if start_proxy "$px" "$iperf_port" 1000; then
-		for p in 1 8; do
-			vals=()
-			for ((r = 0; r < runs; r++)); do
-				v=$(iperf_once "$p")
-				[ -n "$v" ] && vals+=("$v")
-				echo "$px iperf3 P$p run $r: ${v:-failed} Gbit/s" >>"$raw"
-			done
-			R[$px,p$p]=$(printf '%s\n' "${vals[@]}" | median)
-			echo "   iperf3 -P $p: ${vals[*]} Gbit/s -> median ${R[$px,p$p]}" >&2
-		done
-		stop_proxy
+	for be in iperf http; do
+		up=$iperf_port
+		[ $be = http ] && up=$http_port
+		if start_proxy "$px" "$up" 1000; then
+			PORT[$px,$be]=$proxy_port
+			PID[$px,$be]=$proxy_pid
+			NAMELOG[$px,$be]=$proxy_log
+			proxy_pid= # kept running; stopped after the runs
+		fi
+	done
+done
+stop_all() {
+	local k
+	for k in "${!PID[@]}"; do
+		[ -n "${PID[$k]}" ] && stop_proxy "${PID[$k]}" "${k%,*}" "${NAMELOG[$k]}"
+		PID[$k]=
+	done
+}
+
+# measure PROXY METRIC: one run; appends the value (and CPU per unit) to V.
+measure() {
+	local px=$1 m=$2 be=iperf port pid t0 t1 v cpu
+	[ "$m" = wrk ] && be=http
+	port=${PORT[$px,$be]:-}
+	[ -z "$port" ] && return
+	pid=${PID[$px,$be]:-}
+	[ -n "$pid" ] && t0=$(cpu_ticks "$pid")
+	case $m in
+	p1) v=$(iperf_once "$port" 1) ;;
+	p8) v=$(iperf_once "$port" 8) ;;
+	wrk) v=$(wrk_once "$port") ;;
+	esac
+	if [ -z "$v" ]; then
+		echo "$px $m: failed" >>"$raw"
+		return
 	fi
-	# requests/s, to nginx
-	if start_proxy "$px" "$http_port" 1000; then
-		vals=()
-		for ((r = 0; r < runs; r++)); do
-			v=$(wrk_once)
-			[ -n "$v" ] && vals+=("$v")
-			echo "$px wrk run $r: ${v:-failed} req/s" >>"$raw"
-		done
-		R[$px,wrk]=$(printf '%s\n' "${vals[@]}" | median)
-		echo "   wrk: ${vals[*]} req/s -> median ${R[$px,wrk]}" >&2
-		stop_proxy
+	V[$px,$m]="${V[$px,$m]:-} $v"
+	# socat's per-connection children come and go between the two readings: no CPU figure
+	if [ -n "$pid" ] && [[ $px != socat* ]]; then
+		t1=$(cpu_ticks "$pid")
+		# CPU per unit of work: ms per GB moved, or microseconds per request
+		if [ "$m" = wrk ]; then
+			cpu=$(awk -v t="$((t1 - t0))" -v hz="$hz" -v r="$v" -v s="$secs" \
+				'BEGIN { printf "%.1f", t / hz * 1e6 / (r * s) }')
+			V[$px,cpu_wrk]="${V[$px,cpu_wrk]:-} $cpu"
+		else
+			cpu=$(awk -v t="$((t1 - t0))" -v hz="$hz" -v g="$v" -v s="$secs" \
+				'BEGIN { printf "%.0f", t / hz * 1e3 / (g * s / 8) }')
+			V[$px,cpu_$m]="${V[$px,cpu_$m]:-} $cpu"
+		fi
 	fi
-	# idle connections, to nginx, a fresh proxy each time
+	echo "$px $m: $v${cpu:+ (proxy CPU $cpu $([ "$m" = wrk ] && echo us/req || echo ms/GB))}" >>"$raw"
+}
+
+for ((r = 1; r <= runs; r++)); do
+	echo "== run $r of $runs: iperf3 -P 1, -P 8 and wrk through each proxy" >&2
+	for m in p1 p8 wrk; do
+		for px in $proxies; do
+			measure "$px" "$m"
+			check_interrupt
+		done
+	done
+done
+stop_all
+for k in "${!V[@]}"; do
+	R[$k]=$(printf '%s\n' ${V[$k]} | median)
+done
+for px in $proxies; do
+	echo "   $px: iperf3 -P 1 [${V[$px,p1]:-} ] -P 8 [${V[$px,p8]:-} ] Gbit/s," \
+		"wrk [${V[$px,wrk]:-} ] req/s" >&2
+done
+
+# Idle connections, towards nginx, a fresh proxy each time.
+for px in $proxies; do
 	[ "$px" = direct ] && continue
 	for n in $idle_counts; do
 		cap=$(((nofile - 200) / 2))
@@ -332,15 +411,16 @@ for px in $proxies; do
 			n=$cap
 		fi
 		if [[ $px == socat* ]] && [ "$n" -gt 1000 ]; then
-			echo "   idle $n: skipped for socat (one process per connection)" >&2
+			echo "   idle $n: skipped for $px (one process per connection)" >&2
 			continue
 		fi
 		if start_proxy "$px" "$http_port" $((n + 100)); then
 			v=$(idle_once "$n")
+			check_interrupt
 			R[$px,idle$label]=$v
 			R[idle$label,count]=$n
 			echo "$px idle $n: ${v:-failed} KiB/conn" >>"$raw"
-			echo "   idle $n: ${v:-failed} KiB per connection" >&2
+			echo "   $px, $n idle connections: ${v:-failed} KiB each" >&2
 			stop_proxy
 		fi
 	done
@@ -353,37 +433,49 @@ echo "proxy,metric,value,unit,ratio_to_haproxy,ratio_to_nginx" >"$csv"
 ratio() { # value reference -> v/ref with 2 decimals, or -
 	awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "-"; else printf "%.2f\n", a / b }'
 }
-metrics="p1 p8 wrk"
+metrics="p1 p8 wrk cpu_p1 cpu_p8 cpu_wrk"
 for n in $idle_counts; do metrics="$metrics idle$n"; done
 hdr() {
 	case "$1" in
 	p1) echo "iperf3 1 stream Gbit/s" ;;
 	p8) echo "iperf3 8 streams Gbit/s" ;;
 	wrk) echo "wrk req/s" ;;
-	idle*) echo "KiB/idle conn (${R[$1,count]:-${1#idle}})" ;;
+	cpu_p1) echo "proxy CPU ms/GB, 1 stream" ;;
+	cpu_p8) echo "proxy CPU ms/GB, 8 streams" ;;
+	cpu_wrk) echo "proxy CPU us/request" ;;
+	idle*) echo "KiB RSS per idle conn (${R[$1,count]:-${1#idle}})" ;;
 	esac
 }
-unit() { case "$1" in p1 | p8) echo Gbit/s ;; wrk) echo req/s ;; *) echo KiB/conn ;; esac; }
+unit() {
+	case "$1" in
+	p1 | p8) echo Gbit/s ;;
+	wrk) echo req/s ;;
+	cpu_p*) echo ms/GB ;;
+	cpu_wrk) echo us/req ;;
+	*) echo KiB/conn ;;
+	esac
+}
 
+# Rows are measures, columns the proxies, then tide-relay's ratios to haproxy and nginx.
+for px in $proxies; do
+	for m in $metrics; do
+		v=${R[$px,$m]:-}
+		[ -n "$v" ] && echo "$px,$m,$v,$(unit "$m"),$(ratio "$v" "${R[haproxy,$m]:-}")," \
+			"$(ratio "$v" "${R[nginx,$m]:-}")" | tr -d ' ' >>"$csv"
+	done
+done
 {
-	printf '%-11s' "proxy"
-	for m in $metrics; do printf ' | %-28s' "$(hdr "$m")"; done
-	printf '\n%-11s' ""
-	for m in $metrics; do printf ' | %-10s %8s %8s ' "value" "/haproxy" "/nginx"; done
-	printf '\n'
-	for px in $proxies; do
-		printf '%-11s' "$px"
-		for m in $metrics; do
-			v=${R[$px,$m]:-}
-			rh=$(ratio "$v" "${R[haproxy,$m]:-}")
-			rn=$(ratio "$v" "${R[nginx,$m]:-}")
-			printf ' | %-10s %8s %8s ' "${v:--}" "$rh" "$rn"
-			[ -n "$v" ] && echo "$px,$m,$v,$(unit "$m"),$rh,$rn" >>"$csv"
-		done
-		printf '\n'
+	printf '%-30s' "measure"
+	for px in $proxies; do printf ' %11s' "$px"; done
+	printf ' %14s %12s\n' "tide/haproxy" "tide/nginx"
+	for m in $metrics; do
+		printf '%-30s' "$(hdr "$m")"
+		for px in $proxies; do printf ' %11s' "${R[$px,$m]:--}"; done
+		printf ' %14s %12s\n' "$(ratio "${R[tide-relay,$m]:-}" "${R[haproxy,$m]:-}")" \
+			"$(ratio "${R[tide-relay,$m]:-}" "${R[nginx,$m]:-}")"
 	done
 } | tee "$out/relay-table.txt"
 echo
-echo "Higher is better for Gbit/s and req/s, lower for KiB per idle connection."
+echo "Higher is better for Gbit/s and req/s; lower for CPU per unit and KiB per idle connection."
 echo "Medians of $runs runs of ${secs} s; proxy on core 1, clients and backends on core 0."
 echo "CSV: $csv   raw runs: $raw"
