@@ -19,6 +19,16 @@
  * not asserted, since thread caches and faults make them legitimately vary; everything
  * the caller can see after the call is.
  *
+ * Speed (libFuzzer wants many short runs): each input gets a small pool (1 MiB max, 2 MiB
+ * reserved, 64 KiB grow unit), so create, destroy and the checker are cheap; an input is
+ * cut at FUZZ_MAX_INPUT bytes. The model comparison (stats, users, the hook's
+ * registrations, every live buffer below the boundary) runs after every step; the full
+ * invariant checker (tide_pool_check, a scan of every block tag) runs every
+ * fuzz_check_every steps, after every step that moved the boundary or was a grow, shrink,
+ * maintain or cache flush, and at the end of each input. The model's own bookkeeping
+ * (overlap scan, canaries, comparisons) is left out of the coverage instrumentation: its
+ * branches say nothing about the pool and only slowed libFuzzer down.
+ *
  * A mismatch is printed and makes fuzz_pool_run() return -1; the libFuzzer entry point
  * turns that into abort() so the input is saved.
  */
@@ -27,10 +37,18 @@
 
 #define MAX_LIVE   256
 #define MAX_USERS  4
-#define MAX_UNITS  16
+#define MAX_UNITS  16 /* max_size, in grow units */
+#define RES_UNITS  32 /* reserve_size, in grow units: room above max_size */
 #define FREED_RING 16
 
+#if defined(__clang__) && __clang_major__ >= 13
+#define NOCOV __attribute__((no_sanitize("coverage")))
+#else
+#define NOCOV
+#endif
+
 struct fuzz_totals fuzz_totals;
+unsigned fuzz_check_every = 8;
 
 struct fbuf {
 	char *addr;
@@ -58,6 +76,9 @@ struct fuzz {
 	char *freed[FREED_RING];
 	unsigned freed_head;
 	uint64_t next_seed;
+	size_t model_bytes;   /* sum of live[].bytes */
+	char *checked_top;    /* the boundary at the last full check */
+	unsigned since_check; /* steps since the last full check */
 	bool fault_on;
 	bool failed;
 };
@@ -83,12 +104,12 @@ static unsigned take16(struct fuzz *f)
 		(f)->failed = true;                                                                \
 	} while (0)
 
-static uint64_t canary(const struct fbuf *b, size_t word)
+static NOCOV uint64_t canary(const struct fbuf *b, size_t word)
 {
 	return (b->seed ^ (uintptr_t)b->addr) * 0x9E3779B97F4A7C15ULL + word;
 }
 
-static size_t canary_words(const struct fbuf *b, size_t out[3])
+static NOCOV size_t canary_words(const struct fbuf *b, size_t out[3])
 {
 	size_t n = b->bytes / sizeof(uint64_t);
 
@@ -98,7 +119,7 @@ static size_t canary_words(const struct fbuf *b, size_t out[3])
 	return 3;
 }
 
-static void stamp(struct fbuf *b)
+static NOCOV void stamp(struct fbuf *b)
 {
 	size_t w[3];
 
@@ -106,7 +127,7 @@ static void stamp(struct fbuf *b)
 		((uint64_t *)b->addr)[w[i]] = canary(b, w[i]);
 }
 
-static bool canary_ok(const struct fbuf *b)
+static NOCOV bool canary_ok(const struct fbuf *b)
 {
 	size_t w[3];
 
@@ -116,7 +137,7 @@ static bool canary_ok(const struct fbuf *b)
 	return true;
 }
 
-static struct fbuf *find_live(struct fuzz *f, const char *addr)
+static NOCOV struct fbuf *find_live(struct fuzz *f, const char *addr)
 {
 	for (size_t i = 0; i < f->nlive; i++)
 		if (f->live[i].addr == addr)
@@ -125,7 +146,7 @@ static struct fbuf *find_live(struct fuzz *f, const char *addr)
 }
 
 /* A new buffer from the pool: inside the unreserved portion, overlapping nothing live. */
-static void add_live(struct fuzz *f, char *addr, size_t bytes, int owner)
+static NOCOV void add_live(struct fuzz *f, char *addr, size_t bytes, int owner)
 {
 	char *base = tide_pool_base(f->pool), *top = tide_pool_boundary(f->pool);
 	size_t got = tide_buffer_size(f->pool, addr);
@@ -154,6 +175,7 @@ static void add_live(struct fuzz *f, char *addr, size_t bytes, int owner)
 	b->bytes = got;
 	b->owner = owner;
 	b->seed = ++f->next_seed;
+	f->model_bytes += got;
 	stamp(b);
 	if (owner >= 0) {
 		f->users[owner].held += got;
@@ -161,13 +183,14 @@ static void add_live(struct fuzz *f, char *addr, size_t bytes, int owner)
 	}
 }
 
-static void drop_live(struct fuzz *f, struct fbuf *b)
+static NOCOV void drop_live(struct fuzz *f, struct fbuf *b)
 {
 	if (b->owner >= 0) {
 		f->users[b->owner].held -= b->bytes;
 		f->users[b->owner].buffers--;
 	}
 	f->freed[f->freed_head++ % FREED_RING] = b->addr;
+	f->model_bytes -= b->bytes;
 	*b = f->live[--f->nlive];
 }
 
@@ -218,7 +241,8 @@ static size_t pick_size(struct fuzz *f)
 	}
 }
 
-static void step(struct fuzz *f)
+/* One operation; returns its kind. */
+static unsigned step(struct fuzz *f)
 {
 	unsigned kind = take(f) % 20;
 
@@ -429,32 +453,76 @@ static void step(struct fuzz *f)
 		}
 		break;
 	}
+	return kind;
 }
 
-/* The pool and the model agree. */
-static void compare(struct fuzz *f)
+/*
+ * The recording hook of pool_helpers.h, with one more check: every call stays inside this
+ * pool's (small) reservation, so comparing the units of the reservation covers all calls.
+ */
+static int fuzz_hook(struct tide_pool *pool, enum tide_convert dir, void *addr, size_t len,
+		     void *arg)
 {
-	char why[256] = "";
+	struct hook *h = arg;
+
+	if ((char *)addr < h->base || len > RES_UNITS * TP_UNIT ||
+	    (size_t)((char *)addr - h->base) > RES_UNITS * TP_UNIT - len) {
+		fprintf(stderr, "hook: %p+%zu outside the reservation\n", addr, len);
+		h->errors++;
+		return 0;
+	}
+	return hook_fn(pool, dir, addr, len, arg);
+}
+
+/* As hook_install(): the new hook registers the range already unreserved through itself. */
+static void fuzz_hook_install(struct fuzz *f)
+{
+	struct hook *h = &f->hook;
+
+	memset(h, 0, sizeof(*h));
+	h->pool = f->pool;
+	h->base = tide_pool_base(f->pool);
+	h->unit = TP_UNIT;
+	h->installing = true;
+	if (tide_pool_set_convert_hook(f->pool, fuzz_hook, h))
+		MISMATCH(f, "tide_pool_set_convert_hook failed");
+	h->installing = false;
+}
+
+/* hook_agrees() over the reservation's units only (fuzz_hook refuses any beyond). */
+static NOCOV bool hook_ok(const struct hook *h)
+{
+	size_t below = (size_t)((char *)tide_pool_boundary(h->pool) - h->base) / h->unit;
+
+	if (h->errors)
+		return false;
+	for (size_t i = 0; i < RES_UNITS; i++)
+		if (h->reg[i] != (i < below))
+			return false;
+	return true;
+}
+
+/* The pool and the model agree: after every step. */
+static NOCOV void compare(struct fuzz *f)
+{
 	struct tide_stats st;
-	size_t bytes = 0;
 	char *top = tide_pool_boundary(f->pool);
 
-	if (tide_pool_check(f->pool, why, sizeof(why)))
-		MISMATCH(f, "tide_pool_check: %s", why);
 	tide_pool_stats(f->pool, &st);
-	for (size_t i = 0; i < f->nlive; i++) {
-		bytes += f->live[i].bytes;
+	for (size_t i = 0; i < f->nlive; i++)
 		if (f->live[i].addr + f->live[i].bytes > top)
 			MISMATCH(f, "live %p+%zu above the boundary %p", (void *)f->live[i].addr,
 				 f->live[i].bytes, (void *)top);
-	}
-	if (st.live_buffers != f->nlive || st.live_bytes != bytes)
+	if (st.live_buffers != f->nlive || st.live_bytes != f->model_bytes)
 		MISMATCH(f, "stats live %zu buffers / %zu bytes, model %zu / %zu", st.live_buffers,
-			 st.live_bytes, f->nlive, bytes);
-	if (st.unreserved_size > MAX_UNITS * TP_UNIT || st.unreserved_size % TP_UNIT)
-		MISMATCH(f, "unreserved %zu", st.unreserved_size);
-	if (!hook_agrees(&f->hook, "fuzz"))
+			 st.live_bytes, f->nlive, f->model_bytes);
+	if (st.unreserved_size > MAX_UNITS * TP_UNIT || st.unreserved_size % TP_UNIT ||
+	    st.unreserved_size != (size_t)(top - (char *)tide_pool_base(f->pool)))
+		MISMATCH(f, "unreserved %zu, boundary %p", st.unreserved_size, (void *)top);
+	if (!hook_ok(&f->hook)) {
+		hook_agrees(&f->hook, "fuzz"); /* prints the first difference */
 		MISMATCH(f, "hook registrations differ from the unreserved portion");
+	}
 	for (unsigned i = 0; i < MAX_USERS; i++) {
 		struct tide_user_stats us;
 
@@ -468,19 +536,32 @@ static void compare(struct fuzz *f)
 	}
 }
 
+/* The full invariant checker: a scan of every block tag up to the high-water mark. */
+static void full_check(struct fuzz *f)
+{
+	char why[256] = "";
+
+	if (tide_pool_check(f->pool, why, sizeof(why)))
+		MISMATCH(f, "tide_pool_check: %s", why);
+	f->checked_top = tide_pool_boundary(f->pool);
+	f->since_check = 0;
+	fuzz_totals.full_checks++;
+}
+
 int fuzz_pool_run(const uint8_t *data, size_t size)
 {
 	static const size_t blocks[] = {64, 256, 2048, 4096, 16384, 65536};
 	static struct fuzz fz;
 	struct fuzz *f = &fz;
-	struct tide_pool_config cfg = {
-		.reserve_size = TP_RESERVE, .max_size = MAX_UNITS * TP_UNIT, .grow_unit = TP_UNIT};
-	unsigned head;
+	struct tide_pool_config cfg = {.reserve_size = RES_UNITS * TP_UNIT,
+				       .max_size = MAX_UNITS * TP_UNIT,
+				       .grow_unit = TP_UNIT};
+	unsigned head, kind;
 	int rc;
 
 	memset(f, 0, sizeof(*f));
 	f->p = data;
-	f->end = data + size;
+	f->end = data + (size < FUZZ_MAX_INPUT ? size : FUZZ_MAX_INPUT);
 	head = take(f);
 	f->block = blocks[head % 6];
 	cfg.block_size = f->block;
@@ -492,13 +573,18 @@ int fuzz_pool_run(const uint8_t *data, size_t size)
 		fprintf(stderr, "fuzz: tide_pool_create: %d\n", rc);
 		return -1;
 	}
-	hook_install(&f->hook, f->pool);
+	fuzz_hook_install(f);
+	f->checked_top = tide_pool_boundary(f->pool);
 	fuzz_totals.inputs++;
 	while (f->p < f->end && !f->failed) {
-		step(f);
+		kind = step(f);
 		fuzz_totals.steps++;
-		if (!f->failed)
-			compare(f);
+		if (f->failed)
+			break;
+		compare(f);
+		if (++f->since_check >= fuzz_check_every || (kind >= 8 && kind <= 11) ||
+		    tide_pool_boundary(f->pool) != f->checked_top)
+			full_check(f);
 	}
 	/* Put everything back with the fault switch and vetoes off; the pool must allow it. */
 	tide_os_fault_set(0, 0, false);
@@ -512,10 +598,41 @@ int fuzz_pool_run(const uint8_t *data, size_t size)
 	}
 	if (!f->failed)
 		compare(f);
+	if (!f->failed)
+		full_check(f);
 	tide_pool_destroy(f->pool);
 	if (f->failed)
 		fuzz_totals.mismatches++;
 	return f->failed ? -1 : 0;
+}
+
+static void print_totals(void)
+{
+	fprintf(stderr, "tide-fuzz: %lu inputs, %lu steps, %lu full checks, %lu mismatches\n",
+		fuzz_totals.inputs, fuzz_totals.steps, fuzz_totals.full_checks,
+		fuzz_totals.mismatches);
+}
+
+/*
+ * libFuzzer reads its flags after this: a default -max_len of FUZZ_MAX_INPUT goes first,
+ * so one given on the command line still wins. The model's totals are printed at exit.
+ */
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	static char max_len[32];
+	static char *args[256];
+	int n = *argc < 254 ? *argc : 254;
+
+	snprintf(max_len, sizeof(max_len), "-max_len=%d", FUZZ_MAX_INPUT);
+	args[0] = (*argv)[0];
+	args[1] = max_len;
+	for (int i = 1; i < n; i++)
+		args[i + 1] = (*argv)[i];
+	args[n + 1] = NULL;
+	*argc = n + 1;
+	*argv = args;
+	atexit(print_totals);
+	return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -9,10 +9,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Bytes of an input that are played; the rest is ignored (libFuzzer's default -max_len). */
+#define FUZZ_MAX_INPUT 1024
+
 /* Steps run and mismatches found since the process started. */
 struct fuzz_totals {
 	unsigned long inputs;
 	unsigned long steps;
+	unsigned long full_checks;
 	unsigned long mismatches;
 	unsigned long ops[20];
 };
@@ -20,11 +24,18 @@ struct fuzz_totals {
 extern struct fuzz_totals fuzz_totals;
 
 /*
+ * The full invariant checker runs at least every this many steps (default 8; 1: after
+ * every step), besides after conversions and at the end of each input.
+ */
+extern unsigned fuzz_check_every;
+
+/*
  * Play one operation stream on a fresh pool against the model. Returns 0, or -1 after the
  * first mismatch (described on stderr). The fault switch is off again on return.
  */
 int fuzz_pool_run(const uint8_t *data, size_t size);
 
+int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #endif /* TIDE_FUZZ_POOL_H */

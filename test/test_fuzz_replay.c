@@ -5,8 +5,11 @@
  * operation streams, each on a fresh pool compared with the model after every step.
  *
  * This is the bounded smoke run `make test` does with any C compiler; `make fuzz` runs the
- * same fuzz_pool_run() under libFuzzer for as long as asked. TIDE_FUZZ_STREAMS sets the
- * number of random streams (default 2000, 100 under Valgrind), TIDE_SEED their seed.
+ * same fuzz_pool_run() under libFuzzer for as long as asked. The corpus files run with the
+ * full invariant checker after every step; the random streams with the fuzzer's default
+ * (every 8 steps, after conversions, at the end). TIDE_FUZZ_STREAMS sets the number of
+ * random streams (default 2000, 100 under Valgrind), TIDE_SEED their seed,
+ * TIDE_FUZZ_CHECK_EVERY the checker's period for them.
  */
 #include <dirent.h>
 
@@ -50,13 +53,16 @@ static int replay_dir(const char *dir, unsigned long *files)
 int main(int argc, char **argv)
 {
 	const char *env = getenv("TIDE_FUZZ_STREAMS");
+	const char *every = getenv("TIDE_FUZZ_CHECK_EVERY");
 	unsigned long streams = env ? strtoul(env, NULL, 0) : under_valgrind() ? 100 : 2000;
 	unsigned long files = 0, bad_streams = 0;
 	uint64_t rng = test_seed(0xf0220);
 
+	fuzz_check_every = 1;
 	for (int i = 1; i < argc; i++)
 		CHECKF(replay_dir(argv[i], &files) == 0, "corpus %s", argv[i]);
 	CHECKF(files > 0 || argc < 2, "no corpus files found");
+	fuzz_check_every = every && atoi(every) > 0 ? (unsigned)atoi(every) : 8;
 	for (unsigned long s = 0; s < streams; s++) {
 		uint8_t buf[1024];
 		size_t n = 16 + (size_t)rng_below(&rng, sizeof(buf) - 16);
@@ -73,7 +79,8 @@ int main(int argc, char **argv)
 	}
 	CHECK_EQ(bad_streams, 0);
 	printf("test_fuzz_replay: %lu corpus files, %lu random streams, %lu inputs, %lu steps, "
-	       "%lu mismatches\n",
-	       files, streams, fuzz_totals.inputs, fuzz_totals.steps, fuzz_totals.mismatches);
+	       "%lu full checks, %lu mismatches\n",
+	       files, streams, fuzz_totals.inputs, fuzz_totals.steps, fuzz_totals.full_checks,
+	       fuzz_totals.mismatches);
 	return test_exit("test_fuzz_replay");
 }
