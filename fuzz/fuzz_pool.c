@@ -608,9 +608,11 @@ int fuzz_pool_run(const uint8_t *data, size_t size)
 
 static void print_totals(void)
 {
-	fprintf(stderr, "tide-fuzz: %lu inputs, %lu steps, %lu full checks, %lu mismatches\n",
-		fuzz_totals.inputs, fuzz_totals.steps, fuzz_totals.full_checks,
-		fuzz_totals.mismatches);
+	if (fuzz_totals.inputs) /* not in the -jobs parent, which runs none */
+		fprintf(stderr,
+			"tide-fuzz: %lu inputs, %lu steps, %lu full checks, %lu mismatches\n",
+			fuzz_totals.inputs, fuzz_totals.steps, fuzz_totals.full_checks,
+			fuzz_totals.mismatches);
 }
 
 /*
