@@ -11,9 +11,9 @@ pkgs_for() {
 	case "$1" in
 	build) echo "build-essential cmake pkg-config liburing-dev" ;;
 	test) echo "valgrind clang libclang-rt-14-dev iproute2 python3" ;;
-	demo) echo "gnuplot-nox" ;;
+	demo) echo "gnuplot-nox iproute2" ;;
 	bench) echo "dpdk-dev libdpdk-dev libjemalloc-dev libmimalloc-dev libgoogle-perftools-dev gnuplot-nox" ;;
-	relay-bench) echo "haproxy nginx libnginx-mod-stream socat iperf3 wrk" ;;
+	relay-bench) echo "haproxy nginx libnginx-mod-stream socat iperf3 wrk iproute2 util-linux" ;;
 	fuzz) echo "clang libclang-rt-14-dev" ;;
 	*) echo "deps.sh: unknown group '$1' (build test demo bench relay-bench fuzz)" >&2; exit 2 ;;
 	esac
