@@ -118,6 +118,14 @@ enum {
 	F_WAIT = 1u << 4,   /* on the worker's list of flows waiting for buffers */
 };
 
+/*
+ * Segs and sendops are recycled through per-worker free lists: a spare object's first bytes
+ * hold the link, so one set of helpers serves both types.
+ */
+struct spare {
+	struct spare *next;
+};
+
 struct seg {
 	char *buf;
 	uint32_t off, len;
@@ -127,7 +135,6 @@ struct seg {
 struct sendop {
 	struct msghdr msg;
 	size_t len;
-	struct sendop *next;
 	struct iovec iov[SEND_IOV];
 };
 
@@ -179,8 +186,7 @@ struct worker {
 	struct pair lru; /* sentinel */
 	unsigned npairs;
 	struct flow *waiters;
-	struct seg *free_segs;
-	struct sendop *free_sendops;
+	struct spare *spare_segs, *spare_sendops;
 	void *frees[FREE_BATCH];
 	unsigned nfree;
 	struct wstats st;
@@ -431,38 +437,53 @@ static void touch(struct worker *w, struct pair *p)
 	}
 }
 
-static struct seg *seg_get(struct worker *w)
+static void *spare_get(struct spare **list, size_t size)
 {
-	struct seg *s = w->free_segs;
+	struct spare *s = *list;
 
 	if (s) {
-		w->free_segs = s->next;
+		*list = s->next;
 		return s;
 	}
-	return malloc(sizeof(*s));
+	return malloc(size);
+}
+
+static void spare_put(struct spare **list, void *obj)
+{
+	struct spare *s = obj;
+
+	s->next = *list;
+	*list = s;
+}
+
+static void spare_free_all(struct spare **list)
+{
+	while (*list) {
+		struct spare *s = *list;
+
+		*list = s->next;
+		free(s);
+	}
+}
+
+static struct seg *seg_get(struct worker *w)
+{
+	return spare_get(&w->spare_segs, sizeof(struct seg));
 }
 
 static void seg_put(struct worker *w, struct seg *s)
 {
-	s->next = w->free_segs;
-	w->free_segs = s;
+	spare_put(&w->spare_segs, s);
 }
 
 static struct sendop *sendop_get(struct worker *w)
 {
-	struct sendop *op = w->free_sendops;
-
-	if (op) {
-		w->free_sendops = op->next;
-		return op;
-	}
-	return malloc(sizeof(*op));
+	return spare_get(&w->spare_sendops, sizeof(struct sendop));
 }
 
 static void sendop_put(struct worker *w, struct sendop *op)
 {
-	op->next = w->free_sendops;
-	w->free_sendops = op;
+	spare_put(&w->spare_sendops, op);
 }
 
 static void flow_drop_all(struct worker *w, struct flow *f)
@@ -574,6 +595,13 @@ static void flow_arm(struct worker *w, struct pair *p, struct flow *f)
 	p->refs++;
 }
 
+/* Cancel the flow's armed multishot receive; its last completion says when it is gone. */
+static void recv_cancel(struct worker *w, struct pair *p, struct flow *f)
+{
+	cancel_ud(w, UD(p, OP_RECV + f->idx));
+	f->flags |= F_CANCEL;
+}
+
 static void flow_send(struct worker *w, struct pair *p, struct flow *f)
 {
 	struct io_uring_sqe *sqe;
@@ -681,8 +709,7 @@ static void on_recv(struct worker *w, struct pair *p, struct flow *f, int res, u
 			flow_send(w, p, f);
 			if (f->queued >= w->limit && (cflags & IORING_CQE_F_MORE) &&
 			    !(f->flags & F_CANCEL)) {
-				cancel_ud(w, UD(p, OP_RECV + f->idx));
-				f->flags |= F_CANCEL;
+				recv_cancel(w, p, f);
 				STAT_ADD(w, pauses, 1);
 			}
 		}
@@ -932,10 +959,8 @@ static void drain_begin(struct worker *w)
 		for (unsigned i = 0; i < p->nflows; i++) {
 			struct flow *f = &p->flow[i];
 
-			if ((f->flags & F_ARMED) && !(f->flags & F_CANCEL)) {
-				cancel_ud(w, UD(p, OP_RECV + f->idx));
-				f->flags |= F_CANCEL;
-			}
+			if ((f->flags & F_ARMED) && !(f->flags & F_CANCEL))
+				recv_cancel(w, p, f);
 		}
 		pair_drain_check(w, p);
 	}
@@ -1061,18 +1086,8 @@ static void worker_teardown(struct worker *w)
 		io_uring_queue_exit(&w->ring);
 		w->ring_ok = false;
 	}
-	while (w->free_segs) {
-		struct seg *s = w->free_segs;
-
-		w->free_segs = s->next;
-		free(s);
-	}
-	while (w->free_sendops) {
-		struct sendop *op = w->free_sendops;
-
-		w->free_sendops = op->next;
-		free(op);
-	}
+	spare_free_all(&w->spare_segs);
+	spare_free_all(&w->spare_sendops);
 	free(w->bid_addr);
 	w->bid_addr = NULL;
 	free(w->boff);
