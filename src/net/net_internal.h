@@ -1,14 +1,200 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * net_internal.h - what the agent's files share, grouped by the file that defines it.
+ * net_internal.h - what the agent's files share: the agent, worker, connection and buffer
+ * types, and the prototypes grouped by the file that defines them.
+ *
+ * The types are open to every file of the agent because a worker's state is touched by all
+ * of them on one thread (the worker's own), and the hot path (a receive completion, a send)
+ * reads ring, flow and pair fields together. Who writes which field is by concern:
+ *  - ring.c: the provided-buffer ring (br .. target), frees[], and the pool blocks' refs;
+ *  - conn.c: pairs, flows, segs, sendops, the LRU list and the waiters;
+ *  - worker.c: the io_uring, the listener's accept, the clock, draining;
+ *  - agent.c: struct tide_agent, before the workers start and after they end.
+ * The counters in struct wstats are written by their worker only and read by
+ * tide_agent_stats() from any thread, hence relaxed atomics with plain read-add-store.
  */
 #ifndef TIDE_NET_INTERNAL_H
 #define TIDE_NET_INTERNAL_H
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <liburing.h>
 
 #include "tide/net.h"
+
+/* Kernel ABI values newer than Debian's liburing 2.3 headers. */
+#ifndef IORING_RECVSEND_BUNDLE
+#define IORING_RECVSEND_BUNDLE (1U << 4)
+#endif
+#ifndef IORING_FEAT_RECVSEND_BUNDLE
+#define IORING_FEAT_RECVSEND_BUNDLE (1U << 14)
+#endif
+#ifndef IOU_PBUF_RING_INC
+#define IOU_PBUF_RING_INC 2
+#endif
+#ifndef IORING_CQE_F_BUF_MORE
+#define IORING_CQE_F_BUF_MORE (1U << 4)
+#endif
+
+#define BGID	   0  /* the provided-buffer group of every worker's ring */
+#define SEND_IOV   32 /* most iovecs in one send */
+#define FREE_BATCH 64 /* buffers handed back to the pool at once */
+
+/* user_data: the pair's (or the worker's) address with the operation in the low 3 bits. */
+enum {
+	OP_ACCEPT = 1,
+	OP_RECV = 2, /* + flow index */
+	OP_SEND = 4, /* + flow index */
+	OP_CONNECT = 6
+};
+#define UD(ptr, op) ((uint64_t)(uintptr_t)(ptr) | (uint64_t)(op))
+
+enum {
+	F_ARMED = 1u << 0,  /* a multishot receive is in flight on the source */
+	F_CANCEL = 1u << 1, /* and a cancel for it was submitted */
+	F_EOF = 1u << 2,    /* the source sent FIN */
+	F_SHUT = 1u << 3,   /* the destination was shut down for writing */
+	F_WAIT = 1u << 4,   /* on the worker's list of flows waiting for buffers */
+};
+
+/*
+ * Segs and sendops are recycled through per-worker free lists: a spare object's first bytes
+ * hold the link, so one set of helpers serves both types.
+ */
+struct spare {
+	struct spare *next;
+};
+
+/* A received piece of a pool buffer, queued on a flow until it is sent. */
+struct seg {
+	char *buf;
+	uint32_t off, len;
+	struct seg *next;
+};
+
+/* The one send in flight on a flow: the queue's head as iovecs. */
+struct sendop {
+	struct msghdr msg;
+	size_t len;
+	struct iovec iov[SEND_IOV];
+};
+
+/* One direction of a pair: from fd[src] to fd[dst]. */
+struct flow {
+	struct seg *head, *tail;
+	struct sendop *send;
+	struct flow *wait_next;
+	uint32_t queued;
+	uint8_t src, dst, idx, flags;
+};
+
+/* A connection: the client socket and, when relaying, the upstream socket. */
+struct pair {
+	struct pair *prev, *next; /* the worker's LRU list, oldest activity first */
+	uint64_t active_ms;
+	int fd[2];
+	int refs;
+	uint8_t nflows, closing, abort, draining, connected;
+	struct flow flow[2];
+};
+
+struct wstats {
+	_Atomic uint64_t accepted, rejected, idle_closed, reset, upstream_failures;
+	_Atomic uint64_t bytes_in, bytes_out, short_sends, pauses;
+	_Atomic uint64_t refills, refill_buffers, enobufs, ring_resets, forced_grows;
+	_Atomic uint64_t in_ring, target;
+};
+
+struct worker {
+	struct tide_agent *agent;
+	unsigned index;
+	pthread_t thread;
+	bool thread_started;
+	int listen_fd;
+	struct io_uring ring;
+	bool ring_ok, br_registered, accept_armed, draining, bundles, defer, inc;
+	uint64_t now, next_tick, drain_deadline, last_enobufs, last_consume;
+	struct tide_user *user;
+	size_t bs;
+	size_t limit;
+	uint32_t recv_len; /* most bytes one receive completion may carry; 0: no limit */
+
+	struct io_uring_buf_ring *br;
+	size_t br_bytes;
+	char **bid_addr;
+	uint32_t *boff; /* per slot: bytes the kernel already filled (incremental rings) */
+	unsigned entries, mask, cap;
+	uint32_t br_tail, br_pub, in_ring, target;
+
+	struct pair lru; /* sentinel */
+	unsigned npairs;
+	struct flow *waiters;
+	struct spare *spare_segs, *spare_sendops;
+	void *frees[FREE_BATCH];
+	unsigned nfree;
+	struct wstats st;
+};
+
+struct tide_agent {
+	struct tide_pool *pool;
+	char *base;	/* the pool's base: block index = (buf - base) / bs */
+	uint32_t *refs; /* per pool block: the kernel's share plus one per seg */
+	size_t nblocks;
+	struct tide_agent_config cfg;
+	size_t bs;
+	bool echo;
+	struct sockaddr_storage up;
+	socklen_t uplen;
+	unsigned port;
+	unsigned nworkers;
+	struct worker *w;
+	_Atomic int stop;
+	_Atomic uint64_t conns;
+	bool started, joined;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned ready;
+	int setup_rc;
+};
+
+#define STAT_ADD(w, field, n)                                                                      \
+	atomic_store_explicit(&(w)->st.field,                                                      \
+			      atomic_load_explicit(&(w)->st.field, memory_order_relaxed) + (n),    \
+			      memory_order_relaxed)
+#define STAT_SET(w, field, v) atomic_store_explicit(&(w)->st.field, (v), memory_order_relaxed)
+
+/* A submission entry, submitting what is queued when the SQ is full. */
+static inline struct io_uring_sqe *sqe_get(struct worker *w)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+
+	while (!sqe) {
+		io_uring_submit(&w->ring);
+		sqe = io_uring_get_sqe(&w->ring);
+	}
+	return sqe;
+}
+
+/* Cancel the operation with user_data ud; the cancel's own completion is ignored. */
+static inline void cancel_ud(struct worker *w, uint64_t ud)
+{
+	struct io_uring_sqe *sqe = sqe_get(w);
+
+	io_uring_prep_cancel64(sqe, ud, 0);
+	io_uring_sqe_set_data64(sqe, 0);
+}
+
+/* The reference count of the pool block that holds buf. */
+static inline uint32_t *buf_refs(struct worker *w, const char *buf)
+{
+	return &w->agent->refs[(size_t)(buf - w->agent->base) / w->bs];
+}
 
 // addr.c --------------------------------------------------------------------------------
 
