@@ -72,15 +72,6 @@
 
 #include "net_internal.h"
 
-/* struct io_uring_buf_reg as the kernel has it (liburing 2.3 calls the flags field pad). */
-struct buf_reg_abi {
-	uint64_t ring_addr;
-	uint32_t ring_entries;
-	uint16_t bgid;
-	uint16_t flags;
-	uint64_t resv[3];
-};
-
 #define TICK_MS	   100
 #define SQ_ENTRIES 1024
 #define CQ_ENTRIES 16384
@@ -96,160 +87,6 @@ static uint64_t now_ms(void)
 static struct pair *pair_of(struct flow *f)
 {
 	return (struct pair *)((char *)(f - f->idx) - offsetof(struct pair, flow));
-}
-
-/* ------------------------------------------------------ buffers and ring -- */
-
-static void frees_flush(struct worker *w)
-{
-	int rc;
-
-	if (!w->nfree)
-		return;
-	rc = tide_user_free_bulk(w->user, w->frees, w->nfree);
-	if (rc)
-		fprintf(stderr, "tide agent: worker %u: freeing %u buffers: %s\n", w->index,
-			w->nfree, strerror(-rc));
-	w->nfree = 0;
-}
-
-static void ring_add(struct worker *w, char *buf)
-{
-	unsigned pos = w->br_tail & w->mask;
-
-	*buf_refs(w, buf) = 1; /* the kernel's share */
-	w->bid_addr[pos] = buf;
-	w->boff[pos] = 0;
-	io_uring_buf_ring_add(w->br, buf, (unsigned)w->bs, (unsigned short)pos, (int)w->mask,
-			      (int)(w->br_tail - w->br_pub));
-	w->br_tail++;
-	w->in_ring++;
-}
-
-static void ring_publish(struct worker *w)
-{
-	if (w->br_tail != w->br_pub) {
-		io_uring_buf_ring_advance(w->br, (int)(w->br_tail - w->br_pub));
-		w->br_pub = w->br_tail;
-	}
-	STAT_SET(w, in_ring, w->in_ring);
-}
-
-/* A buffer is done with: into the ring while it is below target, else to the pool. */
-static void buf_release(struct worker *w, char *buf)
-{
-	if (w->br_registered && !w->draining && w->in_ring < w->target) {
-		ring_add(w, buf);
-		return;
-	}
-	w->frees[w->nfree++] = buf;
-	if (w->nfree == FREE_BATCH)
-		frees_flush(w);
-}
-
-/* Drop one reference (the kernel's, or a seg's); the last one releases the buffer. */
-static void buf_put(struct worker *w, char *buf)
-{
-	uint32_t *r = buf_refs(w, buf);
-
-	if (--*r == 0)
-		buf_release(w, buf);
-}
-
-/* Top the ring up to its target from the pool, growing the pool when it has nothing free. */
-static void ring_refill(struct worker *w)
-{
-	void *bufs[256];
-	unsigned want, n, got, added = 0;
-
-	if (!w->br_registered || w->draining)
-		return;
-	while (w->in_ring < w->target) {
-		want = w->target - w->in_ring;
-		n = want < 256 ? want : 256;
-		got = tide_user_alloc_bulk(w->user, bufs, n);
-		if (got < n) {
-			struct tide_pool *pool = w->agent->pool;
-
-			if (tide_pool_grow(pool, (size_t)(n - got) * w->bs) == 0) {
-				STAT_ADD(w, forced_grows, 1);
-				got += tide_user_alloc_bulk(w->user, bufs + got, n - got);
-			}
-		}
-		for (unsigned i = 0; i < got; i++)
-			ring_add(w, bufs[i]);
-		added += got;
-		if (got < n)
-			break;
-	}
-	if (added) {
-		STAT_ADD(w, refills, 1);
-		STAT_ADD(w, refill_buffers, added);
-	}
-	ring_publish(w);
-}
-
-/*
- * Drop the kernel's share of the buffers it still owns, by ring position (it consumes in
- * ring order); the ring must be unregistered. A partly filled buffer (incremental rings)
- * stays until its segs are sent.
- */
-static void ring_take_all(struct worker *w)
-{
-	uint32_t first = w->br_tail - w->in_ring;
-
-	w->in_ring = 0;
-	for (uint32_t pos = first; pos != w->br_tail; pos++)
-		buf_put(w, w->bid_addr[pos & w->mask]);
-	frees_flush(w);
-}
-
-static int buf_ring_register(struct worker *w)
-{
-	struct buf_reg_abi reg;
-	int rc = -EINVAL;
-
-	memset(&reg, 0, sizeof(reg));
-	reg.ring_addr = (uint64_t)(uintptr_t)w->br;
-	reg.ring_entries = w->entries;
-	reg.bgid = BGID;
-	if (w->inc) {
-		reg.flags = IOU_PBUF_RING_INC;
-		rc = io_uring_register_buf_ring(&w->ring, (struct io_uring_buf_reg *)&reg, 0);
-		if (rc != -EINVAL)
-			return rc;
-		w->inc = false; /* a kernel before 6.12: whole buffers per receive */
-		reg.flags = 0;
-	}
-	return io_uring_register_buf_ring(&w->ring, (struct io_uring_buf_reg *)&reg, 0);
-}
-
-/*
- * Give an idle ring's buffers back to the pool: unregister the group, free what it held,
- * register it again empty and top it up to the (decayed) target. Only with DEFER_TASKRUN,
- * where no receive can take a buffer between our last completion and the unregister; a
- * receive that finds the group missing meanwhile gets -ENOBUFS, which is handled anyway.
- */
-static void ring_reset(struct worker *w)
-{
-	if (!w->defer || io_uring_cq_ready(&w->ring))
-		return;
-	ring_publish(w);
-	if (io_uring_unregister_buf_ring(&w->ring, BGID))
-		return;
-	w->br_registered = false;
-	ring_take_all(w);
-	io_uring_buf_ring_init(w->br);
-	w->br_tail = w->br_pub = 0;
-	if (buf_ring_register(w)) {
-		fprintf(stderr, "tide agent: worker %u: re-registering its buffer ring failed\n",
-			w->index);
-		return;
-	}
-	w->br_registered = true;
-	tide_pool_flush_cache(w->agent->pool);
-	STAT_ADD(w, ring_resets, 1);
-	ring_refill(w);
 }
 
 /* ---------------------------------------------------------------- pairs -- */
@@ -567,10 +404,7 @@ static void on_recv(struct worker *w, struct pair *p, struct flow *f, int res, u
 		f->flags |= F_EOF;
 		flow_maybe_shut(w, p, f);
 	} else if (res == -ENOBUFS) {
-		STAT_ADD(w, enobufs, 1);
-		w->last_enobufs = w->now;
-		if (w->target < w->cap)
-			w->target = w->target * 2 < w->cap ? w->target * 2 : w->cap;
+		ring_starved(w);
 		f->flags |= F_WAIT;
 		f->wait_next = w->waiters;
 		w->waiters = f;
@@ -833,16 +667,7 @@ static void tick(struct worker *w)
 			STAT_ADD(w, idle_closed, 1);
 			pair_close(w, p, false);
 		}
-	if (w->now - w->last_enobufs >= 1000 && w->target > a->cfg.ring_min) {
-		unsigned t = w->target - w->target / 4;
-
-		w->target = t > a->cfg.ring_min ? t : a->cfg.ring_min;
-	}
-	if (w->now - w->last_consume >= 1000 && w->in_ring > w->target + w->target / 2)
-		ring_reset(w);
-	else if (w->now - w->last_consume >= 1000)
-		tide_pool_flush_cache(a->pool);
-	STAT_SET(w, target, w->target);
+	ring_decay(w);
 }
 
 /* ---------------------------------------------------------------- worker -- */
@@ -884,25 +709,9 @@ static int worker_setup(struct worker *w)
 	if (rc)
 		return rc;
 
-	w->entries = a->cfg.ring_entries;
-	w->mask = w->entries - 1;
-	w->cap = w->entries / 2;
-	w->target = a->cfg.ring_min;
-	w->br_bytes = (size_t)w->entries * sizeof(struct io_uring_buf);
-	w->br = mmap(NULL, w->br_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (w->br == MAP_FAILED) {
-		w->br = NULL;
-		return -ENOMEM;
-	}
-	w->bid_addr = calloc(w->entries, sizeof(*w->bid_addr));
-	w->boff = calloc(w->entries, sizeof(*w->boff));
-	if (!w->bid_addr || !w->boff)
-		return -ENOMEM;
-	io_uring_buf_ring_init(w->br);
-	rc = buf_ring_register(w);
+	rc = ring_setup(w);
 	if (rc)
-		return rc == -EINVAL ? -EOPNOTSUPP : rc;
-	w->br_registered = true;
+		return rc;
 	w->now = now_ms();
 	w->next_tick = w->now + TICK_MS;
 	w->last_consume = w->now;
@@ -914,14 +723,7 @@ static int worker_setup(struct worker *w)
 
 static void worker_teardown(struct worker *w)
 {
-	if (w->br_registered) {
-		io_uring_unregister_buf_ring(&w->ring, BGID);
-		w->br_registered = false;
-	}
-	if (w->user) {
-		ring_take_all(w);
-		frees_flush(w);
-	}
+	ring_drop(w);
 	tide_pool_flush_cache(w->agent->pool);
 	if (w->ring_ok) {
 		io_uring_queue_exit(&w->ring);
@@ -929,14 +731,7 @@ static void worker_teardown(struct worker *w)
 	}
 	spare_free_all(&w->spare_segs);
 	spare_free_all(&w->spare_sendops);
-	free(w->bid_addr);
-	w->bid_addr = NULL;
-	free(w->boff);
-	w->boff = NULL;
-	if (w->br)
-		munmap(w->br, w->br_bytes);
-	w->br = NULL;
-	STAT_SET(w, in_ring, 0);
+	ring_free(w);
 }
 
 static void worker_loop(struct worker *w)

@@ -196,6 +196,25 @@ static inline uint32_t *buf_refs(struct worker *w, const char *buf)
 	return &w->agent->refs[(size_t)(buf - w->agent->base) / w->bs];
 }
 
+// ring.c --------------------------------------------------------------------------------
+
+int ring_setup(struct worker *w);
+/* Unregister the ring and give its buffers back; ring_free() after io_uring_queue_exit(). */
+void ring_drop(struct worker *w);
+void ring_free(struct worker *w);
+/* Top the ring up to its target from the pool, growing the pool when it has nothing free. */
+void ring_refill(struct worker *w);
+/* Make the entries added since the last call visible to the kernel. */
+void ring_publish(struct worker *w);
+/* A receive got -ENOBUFS: raise the target. */
+void ring_starved(struct worker *w);
+/* The tick's share: decay the target, hand an idle ring's surplus back. */
+void ring_decay(struct worker *w);
+/* Drop one reference to buf (the kernel's, or a seg's); the last one releases it. */
+void buf_put(struct worker *w, char *buf);
+/* Hand the buffers batched for the pool back to it. */
+void frees_flush(struct worker *w);
+
 // addr.c --------------------------------------------------------------------------------
 
 /* Resolve "HOST:PORT" ("[V6]:PORT"); passive: an empty host means any address. */
