@@ -196,6 +196,23 @@ static inline uint32_t *buf_refs(struct worker *w, const char *buf)
 	return &w->agent->refs[(size_t)(buf - w->agent->base) / w->bs];
 }
 
+// conn.c --------------------------------------------------------------------------------
+
+/* A connection was accepted: make its pair, connect upstream (relay) or start reading. */
+void on_accept(struct worker *w, int fd);
+/* Completions of a flow's receive and send, and of the upstream connect. */
+void on_recv(struct worker *w, struct pair *p, struct flow *f, int res, unsigned cflags);
+void on_send(struct worker *w, struct pair *p, struct flow *f, int res);
+void on_connect(struct worker *w, struct pair *p, int res);
+/* Free p if it is closing and nothing is in flight on it. */
+void pair_maybe_free(struct worker *w, struct pair *p);
+/* Re-arm the flows that waited for buffers (after a refill). */
+void waiters_wake(struct worker *w);
+void pairs_drain(struct worker *w);
+void pairs_abort_all(struct worker *w);
+void pairs_close_idle(struct worker *w, unsigned timeout_ms);
+void spares_free(struct worker *w);
+
 // ring.c --------------------------------------------------------------------------------
 
 int ring_setup(struct worker *w);
