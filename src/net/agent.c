@@ -1,292 +1,52 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * agent.c - the send/receive agent: workers, their io_uring, provided-buffer rings and
- * connections.
+ * agent.c - the send/receive agent's public API (include/tide/net.h): create, start, stop,
+ * wait, destroy, and the state getters and stats.
  *
- * Each worker is one thread with one io_uring, one SO_REUSEPORT listener (multishot accept)
- * and one provided-buffer ring (group 0) fed from the pool through the worker's own tide
- * user. Nothing is shared between workers but the pool and a connection counter, so the hot
- * path takes no lock of ours.
- *
- * A connection is a "pair": the client socket and, when relaying, the upstream socket, with
- * one "flow" per direction (echo: one flow from the client back to itself). A flow is a queue
- * of received buffers (segs) waiting to be sent to its destination, in order. Its source has
- * a multishot receive armed that picks buffers from the ring; with recv bundles one completion
- * carries several consecutive ring entries. At most one send per flow is in flight, built
- * from the head of the queue (adjacent buffers coalesce into one iovec, and pool buffers are
- * often adjacent because the pool hands out the lowest addresses first); a short send just
- * leaves the rest at the head. A fully sent buffer goes back into the ring if the ring is
- * below its target, else back to the pool.
+ * An agent is a set of workers over one pool. Each worker (worker.c) is one thread with one
+ * io_uring, one SO_REUSEPORT listener and one provided-buffer ring (ring.c); the connections
+ * it accepts (conn.c) stay on it for life. This file runs on the caller's threads only:
+ * tide_agent_create() checks the configuration, fills in the defaults, resolves the
+ * addresses and binds every listener (addr.c), so that a bad address fails there and not in
+ * a thread; tide_agent_start() starts the workers and waits until each has its ring armed.
  *
  * Invariants:
- *  - A buffer is in exactly one place: the ring (kernel's), a flow queue, or the pool.
- *    in_ring counts the first; ring slot i holds buffer id i, so a completion's buffer id is
- *    the ring position of its first buffer and a bundle's buffers are the next positions.
- *    The ring never holds more than half its slots, so a slot is never refilled before its
- *    completion is seen, even if completions came out of order.
- *  - A flow's queued bytes stay under flow_limit plus one receive: past it the receive is
- *    cancelled (backpressure), and re-armed when sends bring the queue under half of it. A
- *    bundle receive is capped at flow_limit bytes where the kernel takes a length (else one
- *    receive may take what the socket holds, up to its receive buffer).
- *  - A pair is freed only when it is closing and no operation on it is in flight (refs == 0);
- *    user_data is the pair's address with the operation in the low 3 bits.
- *  - An idle connection holds no buffer: a multishot receive without data takes none.
+ *  - Workers start together or not at all: each waits until all have set up (ready ==
+ *    nworkers), and the first setup error (setup_rc) makes every one of them tear down again.
+ *  - After tide_agent_wait() every buffer the workers took is back in the pool: each worker
+ *    hands its ring and queues back before its thread ends.
+ *  - refs[] has one count per block of the pool's whole range (max_size), since the pool may
+ *    grow while the agent runs and its base never moves.
+ *  - Stats are read while the workers run: each counter has one writer (its worker), and the
+ *    sum is taken without stopping them.
  *
- * Refill hysteresis: sent buffers refill the ring up to its target; the pool tops it up only
- * when it falls below half the target (or a receive waits), so in steady traffic a buffer
- * cycles ring -> flow -> ring without touching the pool.
- *
- * Elasticity: a receive that finds the ring empty (-ENOBUFS) doubles the ring's target and
- * waits; the refill after the completion batch allocates from the pool (which grows). A
- * second without -ENOBUFS decays the target back toward ring_min, returned buffers then go
- * to the pool, and a ring that stayed idle for a second hands its surplus back, so the pool
- * can shrink. Worker 0 runs tide_pool_maintain() on its 100 ms tick.
- *
- * Left out on purpose: fixed-buffer sends through the pool's conversion hook. A profile of
- * the relay under iperf3 puts the kernel's per-send cost of taking a user buffer (io_sendmsg,
- * its prep, copy_iovec_from_user) under 0.5 % of the relay's CPU; copies and TCP are the
- * rest, and the hardened-usercopy check that fixed buffers would skip sits on the receive
- * side. Registering would pin every page of the unreserved portion (purge could no longer
- * give pages back) and, with SINGLE_ISSUER rings, would need the hook, which runs on the
- * thread that converts, to hand work to each worker.
- *
- * Incremental buffer rings (Linux 6.12+, probed at registration): a receive takes only the
- * bytes it needs from the head buffer, so a small message does not hold a whole block. A
- * buffer is then shared by several segs (of any connections); refs[] counts them plus the
- * kernel's share, and the buffer is released when the last one goes.
+ * The file map: agent.c (this), worker.c (thread, loop, accept, tick, drain), conn.c (pairs,
+ * flows, forwarding), ring.c (provided buffers and their refill), addr.c (addresses,
+ * listeners, the io_uring probe); net_internal.h holds the types they share.
  */
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
-
-#include <liburing.h>
 
 #include "net_internal.h"
 
-#define TICK_MS	   100
-#define SQ_ENTRIES 1024
-#define CQ_ENTRIES 16384
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void accept_arm(struct worker *w)
-{
-	struct io_uring_sqe *sqe;
-
-	if (w->accept_armed || w->draining)
-		return;
-	sqe = sqe_get(w);
-	io_uring_prep_multishot_accept(sqe, w->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-	io_uring_sqe_set_data64(sqe, UD(w, OP_ACCEPT));
-	w->accept_armed = true;
-}
-
-static void handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
-{
-	uint64_t ud = io_uring_cqe_get_data64(cqe);
-	unsigned op = (unsigned)(ud & 7);
-	void *ptr = (void *)(uintptr_t)(ud & ~(uint64_t)7);
-	struct pair *p = ptr;
-
-	switch (op) {
-	case 0:
-		return; /* a cancel */
-	case OP_ACCEPT:
-		if (!(cqe->flags & IORING_CQE_F_MORE))
-			w->accept_armed = false;
-		if (cqe->res >= 0)
-			on_accept(w, cqe->res);
-		if (!w->accept_armed && cqe->res >= 0)
-			accept_arm(w); /* an error waits for the tick */
-		return;
-	}
-	/* Hold the pair while its handler runs: a close inside may not free it under us. */
-	p->refs++;
-	switch (op) {
-	case OP_RECV:
-	case OP_RECV + 1:
-		on_recv(w, p, &p->flow[op - OP_RECV], cqe->res, cqe->flags);
-		break;
-	case OP_SEND:
-	case OP_SEND + 1:
-		on_send(w, p, &p->flow[op - OP_SEND], cqe->res);
-		break;
-	case OP_CONNECT:
-		on_connect(w, p, cqe->res);
-		break;
-	}
-	p->refs--;
-	pair_maybe_free(w, p);
-}
-
-static void drain_begin(struct worker *w)
-{
-	w->draining = true;
-	w->drain_deadline = w->now + (w->agent->cfg.drain_timeout_ms ?: 2000);
-	if (w->accept_armed)
-		cancel_ud(w, UD(w, OP_ACCEPT));
-	pairs_drain(w);
-}
-
-static void tick(struct worker *w)
-{
-	struct tide_agent *a = w->agent;
-
-	if (w->index == 0)
-		tide_pool_maintain(a->pool);
-	if (w->draining) {
-		if (w->now >= w->drain_deadline)
-			pairs_abort_all(w);
-		return;
-	}
-	if (!w->accept_armed)
-		accept_arm(w);
-	if (a->cfg.idle_timeout_ms)
-		pairs_close_idle(w, a->cfg.idle_timeout_ms);
-	ring_decay(w);
-}
-
-/* ---------------------------------------------------------------- worker -- */
-
-static int worker_setup(struct worker *w)
-{
-	struct tide_agent *a = w->agent;
-	struct io_uring_params params;
-	struct tide_user_config uc;
-	char name[32];
-	static const unsigned tries[] = {
-		IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
-		IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN,
-		0,
-	};
-	int rc = -EINVAL;
-
-	for (unsigned i = 0; i < sizeof(tries) / sizeof(tries[0]); i++) {
-		memset(&params, 0, sizeof(params));
-		params.flags = tries[i] | IORING_SETUP_CQSIZE;
-		params.cq_entries = CQ_ENTRIES;
-		rc = io_uring_queue_init_params(SQ_ENTRIES, &w->ring, &params);
-		if (rc != -EINVAL)
-			break;
-	}
-	if (rc)
-		return rc;
-	w->ring_ok = true;
-	w->defer = params.flags & IORING_SETUP_DEFER_TASKRUN;
-	w->bundles = (params.features & IORING_FEAT_RECVSEND_BUNDLE) &&
-		     !(a->cfg.flags & TIDE_AGENT_NO_BUNDLE);
-	w->inc = !(a->cfg.flags & TIDE_AGENT_NO_INCREMENTAL);
-
-	snprintf(name, sizeof(name), "worker%u", w->index);
-	memset(&uc, 0, sizeof(uc));
-	uc.name = name;
-	uc.flags = TIDE_USER_MAY_GROW;
-	rc = tide_user_create(a->pool, &uc, &w->user);
-	if (rc)
-		return rc;
-
-	rc = ring_setup(w);
-	if (rc)
-		return rc;
-	w->now = now_ms();
-	w->next_tick = w->now + TICK_MS;
-	w->last_consume = w->now;
-	ring_refill(w);
-	accept_arm(w);
-	io_uring_submit(&w->ring);
-	return 0;
-}
-
-static void worker_teardown(struct worker *w)
-{
-	ring_drop(w);
-	tide_pool_flush_cache(w->agent->pool);
-	if (w->ring_ok) {
-		io_uring_queue_exit(&w->ring);
-		w->ring_ok = false;
-	}
-	spares_free(w);
-	ring_free(w);
-}
-
-static void worker_loop(struct worker *w)
-{
-	struct tide_agent *a = w->agent;
-	struct __kernel_timespec ts = {0, TICK_MS * 1000000L};
-
-	for (;;) {
-		struct io_uring_cqe *cqe;
-		unsigned head, seen = 0;
-
-		if (!w->draining && atomic_load_explicit(&a->stop, memory_order_relaxed))
-			drain_begin(w);
-		if (w->draining && !w->npairs && !w->accept_armed)
-			break;
-		ring_publish(w);
-		io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
-		w->now = now_ms();
-		io_uring_for_each_cqe(&w->ring, head, cqe)
-		{
-			handle_cqe(w, cqe);
-			seen++;
-		}
-		io_uring_cq_advance(&w->ring, seen);
-		if (w->in_ring < w->target / 2 || (w->waiters && !w->in_ring))
-			ring_refill(w);
-		ring_publish(w);
-		waiters_wake(w);
-		frees_flush(w);
-		if (w->now >= w->next_tick) {
-			w->next_tick = w->now + TICK_MS;
-			tick(w);
-		}
-	}
-	/* Whatever the last cancels posted is of no interest now. */
-	io_uring_submit(&w->ring);
-}
-
-static void *worker_main(void *arg)
-{
-	struct worker *w = arg;
-	struct tide_agent *a = w->agent;
-	char name[16];
-	int rc;
-
-	snprintf(name, sizeof(name), "tide-w%u", w->index);
-	pthread_setname_np(pthread_self(), name);
-	rc = worker_setup(w);
-	pthread_mutex_lock(&a->lock);
-	if (rc && !a->setup_rc)
-		a->setup_rc = rc;
-	a->ready++;
-	pthread_cond_broadcast(&a->cond);
-	while (a->ready < a->nworkers)
-		pthread_cond_wait(&a->cond, &a->lock);
-	rc = a->setup_rc;
-	pthread_mutex_unlock(&a->lock);
-	if (!rc)
-		worker_loop(w);
-	worker_teardown(w);
-	return NULL;
-}
-
 /* ------------------------------------------------------------- lifecycle -- */
 
+/**
+ * tide_agent_create() - set up an agent over a pool: check and default the configuration,
+ * resolve the addresses, bind one listener per worker.
+ * @pool:   the pool receive buffers come from; its block size is the buffer size.
+ * @cfg:    the configuration (zero fields mean the defaults); the strings are not kept.
+ * @agentp: where the new agent goes.
+ *
+ * Return: 0; -EINVAL a NULL argument, a bad address, ring_entries not a power of two in
+ * 16..32768, threads over 1024 or an unknown flag; -EADDRINUSE and the like from bind();
+ * -ENOMEM; or an error of tide_agent_probe().
+ */
 int tide_agent_create(struct tide_pool *pool, const struct tide_agent_config *cfg,
 		      struct tide_agent **agentp)
 {
@@ -374,6 +134,14 @@ fail:
 	return rc;
 }
 
+/**
+ * tide_agent_start() - start the workers and wait until each has its ring armed.
+ * @a: the agent.
+ *
+ * Return: 0; -EINVAL a NULL agent; -EALREADY when started before; or the first worker's
+ * setup error (-EPERM, -ENOMEM, -EOPNOTSUPP, -EAGAIN from pthread_create ...), in which
+ * case every worker is stopped and joined again.
+ */
 int tide_agent_start(struct tide_agent *a)
 {
 	int rc = 0;
@@ -407,12 +175,24 @@ int tide_agent_start(struct tide_agent *a)
 	return rc;
 }
 
+/**
+ * tide_agent_stop() - ask the workers to drain and end; returns at once.
+ * @a: the agent, or NULL (nothing happens).
+ *
+ * Only sets a flag the workers read on their next turn, so it is async-signal-safe.
+ */
 void tide_agent_stop(struct tide_agent *a)
 {
 	if (a)
 		atomic_store_explicit(&a->stop, 1, memory_order_relaxed);
 }
 
+/**
+ * tide_agent_wait() - join the workers (after tide_agent_stop(), or a failed start).
+ * @a: the agent.
+ *
+ * Return: 0 (also when joined before); -EINVAL a NULL or never started agent.
+ */
 int tide_agent_wait(struct tide_agent *a)
 {
 	if (!a || !a->started)
@@ -426,6 +206,11 @@ int tide_agent_wait(struct tide_agent *a)
 	return 0;
 }
 
+/**
+ * tide_agent_destroy() - stop and join the agent if it runs, close the listeners, destroy
+ * the workers' pool users and free the agent.
+ * @a: the agent, or NULL (nothing happens).
+ */
 void tide_agent_destroy(struct tide_agent *a)
 {
 	if (!a)
@@ -456,16 +241,36 @@ void tide_agent_destroy(struct tide_agent *a)
 
 /* ----------------------------------------------------------------- state -- */
 
+/**
+ * tide_agent_port() - the port the listeners are bound to.
+ * @a: the agent, or NULL.
+ *
+ * Return: the port (the one picked when the configuration asked for 0), or 0 for NULL.
+ */
 unsigned tide_agent_port(const struct tide_agent *a)
 {
 	return a ? a->port : 0;
 }
 
+/**
+ * tide_agent_workers() - the worker count.
+ * @a: the agent, or NULL.
+ *
+ * Return: the number of workers, or 0 for NULL.
+ */
 unsigned tide_agent_workers(const struct tide_agent *a)
 {
 	return a ? a->nworkers : 0;
 }
 
+/**
+ * tide_agent_user() - a worker's pool user, for tide_user_stats().
+ * @a: the agent, or NULL.
+ * @i: the worker's index.
+ *
+ * Return: the user (NULL before the worker has set up), or NULL for a NULL agent or an
+ * index out of range.
+ */
 struct tide_user *tide_agent_user(const struct tide_agent *a, unsigned i)
 {
 	return a && i < a->nworkers ? a->w[i].user : NULL;
@@ -473,6 +278,13 @@ struct tide_user *tide_agent_user(const struct tide_agent *a, unsigned i)
 
 #define LOAD(w, f) atomic_load_explicit(&(w)->st.f, memory_order_relaxed)
 
+/**
+ * tide_agent_stats() - the counters summed over the workers, read while they run.
+ * @a:  the agent, or NULL (all zero).
+ * @st: where the stats go.
+ *
+ * The feature flags (bundles, incremental, defer_taskrun) are worker 0's.
+ */
 void tide_agent_stats(const struct tide_agent *a, struct tide_agent_stats *st)
 {
 	memset(st, 0, sizeof(*st));

@@ -196,6 +196,11 @@ static inline uint32_t *buf_refs(struct worker *w, const char *buf)
 	return &w->agent->refs[(size_t)(buf - w->agent->base) / w->bs];
 }
 
+// worker.c ------------------------------------------------------------------------------
+
+/* The thread of worker arg: set up, wait for the others, run the loop, tear down. */
+void *worker_main(void *arg);
+
 // conn.c --------------------------------------------------------------------------------
 
 /* A connection was accepted: make its pair, connect upstream (relay) or start reading. */
@@ -208,13 +213,18 @@ void on_connect(struct worker *w, struct pair *p, int res);
 void pair_maybe_free(struct worker *w, struct pair *p);
 /* Re-arm the flows that waited for buffers (after a refill). */
 void waiters_wake(struct worker *w);
+/* Draining: stop every receive and close what has nothing left to send. */
 void pairs_drain(struct worker *w);
+/* Reset every pair (the drain timed out). */
 void pairs_abort_all(struct worker *w);
+/* Close the pairs without activity for timeout_ms. */
 void pairs_close_idle(struct worker *w, unsigned timeout_ms);
+/* Free the spare segs and sendops. */
 void spares_free(struct worker *w);
 
 // ring.c --------------------------------------------------------------------------------
 
+/* Allocate and register the worker's (empty) ring: 0, -ENOMEM, -EOPNOTSUPP or -errno. */
 int ring_setup(struct worker *w);
 /* Unregister the ring and give its buffers back; ring_free() after io_uring_queue_exit(). */
 void ring_drop(struct worker *w);

@@ -228,8 +228,7 @@ int ring_setup(struct worker *w)
 	return 0;
 }
 
-/* Unregister the ring and hand what it still holds back to the pool (before the io_uring
- * goes). */
+/* Unregister the ring and hand what it still holds back to the pool. */
 void ring_drop(struct worker *w)
 {
 	if (w->br_registered) {
