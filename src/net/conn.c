@@ -168,6 +168,13 @@ static void waiters_remove(struct worker *w, struct flow *f)
 		}
 }
 
+/* Cancel the flow's armed multishot receive; its last completion says when it is gone. */
+static void recv_cancel(struct worker *w, struct pair *p, struct flow *f)
+{
+	cancel_ud(w, UD(p, OP_RECV + f->idx));
+	f->flags |= F_CANCEL;
+}
+
 /* Close a pair: cancel what is in flight; it is freed when the last completion is seen. */
 static void pair_close(struct worker *w, struct pair *p, bool abort)
 {
@@ -180,14 +187,20 @@ static void pair_close(struct worker *w, struct pair *p, bool abort)
 	for (unsigned i = 0; i < p->nflows; i++)
 		if (p->flow[i].flags & F_WAIT)
 			waiters_remove(w, &p->flow[i]);
-	for (unsigned i = 0; i < 2; i++) {
-		if (p->fd[i] < 0 || !p->refs)
-			continue;
-		struct io_uring_sqe *sqe = sqe_get(w);
+	/*
+	 * Cancel each operation by its user_data, which the kernel finds by hash: a cancel by
+	 * file descriptor scans every pending request, so closing n pairs at once cost n^2.
+	 */
+	for (unsigned i = 0; i < p->nflows && p->refs; i++) {
+		struct flow *f = &p->flow[i];
 
-		io_uring_prep_cancel_fd(sqe, p->fd[i], IORING_ASYNC_CANCEL_ALL);
-		io_uring_sqe_set_data64(sqe, 0);
+		if ((f->flags & F_ARMED) && !(f->flags & F_CANCEL))
+			recv_cancel(w, p, f);
+		if (f->send)
+			cancel_ud(w, UD(p, OP_SEND + f->idx));
 	}
+	if (!p->connected && p->fd[1] >= 0 && p->refs)
+		cancel_ud(w, UD(p, OP_CONNECT));
 	pair_maybe_free(w, p);
 }
 
@@ -229,13 +242,6 @@ static void flow_arm(struct worker *w, struct pair *p, struct flow *f)
 	io_uring_sqe_set_data64(sqe, UD(p, OP_RECV + f->idx));
 	f->flags |= F_ARMED;
 	p->refs++;
-}
-
-/* Cancel the flow's armed multishot receive; its last completion says when it is gone. */
-static void recv_cancel(struct worker *w, struct pair *p, struct flow *f)
-{
-	cancel_ud(w, UD(p, OP_RECV + f->idx));
-	f->flags |= F_CANCEL;
 }
 
 static void flow_send(struct worker *w, struct pair *p, struct flow *f)
