@@ -77,46 +77,38 @@ static void summarize(struct bitmap *map, size_t w)
 		map->nonempty[word_of(w)] &= ~b;
 }
 
-/* The first word in [from, end) that is not full, or end. */
-static size_t next_nonfull_word(const struct bitmap *map, size_t from, size_t end)
+/*
+ * The first word in [from, end) whose summary bit, XORed with flip, is set, or end:
+ * with the "full" summary and flip ~0, the first word that is not full; with "nonempty"
+ * and flip 0, the first word that is not empty.
+ */
+static size_t next_word(const uint64_t *summary, uint64_t flip, size_t from, size_t end)
 {
 	size_t s = word_of(from);
-	uint64_t open;
+	uint64_t hits;
 
 	if (from >= end)
 		return end;
-	open = ~map->full[s] & ~(bit_of(from) - 1);
-
+	hits = (summary[s] ^ flip) & ~(bit_of(from) - 1);
 	for (;;) {
-		if (open) {
-			size_t w = s * WORD_BITS + (size_t)__builtin_ctzll(open);
+		if (hits) {
+			size_t w = s * WORD_BITS + (size_t)__builtin_ctzll(hits);
 			return w < end ? w : end;
 		}
 		if (++s * WORD_BITS >= end)
 			return end;
-		open = ~map->full[s];
+		hits = summary[s] ^ flip;
 	}
 }
 
-/* The first nonempty word in [from, end), or end. */
-static size_t next_nonempty_word(const struct bitmap *map, size_t from, size_t end)
+static inline size_t next_nonfull_word(const struct bitmap *map, size_t from, size_t end)
 {
-	size_t s = word_of(from);
-	uint64_t busy;
+	return next_word(map->full, ~(uint64_t)0, from, end);
+}
 
-	if (from >= end)
-		return end;
-	busy = map->nonempty[s] & ~(bit_of(from) - 1);
-
-	for (;;) {
-		if (busy) {
-			size_t w = s * WORD_BITS + (size_t)__builtin_ctzll(busy);
-			return w < end ? w : end;
-		}
-		if (++s * WORD_BITS >= end)
-			return end;
-		busy = map->nonempty[s];
-	}
+static inline size_t next_nonempty_word(const struct bitmap *map, size_t from, size_t end)
+{
+	return next_word(map->nonempty, 0, from, end);
 }
 
 /* Clear bits of word w that lie below limit. */

@@ -125,45 +125,45 @@ int os_map_metadata(size_t size, void **addr)
 	return 0;
 }
 
-int os_commit(void *addr, size_t size)
+/* One counted, fault-injectable madvise or mprotect. */
+static int os_madvise(void *addr, size_t size, int advice)
 {
 	int err = os_call();
 
 	if (err)
 		return err;
-	return mprotect(addr, size, PROT_READ | PROT_WRITE) ? -errno : 0;
+	return madvise(addr, size, advice) ? -errno : 0;
+}
+
+static int os_mprotect(void *addr, size_t size, int prot)
+{
+	int err = os_call();
+
+	if (err)
+		return err;
+	return mprotect(addr, size, prot) ? -errno : 0;
+}
+
+int os_commit(void *addr, size_t size)
+{
+	return os_mprotect(addr, size, PROT_READ | PROT_WRITE);
 }
 
 int os_decommit(void *addr, size_t size)
 {
-	int err = os_call();
+	int err = os_madvise(addr, size, MADV_DONTNEED);
 
-	if (err)
-		return err;
-	if (madvise(addr, size, MADV_DONTNEED))
-		return -errno;
-	err = os_call();
-	if (err)
-		return err;
-	return mprotect(addr, size, PROT_NONE) ? -errno : 0;
+	return err ? err : os_mprotect(addr, size, PROT_NONE);
 }
 
 int os_purge(void *addr, size_t size)
 {
-	int err = os_call();
-
-	if (err)
-		return err;
-	return madvise(addr, size, MADV_DONTNEED) ? -errno : 0;
+	return os_madvise(addr, size, MADV_DONTNEED);
 }
 
 int os_hugepage(void *addr, size_t size)
 {
-	int err = os_call();
-
-	if (err)
-		return err;
-	return madvise(addr, size, MADV_HUGEPAGE) ? -errno : 0;
+	return os_madvise(addr, size, MADV_HUGEPAGE);
 }
 
 int os_populate(void *addr, size_t size)
