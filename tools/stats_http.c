@@ -6,6 +6,10 @@
  * or a person with curl, not for load, so it stays out of the workers' event loops and takes
  * nothing from them but relaxed counter reads (tide_pool_stats, tide_agent_stats). A pipe
  * wakes the thread for shutdown. A client gets one second to send its request line.
+ *
+ * Both formats walk the same tables of counters (pool_fields, agent_fields: JSON key,
+ * Prometheus name, type and help, where the value sits), so a counter is added in one place
+ * and the two endpoints cannot disagree on what a value means.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -13,6 +17,8 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -35,29 +41,151 @@ static const char *yes(bool b)
 	return b ? "true" : "false";
 }
 
-void stats_write_json(FILE *f, struct tide_pool *pool, const struct tide_agent *agent)
-{
+/* What one request reads, once, so that both formats print the same numbers. */
+struct snapshot {
 	struct tide_stats ps;
 	struct tide_agent_stats as;
+	size_t boundary_offset;
+};
+
+/*
+ * One counter of both endpoints: its JSON object and key in /stats and, unless metric is
+ * NULL, its Prometheus name, type and help in /metrics. The value is a size_t, uint64_t or
+ * unsigned at off in struct snapshot. A new counter is one line in a table below.
+ */
+struct field {
+	const char *section;
+	const char *key;
+	size_t off, size;
+	const char *metric, *type, *help;
+};
+
+#define FIELD(section, key, member, metric, type, help)                                            \
+	{                                                                                          \
+		section, key, offsetof(struct snapshot, member),                                   \
+			sizeof(((struct snapshot *)0)->member), metric, type, help                 \
+	}
+#define JSON_ONLY(section, key, member) FIELD(section, key, member, NULL, NULL, NULL)
+
+/* The "pool" object; in /stats the "users" array follows it. */
+static const struct field pool_fields[] = {
+	FIELD("pool", "reserve_size", ps.reserve_size, "tide_pool_reserve_bytes", "gauge",
+	      "Virtual bytes reserved."),
+	FIELD("pool", "unreserved_size", ps.unreserved_size, "tide_pool_unreserved_bytes", "gauge",
+	      "Bytes below the boundary (mapped)."),
+	FIELD("pool", "resident_size", ps.resident_size, "tide_pool_resident_bytes", "gauge",
+	      "Unreserved bytes minus purged pages."),
+	FIELD("pool", "live_bytes", ps.live_bytes, "tide_pool_live_bytes", "gauge",
+	      "Bytes in buffers handed out."),
+	FIELD("pool", "live_buffers", ps.live_buffers, "tide_pool_live_buffers", "gauge",
+	      "Buffers handed out."),
+	FIELD("pool", "peak_live_bytes", ps.peak_live_bytes, "tide_pool_peak_live_bytes", "gauge",
+	      "Highest live bytes seen."),
+	FIELD("pool", "cached_bytes", ps.cached_bytes, "tide_pool_cached_bytes", "gauge",
+	      "Free blocks parked in thread caches."),
+	JSON_ONLY("pool", "metadata_size", ps.metadata_size),
+	JSON_ONLY("pool", "block_size", ps.block_size),
+	JSON_ONLY("pool", "grow_unit", ps.grow_unit),
+	JSON_ONLY("pool", "max_size", ps.max_size),
+	FIELD("pool", "boundary_offset", boundary_offset, "tide_pool_boundary_offset_bytes",
+	      "gauge", "Boundary minus base."),
+	FIELD("pool", "grows", ps.grows, "tide_pool_grows_total", "counter",
+	      "Conversions to unreserved."),
+	FIELD("pool", "shrinks", ps.shrinks, "tide_pool_shrinks_total", "counter",
+	      "Conversions to reserved."),
+	FIELD("pool", "purges", ps.purges, "tide_pool_purges_total", "counter",
+	      "Purge passes that gave pages back."),
+	JSON_ONLY("pool", "purged_bytes", ps.purged_bytes),
+	FIELD("pool", "alloc_failures", ps.alloc_failures, "tide_pool_alloc_failures_total",
+	      "counter", "Allocations that failed."),
+	JSON_ONLY("pool", "bad_frees", ps.bad_frees),
+	JSON_ONLY("pool", "users", ps.users),
+};
+
+/* The agent's objects; in /stats the "features" object follows them. */
+static const struct field agent_fields[] = {
+	FIELD("connections", "current", as.conns_current, "tide_relay_connections", "gauge",
+	      "Client connections open."),
+	FIELD("connections", "total", as.conns_accepted, "tide_relay_connections_accepted_total",
+	      "counter", "Client connections accepted."),
+	FIELD("connections", "rejected", as.conns_rejected, "tide_relay_connections_rejected_total",
+	      "counter", "Connections closed at once (max-conns, draining)."),
+	FIELD("connections", "idle_closed", as.conns_idle_closed,
+	      "tide_relay_connections_idle_closed_total", "counter",
+	      "Connections closed by the idle timeout."),
+	FIELD("connections", "reset", as.conns_reset, "tide_relay_connections_reset_total",
+	      "counter", "Connections ended by an error or reset."),
+	FIELD("connections", "upstream_failures", as.upstream_failures,
+	      "tide_relay_upstream_failures_total", "counter", "Failed upstream connects."),
+	FIELD("traffic", "bytes_in", as.bytes_in, "tide_relay_received_bytes_total", "counter",
+	      "Bytes received."),
+	FIELD("traffic", "bytes_out", as.bytes_out, "tide_relay_sent_bytes_total", "counter",
+	      "Bytes sent."),
+	FIELD("traffic", "short_sends", as.short_sends, "tide_relay_short_sends_total", "counter",
+	      "Sends that took less than offered."),
+	FIELD("traffic", "pauses", as.pauses, "tide_relay_pauses_total", "counter",
+	      "Reads stopped by backpressure."),
+	FIELD("ring", "refills", as.ring_refills, "tide_ring_refills_total", "counter",
+	      "Ring top-ups from the pool."),
+	FIELD("ring", "refill_buffers", as.refill_buffers, "tide_ring_refill_buffers_total",
+	      "counter", "Buffers put into rings."),
+	FIELD("ring", "enobufs", as.enobufs, "tide_ring_enobufs_total", "counter",
+	      "Receives that found the ring empty."),
+	FIELD("ring", "resets", as.ring_resets, "tide_ring_resets_total", "counter",
+	      "Idle rings that gave buffers back."),
+	JSON_ONLY("ring", "forced_grows", as.forced_grows),
+	FIELD("ring", "buffers", as.ring_buffers, "tide_ring_buffers", "gauge",
+	      "Buffers in the rings now."),
+	FIELD("ring", "target", as.ring_target, "tide_ring_target_buffers", "gauge",
+	      "Sum of the rings' targets."),
+};
+
+#define NFIELDS(t) (sizeof(t) / sizeof((t)[0]))
+
+static void take_snapshot(struct snapshot *s, struct tide_pool *pool,
+			  const struct tide_agent *agent)
+{
+	tide_pool_stats(pool, &s->ps);
+	tide_agent_stats(agent, &s->as);
+	s->boundary_offset =
+		(size_t)((char *)tide_pool_boundary(pool) - (char *)tide_pool_base(pool));
+}
+
+static unsigned long long value(const struct snapshot *s, const struct field *fl)
+{
+	const char *p = (const char *)s + fl->off;
+	unsigned u;
+	uint64_t v;
+
+	if (fl->size == sizeof(u)) {
+		memcpy(&u, p, sizeof(u));
+		return u;
+	}
+	memcpy(&v, p, sizeof(v));
+	return v;
+}
+
+/* Each run of fields with the same section as one JSON object, a line each. */
+static void json_fields(FILE *f, const struct snapshot *s, const struct field *t, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		bool first = !i || strcmp(t[i].section, t[i - 1].section);
+		bool last = i + 1 == n || strcmp(t[i].section, t[i + 1].section);
+
+		if (first)
+			fprintf(f, "\"%s\":{", t[i].section);
+		fprintf(f, "\"%s\":%llu%s", t[i].key, value(s, &t[i]), last ? "},\n" : ",");
+	}
+}
+
+void stats_write_json(FILE *f, struct tide_pool *pool, const struct tide_agent *agent)
+{
+	struct snapshot s;
 	unsigned n = tide_agent_workers(agent);
 
-	tide_pool_stats(pool, &ps);
-	tide_agent_stats(agent, &as);
+	take_snapshot(&s, pool, agent);
 	fprintf(f, "{\"version\":\"%s\",\n", TIDE_VERSION_STRING);
-	fprintf(f,
-		"\"pool\":{\"reserve_size\":%zu,\"unreserved_size\":%zu,\"resident_size\":%zu,"
-		"\"live_bytes\":%zu,\"live_buffers\":%zu,\"peak_live_bytes\":%zu,"
-		"\"cached_bytes\":%zu,\"metadata_size\":%zu,\"block_size\":%zu,\"grow_unit\":%zu,"
-		"\"max_size\":%zu,\"boundary_offset\":%zu,\"grows\":%llu,\"shrinks\":%llu,"
-		"\"purges\":%llu,\"purged_bytes\":%llu,\"alloc_failures\":%llu,"
-		"\"bad_frees\":%llu,\"users\":%u},\n",
-		ps.reserve_size, ps.unreserved_size, ps.resident_size, ps.live_bytes,
-		ps.live_buffers, ps.peak_live_bytes, ps.cached_bytes, ps.metadata_size,
-		ps.block_size, ps.grow_unit, ps.max_size,
-		(size_t)((char *)tide_pool_boundary(pool) - (char *)tide_pool_base(pool)),
-		(unsigned long long)ps.grows, (unsigned long long)ps.shrinks,
-		(unsigned long long)ps.purges, (unsigned long long)ps.purged_bytes,
-		(unsigned long long)ps.alloc_failures, (unsigned long long)ps.bad_frees, ps.users);
+	json_fields(f, &s, pool_fields, NFIELDS(pool_fields));
 	fprintf(f, "\"users\":[");
 	for (unsigned i = 0; i < n; i++) {
 		struct tide_user *u = tide_agent_user(agent, i);
@@ -73,64 +201,29 @@ void stats_write_json(FILE *f, struct tide_pool *pool, const struct tide_agent *
 			(unsigned long long)us.alloc_failures);
 	}
 	fprintf(f, "],\n");
-	fprintf(f,
-		"\"connections\":{\"current\":%llu,\"total\":%llu,\"rejected\":%llu,"
-		"\"idle_closed\":%llu,\"reset\":%llu,\"upstream_failures\":%llu},\n",
-		(unsigned long long)as.conns_current, (unsigned long long)as.conns_accepted,
-		(unsigned long long)as.conns_rejected, (unsigned long long)as.conns_idle_closed,
-		(unsigned long long)as.conns_reset, (unsigned long long)as.upstream_failures);
-	fprintf(f,
-		"\"traffic\":{\"bytes_in\":%llu,\"bytes_out\":%llu,\"short_sends\":%llu,"
-		"\"pauses\":%llu},\n",
-		(unsigned long long)as.bytes_in, (unsigned long long)as.bytes_out,
-		(unsigned long long)as.short_sends, (unsigned long long)as.pauses);
-	fprintf(f,
-		"\"ring\":{\"refills\":%llu,\"refill_buffers\":%llu,\"enobufs\":%llu,"
-		"\"resets\":%llu,\"forced_grows\":%llu,\"buffers\":%llu,\"target\":%llu},\n",
-		(unsigned long long)as.ring_refills, (unsigned long long)as.refill_buffers,
-		(unsigned long long)as.enobufs, (unsigned long long)as.ring_resets,
-		(unsigned long long)as.forced_grows, (unsigned long long)as.ring_buffers,
-		(unsigned long long)as.ring_target);
+	json_fields(f, &s, agent_fields, NFIELDS(agent_fields));
 	fprintf(f,
 		"\"features\":{\"workers\":%u,\"recv_bundles\":%s,\"incremental_rings\":%s,"
 		"\"defer_taskrun\":%s}}\n",
-		n, yes(as.bundles), yes(as.incremental), yes(as.defer_taskrun));
+		n, yes(s.as.bundles), yes(s.as.incremental), yes(s.as.defer_taskrun));
 }
 
-static void metric(FILE *f, const char *name, const char *type, const char *help,
-		   unsigned long long v)
+/* Every field with a metric name, in table order. */
+static void prometheus_fields(FILE *f, const struct snapshot *s, const struct field *t, size_t n)
 {
-	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type, name, v);
+	for (size_t i = 0; i < n; i++)
+		if (t[i].metric)
+			fprintf(f, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", t[i].metric, t[i].help,
+				t[i].metric, t[i].type, t[i].metric, value(s, &t[i]));
 }
 
 void stats_write_prometheus(FILE *f, struct tide_pool *pool, const struct tide_agent *agent)
 {
-	struct tide_stats ps;
-	struct tide_agent_stats as;
+	struct snapshot s;
 	unsigned n = tide_agent_workers(agent);
 
-	tide_pool_stats(pool, &ps);
-	tide_agent_stats(agent, &as);
-	metric(f, "tide_pool_reserve_bytes", "gauge", "Virtual bytes reserved.", ps.reserve_size);
-	metric(f, "tide_pool_unreserved_bytes", "gauge", "Bytes below the boundary (mapped).",
-	       ps.unreserved_size);
-	metric(f, "tide_pool_resident_bytes", "gauge", "Unreserved bytes minus purged pages.",
-	       ps.resident_size);
-	metric(f, "tide_pool_live_bytes", "gauge", "Bytes in buffers handed out.", ps.live_bytes);
-	metric(f, "tide_pool_live_buffers", "gauge", "Buffers handed out.", ps.live_buffers);
-	metric(f, "tide_pool_peak_live_bytes", "gauge", "Highest live bytes seen.",
-	       ps.peak_live_bytes);
-	metric(f, "tide_pool_cached_bytes", "gauge", "Free blocks parked in thread caches.",
-	       ps.cached_bytes);
-	metric(f, "tide_pool_boundary_offset_bytes", "gauge", "Boundary minus base.",
-	       (unsigned long long)((char *)tide_pool_boundary(pool) -
-				    (char *)tide_pool_base(pool)));
-	metric(f, "tide_pool_grows_total", "counter", "Conversions to unreserved.", ps.grows);
-	metric(f, "tide_pool_shrinks_total", "counter", "Conversions to reserved.", ps.shrinks);
-	metric(f, "tide_pool_purges_total", "counter", "Purge passes that gave pages back.",
-	       ps.purges);
-	metric(f, "tide_pool_alloc_failures_total", "counter", "Allocations that failed.",
-	       ps.alloc_failures);
+	take_snapshot(&s, pool, agent);
+	prometheus_fields(f, &s, pool_fields, NFIELDS(pool_fields));
 	fprintf(f, "# HELP tide_user_live_bytes Bytes a pool user holds.\n"
 		   "# TYPE tide_user_live_bytes gauge\n");
 	for (unsigned i = 0; i < n; i++) {
@@ -142,34 +235,7 @@ void stats_write_prometheus(FILE *f, struct tide_pool *pool, const struct tide_a
 		tide_user_stats(u, &us);
 		fprintf(f, "tide_user_live_bytes{user=\"%s\"} %zu\n", us.name, us.live_bytes);
 	}
-	metric(f, "tide_relay_connections", "gauge", "Client connections open.", as.conns_current);
-	metric(f, "tide_relay_connections_accepted_total", "counter",
-	       "Client connections accepted.", as.conns_accepted);
-	metric(f, "tide_relay_connections_rejected_total", "counter",
-	       "Connections closed at once (max-conns, draining).", as.conns_rejected);
-	metric(f, "tide_relay_connections_idle_closed_total", "counter",
-	       "Connections closed by the idle timeout.", as.conns_idle_closed);
-	metric(f, "tide_relay_connections_reset_total", "counter",
-	       "Connections ended by an error or reset.", as.conns_reset);
-	metric(f, "tide_relay_upstream_failures_total", "counter", "Failed upstream connects.",
-	       as.upstream_failures);
-	metric(f, "tide_relay_received_bytes_total", "counter", "Bytes received.", as.bytes_in);
-	metric(f, "tide_relay_sent_bytes_total", "counter", "Bytes sent.", as.bytes_out);
-	metric(f, "tide_relay_short_sends_total", "counter", "Sends that took less than offered.",
-	       as.short_sends);
-	metric(f, "tide_relay_pauses_total", "counter", "Reads stopped by backpressure.",
-	       as.pauses);
-	metric(f, "tide_ring_refills_total", "counter", "Ring top-ups from the pool.",
-	       as.ring_refills);
-	metric(f, "tide_ring_refill_buffers_total", "counter", "Buffers put into rings.",
-	       as.refill_buffers);
-	metric(f, "tide_ring_enobufs_total", "counter", "Receives that found the ring empty.",
-	       as.enobufs);
-	metric(f, "tide_ring_resets_total", "counter", "Idle rings that gave buffers back.",
-	       as.ring_resets);
-	metric(f, "tide_ring_buffers", "gauge", "Buffers in the rings now.", as.ring_buffers);
-	metric(f, "tide_ring_target_buffers", "gauge", "Sum of the rings' targets.",
-	       as.ring_target);
+	prometheus_fields(f, &s, agent_fields, NFIELDS(agent_fields));
 }
 
 static void write_all(int fd, const char *p, size_t n)
