@@ -34,6 +34,7 @@
 #include <sys/wait.h>
 
 #include "common.h"
+#include "in_list.h"
 
 #define MAX_RUNS 64
 #define MAX_LINE 512
@@ -64,25 +65,6 @@ static unsigned opt_timeout = 600; /* seconds per worker */
 static char worker_dir[PATH_MAX];
 
 /* ------------------------------------------------------------- helpers -- */
-
-static bool in_list(const char *list, const char *name)
-{
-	size_t len = strlen(name);
-
-	if (!list)
-		return true;
-	for (const char *p = list; *p;) {
-		const char *end = strchr(p, ',');
-		size_t n = end ? (size_t)(end - p) : strlen(p);
-
-		if (n == len && !strncmp(p, name, n))
-			return true;
-		if (!end)
-			break;
-		p = end + 1;
-	}
-	return false;
-}
 
 static void progress(const char *fmt, ...)
 {

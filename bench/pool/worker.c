@@ -32,6 +32,7 @@
 #include <sys/mman.h>
 
 #include "common.h"
+#include "in_list.h"
 #include "worker.h"
 
 enum {
@@ -185,26 +186,6 @@ static const struct workload workloads[] = {
 	{"bulk256", true, BENCH_BATCH, NULL, run_bulk, NULL},
 	{"random64k", false, 1, random_prepare, run_random, random_finish},
 };
-
-/* Is name in the comma-separated --workloads list (all when there is none)? */
-static bool selected(const char *name)
-{
-	size_t len = strlen(name);
-
-	if (!opt_workloads)
-		return true;
-	for (const char *p = opt_workloads; *p;) {
-		const char *end = strchr(p, ',');
-		size_t n = end ? (size_t)(end - p) : strlen(p);
-
-		if (n == len && !strncmp(p, name, n))
-			return true;
-		if (!end)
-			break;
-		p = end + 1;
-	}
-	return false;
-}
 
 static uint64_t round_unit(double n, unsigned unit)
 {
@@ -404,8 +385,8 @@ static void alloc_mode(void)
 		uint64_t n;
 
 		snprintf(name2, sizeof(name2), "%s-x2", w->name);
-		one = selected(w->name);
-		two = selected(name2);
+		one = in_list(opt_workloads, w->name);
+		two = in_list(opt_workloads, name2);
 		if (!one && !two)
 			continue;
 		if (w->bulk && !ALLOC_HAS_BULK) {
@@ -429,7 +410,7 @@ static void alloc_mode(void)
 		if (two)
 			run_duo(w, n);
 	}
-	if (selected("prodcon")) {
+	if (in_list(opt_workloads, "prodcon")) {
 		uint64_t n = 4096, el;
 
 		for (;;) {
