@@ -15,6 +15,9 @@
 # Usage: run-demo.sh --relay PATH --load PATH --echo PATH --out DIR
 #                    [--schedule LIST] [--relay-args "ARGS"]
 set -uo pipefail
+# check_interrupt (Ctrl-C is checked between steps), stop_pids, free_port
+# shellcheck source=../scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 
 relay= load= echo_bin= out=. schedule= relay_args=
 while [ $# -gt 0 ]; do
@@ -42,38 +45,11 @@ mkdir -p "$out"
 work=$(mktemp -d "${TMPDIR:-/tmp}/tide-demo.XXXXXX")
 pids=()
 cleanup() {
-	local p i
-	for p in "${pids[@]}"; do
-		kill -TERM "$p" 2>/dev/null
-	done
-	for p in "${pids[@]}"; do
-		# bounded: a process that ignores SIGTERM gets SIGKILL after 2 s
-		for ((i = 0; i < 20; i++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$p" 2>/dev/null
-		wait "$p" 2>/dev/null
-	done
+	stop_pids 20 "${pids[@]}" # a process that ignores SIGTERM gets SIGKILL after 2 s
 	pids=()
 	rm -rf "$work"
 }
 trap cleanup EXIT
-interrupted=0
-trap 'interrupted=1' INT TERM
-check_interrupt() {
-	if [ "$interrupted" -eq 1 ]; then
-		echo
-		echo "run-demo.sh: interrupted; stopping everything" >&2
-		exit 130
-	fi
-}
-
-# A free loopback port: a random one below the ephemeral range that no socket uses.
-free_port() {
-	local p i
-	while :; do
-		p=$((20000 + RANDOM % 12000))
-		ss -Htan "sport = :$p" 2>/dev/null | grep -q . || { echo "$p"; return; }
-	done
-}
 
 # GET a path from the stats server into $body, without forking (the machine is
 # busy during the demo; a poll must not take long). Bounded by read -t.

@@ -19,6 +19,9 @@
 # Environment: BENCH_SECONDS (3), BENCH_RUNS (3), BENCH_PROXIES (all:
 # "direct tide-relay haproxy nginx socat socat-128k"), BENCH_IDLE ("1000 10000").
 set -uo pipefail
+# check_interrupt (Ctrl-C is checked between measurements), stop_pids, free_port
+# shellcheck source=../../scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
 
 relay= idle= out=.
 while [ $# -gt 0 ]; do
@@ -57,38 +60,13 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/tide-bench-relay.XXXXXX")
 pids=()      # long-lived: the backends
 proxy_pid=   # the proxy under test
 cleanup() {
-	local p i
 	[ -n "$proxy_pid" ] && stop_proxy
 	declare -F stop_all >/dev/null && stop_all
-	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
-	for p in "${pids[@]}"; do
-		for ((i = 0; i < 30; i++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$p" 2>/dev/null
-		wait "$p" 2>/dev/null
-	done
+	stop_pids 30 "${pids[@]}"
 	pids=()
 	rm -rf "$work"
 }
 trap cleanup EXIT
-# The handler only sets a flag, checked between measurements: a trap that runs
-# inside a command substitution confuses bash 5.2.
-interrupted=0
-trap 'interrupted=1' INT TERM
-check_interrupt() {
-	if [ "$interrupted" -eq 1 ]; then
-		echo "run-bench.sh: interrupted; stopping everything" >&2
-		exit 130
-	fi
-}
-
-# A random port below the ephemeral range that no socket uses.
-free_port() {
-	local p
-	while :; do
-		p=$((20000 + RANDOM % 12000))
-		ss -Htan "sport = :$p" | grep -q . || { echo "$p"; return; }
-	done
-}
 
 wait_listen() {
 	local i
