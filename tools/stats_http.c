@@ -7,7 +7,7 @@
  * nothing from them but relaxed counter reads (tide_pool_stats, tide_agent_stats). A pipe
  * wakes the thread for shutdown. A client gets one second to send its request line.
  *
- * Both formats walk the same tables of counters (pool_fields, agent_fields: JSON key,
+ * Both formats walk the same tables of counters (one per JSON object: JSON key,
  * Prometheus name, type and help, where the value sits), so a counter is added in one place
  * and the two endpoints cannot disagree on what a value means.
  */
@@ -49,95 +49,93 @@ struct snapshot {
 };
 
 /*
- * One counter of both endpoints: its JSON object and key in /stats and, unless metric is
- * NULL, its Prometheus name, type and help in /metrics. The value is a size_t, uint64_t or
- * unsigned at off in struct snapshot. A new counter is one line in a table below.
+ * One counter in one JSON object of /stats (its key) and, unless metric is NULL, in /metrics
+ * (its Prometheus name, type and help). The value is a size_t, uint64_t or unsigned at off in
+ * struct snapshot. A new counter is one line in one of the tables below.
  */
 struct field {
-	const char *section;
 	const char *key;
 	size_t off, size;
 	const char *metric, *type, *help;
 };
 
-#define FIELD(section, key, member, metric, type, help)                                            \
+#define FIELD(key, member, metric, type, help)                                                     \
 	{                                                                                          \
-		section, key, offsetof(struct snapshot, member),                                   \
-			sizeof(((struct snapshot *)0)->member), metric, type, help                 \
+		key, offsetof(struct snapshot, member), sizeof(((struct snapshot *)0)->member),    \
+			metric, type, help                                                         \
 	}
-#define JSON_ONLY(section, key, member) FIELD(section, key, member, NULL, NULL, NULL)
+#define GAUGE(key, member, metric, help)   FIELD(key, member, metric, "gauge", help)
+#define COUNTER(key, member, metric, help) FIELD(key, member, metric, "counter", help)
+#define JSON_ONLY(key, member)		   FIELD(key, member, NULL, NULL, NULL)
 
-/* The "pool" object; in /stats the "users" array follows it. */
+/* "pool"; in /stats the "users" array follows it. */
 static const struct field pool_fields[] = {
-	FIELD("pool", "reserve_size", ps.reserve_size, "tide_pool_reserve_bytes", "gauge",
+	GAUGE("reserve_size", ps.reserve_size, "tide_pool_reserve_bytes",
 	      "Virtual bytes reserved."),
-	FIELD("pool", "unreserved_size", ps.unreserved_size, "tide_pool_unreserved_bytes", "gauge",
+	GAUGE("unreserved_size", ps.unreserved_size, "tide_pool_unreserved_bytes",
 	      "Bytes below the boundary (mapped)."),
-	FIELD("pool", "resident_size", ps.resident_size, "tide_pool_resident_bytes", "gauge",
+	GAUGE("resident_size", ps.resident_size, "tide_pool_resident_bytes",
 	      "Unreserved bytes minus purged pages."),
-	FIELD("pool", "live_bytes", ps.live_bytes, "tide_pool_live_bytes", "gauge",
-	      "Bytes in buffers handed out."),
-	FIELD("pool", "live_buffers", ps.live_buffers, "tide_pool_live_buffers", "gauge",
-	      "Buffers handed out."),
-	FIELD("pool", "peak_live_bytes", ps.peak_live_bytes, "tide_pool_peak_live_bytes", "gauge",
+	GAUGE("live_bytes", ps.live_bytes, "tide_pool_live_bytes", "Bytes in buffers handed out."),
+	GAUGE("live_buffers", ps.live_buffers, "tide_pool_live_buffers", "Buffers handed out."),
+	GAUGE("peak_live_bytes", ps.peak_live_bytes, "tide_pool_peak_live_bytes",
 	      "Highest live bytes seen."),
-	FIELD("pool", "cached_bytes", ps.cached_bytes, "tide_pool_cached_bytes", "gauge",
+	GAUGE("cached_bytes", ps.cached_bytes, "tide_pool_cached_bytes",
 	      "Free blocks parked in thread caches."),
-	JSON_ONLY("pool", "metadata_size", ps.metadata_size),
-	JSON_ONLY("pool", "block_size", ps.block_size),
-	JSON_ONLY("pool", "grow_unit", ps.grow_unit),
-	JSON_ONLY("pool", "max_size", ps.max_size),
-	FIELD("pool", "boundary_offset", boundary_offset, "tide_pool_boundary_offset_bytes",
-	      "gauge", "Boundary minus base."),
-	FIELD("pool", "grows", ps.grows, "tide_pool_grows_total", "counter",
-	      "Conversions to unreserved."),
-	FIELD("pool", "shrinks", ps.shrinks, "tide_pool_shrinks_total", "counter",
-	      "Conversions to reserved."),
-	FIELD("pool", "purges", ps.purges, "tide_pool_purges_total", "counter",
-	      "Purge passes that gave pages back."),
-	JSON_ONLY("pool", "purged_bytes", ps.purged_bytes),
-	FIELD("pool", "alloc_failures", ps.alloc_failures, "tide_pool_alloc_failures_total",
-	      "counter", "Allocations that failed."),
-	JSON_ONLY("pool", "bad_frees", ps.bad_frees),
-	JSON_ONLY("pool", "users", ps.users),
+	JSON_ONLY("metadata_size", ps.metadata_size),
+	JSON_ONLY("block_size", ps.block_size),
+	JSON_ONLY("grow_unit", ps.grow_unit),
+	JSON_ONLY("max_size", ps.max_size),
+	GAUGE("boundary_offset", boundary_offset, "tide_pool_boundary_offset_bytes",
+	      "Boundary minus base."),
+	COUNTER("grows", ps.grows, "tide_pool_grows_total", "Conversions to unreserved."),
+	COUNTER("shrinks", ps.shrinks, "tide_pool_shrinks_total", "Conversions to reserved."),
+	COUNTER("purges", ps.purges, "tide_pool_purges_total",
+		"Purge passes that gave pages back."),
+	JSON_ONLY("purged_bytes", ps.purged_bytes),
+	COUNTER("alloc_failures", ps.alloc_failures, "tide_pool_alloc_failures_total",
+		"Allocations that failed."),
+	JSON_ONLY("bad_frees", ps.bad_frees),
+	JSON_ONLY("users", ps.users),
 };
 
-/* The agent's objects; in /stats the "features" object follows them. */
-static const struct field agent_fields[] = {
-	FIELD("connections", "current", as.conns_current, "tide_relay_connections", "gauge",
-	      "Client connections open."),
-	FIELD("connections", "total", as.conns_accepted, "tide_relay_connections_accepted_total",
-	      "counter", "Client connections accepted."),
-	FIELD("connections", "rejected", as.conns_rejected, "tide_relay_connections_rejected_total",
-	      "counter", "Connections closed at once (max-conns, draining)."),
-	FIELD("connections", "idle_closed", as.conns_idle_closed,
-	      "tide_relay_connections_idle_closed_total", "counter",
-	      "Connections closed by the idle timeout."),
-	FIELD("connections", "reset", as.conns_reset, "tide_relay_connections_reset_total",
-	      "counter", "Connections ended by an error or reset."),
-	FIELD("connections", "upstream_failures", as.upstream_failures,
-	      "tide_relay_upstream_failures_total", "counter", "Failed upstream connects."),
-	FIELD("traffic", "bytes_in", as.bytes_in, "tide_relay_received_bytes_total", "counter",
-	      "Bytes received."),
-	FIELD("traffic", "bytes_out", as.bytes_out, "tide_relay_sent_bytes_total", "counter",
-	      "Bytes sent."),
-	FIELD("traffic", "short_sends", as.short_sends, "tide_relay_short_sends_total", "counter",
-	      "Sends that took less than offered."),
-	FIELD("traffic", "pauses", as.pauses, "tide_relay_pauses_total", "counter",
-	      "Reads stopped by backpressure."),
-	FIELD("ring", "refills", as.ring_refills, "tide_ring_refills_total", "counter",
-	      "Ring top-ups from the pool."),
-	FIELD("ring", "refill_buffers", as.refill_buffers, "tide_ring_refill_buffers_total",
-	      "counter", "Buffers put into rings."),
-	FIELD("ring", "enobufs", as.enobufs, "tide_ring_enobufs_total", "counter",
-	      "Receives that found the ring empty."),
-	FIELD("ring", "resets", as.ring_resets, "tide_ring_resets_total", "counter",
-	      "Idle rings that gave buffers back."),
-	JSON_ONLY("ring", "forced_grows", as.forced_grows),
-	FIELD("ring", "buffers", as.ring_buffers, "tide_ring_buffers", "gauge",
-	      "Buffers in the rings now."),
-	FIELD("ring", "target", as.ring_target, "tide_ring_target_buffers", "gauge",
-	      "Sum of the rings' targets."),
+/* "connections" */
+static const struct field connection_fields[] = {
+	GAUGE("current", as.conns_current, "tide_relay_connections", "Client connections open."),
+	COUNTER("total", as.conns_accepted, "tide_relay_connections_accepted_total",
+		"Client connections accepted."),
+	COUNTER("rejected", as.conns_rejected, "tide_relay_connections_rejected_total",
+		"Connections closed at once (max-conns, draining)."),
+	COUNTER("idle_closed", as.conns_idle_closed, "tide_relay_connections_idle_closed_total",
+		"Connections closed by the idle timeout."),
+	COUNTER("reset", as.conns_reset, "tide_relay_connections_reset_total",
+		"Connections ended by an error or reset."),
+	COUNTER("upstream_failures", as.upstream_failures, "tide_relay_upstream_failures_total",
+		"Failed upstream connects."),
+};
+
+/* "traffic" */
+static const struct field traffic_fields[] = {
+	COUNTER("bytes_in", as.bytes_in, "tide_relay_received_bytes_total", "Bytes received."),
+	COUNTER("bytes_out", as.bytes_out, "tide_relay_sent_bytes_total", "Bytes sent."),
+	COUNTER("short_sends", as.short_sends, "tide_relay_short_sends_total",
+		"Sends that took less than offered."),
+	COUNTER("pauses", as.pauses, "tide_relay_pauses_total", "Reads stopped by backpressure."),
+};
+
+/* "ring"; in /stats the "features" object follows it. */
+static const struct field ring_fields[] = {
+	COUNTER("refills", as.ring_refills, "tide_ring_refills_total",
+		"Ring top-ups from the pool."),
+	COUNTER("refill_buffers", as.refill_buffers, "tide_ring_refill_buffers_total",
+		"Buffers put into rings."),
+	COUNTER("enobufs", as.enobufs, "tide_ring_enobufs_total",
+		"Receives that found the ring empty."),
+	COUNTER("resets", as.ring_resets, "tide_ring_resets_total",
+		"Idle rings that gave buffers back."),
+	JSON_ONLY("forced_grows", as.forced_grows),
+	GAUGE("buffers", as.ring_buffers, "tide_ring_buffers", "Buffers in the rings now."),
+	GAUGE("target", as.ring_target, "tide_ring_target_buffers", "Sum of the rings' targets."),
 };
 
 #define NFIELDS(t) (sizeof(t) / sizeof((t)[0]))
@@ -165,17 +163,14 @@ static unsigned long long value(const struct snapshot *s, const struct field *fl
 	return v;
 }
 
-/* Each run of fields with the same section as one JSON object, a line each. */
-static void json_fields(FILE *f, const struct snapshot *s, const struct field *t, size_t n)
+/* One JSON object of /stats, on a line of its own. */
+static void json_object(FILE *f, const char *name, const struct field *t, size_t n,
+			const struct snapshot *s)
 {
-	for (size_t i = 0; i < n; i++) {
-		bool first = !i || strcmp(t[i].section, t[i - 1].section);
-		bool last = i + 1 == n || strcmp(t[i].section, t[i + 1].section);
-
-		if (first)
-			fprintf(f, "\"%s\":{", t[i].section);
-		fprintf(f, "\"%s\":%llu%s", t[i].key, value(s, &t[i]), last ? "},\n" : ",");
-	}
+	fprintf(f, "\"%s\":{", name);
+	for (size_t i = 0; i < n; i++)
+		fprintf(f, "%s\"%s\":%llu", i ? "," : "", t[i].key, value(s, &t[i]));
+	fprintf(f, "},\n");
 }
 
 void stats_write_json(FILE *f, struct tide_pool *pool, const struct tide_agent *agent)
@@ -185,7 +180,7 @@ void stats_write_json(FILE *f, struct tide_pool *pool, const struct tide_agent *
 
 	take_snapshot(&s, pool, agent);
 	fprintf(f, "{\"version\":\"%s\",\n", TIDE_VERSION_STRING);
-	json_fields(f, &s, pool_fields, NFIELDS(pool_fields));
+	json_object(f, "pool", pool_fields, NFIELDS(pool_fields), &s);
 	fprintf(f, "\"users\":[");
 	for (unsigned i = 0; i < n; i++) {
 		struct tide_user *u = tide_agent_user(agent, i);
@@ -201,7 +196,9 @@ void stats_write_json(FILE *f, struct tide_pool *pool, const struct tide_agent *
 			(unsigned long long)us.alloc_failures);
 	}
 	fprintf(f, "],\n");
-	json_fields(f, &s, agent_fields, NFIELDS(agent_fields));
+	json_object(f, "connections", connection_fields, NFIELDS(connection_fields), &s);
+	json_object(f, "traffic", traffic_fields, NFIELDS(traffic_fields), &s);
+	json_object(f, "ring", ring_fields, NFIELDS(ring_fields), &s);
 	fprintf(f,
 		"\"features\":{\"workers\":%u,\"recv_bundles\":%s,\"incremental_rings\":%s,"
 		"\"defer_taskrun\":%s}}\n",
@@ -235,7 +232,9 @@ void stats_write_prometheus(FILE *f, struct tide_pool *pool, const struct tide_a
 		tide_user_stats(u, &us);
 		fprintf(f, "tide_user_live_bytes{user=\"%s\"} %zu\n", us.name, us.live_bytes);
 	}
-	prometheus_fields(f, &s, agent_fields, NFIELDS(agent_fields));
+	prometheus_fields(f, &s, connection_fields, NFIELDS(connection_fields));
+	prometheus_fields(f, &s, traffic_fields, NFIELDS(traffic_fields));
+	prometheus_fields(f, &s, ring_fields, NFIELDS(ring_fields));
 }
 
 static void write_all(int fd, const char *p, size_t n)
