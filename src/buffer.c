@@ -150,7 +150,7 @@ static void free_run(struct tide_pool *pool, struct tide_user *user, size_t firs
 	for (size_t i = 0; i < n; i++)
 		pool->tags[first + i] = TAG_FREE;
 	pthread_mutex_lock(&pool->lock);
-	bitmap_clear_range(&pool->map, first, n);
+	pool_release_run_locked(pool, first, n);
 	pool->multi_buffers--;
 	pool->multi_blocks -= n;
 	pthread_mutex_unlock(&pool->lock);

@@ -370,6 +370,7 @@ int pool_free_bulk(struct tide_pool *pool, struct tide_user *user, void *const *
 /* Claim up to n single blocks, lowest first, into out; pool->lock held. */
 unsigned pool_claim_blocks_locked(struct tide_pool *pool, void **out, unsigned n);
 void pool_release_blocks_locked(struct tide_pool *pool, void *const *blocks, unsigned n);
+void pool_release_run_locked(struct tide_pool *pool, size_t first, size_t n);
 /* Grow by bytes for an allocation that found nothing while the pool was seen this size:
  * 0 when the pool grew (here or on another thread), else the error. */
 int pool_grow_auto(struct tide_pool *pool, size_t seen, size_t bytes);

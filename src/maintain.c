@@ -14,10 +14,11 @@
  *
  * Purge gives back free pages below the boundary without moving it, so resident memory
  * follows live data when a long-lived buffer holds the top. Idle time is tracked per
- * purge region (64 KiB, or a huge page): claims stamp the region with the current sample
- * number; a region unstamped for the delay is examined, and its chunks (pages, or huge
- * pages) with no claimed block are given back. While their pages go (outside the lock,
- * so allocation continues), the chunk's blocks are claimed so nobody takes them, and
+ * purge region (64 KiB, or a huge page): claims and releases to the bitmap (cache refills
+ * and flushes, not the hot path) stamp the region with the current sample number, so a
+ * region unstamped for the delay has had nothing taken or given back; it is examined, and its
+ * chunks (pages, or huge pages) with no claimed block are given back. While their pages go (outside
+ * the lock, so allocation continues), the chunk's blocks are claimed so nobody takes them, and
  * counted apart so live stays right. Examined regions are stamped with EXAMINED so they
  * are looked at again only after another delay.
  *

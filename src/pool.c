@@ -304,17 +304,30 @@ unsigned pool_claim_blocks_locked(struct tide_pool *pool, void **out, unsigned n
 
 void pool_release_blocks_locked(struct tide_pool *pool, void *const *blocks, unsigned n)
 {
-	size_t idx[TCACHE_CAP];
+	unsigned region_shift = (unsigned)__builtin_ctzl(pool->purge_region) - pool->block_shift;
+	size_t idx[TCACHE_CAP], region = SIZE_MAX;
 
 	while (n) {
 		unsigned k = n < TCACHE_CAP ? n : TCACHE_CAP;
 
-		for (unsigned i = 0; i < k; i++)
+		for (unsigned i = 0; i < k; i++) {
 			idx[i] = (size_t)((char *)blocks[i] - pool->base) >> pool->block_shift;
+			/* Purge waits a delay from the last free too, not only the last claim. */
+			if (idx[i] >> region_shift != region) {
+				region = idx[i] >> region_shift;
+				pool->region_epoch[region] = pool->epoch;
+			}
+		}
 		bitmap_clear_list(&pool->map, idx, k);
 		blocks += k;
 		n -= k;
 	}
+}
+
+void pool_release_run_locked(struct tide_pool *pool, size_t first, size_t n)
+{
+	stamp_regions_locked(pool, first << pool->block_shift, (first + n) << pool->block_shift);
+	bitmap_clear_range(&pool->map, first, n);
 }
 
 bool pool_claim_run_locked(struct tide_pool *pool, size_t n, size_t *first)

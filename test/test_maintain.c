@@ -253,6 +253,44 @@ static void test_purge_during_burst(void)
 	tide_pool_destroy(pool);
 }
 
+/*
+ * Purge waits a delay from the free, not from the claim: a page just freed stays. The
+ * buffers are held for nearly two delays with maintenance running (so their regions were
+ * examined once, a delay after their claim), then freed; for most of a delay after that,
+ * nothing may be purged.
+ */
+static void test_purge_waits_after_free(void)
+{
+	struct tide_pool_config cfg = {.reserve_size = 64 * MB,
+				       .shrink_delay_ms = 1000,
+				       .flags = TIDE_AUTO_GROW | TIDE_AUTO_SHRINK};
+	static void *bufs[4096];
+	struct tide_pool *pool;
+	uint64_t purged, end;
+
+	REQUIRE(tide_pool_create(&cfg, &pool) == 0);
+	REQUIRE(fill(pool, bufs, 4096) == 4096);
+	end = now_ms() + 1900;
+	while (now_ms() < end) {
+		tide_pool_maintain(pool);
+		sleep_ms(10);
+	}
+	purged = stats(pool).purged_bytes;
+	for (unsigned i = 0; i < 4095; i++) /* the topmost stays: no shrink, only purge */
+		CHECK_EQ(tide_free(pool, bufs[i]), 0);
+	tide_pool_flush_cache(pool);
+	end = now_ms() + 700;
+	while (now_ms() < end) {
+		tide_pool_maintain(pool);
+		sleep_ms(10);
+	}
+	CHECK_EQ(stats(pool).purged_bytes, purged); /* freed less than a delay ago */
+	CHECK(MAINTAIN_UNTIL(pool, stats(pool).purged_bytes > purged + 4 * MB, 5000));
+	CHECK_EQ(tide_free(pool, bufs[4095]), 0);
+	CHECK_POOL(pool);
+	tide_pool_destroy(pool);
+}
+
 /* TIDE_BACKGROUND: the pool's own thread gives a burst back with no call from us. */
 static void test_background(void)
 {
@@ -314,6 +352,7 @@ int main(void)
 	test_steady_load();
 	test_purge_matches_smaps();
 	test_purge_during_burst();
+	test_purge_waits_after_free();
 	test_background();
 	return test_exit("test_maintain");
 }
