@@ -156,43 +156,27 @@ size_t bitmap_claim_bits(struct bitmap *map, size_t limit, size_t *out, size_t n
 	return got;
 }
 
-/* The first set bit in [from, to), or to. */
-static size_t next_set_bit(const struct bitmap *map, size_t from, size_t to)
+/*
+ * The first bit in [from, to) that is set (flip 0) or clear (flip ~0), or to. Words with
+ * none are skipped through the matching summary: "nonempty" for set, "full" for clear.
+ */
+static size_t next_bit(const struct bitmap *map, uint64_t flip, size_t from, size_t to)
 {
+	const uint64_t *summary = flip ? map->full : map->nonempty;
 	size_t w = word_of(from);
 	size_t end = (to + WORD_BITS - 1) / WORD_BITS;
-	uint64_t busy;
+	uint64_t hits;
 
 	if (from >= to)
 		return to;
-	busy = map->words[w] & ~(bit_of(from) - 1);
-	while (!busy) {
-		w = next_nonempty_word(map, w + 1, end);
+	hits = (map->words[w] ^ flip) & ~(bit_of(from) - 1);
+	while (!hits) {
+		w = next_word(summary, flip, w + 1, end);
 		if (w >= end)
 			return to;
-		busy = map->words[w];
+		hits = map->words[w] ^ flip;
 	}
-	from = w * WORD_BITS + (size_t)__builtin_ctzll(busy);
-	return from < to ? from : to;
-}
-
-/* The first clear bit in [from, to), or to. */
-static size_t next_clear_bit(const struct bitmap *map, size_t from, size_t to)
-{
-	size_t w = word_of(from);
-	size_t end = (to + WORD_BITS - 1) / WORD_BITS;
-	uint64_t open;
-
-	if (from >= to)
-		return to;
-	open = ~map->words[w] & ~(bit_of(from) - 1);
-	while (!open) {
-		w = next_nonfull_word(map, w + 1, end);
-		if (w >= end)
-			return to;
-		open = ~map->words[w];
-	}
-	from = w * WORD_BITS + (size_t)__builtin_ctzll(open);
+	from = w * WORD_BITS + (size_t)__builtin_ctzll(hits);
 	return from < to ? from : to;
 }
 
@@ -206,12 +190,12 @@ bool bitmap_claim_run(struct bitmap *map, size_t limit, size_t n, size_t *start)
 		return false;
 	pos = map->hint * WORD_BITS;
 	for (;;) {
-		size_t first = next_clear_bit(map, pos, limit);
+		size_t first = next_bit(map, ~(uint64_t)0, pos, limit);
 		size_t blocker;
 
 		if (first + n > limit)
 			return false;
-		blocker = next_set_bit(map, first, first + n);
+		blocker = next_bit(map, 0, first, first + n);
 		if (blocker == first + n) {
 			bitmap_set_range(map, first, n);
 			*start = first;

@@ -335,13 +335,18 @@ static inline bool maps_any_mapped(const void *addr, size_t len)
 	return found;
 }
 
-/* This process's resident set in bytes (VmRSS), or -1. */
-static inline long long self_rss(void)
+/* The resident set in bytes (VmRSS) of process pid, 0 for this one; -1 on error. */
+static inline long long pid_rss(pid_t pid)
 {
-	FILE *f = fopen("/proc/self/status", "r");
-	char line[256];
+	char path[64], line[256];
 	long long kb = -1;
+	FILE *f;
 
+	if (pid)
+		snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	else
+		snprintf(path, sizeof(path), "/proc/self/status");
+	f = fopen(path, "r");
 	if (!f)
 		return -1;
 	while (fgets(line, sizeof(line), f))
@@ -349,6 +354,12 @@ static inline long long self_rss(void)
 			break;
 	fclose(f);
 	return kb < 0 ? -1 : kb * 1024;
+}
+
+/* This process's resident set in bytes (VmRSS), or -1. */
+static inline long long self_rss(void)
+{
+	return pid_rss(0);
 }
 
 /* A field of /proc/self/status in bytes ("VmSize", "VmData", ...), or -1. */

@@ -700,23 +700,6 @@ static void case_slowreader(void)
 	CHECK(strstr(r.log, "live_buffers=0 ") != NULL);
 }
 
-static long long pid_rss(pid_t pid)
-{
-	char path[64], line[256];
-	long long kb = -1;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	f = fopen(path, "r");
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmRSS: %lld kB", &kb) == 1)
-			break;
-	fclose(f);
-	return kb * 1024;
-}
-
 static void case_idle(void)
 {
 	struct relay r;
