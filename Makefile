@@ -6,7 +6,7 @@
 #   make test       sanitizer builds (ASan+UBSan, TSan) and the whole suite through CTest
 #   make bench      tide against DPDK's mempool and the mallocs (tide-bench)
 #   make bench-relay  tide-relay against haproxy, nginx and socat
-#   make fuzz       the libFuzzer target, FUZZ_SECONDS long (default 60)
+#   make fuzz       the libFuzzer target, FUZZ_SECONDS long (default 60); fuzz-fast: no ASan
 #   make install    into PREFIX (default /usr/local)
 
 PREFIX ?= /usr/local
@@ -16,7 +16,7 @@ CTEST_FLAGS ?= --output-on-failure -j $(JOBS)
 DEPS := scripts/deps.sh
 
 .PHONY: all deps release demo test test-asan test-tsan test-valgrind bench \
-	bench-relay fuzz install format clean
+	bench-relay fuzz fuzz-fast install format clean
 
 all: release
 
@@ -68,6 +68,14 @@ fuzz: deps
 	@cmake --build build/fuzz -j $(JOBS) --target tide-fuzz
 	build/fuzz/fuzz/tide-fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 		build/fuzz/corpus fuzz/corpus
+
+# The same tree without ASan, for long runs (see fuzz/README.md).
+fuzz-fast: deps
+	@$(DEPS) fuzz
+	@CC=clang cmake -S . -B build/fuzz -DTIDE_FUZZ=ON -DTIDE_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build build/fuzz -j $(JOBS) --target tide-fuzz-fast
+	build/fuzz/fuzz/tide-fuzz-fast -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		-rss_limit_mb=0 build/fuzz/corpus fuzz/corpus
 
 install: release
 	cmake --install build/release --prefix $(PREFIX)
