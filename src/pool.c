@@ -217,13 +217,12 @@ int tide_pool_create(const struct tide_pool_config *cfg, struct tide_pool **pool
 	if (c.flags & TIDE_BACKGROUND) {
 		err = maintain_start(pool);
 		if (err)
-			goto fail_grown;
+			goto fail_users;
 	}
 	*poolp = pool;
 	return 0;
 
-fail_grown:
-fail_users:
+fail_users: /* a grown range goes with the reservation below */
 	user_table_exit(pool);
 fail_meta:
 	os_release(pool->meta, pool->meta_size);
@@ -279,9 +278,22 @@ static void note_claimed_locked(struct tide_pool *pool, size_t first, size_t n)
 		pool->demand_tick = pool->map.count;
 }
 
+/*
+ * Stamp the purge region of block idx, unless it is *last, the region stamped just
+ * before: claims and flushes come in runs of neighbours.
+ */
+static inline void stamp_block_locked(struct tide_pool *pool, size_t idx, size_t *last)
+{
+	size_t region = (idx << pool->block_shift) / pool->purge_region;
+
+	if (region != *last) {
+		*last = region;
+		pool->region_epoch[region] = pool->epoch;
+	}
+}
+
 unsigned pool_claim_blocks_locked(struct tide_pool *pool, void **out, unsigned n)
 {
-	unsigned region_shift = (unsigned)__builtin_ctzl(pool->purge_region) - pool->block_shift;
 	size_t idx[TCACHE_CAP], region = SIZE_MAX;
 	size_t got;
 
@@ -290,10 +302,7 @@ unsigned pool_claim_blocks_locked(struct tide_pool *pool, void **out, unsigned n
 	got = bitmap_claim_bits(&pool->map, pool->limit, idx, n);
 	for (size_t i = 0; i < got; i++) {
 		out[i] = pool->base + (idx[i] << pool->block_shift);
-		if (idx[i] >> region_shift != region) {
-			region = idx[i] >> region_shift;
-			pool->region_epoch[region] = pool->epoch;
-		}
+		stamp_block_locked(pool, idx[i], &region);
 		if (pool->purged_chunks)
 			purge_unmark_locked(pool, idx[i], 1);
 	}
@@ -304,7 +313,6 @@ unsigned pool_claim_blocks_locked(struct tide_pool *pool, void **out, unsigned n
 
 void pool_release_blocks_locked(struct tide_pool *pool, void *const *blocks, unsigned n)
 {
-	unsigned region_shift = (unsigned)__builtin_ctzl(pool->purge_region) - pool->block_shift;
 	size_t idx[TCACHE_CAP], region = SIZE_MAX;
 
 	while (n) {
@@ -313,10 +321,7 @@ void pool_release_blocks_locked(struct tide_pool *pool, void *const *blocks, uns
 		for (unsigned i = 0; i < k; i++) {
 			idx[i] = (size_t)((char *)blocks[i] - pool->base) >> pool->block_shift;
 			/* Purge waits a delay from the last free too, not only the last claim. */
-			if (idx[i] >> region_shift != region) {
-				region = idx[i] >> region_shift;
-				pool->region_epoch[region] = pool->epoch;
-			}
+			stamp_block_locked(pool, idx[i], &region);
 		}
 		bitmap_clear_list(&pool->map, idx, k);
 		blocks += k;
