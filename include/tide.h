@@ -13,6 +13,9 @@
  * pointer or NULL; getters return values. The library never sets errno.
  * Every function is safe to call from several threads at once, except
  * tide_pool_destroy(), which must be the last call on a pool.
+ *
+ * Each function's contract follows it here (kernel-doc), and in its manual page
+ * (man 3 tide_alloc ...); man 7 tide describes the model.
  */
 #ifndef TIDE_H
 #define TIDE_H
@@ -25,10 +28,7 @@
 extern "C" {
 #endif
 
-#define TIDE_VERSION_MAJOR  0
-#define TIDE_VERSION_MINOR  1
-#define TIDE_VERSION_PATCH  0
-#define TIDE_VERSION_STRING "0.1.0"
+#include <tide/version.h> /* TIDE_VERSION_MAJOR, _MINOR, _PATCH, _STRING, _NUMBER */
 
 #if defined(__GNUC__)
 #define TIDE_API       __attribute__((visibility("default")))
@@ -67,52 +67,182 @@ struct tide_pool_config {    /* zero means default */
 	unsigned flags;		  /* TIDE_AUTO_GROW | ... */
 };
 
-/* Create a pool: reserve the range, commit initial_size. 0, -EINVAL or -ENOMEM. */
+/**
+ * tide_pool_create() - reserve a range and make a pool of it.
+ * @cfg:  the configuration; NULL or zero fields mean the defaults.
+ * @pool: where the new pool goes.
+ *
+ * Reserves reserve_size bytes of address space (no memory), maps the metadata lazily, and
+ * commits initial_size. With TIDE_BACKGROUND a maintenance thread is started.
+ *
+ * Return: 0; -EINVAL for a bad field or flag or a NULL @pool; -ENOMEM when the OS refuses
+ * the reservation or the initial commit; -EAGAIN when the thread cannot be started.
+ */
 TIDE_API TIDE_NODISCARD int tide_pool_create(const struct tide_pool_config *cfg,
 					     struct tide_pool **pool);
-/* Destroy a pool and release its whole range. Live buffers become invalid. */
+/**
+ * tide_pool_destroy() - release the pool's whole range and metadata.
+ * @pool: the pool, or NULL (nothing happens).
+ *
+ * Stops the maintenance thread, calls the hook (TO_RESERVED) for the unreserved portion so
+ * the network side can unregister it, and unmaps everything. Buffers still live become
+ * invalid; this must be the last call on the pool from any thread.
+ */
 TIDE_API void tide_pool_destroy(struct tide_pool *pool);
 
 /* ------------------------------------------------------------- buffers -- */
 
-/* One buffer of at least size bytes (a run of blocks), or NULL: no space, or size 0. */
+/**
+ * tide_alloc() - take a buffer from the pool.
+ * @pool: the pool.
+ * @size: bytes wanted; up to block_size takes one block, more a contiguous run.
+ *
+ * Lowest address first, from this thread's cache, refilled from the bitmap; with
+ * TIDE_AUTO_GROW a pool with nothing free grows by a grow_unit (or what the run needs).
+ *
+ * Return: the buffer, aligned to block_size; NULL for size 0, a NULL pool, or no space
+ * (counted in alloc_failures).
+ */
 TIDE_API TIDE_MALLOC void *tide_alloc(struct tide_pool *pool, size_t size);
-/* Free a buffer from tide_alloc. 0; -EINVAL not a live buffer; -EPERM a user's buffer. */
+/**
+ * tide_free() - give a buffer back.
+ * @pool: the pool it came from.
+ * @buf:  the buffer, or NULL.
+ *
+ * Return: 0 (also for NULL); -EINVAL when @buf is not a live buffer of this pool (foreign,
+ * interior, above the boundary, already freed) or @pool is NULL; -EPERM when it belongs to
+ * a user (free it with tide_user_free()). A refused free changes nothing and is counted
+ * in bad_frees.
+ */
 TIDE_API int tide_free(struct tide_pool *pool, void *buf);
-/* Up to n one-block buffers into bufs; returns how many it got. */
+/**
+ * tide_alloc_bulk() - take up to @n one-block buffers.
+ * @pool: the pool.
+ * @bufs: room for @n pointers.
+ * @n:    how many.
+ *
+ * Return: how many were taken (0 for bad arguments); the rest of @bufs is untouched.
+ */
 TIDE_API unsigned tide_alloc_bulk(struct tide_pool *pool, void **bufs, unsigned n);
-/* Free n buffers; stops at the first bad one and returns its error (earlier ones are freed). */
+/**
+ * tide_free_bulk() - give @n buffers back.
+ * @pool: the pool.
+ * @bufs: the buffers; NULL entries are skipped.
+ * @n:    how many.
+ *
+ * Return: 0; or the error of the first buffer refused (as tide_free(): -EINVAL, -EPERM):
+ * the ones before it are freed, it and the ones after it are not.
+ */
 TIDE_API int tide_free_bulk(struct tide_pool *pool, void *const *bufs, unsigned n);
-/* Bytes usable in a live buffer (a whole number of blocks), or 0 if buf is not one. */
+/**
+ * tide_buffer_size() - the usable size of a live buffer.
+ * @pool: the pool.
+ * @buf:  a buffer from it.
+ *
+ * Return: its size, a whole number of blocks; 0 when @buf is not a live buffer.
+ */
 TIDE_API size_t tide_buffer_size(const struct tide_pool *pool, const void *buf);
-/* Return this thread's cached free blocks of pool to the bitmap. */
+/**
+ * tide_pool_flush_cache() - return this thread's cached free blocks of @pool.
+ * @pool: the pool, or NULL.
+ *
+ * Useful before a thread goes idle for long; thread exit does it by itself.
+ */
 TIDE_API void tide_pool_flush_cache(struct tide_pool *pool);
 
 /* ---------------------------------------------------------- conversion -- */
 
-/* Move the boundary up by bytes (rounded up to grow_unit). 0, -EINVAL, -ENOSPC, -ENOMEM,
- * or the hook's veto. */
+/**
+ * tide_pool_grow() - convert reserved space to unreserved.
+ * @pool:  the pool.
+ * @bytes: how much; rounded up to a multiple of grow_unit. 0 does nothing.
+ *
+ * Commits the range above the boundary, calls the hook (TO_UNRESERVED), then moves the
+ * boundary. All or nothing: on any error the pool is exactly as before.
+ *
+ * Return: 0; -EINVAL for a NULL pool; -ENOSPC past max_size; -ENOMEM when the OS refuses
+ * (mprotect, mlock, populate); -EDEADLK from inside the pool's own hook; or the hook's
+ * negative return (-ECANCELED for a positive one).
+ */
 TIDE_API int tide_pool_grow(struct tide_pool *pool, size_t bytes);
-/* Give back up to bytes (rounded up to grow_unit) of free top. Bytes converted, -EBUSY when
- * the top is not free, -ENOMEM, or the hook's veto. */
+/**
+ * tide_pool_shrink() - convert the free top of the unreserved portion back to reserved.
+ * @pool:  the pool.
+ * @bytes: at most this much; rounded up to a multiple of grow_unit.
+ *
+ * Takes back the blocks parked in every thread's cache, finds the highest live block, and
+ * converts whole grow_units above it: the hook (TO_RESERVED) runs first, then the pages go
+ * back to the OS. An explicit shrink may go below min_size (that floor is for automatic
+ * shrink only). A live buffer is never taken.
+ *
+ * Return: bytes converted (0 when there is nothing unreserved or @bytes is 0); -EINVAL for
+ * a NULL pool; -EBUSY when the top grow_unit holds a live buffer; -EDEADLK from inside the
+ * pool's own hook; the OS's refusal (-ENOMEM), or the hook's veto, with the pool as before.
+ */
 TIDE_API ssize_t tide_pool_shrink(struct tide_pool *pool, size_t bytes);
-/* Run due automatic shrink and purge. Returns ms until the next due work, -1 for none. */
+/**
+ * tide_pool_maintain() - run the automatic shrink and purge that are due.
+ * @pool: the pool.
+ *
+ * For event loops: call it when the returned time has passed (a timer), and after bursts.
+ * Does nothing without TIDE_AUTO_SHRINK. Returns at once (asking to be called again soon)
+ * when another thread is converting.
+ *
+ * Return: milliseconds until the next work is due; -1 when nothing is (the pool is at its
+ * floor and holds no excess); -EINVAL for a NULL pool.
+ */
 TIDE_API int tide_pool_maintain(struct tide_pool *pool);
 
 enum tide_convert {
 	TIDE_TO_UNRESERVED,
 	TIDE_TO_RESERVED
 };
-/* Called with the pool's conversion lock held; must not grow or shrink the same pool. */
+/*
+ * A conversion hook: called with the pool's conversion lock held; must not grow or shrink
+ * the same pool. Returns 0 to accept, anything else to veto (see tide_pool_set_convert_hook()).
+ */
 typedef int (*tide_convert_fn)(struct tide_pool *pool, enum tide_convert dir, void *addr,
 			       size_t len, void *arg);
-/* Install (or with fn NULL remove) the conversion hook. 0 or -EINVAL. */
+/**
+ * tide_pool_set_convert_hook() - install the driver's hand on conversions.
+ * @pool: the pool.
+ * @fn:   called as fn(pool, dir, addr, len, arg); NULL removes the hook.
+ * @arg:  passed through.
+ *
+ * @fn sees TIDE_TO_UNRESERVED after a range is committed and before any of its buffers is
+ * handed out, and TIDE_TO_RESERVED before a range's pages go back. A nonzero return vetoes
+ * that conversion. So that a driver sees every range exactly once, a new hook is called at
+ * once with TO_UNRESERVED for the range already unreserved (its veto refuses the install),
+ * and a hook being replaced or removed is called with TO_RESERVED for it; the pool's
+ * destroy calls it too. The hook runs with the conversion lock held: it must not grow or
+ * shrink the same pool (those return -EDEADLK), but may allocate and free. One call cannot
+ * be refused: when the OS fails to take back a range the hook already released, the hook
+ * is called again with TO_UNRESERVED to register it anew, and its return is ignored (the
+ * range stays in the pool, which stays consistent; a driver that cannot re-register
+ * should fall back to copying).
+ *
+ * Return: 0; -EINVAL for a NULL pool; -EDEADLK from inside a hook; or the new hook's veto.
+ */
 TIDE_API int tide_pool_set_convert_hook(struct tide_pool *pool, tide_convert_fn fn, void *arg);
 
 /* --------------------------------------------------------------- state -- */
 
-TIDE_API void *tide_pool_base(const struct tide_pool *pool);	 /* start of the range */
-TIDE_API void *tide_pool_boundary(const struct tide_pool *pool); /* end of the unreserved part */
+/**
+ * tide_pool_base() - the start of the pool's range.
+ * @pool: the pool.
+ *
+ * Return: the lowest address of the reservation, fixed for the pool's life (NULL for a NULL
+ * pool). The whole range is [base, base + reserve_size).
+ */
+TIDE_API void *tide_pool_base(const struct tide_pool *pool);
+/**
+ * tide_pool_boundary() - the end of the unreserved portion.
+ * @pool: the pool.
+ *
+ * Return: the boundary now: [base, boundary) is unreserved (mapped), [boundary, base +
+ * reserve_size) reserved. It moves with every grow and shrink; NULL for a NULL pool.
+ */
+TIDE_API void *tide_pool_boundary(const struct tide_pool *pool);
 
 struct tide_stats {
 	size_t reserve_size;	 /* virtual bytes reserved */
@@ -138,7 +268,15 @@ struct tide_stats {
 	unsigned users;		 /* user handles alive */
 };
 
-/* Fill st with a consistent-enough snapshot (counters are read without stopping threads). */
+/**
+ * tide_pool_stats() - a snapshot of the pool's sizes and counters.
+ * @pool: the pool.
+ * @st:   filled in; zeroed for a NULL pool.
+ *
+ * Sizes are exact at the moment the pool lock is held; counters are read without stopping
+ * other threads. peak_live_bytes is exact for a pool used by one thread; with several it
+ * may overstate the truth by at most a thread cache (512 blocks) per thread.
+ */
 TIDE_API void tide_pool_stats(const struct tide_pool *pool, struct tide_stats *st);
 
 /* --------------------------------------------------------------- users -- */
@@ -153,19 +291,65 @@ struct tide_user_config {
 	unsigned flags;	  /* TIDE_USER_MAY_GROW */
 };
 
-/* Create a user of pool. 0, -EINVAL, -ENOMEM, or -ENOSPC (too many users). */
+/**
+ * tide_user_create() - make a class of memory user of @pool.
+ * @pool: the pool.
+ * @cfg:  name (copied, up to 31 bytes kept; NULL for none), quota in bytes (0: no limit),
+ *        flags (TIDE_USER_MAY_GROW: this user's allocations may grow a TIDE_AUTO_GROW pool).
+ * @user: where the handle goes.
+ *
+ * Return: 0; -EINVAL for a NULL argument or an unknown flag; -ENOMEM; -ENOSPC when the
+ * pool already has the most users it can tag (32765).
+ */
 TIDE_API TIDE_NODISCARD int tide_user_create(struct tide_pool *pool,
 					     const struct tide_user_config *cfg,
 					     struct tide_user **user);
-/* Destroy a user. 0, -EINVAL, or -EBUSY while it holds buffers. */
+/**
+ * tide_user_destroy() - remove a user.
+ * @user: the user.
+ *
+ * Return: 0; -EINVAL for NULL; -EBUSY while it holds buffers (nothing changes).
+ */
 TIDE_API int tide_user_destroy(struct tide_user *user);
-/* A buffer charged to user, or NULL (no space, quota reached, or size 0). */
+/**
+ * tide_user_alloc() - a buffer charged to @user.
+ * @user: the user.
+ * @size: bytes wanted, as tide_alloc().
+ *
+ * The pool grows only if the pool has TIDE_AUTO_GROW and the user TIDE_USER_MAY_GROW;
+ * otherwise only what is already unreserved is taken.
+ *
+ * Return: the buffer; NULL for size 0, a NULL user, no space, or the quota reached
+ * (counted in the user's and the pool's alloc_failures).
+ */
 TIDE_API TIDE_MALLOC void *tide_user_alloc(struct tide_user *user, size_t size);
-/* Free one of user's buffers. 0; -EINVAL not a live buffer; -EPERM another user's buffer. */
+/**
+ * tide_user_free() - give back one of @user's buffers.
+ * @user: the user.
+ * @buf:  the buffer, or NULL.
+ *
+ * Return: 0; -EINVAL when @buf is not a live buffer of the pool; -EPERM when another user
+ * (or the pool's default user) holds it: the buffer is untouched.
+ */
 TIDE_API int tide_user_free(struct tide_user *user, void *buf);
-/* Up to n one-block buffers charged to user; returns how many it got. */
+/**
+ * tide_user_alloc_bulk() - up to @n one-block buffers charged to @user.
+ * @user: the user.
+ * @bufs: room for @n pointers.
+ * @n:    how many.
+ *
+ * Return: how many were taken, fewer when the quota or the space runs out.
+ */
 TIDE_API unsigned tide_user_alloc_bulk(struct tide_user *user, void **bufs, unsigned n);
-/* Free n of user's buffers; stops at the first bad one and returns its error. */
+/**
+ * tide_user_free_bulk() - give back @n of @user's buffers.
+ * @user: the user.
+ * @bufs: the buffers; NULL entries are skipped.
+ * @n:    how many.
+ *
+ * Return: 0, or the first refusal (as tide_user_free(): -EINVAL, -EPERM); the ones before
+ * it are freed.
+ */
 TIDE_API int tide_user_free_bulk(struct tide_user *user, void *const *bufs, unsigned n);
 
 struct tide_user_stats {
@@ -179,10 +363,31 @@ struct tide_user_stats {
 	uint64_t bad_frees;	 /* frees refused */
 };
 
-/* Fill st with user's counters. */
+/**
+ * tide_user_stats() - @user's counters.
+ * @user: the user.
+ * @st:   filled in; zeroed for a NULL user.
+ */
 TIDE_API void tide_user_stats(const struct tide_user *user, struct tide_user_stats *st);
-/* The pool user belongs to. */
+/**
+ * tide_user_pool() - the pool a user belongs to.
+ * @user: the user.
+ *
+ * Return: the pool given to tide_user_create(); NULL for a NULL user.
+ */
 TIDE_API struct tide_pool *tide_user_pool(const struct tide_user *user);
+
+/* ------------------------------------------------------------- version -- */
+
+/**
+ * tide_version() - the version of the library this program runs with.
+ *
+ * TIDE_VERSION_STRING is the version of the header a program was compiled with; the
+ * library may be a later release with the same soname.
+ *
+ * Return: "MAJOR.MINOR.PATCH", a static string.
+ */
+TIDE_API const char *tide_version(void);
 
 #ifdef __cplusplus
 }
