@@ -126,18 +126,39 @@ void tide_agent_stop(struct tide_agent *agent);
  */
 int tide_agent_wait(struct tide_agent *agent);
 
-/* Destroy an agent (stopping and joining it first if it runs). NULL is a no-op. */
+/*
+ * tide_agent_destroy - stop and join the agent if it runs, close the listeners, destroy the
+ * workers' pool users and free the agent.
+ * @agent: the agent, or NULL (nothing happens)
+ */
 void tide_agent_destroy(struct tide_agent *agent);
 
 /* --------------------------------------------------------------- state -- */
 
-/* The port the listeners are bound to (useful with port 0). */
+/*
+ * tide_agent_port - the port the listeners are bound to.
+ * @agent: the agent, or NULL
+ *
+ * Return: the port (the one picked when the configuration asked for 0), or 0 for NULL.
+ */
 unsigned tide_agent_port(const struct tide_agent *agent);
 
-/* The worker count. */
+/*
+ * tide_agent_workers - the worker count.
+ * @agent: the agent, or NULL
+ *
+ * Return: the number of workers, or 0 for NULL.
+ */
 unsigned tide_agent_workers(const struct tide_agent *agent);
 
-/* Worker i's pool user (for tide_user_stats), or NULL. */
+/*
+ * tide_agent_user - a worker's pool user, for tide_user_stats().
+ * @agent: the agent, or NULL
+ * @i: the worker's index
+ *
+ * Return: the user; NULL for a NULL agent, an index out of range, or a worker that has not
+ * set up yet.
+ */
 struct tide_user *tide_agent_user(const struct tide_agent *agent, unsigned i);
 
 struct tide_agent_stats {
@@ -163,7 +184,11 @@ struct tide_agent_stats {
 	bool defer_taskrun;	    /* rings run with IORING_SETUP_DEFER_TASKRUN */
 };
 
-/* Fill st with the sum over the workers (counters read without stopping them). */
+/*
+ * tide_agent_stats - the counters summed over the workers, read while they run.
+ * @agent: the agent, or NULL (all zero)
+ * @st: where the stats go
+ */
 void tide_agent_stats(const struct tide_agent *agent, struct tide_agent_stats *st);
 
 #ifdef __cplusplus
