@@ -1,5 +1,6 @@
-# The README's commands, over CMake. Each target installs what it is missing first
-# (scripts/deps.sh: apt-get as root, otherwise it prints the line to run).
+# The README's commands, over CMake. Each target installs what it is missing first, all
+# its groups in one call (scripts/deps.sh: apt-get as root, otherwise it prints the one
+# line to run; the benchmarks' peers are optional and skipped when missing).
 #
 #   make            build the release tree (build/release)
 #   make demo       the relay under bursty load; the pool grows and shrinks; writes a plot
@@ -7,7 +8,8 @@
 #   make bench      tide against DPDK's mempool and the mallocs (tide-bench)
 #   make bench-relay  tide-relay against haproxy, nginx and socat
 #   make fuzz       the libFuzzer target, FUZZ_SECONDS long (default 60); fuzz-fast: no ASan
-#   make install    into PREFIX (default /usr/local)
+#   make install    into PREFIX (default /usr/local; the tree is configured with it, so
+#                   PREFIX=/usr gets Debian's multiarch lib directory)
 
 PREFIX ?= /usr/local
 JOBS ?= $(shell nproc)
@@ -15,7 +17,7 @@ FUZZ_SECONDS ?= 60
 CTEST_FLAGS ?= --output-on-failure -j $(JOBS)
 DEPS := scripts/deps.sh
 
-.PHONY: all deps release demo test test-asan test-tsan test-valgrind bench \
+.PHONY: all deps release build-release demo test test-asan test-tsan test-valgrind bench \
 	bench-relay fuzz fuzz-fast install format clean
 
 all: release
@@ -24,16 +26,20 @@ deps:
 	@$(DEPS) build
 
 release: deps
+	@$(MAKE) --no-print-directory build-release
+
+# The release tree, without the package check (the targets below have made it).
+build-release:
 	@cmake --preset release >/dev/null
 	@cmake --build build/release -j $(JOBS)
 
-demo: deps
-	@$(DEPS) demo
-	@$(MAKE) --no-print-directory release
+demo:
+	@$(DEPS) build demo
+	@$(MAKE) --no-print-directory build-release
 	@cmake --build build/release --target demo
 
-test: deps
-	@$(DEPS) test
+test:
+	@$(DEPS) build test
 	@JOBS=$(JOBS) scripts/test-all.sh
 
 # One stage at a time, for a developer: the same trees scripts/test-all.sh uses.
@@ -52,33 +58,38 @@ test-valgrind: release
 		MemoryCheckCommandOptions="--error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite"
 
 # The peers are installed before the tree is configured, so CMake finds them.
-bench: deps
-	@$(DEPS) bench
-	@$(MAKE) --no-print-directory release
+bench:
+	@$(DEPS) build bench
+	@$(MAKE) --no-print-directory build-release
 	@cmake --build build/release --target bench
 
-bench-relay: deps
-	@$(DEPS) relay-bench
-	@$(MAKE) --no-print-directory release
+bench-relay:
+	@$(DEPS) build relay-bench
+	@$(MAKE) --no-print-directory build-release
 	@cmake --build build/release --target bench-relay
 
-fuzz: deps
-	@$(DEPS) fuzz
+fuzz:
+	@$(DEPS) build fuzz
 	@CC=clang cmake -S . -B build/fuzz -DTIDE_FUZZ=ON -DTIDE_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@cmake --build build/fuzz -j $(JOBS) --target tide-fuzz
 	build/fuzz/fuzz/tide-fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 		build/fuzz/corpus fuzz/corpus
 
 # The same tree without ASan, for long runs (see fuzz/README.md).
-fuzz-fast: deps
-	@$(DEPS) fuzz
+fuzz-fast:
+	@$(DEPS) build fuzz
 	@CC=clang cmake -S . -B build/fuzz -DTIDE_FUZZ=ON -DTIDE_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@cmake --build build/fuzz -j $(JOBS) --target tide-fuzz-fast
 	build/fuzz/fuzz/tide-fuzz-fast -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 		-rss_limit_mb=0 build/fuzz/corpus fuzz/corpus
 
-install: release
-	cmake --install build/release --prefix $(PREFIX)
+# Configured with PREFIX, so that GNUInstallDirs picks the lib directory for it
+# (lib/<multiarch> under /usr). As root into a prefix the dynamic linker searches, the
+# install runs ldconfig (cmake/ldconfig.cmake); for another prefix it says how to run.
+install: deps
+	@cmake --preset release -DCMAKE_INSTALL_PREFIX=$(PREFIX) >/dev/null
+	@cmake --build build/release -j $(JOBS)
+	cmake --install build/release
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
