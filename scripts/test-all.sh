@@ -22,7 +22,7 @@ trap 'rm -rf "$logs"' EXIT
 run() {
 	local name=$1 dir=$2 log=$logs/$1.ctest
 	shift 2
-	echo "== $name: ctest $* (in $dir)"
+	echo "== $name: the tests (in $dir: ctest${1:+ $1 $2})"
 	(cd "$dir" && ctest --output-on-failure --test-output-size-failed 100000000 \
 		-j "$jobs" "$@") 2>&1 | tee "$log"
 	local rc=${PIPESTATUS[0]}
@@ -63,7 +63,6 @@ build tsan
 run tsan build/tsan -L threads
 build release
 run release build/release -L release
-echo "== valgrind: the unit tests under memcheck (build/release)"
 run valgrind build/release -L unit -T memcheck --overwrite \
 	MemoryCheckCommandOptions="--error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite"
 
