@@ -26,6 +26,10 @@
  * phase ends at its time, connections still open then are counted as
  * unfinished and closed, and the whole run stops by --max-time at the latest.
  *
+ * Output: a line as each phase starts ("T s  phase N burst starts: ...") and one as it
+ * ends, with its counts, then a summary; T is seconds since the start. run-demo.sh reads
+ * the phase lines to mark and shade the phases.
+ *
  * Exit status: 0 when every connection of every burst was echoed in full and
  * every byte matched; 1 for a mismatch, a connection error or an interruption;
  * 3 when the only fault is connections unfinished at their phase's end (the
@@ -33,6 +37,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -150,33 +155,40 @@ static double now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* A whole number with an optional K, M or G suffix (powers of 1024; "KiB", "KB" too). */
 static bool parse_size(const char *s, uint64_t *out)
 {
 	char *end;
 	unsigned long long v;
+	unsigned shift = 0;
 
 	errno = 0;
+	if (*s == '-' || *s == '+')
+		return false;
 	v = strtoull(s, &end, 10);
 	if (errno || end == s)
 		return false;
 	switch (*end) {
 	case 'k':
 	case 'K':
-		v <<= 10;
-		end++;
+		shift = 10;
 		break;
 	case 'm':
 	case 'M':
-		v <<= 20;
-		end++;
+		shift = 20;
 		break;
 	case 'g':
 	case 'G':
-		v <<= 30;
-		end++;
+		shift = 30;
 		break;
 	default:
 		break;
+	}
+	if (shift) {
+		end++;
+		if (v > (UINT64_MAX >> shift))
+			return false;
+		v <<= shift;
 	}
 	if (*end == 'i' || *end == 'B')
 		end += (*end == 'i' && end[1] == 'B') ? 2 : 1;
@@ -553,6 +565,94 @@ static void raise_nofile(unsigned want)
 	}
 }
 
+/* A bad value for an option: say which and why, exit status 2. */
+static int bad_value(const char *opt, const char *v, const char *want)
+{
+	fprintf(stderr, "%s: --%s '%s': %s (see --help)\n", prog, opt, v, want);
+	return 2;
+}
+
+/*
+ * The command line, with getopt_long. Returns -1 to go on, or an exit status: 0 after
+ * --help, 2 for bad usage (the message says which option and what it wants).
+ */
+static int parse_args(int argc, char **argv, const char **target, const char **schedule,
+		      double *ramp, double *max_time, uint64_t *seed)
+{
+	static const struct option opts[] = {
+		{"connect", required_argument, NULL, 'c'},
+		{"schedule", required_argument, NULL, 's'},
+		{"ramp", required_argument, NULL, 'r'},
+		{"rcvbuf", required_argument, NULL, 'B'},
+		{"half-close", no_argument, NULL, 'H'},
+		{"max-time", required_argument, NULL, 't'},
+		{"seed", required_argument, NULL, 'S'},
+		{"verbose", no_argument, NULL, 'v'},
+		{"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	uint64_t b;
+	double ms;
+	int c;
+
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":c:s:r:t:vh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			*target = optarg;
+			break;
+		case 's':
+			*schedule = optarg;
+			break;
+		case 'r':
+			if (!parse_seconds(optarg, &ms))
+				return bad_value("ramp", optarg, "milliseconds, 0 to 3600");
+			*ramp = ms / 1000.0;
+			break;
+		case 'B':
+			if (!parse_size(optarg, &b) || b == 0 || b > INT_MAX)
+				return bad_value("rcvbuf", optarg,
+						 "bytes, 1 to 2G-1 (K, M suffixes)");
+			rcvbuf = (int)b;
+			break;
+		case 'H':
+			half_close = true;
+			break;
+		case 't':
+			if (!parse_seconds(optarg, max_time) || *max_time <= 0)
+				return bad_value("max-time", optarg, "seconds, above 0 up to 3600");
+			break;
+		case 'S':
+			if (!parse_size(optarg, seed))
+				return bad_value("seed", optarg, "a whole number");
+			break;
+		case 'v':
+			verbose = 1;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case ':':
+			fprintf(stderr, "%s: %s needs a value (see --help)\n", prog,
+				argv[optind - 1]);
+			return 2;
+		default:
+			if (optopt)
+				fprintf(stderr, "%s: unknown option '-%c' (see --help)\n", prog,
+					optopt);
+			else
+				fprintf(stderr, "%s: unknown option '%s' (see --help)\n", prog,
+					argv[optind - 1]);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "%s: unexpected argument '%s' (see --help)\n", prog, argv[optind]);
+		return 2;
+	}
+	return -1;
+}
+
 int main(int argc, char **argv)
 {
 	const char *target = NULL;
@@ -566,60 +666,10 @@ int main(int argc, char **argv)
 	int nphases;
 	struct sigaction sa = {.sa_handler = on_signal};
 
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-		bool takes = true;
+	int rc = parse_args(argc, argv, &target, &schedule, &ramp, &max_time, &seed);
 
-		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-			usage(stdout);
-			return 0;
-		} else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
-			verbose = 1;
-			takes = false;
-		} else if (!strcmp(a, "--half-close")) {
-			half_close = true;
-			takes = false;
-		} else if (!v) {
-			fprintf(stderr, "%s: %s needs a value (see --help)\n", prog, a);
-			return 2;
-		} else if (!strcmp(a, "-c") || !strcmp(a, "--connect")) {
-			target = v;
-		} else if (!strcmp(a, "-s") || !strcmp(a, "--schedule")) {
-			schedule = v;
-		} else if (!strcmp(a, "-r") || !strcmp(a, "--ramp")) {
-			double ms;
-
-			if (!parse_seconds(v, &ms)) {
-				fprintf(stderr, "%s: bad --ramp '%s'\n", prog, v);
-				return 2;
-			}
-			ramp = ms / 1000.0;
-		} else if (!strcmp(a, "--rcvbuf")) {
-			uint64_t b;
-
-			if (!parse_size(v, &b) || b > INT_MAX) {
-				fprintf(stderr, "%s: bad --rcvbuf '%s'\n", prog, v);
-				return 2;
-			}
-			rcvbuf = (int)b;
-		} else if (!strcmp(a, "-t") || !strcmp(a, "--max-time")) {
-			if (!parse_seconds(v, &max_time) || max_time <= 0) {
-				fprintf(stderr, "%s: bad --max-time '%s'\n", prog, v);
-				return 2;
-			}
-		} else if (!strcmp(a, "--seed")) {
-			if (!parse_size(v, &seed)) {
-				fprintf(stderr, "%s: bad --seed '%s'\n", prog, v);
-				return 2;
-			}
-		} else {
-			fprintf(stderr, "%s: unknown option '%s' (see --help)\n", prog, a);
-			return 2;
-		}
-		if (takes)
-			i++;
-	}
+	if (rc >= 0)
+		return rc;
 	if (!target) {
 		fprintf(stderr, "%s: --connect HOST:PORT is required (see --help)\n", prog);
 		return 2;
@@ -658,22 +708,30 @@ int main(int argc, char **argv)
 		double p0 = now_s();
 
 		memset(&ptot, 0, sizeof(ptot));
+		if (ph->kind == PHASE_QUIET)
+			printf("%6.1f s  phase %d quiet starts: %.1f s, no connections\n",
+			       p0 - t_start, i + 1, ph->seconds);
+		else
+			printf("%6.1f s  phase %d burst starts: %u connections, each echoing %.1f "
+			       "MiB at %.1f MiB/s, within %.1f s\n",
+			       p0 - t_start, i + 1, ph->conns, (double)ph->bytes / (1 << 20),
+			       (double)ph->rate / (1 << 20), ph->seconds);
+		fflush(stdout);
 		if (ph->kind == PHASE_QUIET) {
 			double until = p0 + ph->seconds;
 
 			sleep_until(until < deadline ? until : deadline);
-			printf("%6.1f s  phase %d quiet  %.1f s\n", now_s() - t_start, i + 1,
-			       now_s() - p0);
+			printf("%6.1f s  phase %d quiet ends\n", now_s() - t_start, i + 1);
 		} else {
 			run_burst(ph, ramp, &ss, sslen, deadline);
+			printf("%6.1f s  phase %d burst ends: %lu done, %lu failed, %lu "
+			       "unfinished, "
+			       "%lu mismatched, %.1f MiB echoed\n",
+			       now_s() - t_start, i + 1, ptot.done, ptot.failed, ptot.unfinished,
+			       ptot.mismatches, (double)ptot.bytes_echoed / (1 << 20));
+			fflush(stdout);
 			/* A burst that ended early leaves the rest of its time quiet. */
 			sleep_until(p0 + ph->seconds < deadline ? p0 + ph->seconds : deadline);
-			printf("%6.1f s  phase %d burst  %u conns x %llu B at %llu B/s: %lu done, "
-			       "%lu failed, %lu unfinished, %lu mismatched, %.1f MiB echoed\n",
-			       now_s() - t_start, i + 1, ph->conns, (unsigned long long)ph->bytes,
-			       (unsigned long long)ph->rate, ptot.done, ptot.failed,
-			       ptot.unfinished, ptot.mismatches,
-			       (double)ptot.bytes_echoed / (1 << 20));
 		}
 		fflush(stdout);
 		add_totals();
