@@ -20,6 +20,7 @@
  * invocation, so machine-wide noise hits every allocator alike as far as it can.
  */
 #include <errno.h>
+#include <getopt.h>
 #include <limits.h>
 #include <math.h>
 #include <poll.h>
@@ -879,42 +880,141 @@ static void usage(FILE *f)
 		"  --timeout S       seconds before a worker is killed, default 600\n");
 }
 
-int main(int argc, char **argv)
+/* @s as a whole number in [@min, @max] into @out; false (with a message naming --@opt and
+ * what it wants) otherwise. */
+static bool parse_uint(const char *opt, const char *s, unsigned long min, unsigned long max,
+		       unsigned *out)
 {
-	const char *mode = "alloc";
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (*s == '-' || errno || end == s || *end || v < min || v > max) {
+		fprintf(stderr, "tide-bench: --%s '%s': want a whole number from %lu to %lu\n", opt,
+			s, min, max);
+		return false;
+	}
+	*out = (unsigned)v;
+	return true;
+}
+
+/* Each name of the comma-separated @list is one of @names (NULL-terminated). */
+static bool check_names(const char *opt, const char *list, const char *const *names)
+{
+	for (const char *p = list; *p;) {
+		size_t n = strcspn(p, ",");
+		bool known = false;
+
+		for (const char *const *k = names; *k && !known; k++)
+			known = strlen(*k) == n && !strncmp(*k, p, n);
+		if (!known) {
+			fprintf(stderr, "tide-bench: --%s: unknown name '%.*s' (see --help)\n", opt,
+				(int)n, p);
+			return false;
+		}
+		p += n + (p[n] == ',');
+	}
+	return true;
+}
+
+/*
+ * The command line, with getopt_long: the mode as a plain argument, options anywhere.
+ * Returns -1 to go on, or an exit status: 0 after --help, 2 for bad usage.
+ */
+static int parse_args(int argc, char **argv, const char **mode)
+{
+	static const struct option opts[] = {
+		{"quick", no_argument, NULL, 'q'},
+		{"runs", required_argument, NULL, 'n'},
+		{"rounds", required_argument, NULL, 'R'},
+		{"ms", required_argument, NULL, 'm'},
+		{"only", required_argument, NULL, 'o'},
+		{"workloads", required_argument, NULL, 'w'},
+		{"csv", required_argument, NULL, 'c'},
+		{"out", required_argument, NULL, 'O'},
+		{"timeout", required_argument, NULL, 't'},
+		{"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	static const char *const allocators[] = {"tide",     "tide-thp", "dpdk",  "tcmalloc",
+						 "jemalloc", "mimalloc", "glibc", NULL};
 	bool runs_set = false, ms_set = false;
+	char *end;
+	int c;
 
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-
-		if (!strcmp(a, "alloc") || !strcmp(a, "convert") || !strcmp(a, "burst") ||
-		    !strcmp(a, "all"))
-			mode = a;
-		else if (!strcmp(a, "--quick"))
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'q':
 			opt_quick = true;
-		else if (!strcmp(a, "--runs") && i + 1 < argc)
-			opt_runs = (unsigned)atoi(argv[++i]), runs_set = true;
-		else if (!strcmp(a, "--rounds") && i + 1 < argc)
-			opt_rounds = (unsigned)atoi(argv[++i]);
-		else if (!strcmp(a, "--ms") && i + 1 < argc)
-			opt_ms = atof(argv[++i]), ms_set = true;
-		else if (!strcmp(a, "--only") && i + 1 < argc)
-			opt_only = argv[++i];
-		else if (!strcmp(a, "--workloads") && i + 1 < argc)
-			opt_workloads = argv[++i];
-		else if (!strcmp(a, "--csv") && i + 1 < argc)
-			opt_csv = argv[++i];
-		else if (!strcmp(a, "--out") && i + 1 < argc)
-			opt_out = argv[++i];
-		else if (!strcmp(a, "--timeout") && i + 1 < argc)
-			opt_timeout = (unsigned)atoi(argv[++i]);
-		else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+			break;
+		case 'n':
+			if (!parse_uint("runs", optarg, 1, MAX_RUNS, &opt_runs))
+				return 2;
+			runs_set = true;
+			break;
+		case 'R':
+			if (!parse_uint("rounds", optarg, 1, MAX_RUNS, &opt_rounds))
+				return 2;
+			break;
+		case 'm':
+			errno = 0;
+			opt_ms = strtod(optarg, &end);
+			if (errno || end == optarg || *end || !(opt_ms > 0) || opt_ms > 60000) {
+				fprintf(stderr,
+					"tide-bench: --ms '%s': want milliseconds above 0, up "
+					"to 60000\n",
+					optarg);
+				return 2;
+			}
+			ms_set = true;
+			break;
+		case 'o':
+			if (!check_names("only", optarg, allocators))
+				return 2;
+			opt_only = optarg;
+			break;
+		case 'w':
+			opt_workloads = optarg;
+			break;
+		case 'c':
+			opt_csv = optarg;
+			break;
+		case 'O':
+			opt_out = optarg;
+			break;
+		case 't':
+			if (!parse_uint("timeout", optarg, 1, 86400, &opt_timeout))
+				return 2;
+			break;
+		case 'h':
 			usage(stdout);
 			return 0;
-		} else {
-			usage(stderr);
+		case ':':
+			fprintf(stderr, "tide-bench: %s needs a value (see --help)\n",
+				argv[optind - 1]);
+			return 2;
+		default:
+			if (optopt)
+				fprintf(stderr, "tide-bench: unknown option '-%c' (see --help)\n",
+					optopt);
+			else
+				fprintf(stderr, "tide-bench: unknown option '%s' (see --help)\n",
+					argv[optind - 1]);
 			return 2;
 		}
+	}
+	for (; optind < argc; optind++) {
+		const char *a = argv[optind];
+
+		if (strcmp(a, "alloc") && strcmp(a, "convert") && strcmp(a, "burst") &&
+		    strcmp(a, "all")) {
+			fprintf(stderr,
+				"tide-bench: unknown mode '%s' (alloc, convert, burst, all)\n", a);
+			return 2;
+		}
+		*mode = a;
 	}
 	if (opt_quick) {
 		if (!runs_set)
@@ -922,8 +1022,19 @@ int main(int argc, char **argv)
 		if (!ms_set)
 			opt_ms = 50;
 	}
-	if (opt_runs < 1 || opt_rounds < 1 || opt_runs * opt_rounds > MAX_RUNS || opt_ms <= 0) {
-		fprintf(stderr, "tide-bench: --runs x --rounds in 1..%d, --ms > 0\n", MAX_RUNS);
+	return -1;
+}
+
+int main(int argc, char **argv)
+{
+	const char *mode = "alloc";
+	int rc = parse_args(argc, argv, &mode);
+
+	if (rc >= 0)
+		return rc;
+	if (opt_runs * opt_rounds > MAX_RUNS) {
+		fprintf(stderr, "tide-bench: --runs %u x --rounds %u is %u runs; at most %d\n",
+			opt_runs, opt_rounds, opt_runs * opt_rounds, MAX_RUNS);
 		return 2;
 	}
 	if (opt_workloads) {
