@@ -264,13 +264,24 @@ static int parse_schedule(const char *spec, struct phase *ph, unsigned max)
 
 static bool resolve(const char *hostport, struct sockaddr_storage *ss, socklen_t *len)
 {
-	char host[256];
+	char host[256], *end;
 	const char *colon = strrchr(hostport, ':');
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
+	unsigned long port;
 	int err;
 
-	if (!colon || colon == hostport || (size_t)(colon - hostport) >= sizeof(host) || !colon[1])
+	if (!colon || colon == hostport || (size_t)(colon - hostport) >= sizeof(host) ||
+	    !colon[1]) {
+		fprintf(stderr, "%s: --connect '%s': want HOST:PORT\n", prog, hostport);
 		return false;
+	}
+	errno = 0;
+	port = strtoul(colon + 1, &end, 10);
+	if (*end || errno || colon[1] == '-' || port < 1 || port > 65535) {
+		fprintf(stderr, "%s: --connect '%s': the port must be a number from 1 to 65535\n",
+			prog, hostport);
+		return false;
+	}
 	memcpy(host, hostport, (size_t)(colon - hostport));
 	host[colon - hostport] = '\0';
 	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
@@ -279,7 +290,8 @@ static bool resolve(const char *hostport, struct sockaddr_storage *ss, socklen_t
 	}
 	err = getaddrinfo(host, colon + 1, &hints, &res);
 	if (err) {
-		fprintf(stderr, "%s: %s: %s\n", prog, hostport, gai_strerror(err));
+		fprintf(stderr, "%s: --connect '%s': cannot resolve '%s': %s\n", prog, hostport,
+			host, gai_strerror(err));
 		return false;
 	}
 	memcpy(ss, res->ai_addr, res->ai_addrlen);
@@ -674,10 +686,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s: --connect HOST:PORT is required (see --help)\n", prog);
 		return 2;
 	}
-	if (!resolve(target, &ss, &sslen)) {
-		fprintf(stderr, "%s: bad --connect '%s'\n", prog, target);
+	if (!resolve(target, &ss, &sslen))
 		return 2;
-	}
 	nphases = parse_schedule(schedule, phases, MAX_PHASES);
 	if (nphases < 0)
 		return 2;

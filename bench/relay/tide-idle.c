@@ -18,6 +18,7 @@
  * end of the hold; 1 otherwise; 2 for bad usage.
  */
 #include <errno.h>
+#include <getopt.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -76,41 +77,138 @@ static double now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* HOST:PORT (IPv6 as [ADDR]:PORT) into @ss; false with a message saying what is wrong. */
 static bool resolve(const char *hostport, struct sockaddr_storage *ss, socklen_t *len)
 {
-	char host[256];
+	char host[256], *end;
 	const char *colon = strrchr(hostport, ':');
-	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *res;
+	unsigned long port;
+	size_t hl;
+	int err;
 
-	if (!colon || colon == hostport || (size_t)(colon - hostport) >= sizeof(host))
+	if (!colon || colon == hostport || (size_t)(colon - hostport) >= sizeof(host)) {
+		fprintf(stderr, "%s: --connect '%s': want HOST:PORT\n", prog, hostport);
 		return false;
-	memcpy(host, hostport, (size_t)(colon - hostport));
-	host[colon - hostport] = '\0';
-	if (getaddrinfo(host, colon + 1, &hints, &res))
+	}
+	errno = 0;
+	port = strtoul(colon + 1, &end, 10);
+	if (!colon[1] || *end || errno || colon[1] == '-' || port < 1 || port > 65535) {
+		fprintf(stderr, "%s: --connect '%s': the port must be a number from 1 to 65535\n",
+			prog, hostport);
 		return false;
+	}
+	hl = (size_t)(colon - hostport);
+	if (hostport[0] == '[' && hl > 2 && hostport[hl - 1] == ']') {
+		memcpy(host, hostport + 1, hl - 2);
+		host[hl - 2] = '\0';
+	} else {
+		memcpy(host, hostport, hl);
+		host[hl] = '\0';
+	}
+	err = getaddrinfo(host, colon + 1, &hints, &res);
+	if (err) {
+		fprintf(stderr, "%s: --connect '%s': cannot resolve '%s': %s\n", prog, hostport,
+			host, gai_strerror(err));
+		return false;
+	}
 	memcpy(ss, res->ai_addr, res->ai_addrlen);
 	*len = res->ai_addrlen;
 	freeaddrinfo(res);
 	return true;
 }
 
-static bool parse_num(const char *s, double lo, double hi, double *out)
+/* @s as a number in [@lo, @hi] (a whole one when @whole) into @out; false with a message
+ * naming --@opt and what it wants otherwise. */
+static bool parse_num(const char *opt, const char *s, double lo, double hi, bool whole, double *out)
 {
 	char *end;
 	double v;
 
 	errno = 0;
 	v = strtod(s, &end);
-	if (errno || end == s || *end || v < lo || v > hi)
+	if (errno || end == s || *end || !(v >= lo && v <= hi) || (whole && v != (double)(long)v)) {
+		fprintf(stderr, "%s: --%s '%s': want %s from %.10g to %.10g (see --help)\n", prog,
+			opt, s, whole ? "a whole number" : "a number", lo, hi);
 		return false;
+	}
 	*out = v;
 	return true;
 }
 
+struct args {
+	const char *target;
+	double count, batch, connect_time, hold;
+};
+
+/*
+ * The command line, with getopt_long. Returns -1 to go on, or an exit status: 0 after
+ * --help, 2 for bad usage (the message says which option and what it wants).
+ */
+static int parse_args(int argc, char **argv, struct args *a)
+{
+	static const struct option opts[] = {
+		{"connect", required_argument, NULL, 'c'},
+		{"count", required_argument, NULL, 'n'},
+		{"batch", required_argument, NULL, 'b'},
+		{"connect-time", required_argument, NULL, 'T'},
+		{"hold", required_argument, NULL, 'H'},
+		{"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	int c;
+
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":c:n:b:h", opts, NULL)) != -1) {
+		bool ok = true;
+
+		switch (c) {
+		case 'c':
+			a->target = optarg;
+			break;
+		case 'n':
+			ok = parse_num("count", optarg, 1, 1000000, true, &a->count);
+			break;
+		case 'b':
+			ok = parse_num("batch", optarg, 1, 100000, true, &a->batch);
+			break;
+		case 'T':
+			ok = parse_num("connect-time", optarg, 0.1, 3600, false, &a->connect_time);
+			break;
+		case 'H':
+			ok = parse_num("hold", optarg, 0, 3600, false, &a->hold);
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case ':':
+			fprintf(stderr, "%s: %s needs a value (see --help)\n", prog,
+				argv[optind - 1]);
+			return 2;
+		default:
+			if (optopt)
+				fprintf(stderr, "%s: unknown option '-%c' (see --help)\n", prog,
+					optopt);
+			else
+				fprintf(stderr, "%s: unknown option '%s' (see --help)\n", prog,
+					argv[optind - 1]);
+			return 2;
+		}
+		if (!ok)
+			return 2;
+	}
+	if (optind < argc) {
+		fprintf(stderr, "%s: unexpected argument '%s' (see --help)\n", prog, argv[optind]);
+		return 2;
+	}
+	return -1;
+}
+
 int main(int argc, char **argv)
 {
-	const char *target = NULL;
-	double count = 0, batch = 256, connect_time = 30, hold = 60;
+	struct args args = {.batch = 256, .connect_time = 30, .hold = 60};
+	const char *target;
+	double count, batch, connect_time, hold;
 	struct sockaddr_storage ss;
 	socklen_t sslen;
 	struct sigaction sa = {.sa_handler = on_signal};
@@ -119,46 +217,22 @@ int main(int argc, char **argv)
 	unsigned n, launched = 0, inflight = 0, open_now = 0, failed = 0, dropped = 0;
 	int *fds;
 	unsigned char *state;
-	int epfd;
+	int epfd, rc = parse_args(argc, argv, &args);
 	double t0, end;
 
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-		bool ok = v != NULL;
-
-		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-			usage(stdout);
-			return 0;
-		} else if (!v) {
-			ok = false;
-		} else if (!strcmp(a, "-c") || !strcmp(a, "--connect")) {
-			target = v;
-		} else if (!strcmp(a, "-n") || !strcmp(a, "--count")) {
-			ok = parse_num(v, 1, 1000000, &count);
-		} else if (!strcmp(a, "-b") || !strcmp(a, "--batch")) {
-			ok = parse_num(v, 1, 100000, &batch);
-		} else if (!strcmp(a, "--connect-time")) {
-			ok = parse_num(v, 0.1, 3600, &connect_time);
-		} else if (!strcmp(a, "--hold")) {
-			ok = parse_num(v, 0, 3600, &hold);
-		} else {
-			fprintf(stderr, "%s: unknown option '%s' (see --help)\n", prog, a);
-			return 2;
-		}
-		if (!ok) {
-			fprintf(stderr, "%s: bad or missing value for %s (see --help)\n", prog, a);
-			return 2;
-		}
-		i++;
-	}
+	if (rc >= 0)
+		return rc;
+	target = args.target;
+	count = args.count;
+	batch = args.batch;
+	connect_time = args.connect_time;
+	hold = args.hold;
 	if (!target || count < 1) {
 		fprintf(stderr, "%s: --connect HOST:PORT and --count N are required\n", prog);
 		return 2;
 	}
-	if (!resolve(target, &ss, &sslen)) {
-		fprintf(stderr, "%s: cannot resolve '%s'\n", prog, target);
+	if (!resolve(target, &ss, &sslen))
 		return 2;
-	}
 	n = (unsigned)count;
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
