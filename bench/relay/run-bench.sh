@@ -39,8 +39,15 @@ proxies=${BENCH_PROXIES:-direct tide-relay haproxy nginx socat socat-128k}
 idle_counts=${BENCH_IDLE:-1000 10000}
 
 die() { echo "run-bench.sh: $*" >&2; exit 1; }
-for t in taskset iperf3 wrk nginx haproxy socat ss; do
+# nginx is also the HTTP backend, so it is needed; a peer proxy that is missing is skipped.
+for t in taskset iperf3 wrk nginx ss; do
 	command -v "$t" >/dev/null || die "$t not found: run scripts/deps.sh relay-bench"
+done
+for px in $proxies; do
+	command -v "${px%-128k}" >/dev/null || [ "$px" = direct ] || [ "$px" = tide-relay ] || {
+		echo "run-bench.sh: ${px%-128k} not found: $px skipped (scripts/deps.sh relay-bench)" >&2
+		proxies=$(echo " $proxies " | sed "s/ $px / /; s/^ //; s/ \$//")
+	}
 done
 [ -x "$relay" ] || die "tide-relay not built ('$relay')"
 [ -x "$idle" ] || die "tide-idle not built ('$idle')"
@@ -457,3 +464,4 @@ echo
 echo "Higher is better for Gbit/s and req/s; lower for CPU per unit and KiB per idle connection."
 echo "Medians of $runs runs of ${secs} s; proxy on core 1, clients and backends on core 0."
 echo "CSV: $csv   raw runs: $raw"
+"$(dirname "${BASH_SOURCE[0]}")/plot-bench.sh" "$csv" "$out/relay.png"
