@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Description: the pool contract of DESIGN.md, one test function per sentence.
+ * Description: the pool contract (tide.h, man 7 tide), one test function per sentence.
  *
  * Each function names the sentence it checks. After every step the invariant checker
  * (tide_pool_check) runs; a refused call is compared with a snapshot of the pool's
