@@ -75,6 +75,18 @@ struct tide_pool_config {    /* zero means default */
  * Reserves reserve_size bytes of address space (no memory), maps the metadata lazily, and
  * commits initial_size. With TIDE_BACKGROUND a maintenance thread is started.
  *
+ * Example::
+ *
+ *	struct tide_pool_config cfg = { .flags = TIDE_AUTO_GROW | TIDE_AUTO_SHRINK };
+ *	struct tide_pool *pool;
+ *	int err = tide_pool_create(&cfg, &pool);
+ *	if (err)
+ *		return err;
+ *	void *buf = tide_alloc(pool, 1500);
+ *	...
+ *	tide_free(pool, buf);
+ *	tide_pool_destroy(pool);
+ *
  * Return: 0; -EINVAL for a bad field or flag or a NULL @pool; -ENOMEM when the OS refuses
  * the reservation or the initial commit; -EAGAIN when the thread cannot be started.
  */

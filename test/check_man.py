@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""check_man.py - the manual pages cover the API, render cleanly, and agree with the headers.
+"""Description: the manual pages cover the API, render cleanly, and agree with the headers.
 
 Usage: check_man.py MAN_DIR INCLUDE_DIR SRC_DIR [--relay PATH] LIB.so...
 
