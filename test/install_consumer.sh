@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Description: install the build tree into a scratch prefix, then build the README's
 # usage example against it with pkg-config, shared (run with LD_LIBRARY_PATH) and static
-# (pkg-config --static), and run both. Also: the header is installed, tide.pc points at
-# the prefix it was installed to, and the shared library exports only tide_* symbols.
+# (pkg-config --static), and run both; the agent's example through tide-net.pc. Also: the
+# header is installed, tide.pc points at the prefix it was installed to, and the shared
+# libraries export only their API's symbols.
 #
 # Usage: install_consumer.sh BUILD_DIR SOURCE_DIR CC [EXTRA_CFLAGS]
 set -uo pipefail
@@ -89,6 +90,28 @@ if $cc $extra -o "$scratch/consumer_static" "$src/examples/usage.c" \
 else
 	cat "$scratch/cc.log"
 	fail "consumer does not build against the static library"
+fi
+
+# The agent through tide-net.pc: libtide-net.so, which brings libtide.so.
+if [ -f "$(dirname "$pc")/tide-net.pc" ]; then
+	# shellcheck disable=SC2046,SC2086
+	if $cc $extra -o "$scratch/consumer_net" "$src/test/package_consumer/agent.c" \
+		$(pkg-config --cflags --libs tide-net) 2>"$scratch/cc.log"; then
+		out=$(LD_LIBRARY_PATH=$libdir "$scratch/consumer_net" 2>&1)
+		rc=$?
+		if [ $rc -eq 0 ] || [ $rc -eq 77 ]; then
+			ok "tide-net consumer (pkg-config) runs (exit $rc): ${out%%$'\n'*}"
+		else
+			fail "tide-net consumer exit $rc: $out"
+		fi
+	else
+		cat "$scratch/cc.log"
+		fail "consumer does not build with pkg-config tide-net"
+	fi
+	net_so=$(find "$libdir" -name 'libtide-net.so*' -type f | head -n 1)
+	others=$(nm -D --defined-only "$net_so" | awk '$3 !~ /^tide_agent_|^TIDE_NET_/ {print $3}')
+	[ -z "$others" ] && ok "libtide-net.so exports only tide_agent_*" ||
+		fail "libtide-net.so exports others: $(echo $others | head -c 300)"
 fi
 
 # The shared library exports the public API and nothing else.
