@@ -294,7 +294,7 @@ summary=$(awk -v end="${last_burst_end:-}" '
 		while (settled > 0 && u[settled - 1] == fin && t[settled - 1] >= end) settled--
 		ms = (t[settled] - end) * 1000
 		if (ms < 0) ms = 0
-		printf "after the load (last burst ended at %.1f s): back to %.1f MiB unreserved, %.1f MiB resident, %.1f MiB live within %d ms (sampled every 100 ms)\n",
+		printf "after the load (last burst ended at %.1f s): back to %.1f MiB unreserved, %.1f MiB resident, %.1f MiB live within %.0f ms (sampled every 100 ms)\n",
 			end, fin, r[n - 1], l[n - 1], ms
 	}' "$dat")
 echo
