@@ -1,14 +1,48 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * relay.h - what tide-relay's files share.
+ * relay.h - what tide-relay's files share. Application side: tide-relay is a program on the
+ * public API (tide.h, tide/net.h) and includes nothing of the engine's.
  */
 #ifndef TIDE_RELAY_H
 #define TIDE_RELAY_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 #include <tide.h>
 #include <tide/net.h>
+
+// forward.c -----------------------------------------------------------------------------
+
+struct forward_config {
+	struct tide_addrs upstream; /* n == 0: echo */
+	unsigned connect_timeout_ms;
+	size_t flow_limit; /* bytes queued toward one side before its source is paused */
+};
+
+/* The callbacks of accepted connections: relay to cfg->upstream, or echo. cfg is kept. */
+const struct tide_conn_ops *forward_ops(const struct forward_config *cfg);
+
+// options.c -----------------------------------------------------------------------------
+
+#define RELAY_MAX_LISTEN 8
+
+struct options {
+	const char *listen[RELAY_MAX_LISTEN];
+	unsigned nlisten;
+	const char *upstream;
+	const char *stats;
+	bool echo;
+	unsigned threads;
+	unsigned max_conns;
+	size_t pool_max;
+	size_t block_size;
+	double idle_timeout, connect_timeout, drain_timeout;
+};
+
+/* Parse the command line into o: 0, or the exit status (2) after a message on stderr;
+ * --help and --version print and exit. */
+int options_parse(int argc, char **argv, struct options *o);
 
 // stats_http.c --------------------------------------------------------------------------
 

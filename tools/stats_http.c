@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * stats_http.c - tide-relay's /stats (JSON) and /metrics (Prometheus text) over HTTP/1.0.
+ * Application side: it reads the engine only through tide/net.h (tide_agent_stats).
  *
  * One thread, one request per connection, answered and closed: the endpoint is for a scraper
  * or a person with curl, not for load, so it stays out of the workers' event loops and takes
@@ -322,49 +323,29 @@ static void *serve(void *arg)
 int stats_server_start(const char *addr, struct tide_pool *pool, const struct tide_agent *agent,
 		       struct stats_server **srvp)
 {
-	char host[256];
-	const char *colon = strrchr(addr, ':');
-	struct addrinfo hints, *res = NULL;
+	struct tide_addrs at;
 	struct sockaddr_storage got;
 	socklen_t glen = sizeof(got);
 	struct stats_server *s;
-	size_t hlen;
 	int one = 1, rc;
 
-	if (!colon || !colon[1])
-		return -EINVAL;
-	hlen = (size_t)(colon - addr);
-	if (hlen >= sizeof(host))
-		return -EINVAL;
-	memcpy(host, addr, hlen);
-	host[hlen] = '\0';
-	if (hlen >= 2 && host[0] == '[' && host[hlen - 1] == ']') {
-		memmove(host, host + 1, hlen - 2);
-		host[hlen - 2] = '\0';
-	}
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-	if (getaddrinfo(*host ? host : NULL, colon + 1, &hints, &res) || !res)
-		return -EINVAL;
+	rc = tide_addrs_resolve(addr, true, &at);
+	if (rc)
+		return rc == -ENOENT ? -EINVAL : rc;
 	s = calloc(1, sizeof(*s));
-	if (!s) {
-		freeaddrinfo(res);
+	if (!s)
 		return -ENOMEM;
-	}
 	s->pool = pool;
 	s->agent = agent;
 	s->wake[0] = s->wake[1] = -1;
-	s->fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	s->fd = socket(at.addr[0].ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (s->fd < 0 || setsockopt(s->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
-	    bind(s->fd, res->ai_addr, res->ai_addrlen) || listen(s->fd, 64) ||
+	    bind(s->fd, (struct sockaddr *)&at.addr[0], at.len[0]) || listen(s->fd, 64) ||
 	    getsockname(s->fd, (struct sockaddr *)&got, &glen) || pipe2(s->wake, O_CLOEXEC)) {
 		rc = -errno;
-		freeaddrinfo(res);
 		stats_server_stop(s);
 		return rc;
 	}
-	freeaddrinfo(res);
 	s->port = got.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&got)->sin6_port)
 					    : ntohs(((struct sockaddr_in *)&got)->sin_port);
 	rc = -pthread_create(&s->thread, NULL, serve, s);

@@ -1,13 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * addr.c - "HOST:PORT" parsing, listener sockets, and the io_uring probe.
+ * addr.c - "HOST:PORT" resolution (the one parser of the project: the relay, its stats
+ * endpoint and the examples use tide_addrs_resolve()), listener sockets, and the io_uring
+ * probe. Engine side.
  *
- * Everything here runs once, at agent creation, on the caller's thread: resolving names,
- * binding the SO_REUSEPORT listeners (the first one picks the port when 0 is asked for, the
- * others join it) and checking that this kernel lets the process use io_uring at all. Errors
- * are negative errnos, and the probe adds a sentence a user can act on, because "Operation
- * not permitted" from io_uring_setup() alone does not say that a sysctl or a container
- * policy is the reason.
+ * Everything here runs on the caller's thread, before or beside the workers: resolving names
+ * (every address of a name, for connects tried in turn), binding the SO_REUSEPORT listeners (the
+ * first one picks the port when 0 is asked for, the others join it) and checking that this kernel
+ * lets the process use io_uring at all. Errors are negative errnos, and the probe adds a sentence a
+ * user can act on, because "Operation not permitted" from io_uring_setup() alone does not say that
+ * a sysctl or a container policy is the reason.
  */
 #include <errno.h>
 #include <netdb.h>
@@ -23,62 +25,82 @@
 
 #include "net_internal.h"
 
-int addr_parse(const char *text, bool passive, struct sockaddr_storage *ss, socklen_t *len)
+/* Split "HOST:PORT" or "[V6]:PORT" into host and port; false when it is neither. */
+static bool split_hostport(const char *text, char *host, size_t hostlen, const char **port)
 {
-	char host[256];
-	const char *colon, *port;
-	struct addrinfo hints, *res = NULL;
+	const char *end;
 	size_t hlen;
-	char *end;
+
+	if (!text || !*text)
+		return false;
+	if (text[0] == '[') {
+		end = strchr(text, ']');
+		if (!end || end[1] != ':')
+			return false;
+		text++;
+		*port = end + 2;
+	} else {
+		end = strrchr(text, ':');
+		if (!end)
+			return false;
+		*port = end + 1;
+	}
+	hlen = (size_t)(end - text);
+	if (hlen >= hostlen)
+		return false;
+	memcpy(host, text, hlen);
+	host[hlen] = '\0';
+	return true;
+}
+
+/**
+ * tide_addrs_resolve() - resolve "HOST:PORT" to all its addresses, in the resolver's order.
+ * @text:    "HOST:PORT", "[V6ADDR]:PORT"; HOST may be a name or a numeric address.
+ * @passive: for binding: an empty HOST means every local address.
+ * @out:     gets the addresses (at most TIDE_ADDRS_MAX; the rest are left out).
+ *
+ * Blocks in getaddrinfo(); call it off the workers.
+ *
+ * Return: 0; -EINVAL not HOST:PORT, or a port that is not a number up to 65535; -ENOENT
+ * the name does not resolve; -ENOMEM.
+ */
+int tide_addrs_resolve(const char *text, bool passive, struct tide_addrs *out)
+{
+	char host[256], *end;
+	const char *port;
+	struct addrinfo hints, *res = NULL;
 	unsigned long p;
 	int rc;
 
-	if (!text || !*text)
-		return -EINVAL;
-	if (text[0] == '[') {
-		const char *close = strchr(text, ']');
-
-		if (!close || close[1] != ':')
-			return -EINVAL;
-		hlen = (size_t)(close - text - 1);
-		if (hlen >= sizeof(host))
-			return -EINVAL;
-		memcpy(host, text + 1, hlen);
-		port = close + 2;
-	} else {
-		colon = strrchr(text, ':');
-		if (!colon)
-			return -EINVAL;
-		hlen = (size_t)(colon - text);
-		if (hlen >= sizeof(host))
-			return -EINVAL;
-		memcpy(host, text, hlen);
-		port = colon + 1;
-	}
-	host[hlen] = '\0';
-	if (!*port)
+	if (!out || !split_hostport(text, host, sizeof(host), &port) || !*port)
 		return -EINVAL;
 	errno = 0;
 	p = strtoul(port, &end, 10);
-	if (*end || p > 65535 || errno)
+	if (*end || p > 65535 || errno || *port < '0' || *port > '9')
 		return -EINVAL;
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
-	rc = getaddrinfo(hlen ? host : NULL, port, &hints, &res);
+	rc = getaddrinfo(*host ? host : NULL, port, &hints, &res);
 	if (rc || !res) {
 		if (res)
 			freeaddrinfo(res);
-		return rc == EAI_MEMORY ? -ENOMEM : -EINVAL;
+		return rc == EAI_MEMORY ? -ENOMEM : -ENOENT;
 	}
-	memcpy(ss, res->ai_addr, res->ai_addrlen);
-	*len = res->ai_addrlen;
+	out->n = 0;
+	for (struct addrinfo *ai = res; ai && out->n < TIDE_ADDRS_MAX; ai = ai->ai_next) {
+		if (ai->ai_addrlen > sizeof(out->addr[0]))
+			continue;
+		memset(&out->addr[out->n], 0, sizeof(out->addr[0]));
+		memcpy(&out->addr[out->n], ai->ai_addr, ai->ai_addrlen);
+		out->len[out->n++] = ai->ai_addrlen;
+	}
 	freeaddrinfo(res);
-	return 0;
+	return out->n ? 0 : -ENOENT;
 }
 
-unsigned addr_port(const struct sockaddr_storage *ss)
+static unsigned addr_port(const struct sockaddr_storage *ss)
 {
 	if (ss->ss_family == AF_INET)
 		return ntohs(((const struct sockaddr_in *)ss)->sin_port);

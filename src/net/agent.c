@@ -1,28 +1,32 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * agent.c - the send/receive agent's public API (include/tide/net.h): create, start, stop,
- * wait, destroy, and the state getters and stats.
+ * agent.c - the agent's lifecycle and state (include/tide/net.h): create, listen, start,
+ * stop, wait, destroy, post, the worker getters and the stats. Engine side.
  *
  * An agent is a set of workers over one pool. Each worker (worker.c) is one thread with one
- * io_uring, one SO_REUSEPORT listener and one provided-buffer ring (ring.c); the connections
- * it accepts (conn.c) stay on it for life. This file runs on the caller's threads only:
- * tide_agent_create() checks the configuration, fills in the defaults, resolves the
- * addresses and binds every listener (addr.c), so that a bad address fails there and not in
- * a thread; tide_agent_start() starts the workers and waits until each has its ring armed.
+ * io_uring, one SO_REUSEPORT socket per listener and one provided-buffer ring (ring.c); the
+ * connections it accepts or opens (conn.c, connect.c) stay on it for life. This file runs on
+ * the application's threads: tide_agent_create() checks the configuration and fills in the
+ * defaults; tide_agent_listen() resolves and binds (addr.c), so that a bad address fails
+ * there and not in a thread; tide_agent_start() starts the workers and waits until each has
+ * its ring armed.
  *
  * Invariants:
  *  - Workers start together or not at all: each waits until all have set up (ready ==
  *    nworkers), and the first setup error (setup_rc) makes every one of them tear down again.
- *  - After tide_agent_wait() every buffer the workers took is back in the pool: each worker
- *    hands its ring and queues back before its thread ends.
- *  - refs[] has one count per block of the pool's whole range (max_size), since the pool may
- *    grow while the agent runs and its base never moves.
+ *  - After tide_agent_wait() every buffer the engine held is back in the pool: each worker
+ *    hands its ring and queues back before its thread ends. Buffers the application still
+ *    holds stay charged to the workers' users until it drops them (tide_buf_put()).
+ *  - refs[] and owner[] have one entry per block of the pool's whole range (max_size), since
+ *    the pool may grow while the agent runs and its base never moves.
  *  - Stats are read while the workers run: each counter has one writer (its worker), and the
  *    sum is taken without stopping them.
  *
- * The file map: agent.c (this), worker.c (thread, loop, accept, tick, drain), conn.c (pairs,
- * flows, forwarding), ring.c (provided buffers and their refill), addr.c (addresses,
- * listeners, the io_uring probe); net_internal.h holds the types they share.
+ * The file map: agent.c (this), worker.c (thread, loop, accept, timers' turn, posts, tick,
+ * drain), conn.c (connections, receives, send queues, endings), connect.c (outbound
+ * connects), buf.c (buffer references), timer.c (timers), ring.c (provided buffers and their
+ * refill), addr.c (addresses, listeners, the io_uring probe); net_internal.h holds the types
+ * they share.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -36,35 +40,64 @@
 
 /* ------------------------------------------------------------- lifecycle -- */
 
-/**
- * tide_agent_create() - set up an agent over a pool: check and default the configuration,
- * resolve the addresses, bind one listener per worker.
- * @pool:   the pool receive buffers come from; its block size is the buffer size.
- * @cfg:    the configuration (zero fields mean the defaults); the strings are not kept.
- * @agentp: where the new agent goes.
- *
- * Return: 0; -EINVAL a NULL argument, a bad address, ring_entries not a power of two in
- * 16..32768, threads over 1024 or an unknown flag; -EADDRINUSE and the like from bind();
- * -ENOMEM; or an error of tide_agent_probe().
- */
-int tide_agent_create(struct tide_pool *pool, const struct tide_agent_config *cfg,
-		      struct tide_agent **agentp)
+/* Check cfg and fill in the defaults: 0 or -EINVAL. */
+static int config_init(struct tide_agent *a, const struct tide_agent_config *cfg)
 {
-	struct sockaddr_storage ls;
-	socklen_t llen;
-	struct tide_stats st;
-	struct tide_agent *a;
-	int rc;
+	struct tide_agent_config *c = &a->cfg;
 
-	if (!pool || !cfg || !agentp || !cfg->listen)
-		return -EINVAL;
-	*agentp = NULL;
 	if (cfg->ring_entries && (cfg->ring_entries & (cfg->ring_entries - 1) ||
 				  cfg->ring_entries < 16 || cfg->ring_entries > 32768))
 		return -EINVAL;
 	if (cfg->threads > 1024 ||
 	    (cfg->flags & ~(unsigned)(TIDE_AGENT_NO_BUNDLE | TIDE_AGENT_NO_INCREMENTAL)))
 		return -EINVAL;
+	*c = *cfg;
+	c->threads = c->threads ? c->threads : 1;
+	c->ring_entries = c->ring_entries ? c->ring_entries : 512;
+	c->ring_min = c->ring_min ? c->ring_min : 16;
+	if (c->ring_min > c->ring_entries / 2)
+		c->ring_min = c->ring_entries / 2;
+	c->drain_timeout_ms = c->drain_timeout_ms ? c->drain_timeout_ms : 5000;
+	if (!c->recv_max)
+		c->recv_max = 16 * a->bs > 1024 * 1024 ? 16 * a->bs : 1024 * 1024;
+	if (c->recv_max > UINT32_MAX / 2)
+		c->recv_max = UINT32_MAX / 2;
+	return 0;
+}
+
+static void worker_init(struct tide_agent *a, unsigned i)
+{
+	struct worker *w = &a->w[i];
+
+	w->agent = a;
+	w->index = i;
+	w->bs = a->bs;
+	w->recv_len = (uint32_t)a->cfg.recv_max;
+	w->lru.prev = w->lru.next = &w->lru;
+	w->wake_fd = -1;
+	pthread_mutex_init(&w->post_lock, NULL);
+}
+
+/**
+ * tide_agent_create() - set up an agent over a pool: check and default the configuration
+ * and make the workers (not started).
+ * @pool:   the pool receive buffers come from; its block size is the buffer size.
+ * @cfg:    the configuration (zero fields mean the defaults).
+ * @agentp: where the new agent goes.
+ *
+ * Return: 0; -EINVAL a NULL argument, ring_entries not a power of two in 16..32768, threads
+ * over 1024 or an unknown flag; -ENOMEM; or an error of tide_agent_probe().
+ */
+int tide_agent_create(struct tide_pool *pool, const struct tide_agent_config *cfg,
+		      struct tide_agent **agentp)
+{
+	struct tide_stats st;
+	struct tide_agent *a;
+	int rc;
+
+	if (!pool || !cfg || !agentp)
+		return -EINVAL;
+	*agentp = NULL;
 	rc = tide_agent_probe(NULL, 0);
 	if (rc)
 		return rc;
@@ -72,66 +105,84 @@ int tide_agent_create(struct tide_pool *pool, const struct tide_agent_config *cf
 	if (!a)
 		return -ENOMEM;
 	a->pool = pool;
-	a->cfg = *cfg;
 	tide_pool_stats(pool, &st);
 	a->bs = st.block_size;
 	a->base = tide_pool_base(pool);
-	a->nblocks = st.max_size / a->bs;
-	a->refs = calloc(a->nblocks ? a->nblocks : 1, sizeof(*a->refs));
-	if (!a->refs) {
-		free(a);
-		return -ENOMEM;
-	}
-	if (!a->cfg.threads)
-		a->cfg.threads = 1;
-	if (!a->cfg.ring_entries)
-		a->cfg.ring_entries = 512;
-	if (!a->cfg.ring_min)
-		a->cfg.ring_min = 16;
-	if (a->cfg.ring_min > a->cfg.ring_entries / 2)
-		a->cfg.ring_min = a->cfg.ring_entries / 2;
-	if (!a->cfg.flow_limit)
-		a->cfg.flow_limit = 16 * a->bs > 1024 * 1024 ? 16 * a->bs : 1024 * 1024;
-	if (a->cfg.flow_limit > UINT32_MAX / 2)
-		a->cfg.flow_limit = UINT32_MAX / 2;
-	a->cfg.listen = NULL;
-	a->cfg.upstream = NULL;
-	a->echo = !cfg->upstream;
 	pthread_mutex_init(&a->lock, NULL);
 	pthread_cond_init(&a->cond, NULL);
-	rc = addr_parse(cfg->listen, true, &ls, &llen);
-	if (!rc && !a->echo)
-		rc = addr_parse(cfg->upstream, false, &a->up, &a->uplen);
+	rc = config_init(a, cfg);
 	if (rc)
 		goto fail;
+	a->nblocks = st.max_size / a->bs;
+	a->refs = calloc(a->nblocks ? a->nblocks : 1, sizeof(*a->refs));
+	a->owner = calloc(a->nblocks ? a->nblocks : 1, sizeof(*a->owner));
 	a->nworkers = a->cfg.threads;
 	a->w = calloc(a->nworkers, sizeof(*a->w));
-	if (!a->w) {
+	if (!a->refs || !a->owner || !a->w) {
 		rc = -ENOMEM;
 		goto fail;
 	}
-	for (unsigned i = 0; i < a->nworkers; i++) {
-		struct worker *w = &a->w[i];
-
-		w->agent = a;
-		w->index = i;
-		w->bs = a->bs;
-		w->limit = a->cfg.flow_limit;
-		w->recv_len = (uint32_t)a->cfg.flow_limit;
-		w->lru.prev = w->lru.next = &w->lru;
-		w->listen_fd = -1;
-	}
-	for (unsigned i = 0; i < a->nworkers; i++) {
-		rc = listener_open(&ls, llen, &a->port);
-		if (rc < 0)
-			goto fail;
-		a->w[i].listen_fd = rc;
-	}
+	for (unsigned i = 0; i < a->nworkers; i++)
+		worker_init(a, i);
 	*agentp = a;
 	return 0;
 fail:
 	tide_agent_destroy(a);
 	return rc;
+}
+
+/**
+ * tide_agent_listen() - bind an address, one SO_REUSEPORT socket per worker, before start.
+ * @a:        the agent (not started).
+ * @hostport: "HOST:PORT" ("[V6]:PORT"); an empty HOST binds every address.
+ * @ops:      the callbacks of the connections accepted here.
+ * @data:     their application data to start with.
+ * @port:     in: the port to bind when @hostport says 0 (0: any); out: the port bound. May
+ *            be NULL.
+ *
+ * Return: 0; -EINVAL a NULL agent or ops, or a bad address; -EALREADY started; -ENOSPC
+ * more than 8 listeners; -ENOENT the name does not resolve; -EADDRINUSE and the like from
+ * bind().
+ */
+int tide_agent_listen(struct tide_agent *a, const char *hostport, const struct tide_conn_ops *ops,
+		      void *data, unsigned *port)
+{
+	struct tide_addrs addrs;
+	unsigned p = port ? *port : 0;
+	struct listen_cfg *lc;
+	int rc;
+
+	if (!a || !ops)
+		return -EINVAL;
+	if (a->started)
+		return -EALREADY;
+	if (a->nlc == MAX_LISTENERS)
+		return -ENOSPC;
+	rc = tide_addrs_resolve(hostport, true, &addrs);
+	if (rc)
+		return rc;
+	lc = &a->lc[a->nlc];
+	lc->ss = addrs.addr[0];
+	lc->len = addrs.len[0];
+	lc->ops = ops;
+	lc->data = data;
+	for (unsigned i = 0; i < a->nworkers; i++) {
+		struct worker *w = &a->w[i];
+		struct lsock *ls = &w->ls[w->nls];
+
+		rc = listener_open(&lc->ss, lc->len, &p);
+		if (rc < 0) {
+			while (i--) /* undo the workers before this one */
+				close(a->w[i].ls[--a->w[i].nls].fd);
+			return rc;
+		}
+		*ls = (struct lsock){w, rc, false, ops, data};
+		w->nls++;
+	}
+	a->nlc++;
+	if (port)
+		*port = p;
+	return 0;
 }
 
 /**
@@ -151,6 +202,7 @@ int tide_agent_start(struct tide_agent *a)
 	if (a->started)
 		return -EALREADY;
 	a->started = true;
+	atomic_store(&a->running, a->nworkers);
 	for (unsigned i = 0; i < a->nworkers; i++) {
 		rc = -pthread_create(&a->w[i].thread, NULL, worker_main, &a->w[i]);
 		if (rc) {
@@ -159,6 +211,7 @@ int tide_agent_start(struct tide_agent *a)
 			if (!a->setup_rc)
 				a->setup_rc = rc;
 			a->ready += a->nworkers - i;
+			atomic_fetch_sub(&a->running, a->nworkers - i);
 			pthread_cond_broadcast(&a->cond);
 			pthread_mutex_unlock(&a->lock);
 			break;
@@ -176,15 +229,29 @@ int tide_agent_start(struct tide_agent *a)
 }
 
 /**
- * tide_agent_stop() - ask the workers to drain and end; returns at once.
+ * tide_agent_stop() - ask the workers to drain and end; returns at once. A second call ends
+ * the connections left at once (TIDE_END_DRAIN).
  * @a: the agent, or NULL (nothing happens).
  *
- * Only sets a flag the workers read on their next turn, so it is async-signal-safe.
+ * Sets a flag the workers read on their next turn (at most a tick later), so it is
+ * async-signal-safe.
  */
 void tide_agent_stop(struct tide_agent *a)
 {
 	if (a)
-		atomic_store_explicit(&a->stop, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&a->stop, 1, memory_order_relaxed);
+}
+
+/**
+ * tide_agent_running() - whether a worker still runs.
+ * @a: the agent, or NULL (false).
+ *
+ * Return: true from tide_agent_start() until the last worker ended its loop (after a
+ * stop, when its connections are gone), so a caller can wait for more signals meanwhile.
+ */
+bool tide_agent_running(const struct tide_agent *a)
+{
+	return a && atomic_load_explicit(&a->running, memory_order_acquire) > 0;
 }
 
 /**
@@ -222,18 +289,24 @@ void tide_agent_destroy(struct tide_agent *a)
 	for (unsigned i = 0; a->w && i < a->nworkers; i++) {
 		struct worker *w = &a->w[i];
 
-		if (w->listen_fd >= 0)
-			close(w->listen_fd);
+		for (unsigned j = 0; j < w->nls; j++)
+			close(w->ls[j].fd);
+		if (w->wake_fd >= 0)
+			close(w->wake_fd);
+		pthread_mutex_destroy(&w->post_lock);
 		if (w->user) {
 			int rc = tide_user_destroy(w->user);
 
 			if (rc)
-				fprintf(stderr, "tide agent: worker %u still holds buffers (%s)\n",
+				fprintf(stderr,
+					"tide agent: worker %u: the application still holds "
+					"buffers (%s)\n",
 					i, strerror(-rc));
 		}
 	}
 	free(a->w);
 	free(a->refs);
+	free(a->owner);
 	pthread_mutex_destroy(&a->lock);
 	pthread_cond_destroy(&a->cond);
 	free(a);
@@ -242,14 +315,67 @@ void tide_agent_destroy(struct tide_agent *a)
 /* ----------------------------------------------------------------- state -- */
 
 /**
- * tide_agent_port() - the port the listeners are bound to.
- * @a: the agent, or NULL.
+ * tide_agent_post() - run fn(w, arg) on a worker's thread, on its loop's next turn.
+ * @a:     the agent (started or not: posts made before start run once it runs).
+ * @index: the worker.
+ * @fn:    the function.
+ * @arg:   its argument.
  *
- * Return: the port (the one picked when the configuration asked for 0), or 0 for NULL.
+ * Any thread may call it (not a signal handler). Work is run in the order it was posted to
+ * that worker; work posted before the worker ends runs at the latest while it ends.
+ *
+ * Return: 0; -EINVAL a NULL agent or function, or a bad index; -ESHUTDOWN the worker has
+ * ended; -ENOMEM.
  */
-unsigned tide_agent_port(const struct tide_agent *a)
+int tide_agent_post(struct tide_agent *a, unsigned index,
+		    void (*fn)(struct tide_worker *w, void *arg), void *arg)
 {
-	return a ? a->port : 0;
+	struct worker *w;
+	struct post *p;
+	uint64_t one = 1;
+	int rc = 0;
+
+	if (!a || !fn || index >= a->nworkers)
+		return -EINVAL;
+	w = &a->w[index];
+	p = malloc(sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->fn = fn;
+	p->arg = arg;
+	pthread_mutex_lock(&w->post_lock);
+	if (w->ended) {
+		rc = -ESHUTDOWN;
+		free(p);
+	} else {
+		p->next = w->posts;
+		w->posts = p;
+	}
+	pthread_mutex_unlock(&w->post_lock);
+	if (!rc && w->wake_fd >= 0 && write(w->wake_fd, &one, sizeof(one)) < 0)
+		rc = 0; /* the counter is full: a wake is pending anyway */
+	return rc;
+}
+
+/* Worker @index of @a, or NULL. */
+struct tide_worker *tide_agent_worker(struct tide_agent *a, unsigned index)
+{
+	return a && index < a->nworkers ? (struct tide_worker *)&a->w[index] : NULL;
+}
+
+struct tide_agent *tide_worker_agent(const struct tide_worker *w)
+{
+	return ((const struct worker *)w)->agent;
+}
+
+unsigned tide_worker_index(const struct tide_worker *w)
+{
+	return ((const struct worker *)w)->index;
+}
+
+uint64_t tide_worker_now(const struct tide_worker *w)
+{
+	return ((const struct worker *)w)->now;
 }
 
 /**
@@ -300,6 +426,7 @@ void tide_agent_stats(const struct tide_agent *a, struct tide_agent_stats *st)
 		st->conns_idle_closed += LOAD(w, idle_closed);
 		st->conns_reset += LOAD(w, reset);
 		st->upstream_failures += LOAD(w, upstream_failures);
+		st->connect_retries += LOAD(w, retries);
 		st->bytes_in += LOAD(w, bytes_in);
 		st->bytes_out += LOAD(w, bytes_out);
 		st->short_sends += LOAD(w, short_sends);

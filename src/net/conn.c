@@ -1,38 +1,37 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * conn.c - connections and forwarding: pairs, their flows, receives, sends, backpressure,
- * half-close, resets, idle timeout and draining.
+ * conn.c - connections: receives handed to the application, send queues, backpressure,
+ * half-close, resets, the idle timeout and draining. Engine side; the public tide_conn_*
+ * calls live here.
  *
- * A connection is a "pair": the client socket and, when relaying, the upstream socket, with
- * one "flow" per direction (echo: one flow from the client back to itself). A flow is a queue
- * of received buffers (segs) waiting to be sent to its destination, in order. Its source has
- * a multishot receive armed that picks buffers from the worker's ring (ring.c); with recv
- * bundles one completion carries several consecutive ring entries. At most one send per flow
- * is in flight, built from the head of the queue (adjacent buffers coalesce into one iovec,
- * and pool buffers are often adjacent because the pool hands out the lowest addresses
- * first); a short send just leaves the rest at the head. A fully sent buffer goes back to
- * ring.c with buf_put().
+ * A connection is one socket on one worker. Its receive is a multishot receive that picks
+ * buffers from the worker's ring (ring.c); with recv bundles one completion carries several
+ * consecutive ring entries. Each completion becomes an array of struct tide_buf, one
+ * reference each (buf.c), given to ops->recv: the application owns them from then on. Its
+ * send queue (struct txq, allocated only while it holds something) is a list of segs, each
+ * with one reference to a pool block; at most one send is in flight, built from the head of
+ * the queue (adjacent pieces coalesce into one iovec, and pool buffers are often adjacent
+ * because the pool hands out the lowest addresses first); a short send leaves the rest at
+ * the head; a piece fully sent drops its reference.
+ *
+ * Endings (the contract of tide/net.h):
+ *  - FIN is sent (shutdown SHUT_WR) only when the application asked for it and everything
+ *    queued before went out; with a reset asked for instead, the connection ends RESET then.
+ *  - A connection that sent FIN and got one, with nothing queued, ends CLEAN; every other
+ *    ending resets the socket (SO_LINGER 0), so a peer never takes a cut for a clean end.
+ *  - A failed send ends the sending side only (ops->send_error): the queue is dropped and
+ *    the receive goes on, since a reset socket's receive queue stays readable; the
+ *    connection ends RESET once the peer's data ends too.
+ *  - A receive error (a reset from the peer) ends the connection RESET at once.
  *
  * Invariants:
- *  - A flow's queued bytes stay under flow_limit plus one receive: past it the receive is
- *    cancelled (backpressure), and re-armed when sends bring the queue under half of it. A
- *    bundle receive is capped at flow_limit bytes where the kernel takes a length (else one
- *    receive may take what the socket holds, up to its receive buffer).
- *  - A pair is freed only when it is closing and no operation on it is in flight (refs == 0);
- *    a flow on the waiters list (F_WAIT) holds a reference too.
- *  - An idle connection holds no buffer: a multishot receive without data takes none.
- *  - FIN is passed on (shutdown SHUT_WR) only after everything before it was sent; a pair
- *    whose every direction is shut closes normally, an error on either side resets both.
+ *  - A connection is freed only when it ended and nothing on it is in flight (refs == 0);
+ *    a receive on the waiters list (F_WAIT) holds a reference, and so does a handler while
+ *    it runs, so a callback that ends a connection never frees it under the caller.
+ *  - An idle connection holds no buffer: a multishot receive without data takes none, and
+ *    the txq is given back when the queue empties.
  *  - The worker's LRU list is in order of last activity, so the idle timeout looks only at
- *    its head.
- *
- * Left out on purpose: fixed-buffer sends through the pool's conversion hook. A profile of
- * the relay under iperf3 puts the kernel's per-send cost of taking a user buffer (io_sendmsg,
- * its prep, copy_iovec_from_user) under 0.5 % of the relay's CPU; copies and TCP are the
- * rest, and the hardened-usercopy check that fixed buffers would skip sits on the receive
- * side. Registering would pin every page of the unreserved portion (purge could no longer
- * give pages back) and, with SINGLE_ISSUER rings, would need the hook, which runs on the
- * thread that converts, to hand work to each worker.
+ *    its head. Every live connection is on it.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -44,546 +43,765 @@
 
 #include "net_internal.h"
 
-static struct pair *pair_of(struct flow *f)
+/* ---------------------------------------------------------------- lists -- */
+
+static void lru_del(struct tide_conn *c)
 {
-	return (struct pair *)((char *)(f - f->idx) - offsetof(struct pair, flow));
+	c->prev->next = c->next;
+	c->next->prev = c->prev;
+	c->prev = c->next = c;
 }
 
-static void lru_del(struct pair *p)
+static void lru_add_tail(struct worker *w, struct tide_conn *c)
 {
-	p->prev->next = p->next;
-	p->next->prev = p->prev;
-	p->prev = p->next = p;
+	c->prev = w->lru.prev;
+	c->next = &w->lru;
+	w->lru.prev->next = c;
+	w->lru.prev = c;
 }
 
-static void lru_add_tail(struct worker *w, struct pair *p)
+void conn_touch(struct tide_conn *c)
 {
-	p->prev = w->lru.prev;
-	p->next = &w->lru;
-	w->lru.prev->next = p;
-	w->lru.prev = p;
-}
+	struct worker *w = c->w;
 
-static void touch(struct worker *w, struct pair *p)
-{
-	p->active_ms = w->now;
-	if (w->lru.prev != p) {
-		lru_del(p);
-		lru_add_tail(w, p);
+	c->active = (uint32_t)w->now;
+	if (w->lru.prev != c && !(c->flags & F_ENDED)) {
+		lru_del(c);
+		lru_add_tail(w, c);
 	}
 }
 
-static void *spare_get(struct spare **list, size_t size)
+static void waiters_remove(struct worker *w, struct tide_conn *c)
 {
-	struct spare *s = *list;
-
-	if (s) {
-		*list = s->next;
-		return s;
-	}
-	return malloc(size);
-}
-
-static void spare_put(struct spare **list, void *obj)
-{
-	struct spare *s = obj;
-
-	s->next = *list;
-	*list = s;
-}
-
-static void spare_free_all(struct spare **list)
-{
-	while (*list) {
-		struct spare *s = *list;
-
-		*list = s->next;
-		free(s);
-	}
-}
-
-static struct seg *seg_get(struct worker *w)
-{
-	return spare_get(&w->spare_segs, sizeof(struct seg));
-}
-
-static void seg_put(struct worker *w, struct seg *s)
-{
-	spare_put(&w->spare_segs, s);
-}
-
-static struct sendop *sendop_get(struct worker *w)
-{
-	return spare_get(&w->spare_sendops, sizeof(struct sendop));
-}
-
-static void sendop_put(struct worker *w, struct sendop *op)
-{
-	spare_put(&w->spare_sendops, op);
-}
-
-static void flow_drop_all(struct worker *w, struct flow *f)
-{
-	struct seg *s, *next;
-
-	for (s = f->head; s; s = next) {
-		next = s->next;
-		buf_put(w, s->buf);
-		seg_put(w, s);
-	}
-	f->head = f->tail = NULL;
-	f->queued = 0;
-}
-
-void pair_maybe_free(struct worker *w, struct pair *p)
-{
-	if (!p->closing || p->refs)
-		return;
-	for (unsigned i = 0; i < p->nflows; i++)
-		flow_drop_all(w, &p->flow[i]);
-	for (unsigned i = 0; i < 2; i++) {
-		if (p->fd[i] < 0)
-			continue;
-		if (p->abort) {
-			struct linger lg = {1, 0};
-
-			setsockopt(p->fd[i], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-		}
-		close(p->fd[i]);
-	}
-	free(p);
-	w->npairs--;
-}
-
-static void waiters_remove(struct worker *w, struct flow *f)
-{
-	struct flow **pp;
+	struct tide_conn **pp;
 
 	for (pp = &w->waiters; *pp; pp = &(*pp)->wait_next)
-		if (*pp == f) {
-			*pp = f->wait_next;
-			f->flags &= ~F_WAIT;
-			pair_of(f)->refs--;
+		if (*pp == c) {
+			*pp = c->wait_next;
+			c->flags &= ~F_WAIT;
+			c->refs--;
 			return;
 		}
 }
 
-/* Cancel the flow's armed multishot receive; its last completion says when it is gone. */
-static void recv_cancel(struct worker *w, struct pair *p, struct flow *f)
+/* ----------------------------------------------------------- send queue -- */
+
+static struct txq *txq_get(struct tide_conn *c)
 {
-	cancel_ud(w, UD(p, OP_RECV + f->idx));
-	f->flags |= F_CANCEL;
+	struct txq *q = c->tx;
+
+	if (q)
+		return q;
+	q = spare_get(&c->w->spare_txqs, sizeof(*q));
+	if (!q)
+		return NULL;
+	q->head = q->tail = NULL;
+	q->queued = q->sending = 0;
+	q->notify = SIZE_MAX;
+	c->tx = q;
+	return q;
 }
 
-/* Close a pair: cancel what is in flight; it is freed when the last completion is seen. */
-static void pair_close(struct worker *w, struct pair *p, bool abort)
+static void txq_drop_all(struct tide_conn *c)
 {
-	if (p->closing)
+	struct txq *q = c->tx;
+	struct seg *s, *next;
+
+	if (!q)
 		return;
-	p->closing = 1;
-	p->abort = abort;
-	lru_del(p);
-	atomic_fetch_sub_explicit(&w->agent->conns, 1, memory_order_relaxed);
-	for (unsigned i = 0; i < p->nflows; i++)
-		if (p->flow[i].flags & F_WAIT)
-			waiters_remove(w, &p->flow[i]);
+	for (s = q->head; s; s = next) {
+		next = s->next;
+		buf_unref(c->w->agent, buf_block(c->w->agent, s->data));
+		spare_put(&c->w->spare_segs, s);
+	}
+	q->head = q->tail = NULL;
+	q->queued = 0;
+}
+
+/* Give the txq back when it holds nothing and no send is in flight. */
+static void txq_maybe_put(struct tide_conn *c)
+{
+	struct txq *q = c->tx;
+
+	if (q && !q->head && !(c->flags & F_SENDING) && q->notify == SIZE_MAX) {
+		spare_put(&c->w->spare_txqs, q);
+		c->tx = NULL;
+	}
+}
+
+/* ----------------------------------------------------------------- ending -- */
+
+void conn_maybe_free(struct tide_conn *c)
+{
+	struct worker *w = c->w;
+
+	if (!(c->flags & F_ENDED) || c->refs)
+		return;
+	txq_drop_all(c);
+	if (c->tx) {
+		spare_put(&w->spare_txqs, c->tx);
+		c->tx = NULL;
+	}
+	if (c->fd >= 0) {
+		if (c->flags & F_RESET) {
+			struct linger lg = {1, 0};
+
+			setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		}
+		close(c->fd);
+	}
+	free(c);
+	w->nconns--;
+}
+
+static void recv_cancel(struct tide_conn *c)
+{
+	cancel_ud(c->w, UD(c, OP_RECV));
+	c->flags |= F_CANCEL;
+}
+
+void conn_end(struct tide_conn *c, enum tide_end why, int err)
+{
+	struct worker *w = c->w;
+
+	if (c->flags & F_ENDED)
+		return;
+	c->flags |= F_ENDED;
+	if (why != TIDE_END_CLEAN)
+		c->flags |= F_RESET;
+	lru_del(c);
+	if (c->flags & F_ACCEPTED)
+		atomic_fetch_sub_explicit(&w->agent->conns, 1, memory_order_relaxed);
+	if (c->flags & F_WAIT)
+		waiters_remove(w, c);
+	if (why == TIDE_END_RESET)
+		STAT_ADD(w, reset, 1);
+	else if (why == TIDE_END_TIMEOUT)
+		STAT_ADD(w, idle_closed, 1);
+	else if (why == TIDE_END_CONNECT)
+		STAT_ADD(w, upstream_failures, 1);
 	/*
 	 * Cancel each operation by its user_data, which the kernel finds by hash: a cancel by
-	 * file descriptor scans every pending request, so closing n pairs at once cost n^2.
+	 * file descriptor scans every pending request, so ending n connections at once cost n^2.
 	 */
-	for (unsigned i = 0; i < p->nflows && p->refs; i++) {
-		struct flow *f = &p->flow[i];
-
-		if ((f->flags & F_ARMED) && !(f->flags & F_CANCEL))
-			recv_cancel(w, p, f);
-		if (f->send)
-			cancel_ud(w, UD(p, OP_SEND + f->idx));
+	if ((c->flags & F_ARMED) && !(c->flags & F_CANCEL))
+		recv_cancel(c);
+	if (c->flags & F_SENDING)
+		cancel_ud(w, UD(c, OP_SEND));
+	if (c->flags & F_CONNECTING) {
+		cancel_ud(w, UD(c, OP_CONNECT));
+		connecting_free(c);
 	}
-	if (!p->connected && p->fd[1] >= 0 && p->refs)
-		cancel_ud(w, UD(p, OP_CONNECT));
-	pair_maybe_free(w, p);
+	/* The queue goes when nothing is in flight (conn_maybe_free): a send may still read it. */
+	c->refs++;
+	if (c->ops && c->ops->end)
+		c->ops->end(c, why, err);
+	c->refs--;
+	conn_maybe_free(c);
 }
 
-/* Every direction ended by FIN and flushed: the pair is done. */
-static void pair_maybe_done(struct worker *w, struct pair *p)
+/* Sending is over and the peer's FIN came: CLEAN. After a failed send: RESET. */
+static void conn_maybe_done(struct tide_conn *c)
 {
-	for (unsigned i = 0; i < p->nflows; i++)
-		if (!(p->flow[i].flags & F_SHUT))
-			return;
-	pair_close(w, p, false);
-}
-
-/* While draining: close the pair once nothing is queued or being sent. */
-static void pair_drain_check(struct worker *w, struct pair *p)
-{
-	if (!p->draining || p->closing)
+	if (c->flags & F_ENDED)
 		return;
-	for (unsigned i = 0; i < p->nflows; i++)
-		if (p->flow[i].head || p->flow[i].send)
-			return;
-	pair_close(w, p, false);
+	if ((c->flags & F_SHUT) && (c->flags & F_EOF) && !(c->flags & F_SENDING))
+		conn_end(c, TIDE_END_CLEAN, 0);
+	else if ((c->flags & F_TXERR) && (c->flags & F_EOF))
+		conn_end(c, TIDE_END_RESET, -EPIPE);
 }
 
-static void flow_arm(struct worker *w, struct pair *p, struct flow *f)
+/* ---------------------------------------------------------------- receive -- */
+
+static void recv_arm(struct tide_conn *c)
 {
+	struct worker *w = c->w;
 	struct io_uring_sqe *sqe;
 
-	if (p->closing || p->draining || !p->connected || (f->flags & (F_ARMED | F_EOF | F_WAIT)) ||
-	    f->queued >= w->limit)
+	if (c->flags & (F_ENDED | F_ARMED | F_EOF | F_WAIT | F_PAUSED | F_CONNECTING))
 		return;
 	sqe = sqe_get(w);
-	io_uring_prep_recv_multishot(sqe, p->fd[f->src], NULL, 0, 0);
+	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = BGID;
 	if (w->bundles) {
 		sqe->ioprio |= IORING_RECVSEND_BUNDLE;
 		sqe->len = w->recv_len;
 	}
-	io_uring_sqe_set_data64(sqe, UD(p, OP_RECV + f->idx));
-	f->flags |= F_ARMED;
-	p->refs++;
+	io_uring_sqe_set_data64(sqe, UD(c, OP_RECV));
+	c->flags |= F_ARMED;
+	c->refs++;
 }
 
-static void flow_send(struct worker *w, struct pair *p, struct flow *f)
+/* Hand n buffers to the application (or drop them when it takes none, or c ended). */
+static void deliver(struct tide_conn *c, struct tide_buf *bufs, unsigned n)
 {
+	if (!n)
+		return;
+	if (c->ops && c->ops->recv && !(c->flags & F_ENDED)) {
+		c->ops->recv(c, bufs, n);
+		return;
+	}
+	for (unsigned i = 0; i < n; i++)
+		buf_unref(c->w->agent, buf_block(c->w->agent, bufs[i].data));
+}
+
+/*
+ * The data fills ring entries from the first buffer id on, in order: each from where the
+ * kernel left it (0 unless the ring is incremental) to its end, the last one possibly only
+ * in part. A buffer the kernel is done with leaves the ring (its share of the references
+ * goes); one it will fill more stays.
+ */
+static void recv_take(struct tide_conn *c, size_t left, unsigned cflags)
+{
+	struct worker *w = c->w;
+	struct tide_buf bufs[RECV_BATCH];
+	unsigned pos = cflags >> IORING_CQE_BUFFER_SHIFT, n = 0;
+
+	while (left) {
+		unsigned slot = pos & w->mask;
+		char *buf = w->bid_addr[slot];
+		size_t off = w->boff[slot];
+		size_t take = left < w->bs - off ? left : w->bs - off;
+		bool done = true;
+
+		left -= take;
+		if (w->inc) {
+			w->boff[slot] = (uint32_t)(off + take);
+			done = left || off + take == w->bs || !(cflags & IORING_CQE_F_BUF_MORE);
+		}
+		buf_ref(w->agent, buf);
+		bufs[n].data = buf + off;
+		bufs[n].len = (uint32_t)take;
+		if (++n == RECV_BATCH) {
+			deliver(c, bufs, n);
+			n = 0;
+		}
+		if (!done)
+			break;
+		w->in_ring--;
+		buf_unref(w->agent, buf);
+		pos++;
+	}
+	deliver(c, bufs, n);
+}
+
+void on_recv(struct tide_conn *c, int res, unsigned cflags)
+{
+	struct worker *w = c->w;
+
+	if (res > 0 && (cflags & IORING_CQE_F_BUFFER)) {
+		STAT_ADD(w, bytes_in, (uint64_t)res);
+		w->last_consume = w->now;
+		conn_touch(c);
+		recv_take(c, (size_t)res, cflags);
+		/* The application paused in its callback: stop the multishot receive. */
+		if ((c->flags & (F_PAUSED | F_ENDED)) && (cflags & IORING_CQE_F_MORE) &&
+		    !(c->flags & F_CANCEL))
+			recv_cancel(c);
+	}
+	if (cflags & IORING_CQE_F_MORE)
+		return;
+	c->flags &= ~(F_ARMED | F_CANCEL);
+	c->refs--;
+	if (c->flags & F_ENDED)
+		return;
+	if (res == 0) {
+		c->flags |= F_EOF;
+		if (c->ops && c->ops->eof)
+			c->ops->eof(c);
+		conn_maybe_done(c);
+	} else if (res == -ENOBUFS) {
+		ring_starved(w);
+		c->flags |= F_WAIT;
+		c->wait_next = w->waiters;
+		w->waiters = c;
+		c->refs++;
+	} else if (res == -EINVAL && w->recv_len) {
+		w->recv_len = 0; /* this kernel takes no length on a multishot receive */
+		recv_arm(c);
+	} else if (res < 0 && res != -ECANCELED) {
+		conn_end(c, TIDE_END_RESET, res);
+	} else {
+		recv_arm(c);
+	}
+}
+
+/* ------------------------------------------------------------------- send -- */
+
+static void send_submit(struct tide_conn *c)
+{
+	struct worker *w = c->w;
+	struct txq *q = c->tx;
 	struct io_uring_sqe *sqe;
-	struct sendop *op;
-	struct seg *s;
 	unsigned n = 0;
 	size_t total = 0;
 
-	if (f->send || !f->head || p->closing)
+	if (!q || !q->head || (c->flags & (F_SENDING | F_ENDED | F_CONNECTING | F_TXERR)))
 		return;
-	op = sendop_get(w);
-	if (!op) {
-		pair_close(w, p, true);
-		return;
-	}
-	for (s = f->head; s; s = s->next) {
-		char *b = s->buf + s->off;
+	for (struct seg *s = q->head; s; s = s->next) {
+		char *b = s->data;
 
-		if (n && (char *)op->iov[n - 1].iov_base + op->iov[n - 1].iov_len == b) {
-			op->iov[n - 1].iov_len += s->len;
+		if (n && (char *)q->iov[n - 1].iov_base + q->iov[n - 1].iov_len == b) {
+			q->iov[n - 1].iov_len += s->len;
 		} else {
 			if (n == SEND_IOV)
 				break;
-			op->iov[n].iov_base = b;
-			op->iov[n].iov_len = s->len;
+			q->iov[n].iov_base = b;
+			q->iov[n].iov_len = s->len;
 			n++;
 		}
 		total += s->len;
 	}
-	op->len = total;
+	q->sending = total;
 	sqe = sqe_get(w);
 	if (n == 1) {
-		io_uring_prep_send(sqe, p->fd[f->dst], op->iov[0].iov_base, op->iov[0].iov_len,
-				   MSG_NOSIGNAL);
+		io_uring_prep_send(sqe, c->fd, q->iov[0].iov_base, q->iov[0].iov_len, MSG_NOSIGNAL);
 	} else {
-		memset(&op->msg, 0, sizeof(op->msg));
-		op->msg.msg_iov = op->iov;
-		op->msg.msg_iovlen = n;
-		io_uring_prep_sendmsg(sqe, p->fd[f->dst], &op->msg, MSG_NOSIGNAL);
+		memset(&q->msg, 0, sizeof(q->msg));
+		q->msg.msg_iov = q->iov;
+		q->msg.msg_iovlen = n;
+		io_uring_prep_sendmsg(sqe, c->fd, &q->msg, MSG_NOSIGNAL);
 	}
-	io_uring_sqe_set_data64(sqe, UD(p, OP_SEND + f->idx));
-	f->send = op;
-	p->refs++;
+	io_uring_sqe_set_data64(sqe, UD(c, OP_SEND));
+	c->flags |= F_SENDING;
+	c->refs++;
 }
 
-/* The source sent FIN and everything before it went out: pass the FIN on. */
-static void flow_maybe_shut(struct worker *w, struct pair *p, struct flow *f)
+/* The queue is empty: a FIN or reset asked for goes now; a drained mark is told. */
+static void send_idle(struct tide_conn *c)
 {
-	if (!(f->flags & F_EOF) || (f->flags & F_SHUT) || f->head || f->send || p->closing)
-		return;
-	shutdown(p->fd[f->dst], SHUT_WR);
-	f->flags |= F_SHUT;
-	pair_maybe_done(w, p);
-}
-
-void on_recv(struct worker *w, struct pair *p, struct flow *f, int res, unsigned cflags)
-{
-	if (res > 0 && (cflags & IORING_CQE_F_BUFFER)) {
-		/*
-		 * The data fills ring entries from the first buffer id on, in order: each from
-		 * where the kernel left it (0 unless the ring is incremental) to its end, the
-		 * last one possibly only in part. A buffer the kernel is done with leaves the
-		 * ring (its share of the references goes); one it will fill more stays.
-		 */
-		unsigned pos = cflags >> IORING_CQE_BUFFER_SHIFT;
-		size_t left = (size_t)res;
-
-		while (left) {
-			unsigned slot = pos & w->mask;
-			char *buf = w->bid_addr[slot];
-			size_t off = w->boff[slot];
-			size_t take = left < w->bs - off ? left : w->bs - off;
-			bool done = true;
-			struct seg *s;
-
-			left -= take;
-			if (w->inc) {
-				w->boff[slot] = (uint32_t)(off + take);
-				done = left || off + take == w->bs ||
-				       !(cflags & IORING_CQE_F_BUF_MORE);
-			}
-			if (!p->closing && (s = seg_get(w))) {
-				(*buf_refs(w, buf))++;
-				s->buf = buf;
-				s->off = (uint32_t)off;
-				s->len = (uint32_t)take;
-				s->next = NULL;
-				if (f->tail)
-					f->tail->next = s;
-				else
-					f->head = s;
-				f->tail = s;
-				f->queued += (uint32_t)take;
-			}
-			if (!done)
-				break;
-			w->in_ring--;
-			buf_put(w, buf);
-			pos++;
+	if ((c->flags & F_WANT_SHUT) && !(c->flags & F_SHUT)) {
+		if (c->flags & F_WANT_RST) {
+			conn_end(c, TIDE_END_RESET, 0);
+			return;
 		}
-		STAT_ADD(w, bytes_in, (uint64_t)res);
-		w->last_consume = w->now;
-		if (!p->closing) {
-			touch(w, p);
-			flow_send(w, p, f);
-			if (f->queued >= w->limit && (cflags & IORING_CQE_F_MORE) &&
-			    !(f->flags & F_CANCEL)) {
-				recv_cancel(w, p, f);
-				STAT_ADD(w, pauses, 1);
-			}
-		}
-	}
-	if (cflags & IORING_CQE_F_MORE)
-		return;
-	f->flags &= ~(F_ARMED | F_CANCEL);
-	p->refs--;
-	if (p->closing) {
-		pair_maybe_free(w, p);
-		return;
-	}
-	if (res == 0) {
-		f->flags |= F_EOF;
-		flow_maybe_shut(w, p, f);
-	} else if (res == -ENOBUFS) {
-		ring_starved(w);
-		f->flags |= F_WAIT;
-		f->wait_next = w->waiters;
-		w->waiters = f;
-		p->refs++;
-	} else if (res == -EINVAL && w->recv_len) {
-		w->recv_len = 0; /* this kernel takes no length on a multishot receive */
-		flow_arm(w, p, f);
-	} else if (res < 0 && res != -ECANCELED) {
-		STAT_ADD(w, reset, 1);
-		pair_close(w, p, true);
-	} else {
-		flow_arm(w, p, f);
-		pair_drain_check(w, p);
+		shutdown(c->fd, SHUT_WR);
+		c->flags |= F_SHUT;
+		conn_maybe_done(c);
 	}
 }
 
-void on_send(struct worker *w, struct pair *p, struct flow *f, int res)
+static void notify_check(struct tide_conn *c)
 {
-	struct sendop *op = f->send;
-	size_t left;
+	struct txq *q = c->tx;
 
-	f->send = NULL;
-	p->refs--;
-	if (res < 0) {
-		sendop_put(w, op);
-		if (!p->closing)
-			STAT_ADD(w, reset, 1);
-		pair_close(w, p, true);
+	if (!q || q->notify == SIZE_MAX || q->queued > q->notify || (c->flags & F_ENDED))
 		return;
-	}
-	if ((size_t)res < op->len)
-		STAT_ADD(w, short_sends, 1);
-	sendop_put(w, op);
-	STAT_ADD(w, bytes_out, (uint64_t)res);
-	left = (size_t)res;
-	while (left && f->head) {
-		struct seg *s = f->head;
+	q->notify = SIZE_MAX;
+	if (c->ops && c->ops->drained)
+		c->ops->drained(c);
+}
+
+/* Drop the sent bytes from the head of the queue. */
+static void txq_consume(struct tide_conn *c, size_t left)
+{
+	struct txq *q = c->tx;
+
+	while (left && q->head) {
+		struct seg *s = q->head;
 		size_t take = left < s->len ? left : s->len;
 
-		s->off += (uint32_t)take;
+		s->data += take;
 		s->len -= (uint32_t)take;
-		f->queued -= (uint32_t)take;
+		q->queued -= take;
 		left -= take;
 		if (!s->len) {
-			f->head = s->next;
-			if (!f->head)
-				f->tail = NULL;
-			buf_put(w, s->buf);
-			seg_put(w, s);
+			q->head = s->next;
+			if (!q->head)
+				q->tail = NULL;
+			buf_unref(c->w->agent, buf_block(c->w->agent, s->data - 1));
+			spare_put(&c->w->spare_segs, s);
 		}
 	}
-	if (p->closing) {
-		pair_maybe_free(w, p);
-		return;
-	}
-	touch(w, p);
-	if (f->head)
-		flow_send(w, p, f);
-	else
-		flow_maybe_shut(w, p, f);
-	if (p->closing)
-		return;
-	if (!(f->flags & F_ARMED) && f->queued <= w->limit / 2)
-		flow_arm(w, p, f);
-	pair_drain_check(w, p);
 }
 
-void on_connect(struct worker *w, struct pair *p, int res)
+void on_send(struct tide_conn *c, int res)
 {
-	p->refs--;
-	if (p->closing) {
-		pair_maybe_free(w, p);
+	struct worker *w = c->w;
+
+	c->flags &= ~F_SENDING;
+	c->refs--;
+	if (c->flags & F_ENDED)
 		return;
-	}
 	if (res < 0) {
-		STAT_ADD(w, upstream_failures, 1);
-		pair_close(w, p, true);
+		c->flags |= F_TXERR;
+		txq_drop_all(c);
+		if (c->tx)
+			c->tx->notify = SIZE_MAX;
+		txq_maybe_put(c);
+		if (c->ops && c->ops->send_error)
+			c->ops->send_error(c, res);
+		conn_maybe_done(c);
 		return;
 	}
-	p->connected = 1;
-	flow_arm(w, p, &p->flow[0]);
-	flow_arm(w, p, &p->flow[1]);
+	if ((size_t)res < c->tx->sending)
+		STAT_ADD(w, short_sends, 1);
+	STAT_ADD(w, bytes_out, (uint64_t)res);
+	txq_consume(c, (size_t)res);
+	conn_touch(c);
+	notify_check(c);
+	if (c->flags & F_ENDED)
+		return;
+	if (c->tx && c->tx->head)
+		send_submit(c);
+	else
+		send_idle(c);
+	if (!(c->flags & F_ENDED))
+		txq_maybe_put(c);
 }
 
-static void set_nodelay(int fd)
+/* ------------------------------------------------------------ public API -- */
+
+/**
+ * tide_conn_send() - queue buffers for sending, in order, taking their references.
+ * @c:    the connection (on its worker's thread).
+ * @bufs: the pieces: each holds one reference, which the connection now owns (also when
+ *        the call fails: then they are dropped).
+ * @n:    how many.
+ *
+ * Return: 0; -EPIPE sending was shut down (tide_conn_shutdown()) or failed before;
+ * -ENOTCONN the connection ended; -ENOMEM (the pieces are dropped, the connection resets).
+ */
+int tide_conn_send(struct tide_conn *c, const struct tide_buf *bufs, unsigned n)
+{
+	struct tide_agent *a = c->w->agent;
+	struct txq *q;
+	int rc = 0;
+	unsigned i = 0;
+
+	if (c->flags & F_ENDED)
+		rc = -ENOTCONN;
+	else if (c->flags & (F_WANT_SHUT | F_TXERR))
+		rc = -EPIPE;
+	else if (!(q = txq_get(c)))
+		rc = -ENOMEM;
+	for (; !rc && i < n; i++) {
+		struct seg *s;
+
+		if (!bufs[i].len) {
+			buf_unref(a, buf_block(a, bufs[i].data));
+			continue;
+		}
+		s = spare_get(&c->w->spare_segs, sizeof(*s));
+		if (!s) {
+			rc = -ENOMEM;
+			break;
+		}
+		s->data = bufs[i].data;
+		s->len = bufs[i].len;
+		s->next = NULL;
+		if (q->tail)
+			q->tail->next = s;
+		else
+			q->head = s;
+		q->tail = s;
+		q->queued += s->len;
+	}
+	for (; i < n; i++)
+		buf_unref(a, buf_block(a, bufs[i].data));
+	if (rc == -ENOMEM)
+		conn_end(c, TIDE_END_RESET, rc);
+	if (!rc)
+		send_submit(c);
+	return rc;
+}
+
+/**
+ * tide_conn_send_copy() - copy bytes into pool buffers (charged to the worker's user) and
+ * queue them, for small replies.
+ * @c:    the connection (on its worker's thread).
+ * @data: the bytes.
+ * @len:  how many.
+ *
+ * Return: 0; -EPIPE, -ENOTCONN as tide_conn_send(); -ENOSPC the worker's quota or the pool
+ * is full (nothing was queued).
+ */
+int tide_conn_send_copy(struct tide_conn *c, const void *data, size_t len)
+{
+	struct worker *w = c->w;
+	struct tide_buf bufs[16];
+	const char *p = data;
+	int rc = 0;
+
+	if (c->flags & F_ENDED)
+		return -ENOTCONN;
+	if (c->flags & (F_WANT_SHUT | F_TXERR))
+		return -EPIPE;
+	while (len && !rc) {
+		unsigned n = 0;
+
+		for (; len && n < 16; n++) {
+			size_t take = len < w->bs ? len : w->bs;
+
+			rc = tide_buf_alloc((struct tide_worker *)w, take, &bufs[n]);
+			if (rc)
+				break;
+			memcpy(bufs[n].data, p, take);
+			p += take;
+			len -= take;
+		}
+		if (rc) {
+			for (unsigned i = 0; i < n; i++)
+				buf_unref(w->agent, bufs[i].data);
+			break;
+		}
+		rc = tide_conn_send(c, bufs, n);
+	}
+	return rc;
+}
+
+/* Bytes queued on c and not yet sent. */
+size_t tide_conn_queued(const struct tide_conn *c)
+{
+	return c->tx ? c->tx->queued : 0;
+}
+
+/**
+ * tide_conn_notify_below() - ask for one ops->drained call once the send queue holds at
+ * most @bytes (at once, from this call, when it does already).
+ * @c:     the connection.
+ * @bytes: the mark.
+ */
+void tide_conn_notify_below(struct tide_conn *c, size_t bytes)
+{
+	struct txq *q;
+
+	if (c->flags & F_ENDED)
+		return;
+	if (tide_conn_queued(c) <= bytes) {
+		if (c->ops && c->ops->drained)
+			c->ops->drained(c);
+		return;
+	}
+	q = c->tx;
+	q->notify = bytes;
+}
+
+/**
+ * tide_conn_pause() - stop reading: no receive is armed until tide_conn_resume(). Bytes
+ * already received by the kernel for a receive in flight may still be handed over.
+ * @c: the connection.
+ */
+void tide_conn_pause(struct tide_conn *c)
+{
+	if (c->flags & (F_PAUSED | F_ENDED))
+		return;
+	c->flags |= F_PAUSED;
+	STAT_ADD(c->w, pauses, 1);
+	if ((c->flags & F_ARMED) && !(c->flags & F_CANCEL))
+		recv_cancel(c);
+}
+
+/* Read again after tide_conn_pause(). */
+void tide_conn_resume(struct tide_conn *c)
+{
+	if (!(c->flags & F_PAUSED))
+		return;
+	c->flags &= ~F_PAUSED;
+	recv_arm(c);
+}
+
+/**
+ * tide_conn_shutdown() - end sending once everything queued went out.
+ * @c:     the connection.
+ * @reset: false: send FIN (the connection ends CLEAN once the peer's FIN came too); true:
+ *         reset it then (it ends TIDE_END_RESET), so that the peer learns that not all it
+ *         sent was taken.
+ *
+ * Later sends fail with -EPIPE; receiving goes on.
+ */
+void tide_conn_shutdown(struct tide_conn *c, bool reset)
+{
+	if (c->flags & F_ENDED)
+		return;
+	c->flags |= F_WANT_SHUT | (reset ? F_WANT_RST : 0);
+	/* After a failed send it ends RESET once the peer's data ends (conn_maybe_done). */
+	if (!(c->flags & (F_SENDING | F_CONNECTING | F_TXERR)) && !tide_conn_queued(c))
+		send_idle(c);
+}
+
+/* Reset c now, dropping what is queued: ops->end(c, TIDE_END_RESET, 0) follows at once. */
+void tide_conn_abort(struct tide_conn *c)
+{
+	conn_end(c, TIDE_END_RESET, 0);
+}
+
+void tide_conn_set_data(struct tide_conn *c, void *data)
+{
+	c->data = data;
+}
+
+void *tide_conn_data(const struct tide_conn *c)
+{
+	return c->data;
+}
+
+struct tide_worker *tide_conn_worker(const struct tide_conn *c)
+{
+	return (struct tide_worker *)c->w;
+}
+
+int tide_conn_fd(const struct tide_conn *c)
+{
+	return c->fd;
+}
+
+/* ------------------------------------------------------ the worker's side -- */
+
+void set_nodelay(int fd)
 {
 	int one = 1;
 
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
-void on_accept(struct worker *w, int fd)
+struct tide_conn *conn_new(struct worker *w, int fd, const struct tide_conn_ops *ops, void *data)
 {
+	struct tide_conn *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->w = w;
+	c->fd = fd;
+	c->ops = ops;
+	c->data = data;
+	c->active = (uint32_t)w->now;
+	lru_add_tail(w, c);
+	w->nconns++;
+	return c;
+}
+
+void conn_open(struct tide_conn *c)
+{
+	c->refs++;
+	if (c->ops && c->ops->open)
+		c->ops->open(c);
+	recv_arm(c);
+	send_submit(c);
+	if (!(c->flags & F_ENDED) && (c->flags & F_WANT_SHUT) && !tide_conn_queued(c))
+		send_idle(c);
+	c->refs--;
+	conn_maybe_free(c);
+}
+
+void on_accept(struct lsock *ls, int fd)
+{
+	struct worker *w = ls->w;
 	struct tide_agent *a = w->agent;
-	struct pair *p;
+	struct tide_conn *c = NULL;
 	uint64_t n;
 
 	n = atomic_fetch_add_explicit(&a->conns, 1, memory_order_relaxed) + 1;
 	if (w->draining || (a->cfg.max_conns && n > a->cfg.max_conns) ||
-	    !(p = calloc(1, sizeof(*p)))) {
+	    !(c = conn_new(w, fd, ls->ops, ls->data))) {
 		atomic_fetch_sub_explicit(&a->conns, 1, memory_order_relaxed);
 		close(fd);
 		STAT_ADD(w, rejected, 1);
 		return;
 	}
 	STAT_ADD(w, accepted, 1);
-	w->npairs++;
-	p->fd[0] = fd;
-	p->fd[1] = -1;
-	p->nflows = a->echo ? 1 : 2;
-	p->flow[0].src = 0;
-	p->flow[0].dst = a->echo ? 0 : 1;
-	p->flow[0].idx = 0;
-	p->flow[1].src = 1;
-	p->flow[1].dst = 0;
-	p->flow[1].idx = 1;
-	p->active_ms = w->now;
-	lru_add_tail(w, p);
+	c->flags |= F_ACCEPTED;
 	set_nodelay(fd);
-	if (a->echo) {
-		p->connected = 1;
-		flow_arm(w, p, &p->flow[0]);
-		return;
-	}
-	p->fd[1] = socket(a->up.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (p->fd[1] < 0) {
-		STAT_ADD(w, upstream_failures, 1);
-		pair_close(w, p, true);
-		return;
-	}
-	set_nodelay(p->fd[1]);
-	struct io_uring_sqe *sqe = sqe_get(w);
-
-	io_uring_prep_connect(sqe, p->fd[1], (struct sockaddr *)&a->up, a->uplen);
-	io_uring_sqe_set_data64(sqe, UD(p, OP_CONNECT));
-	p->refs++;
+	conn_open(c);
 }
 
 void waiters_wake(struct worker *w)
 {
-	struct flow *list = w->waiters;
+	struct tide_conn *list = w->waiters;
 
 	if (!list || (!w->in_ring && !w->draining))
 		return;
 	w->waiters = NULL;
 	while (list) {
-		struct flow *f = list;
-		struct pair *p = pair_of(f);
+		struct tide_conn *c = list;
 
-		list = f->wait_next;
-		f->flags &= ~F_WAIT;
-		p->refs--;
-		if (p->closing) {
-			pair_maybe_free(w, p);
+		list = c->wait_next;
+		c->flags &= ~F_WAIT;
+		c->refs--;
+		if (c->flags & F_ENDED) {
+			conn_maybe_free(c);
 			continue;
 		}
-		flow_arm(w, p, f);
-		pair_drain_check(w, p);
+		recv_arm(c);
 	}
 }
 
 /*
- * Draining starts: stop every pair's receives (a pair not yet connected is closed), close
- * those with nothing left to send, and let the flows waiting for buffers see the drain.
+ * Call fn on every live connection of w. A callback may end others (a relay ends a pair),
+ * so the list is copied first and each held by a reference while the walk runs.
  */
-void pairs_drain(struct worker *w)
+static void conns_each(struct worker *w, void (*fn)(struct tide_conn *, int), int arg)
 {
-	struct pair *p, *next;
+	struct tide_conn **all;
+	unsigned n = 0;
 
-	for (p = w->lru.next; p != &w->lru; p = next) {
-		next = p->next;
-		p->draining = 1;
-		if (!p->connected) {
-			pair_close(w, p, true);
-			continue;
-		}
-		for (unsigned i = 0; i < p->nflows; i++) {
-			struct flow *f = &p->flow[i];
-
-			if ((f->flags & F_ARMED) && !(f->flags & F_CANCEL))
-				recv_cancel(w, p, f);
-		}
-		pair_drain_check(w, p);
+	all = malloc((w->nconns + 1) * sizeof(*all));
+	if (!all) { /* no memory: walk by the head, which every fn below takes off the list */
+		while (w->lru.next != &w->lru)
+			conn_end(w->lru.next, TIDE_END_RESET, -ENOMEM);
+		return;
 	}
+	for (struct tide_conn *c = w->lru.next; c != &w->lru; c = c->next) {
+		c->refs++;
+		all[n++] = c;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		if (!(all[i]->flags & F_ENDED))
+			fn(all[i], arg);
+		all[i]->refs--;
+		conn_maybe_free(all[i]);
+	}
+	free(all);
+}
+
+static void drain_one(struct tide_conn *c, int unused)
+{
+	(void)unused;
+	if (c->ops && c->ops->drain)
+		c->ops->drain(c);
+}
+
+static void end_one(struct tide_conn *c, int why)
+{
+	conn_end(c, (enum tide_end)why, 0);
+}
+
+void conns_drain(struct worker *w)
+{
+	conns_each(w, drain_one, 0);
 	waiters_wake(w);
 }
 
-/* The drain timed out: reset whatever is still open. */
-void pairs_abort_all(struct worker *w)
+void conns_end_all(struct worker *w, enum tide_end why)
 {
-	struct pair *p, *next;
-
-	for (p = w->lru.next; p != &w->lru; p = next) {
-		next = p->next;
-		pair_close(w, p, true);
-	}
+	conns_each(w, end_one, (int)why);
 }
 
-/* Close the pairs idle for timeout_ms or longer (the LRU list's head is the oldest). */
-void pairs_close_idle(struct worker *w, unsigned timeout_ms)
+/* End the connections idle for timeout_ms or longer (the LRU list's head is the oldest). */
+void conns_end_idle(struct worker *w, unsigned timeout_ms)
 {
-	struct pair *p, *next;
+	unsigned n = w->nconns;
 
-	for (p = w->lru.next; p != &w->lru; p = next) {
-		next = p->next;
-		if (w->now - p->active_ms < timeout_ms)
+	while (w->lru.next != &w->lru && n--) {
+		struct tide_conn *c = w->lru.next;
+
+		if ((uint32_t)w->now - c->active < timeout_ms)
 			break;
-		STAT_ADD(w, idle_closed, 1);
-		pair_close(w, p, false);
+		conn_end(c, TIDE_END_TIMEOUT, -ETIMEDOUT);
 	}
 }
 
-/* Free the spare segs and sendops (at worker teardown). */
+/* Free the spare segs and txqs (at worker teardown). */
 void spares_free(struct worker *w)
 {
-	spare_free_all(&w->spare_segs);
-	spare_free_all(&w->spare_sendops);
+	struct spare **lists[] = {&w->spare_segs, &w->spare_txqs};
+
+	for (unsigned i = 0; i < 2; i++)
+		while (*lists[i]) {
+			struct spare *s = *lists[i];
+
+			*lists[i] = s->next;
+			free(s);
+		}
 }

@@ -1,14 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * net_internal.h - what the agent's files share: the agent, worker, connection and buffer
- * types, and the prototypes grouped by the file that defines them.
+ * net_internal.h - the engine's shared types (agent, worker, connection, send queue,
+ * listener, timer) and its cross-file prototypes, grouped by the file that defines them.
+ * Engine side: nothing here is seen by applications, which have include/tide/net.h only.
  *
- * The types are open to every file of the agent because a worker's state is touched by all
+ * The types are open to every file of the engine because a worker's state is touched by all
  * of them on one thread (the worker's own), and the hot path (a receive completion, a send)
- * reads ring, flow and pair fields together. Who writes which field is by concern:
- *  - ring.c: the provided-buffer ring (br .. target), frees[], and the pool blocks' refs;
- *  - conn.c: pairs, flows, segs, sendops, the LRU list and the waiters;
- *  - worker.c: the io_uring, the listener's accept, the clock, draining;
+ * reads ring, connection and queue fields together. Who writes which field is by concern:
+ *  - ring.c: the provided-buffer ring (br .. target), frees[];
+ *  - buf.c: the pool blocks' references and owners, and the public buffer calls;
+ *  - conn.c: connections, their send queues, the LRU list and the waiters;
+ *  - connect.c: outbound connects, their address lists and timeouts;
+ *  - worker.c: the io_uring, the listeners' accepts, timers, posted work, the clock, draining;
  *  - agent.c: struct tide_agent, before the workers start and after they end.
  * The counters in struct wstats are written by their worker only and read by
  * tide_agent_stats() from any thread, hence relaxed atomics with plain read-add-store.
@@ -21,6 +24,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -42,70 +46,112 @@
 #define IORING_CQE_F_BUF_MORE (1U << 4)
 #endif
 
-#define BGID	   0  /* the provided-buffer group of every worker's ring */
-#define SEND_IOV   32 /* most iovecs in one send */
-#define FREE_BATCH 64 /* buffers handed back to the pool at once */
+#define BGID	      0	 /* the provided-buffer group of every worker's ring */
+#define SEND_IOV      32 /* most iovecs in one send */
+#define FREE_BATCH    64 /* buffers handed back to the pool at once */
+#define RECV_BATCH    64 /* most buffers handed to a receive callback at once */
+#define MAX_LISTENERS 8
 
-/* user_data: the pair's (or the worker's) address with the operation in the low 3 bits. */
+/* user_data: an object's address with the operation in the low 3 bits (0: ignore). */
 enum {
-	OP_ACCEPT = 1,
-	OP_RECV = 2, /* + flow index */
-	OP_SEND = 4, /* + flow index */
-	OP_CONNECT = 6
+	OP_ACCEPT = 1,	 /* struct lsock */
+	OP_RECV = 2,	 /* struct tide_conn */
+	OP_SEND = 3,	 /* struct tide_conn */
+	OP_CONNECT = 4,	 /* struct tide_conn */
+	OP_LTIMEOUT = 5, /* struct tide_conn: the connect's linked timeout */
+	OP_WAKE = 6,	 /* struct worker: its eventfd was written (posted work) */
 };
 #define UD(ptr, op) ((uint64_t)(uintptr_t)(ptr) | (uint64_t)(op))
 
 enum {
-	F_ARMED = 1u << 0,  /* a multishot receive is in flight on the source */
-	F_CANCEL = 1u << 1, /* and a cancel for it was submitted */
-	F_EOF = 1u << 2,    /* the source sent FIN */
-	F_SHUT = 1u << 3,   /* the destination was shut down for writing */
-	F_WAIT = 1u << 4,   /* on the worker's list of flows waiting for buffers */
+	F_ARMED = 1u << 0,	/* a multishot receive is in flight */
+	F_CANCEL = 1u << 1,	/* and a cancel for it was submitted */
+	F_EOF = 1u << 2,	/* the peer sent FIN */
+	F_SHUT = 1u << 3,	/* we sent FIN */
+	F_WANT_SHUT = 1u << 4,	/* end sending once the queue is empty */
+	F_WANT_RST = 1u << 5,	/* ... with a reset */
+	F_PAUSED = 1u << 6,	/* the application stopped reading */
+	F_WAIT = 1u << 7,	/* on the worker's list of receives waiting for buffers */
+	F_CONNECTING = 1u << 8, /* tide_conn_connect() in progress */
+	F_ENDED = 1u << 9,	/* the end callback ran (or runs); freed when refs reach 0 */
+	F_TXERR = 1u << 10,	/* a send failed */
+	F_ACCEPTED = 1u << 11,	/* counted in the agent's conns */
+	F_RESET = 1u << 12,	/* close with SO_LINGER 0 */
+	F_SENDING = 1u << 13,	/* a send is in flight */
 };
 
-/*
- * Segs and sendops are recycled through per-worker free lists: a spare object's first bytes
- * hold the link, so one set of helpers serves both types.
- */
+/* Segs and txqs are recycled through per-worker free lists: a spare's first bytes link it. */
 struct spare {
 	struct spare *next;
 };
 
-/* A received piece of a pool buffer, queued on a flow until it is sent. */
+/* Queued bytes in a pool buffer; holds one reference to the buffer. */
 struct seg {
-	char *buf;
-	uint32_t off, len;
 	struct seg *next;
+	char *data;
+	uint32_t len;
 };
 
-/* The one send in flight on a flow: the queue's head as iovecs. */
-struct sendop {
+/* A connection's send queue and its one send in flight; only while there is something. */
+struct txq {
+	struct seg *head, *tail;
+	size_t queued;	/* bytes in the segs */
+	size_t notify;	/* call ops->drained when queued <= notify; SIZE_MAX: not asked */
+	size_t sending; /* bytes of the send in flight */
 	struct msghdr msg;
-	size_t len;
 	struct iovec iov[SEND_IOV];
 };
 
-/* One direction of a pair: from fd[src] to fd[dst]. */
-struct flow {
-	struct seg *head, *tail;
-	struct sendop *send;
-	struct flow *wait_next;
-	uint32_t queued;
-	uint8_t src, dst, idx, flags;
+/* An outbound connect: the addresses left to try. */
+struct connecting {
+	unsigned next, n, timeout_ms;
+	int last_err;
+	struct __kernel_timespec ts;
+	struct {
+		socklen_t len;
+		struct sockaddr_storage ss;
+	} a[];
 };
 
-/* A connection: the client socket and, when relaying, the upstream socket. */
-struct pair {
-	struct pair *prev, *next; /* the worker's LRU list, oldest activity first */
-	uint64_t active_ms;
-	int fd[2];
-	int refs;
-	uint8_t nflows, closing, abort, draining, connected;
-	struct flow flow[2];
+struct tide_conn {
+	struct tide_conn *prev, *next; /* the worker's LRU list, oldest activity first */
+	struct worker *w;
+	const struct tide_conn_ops *ops;
+	void *data;
+	struct txq *tx;
+	union {
+		struct tide_conn *wait_next; /* F_WAIT */
+		struct connecting *cn;	     /* F_CONNECTING */
+	};
+	uint32_t active; /* worker clock (ms, wraps) of the last activity */
+	int fd;
+	uint16_t refs; /* operations in flight, plus one while a handler runs */
+	uint16_t flags;
+};
+
+/* One listener on one worker. */
+struct lsock {
+	struct worker *w;
+	int fd;
+	bool armed;
+	const struct tide_conn_ops *ops;
+	void *data;
+};
+
+struct timer {
+	uint64_t when, id;
+	void (*fn)(struct tide_worker *, void *);
+	void *arg;
+};
+
+struct post {
+	struct post *next;
+	void (*fn)(struct tide_worker *, void *);
+	void *arg;
 };
 
 struct wstats {
-	_Atomic uint64_t accepted, rejected, idle_closed, reset, upstream_failures;
+	_Atomic uint64_t accepted, rejected, idle_closed, reset, upstream_failures, retries;
 	_Atomic uint64_t bytes_in, bytes_out, short_sends, pauses;
 	_Atomic uint64_t refills, refill_buffers, enobufs, ring_resets, forced_grows;
 	_Atomic uint64_t in_ring, target;
@@ -116,14 +162,15 @@ struct worker {
 	unsigned index;
 	pthread_t thread;
 	bool thread_started;
-	int listen_fd;
 	struct io_uring ring;
-	bool ring_ok, br_registered, accept_armed, draining, bundles, defer, inc;
+	bool ring_ok, br_registered, draining, bundles, defer, inc, ended;
 	uint64_t now, next_tick, drain_deadline, last_enobufs, last_consume;
 	struct tide_user *user;
 	size_t bs;
-	size_t limit;
 	uint32_t recv_len; /* most bytes one receive completion may carry; 0: no limit */
+
+	struct lsock ls[MAX_LISTENERS];
+	unsigned nls;
 
 	struct io_uring_buf_ring *br;
 	size_t br_bytes;
@@ -132,29 +179,46 @@ struct worker {
 	unsigned entries, mask, cap;
 	uint32_t br_tail, br_pub, in_ring, target;
 
-	struct pair lru; /* sentinel */
-	unsigned npairs;
-	struct flow *waiters;
-	struct spare *spare_segs, *spare_sendops;
+	struct tide_conn lru; /* sentinel */
+	unsigned nconns;
+	struct tide_conn *waiters;
+	struct spare *spare_segs, *spare_txqs;
 	void *frees[FREE_BATCH];
 	unsigned nfree;
+
+	struct timer *timers; /* a binary min-heap on when */
+	unsigned ntimers, timers_cap;
+	uint64_t timer_ids;
+
+	int wake_fd; /* eventfd: tide_agent_post() writes, a read on the ring waits */
+	uint64_t wake_val;
+	bool wake_armed;
+	pthread_mutex_t post_lock;
+	struct post *posts;
 	struct wstats st;
+};
+
+struct listen_cfg {
+	struct sockaddr_storage ss;
+	socklen_t len;
+	const struct tide_conn_ops *ops;
+	void *data;
 };
 
 struct tide_agent {
 	struct tide_pool *pool;
-	char *base;	/* the pool's base: block index = (buf - base) / bs */
-	uint32_t *refs; /* per pool block: the kernel's share plus one per seg */
+	char *base;		/* the pool's base: block index = (buf - base) / bs */
+	_Atomic uint32_t *refs; /* per pool block: the kernel's share plus the holders' */
+	uint16_t *owner;	/* per pool block: the worker whose user it is charged to */
 	size_t nblocks;
 	struct tide_agent_config cfg;
 	size_t bs;
-	bool echo;
-	struct sockaddr_storage up;
-	socklen_t uplen;
-	unsigned port;
+	struct listen_cfg lc[MAX_LISTENERS];
+	unsigned nlc;
 	unsigned nworkers;
 	struct worker *w;
-	_Atomic int stop;
+	_Atomic int stop;	  /* 1: drain; 2: end now */
+	_Atomic unsigned running; /* workers in their loop or setup */
 	_Atomic uint64_t conns;
 	bool started, joined;
 	pthread_mutex_t lock;
@@ -168,6 +232,12 @@ struct tide_agent {
 			      atomic_load_explicit(&(w)->st.field, memory_order_relaxed) + (n),    \
 			      memory_order_relaxed)
 #define STAT_SET(w, field, v) atomic_store_explicit(&(w)->st.field, (v), memory_order_relaxed)
+
+/* The public handle of a worker is the worker. */
+static inline struct worker *W(struct tide_worker *tw)
+{
+	return (struct worker *)tw;
+}
 
 /* A submission entry, submitting what is queued when the SQ is full. */
 static inline struct io_uring_sqe *sqe_get(struct worker *w)
@@ -190,37 +260,86 @@ static inline void cancel_ud(struct worker *w, uint64_t ud)
 	io_uring_sqe_set_data64(sqe, 0);
 }
 
-/* The reference count of the pool block that holds buf. */
-static inline uint32_t *buf_refs(struct worker *w, const char *buf)
+static inline void *spare_get(struct spare **list, size_t size)
 {
-	return &w->agent->refs[(size_t)(buf - w->agent->base) / w->bs];
+	struct spare *s = *list;
+
+	if (s) {
+		*list = s->next;
+		return s;
+	}
+	return malloc(size);
 }
+
+static inline void spare_put(struct spare **list, void *obj)
+{
+	struct spare *s = obj;
+
+	s->next = *list;
+	*list = s;
+}
+
+// buf.c ---------------------------------------------------------------------------------
+
+/* The worker whose thread this is, or NULL. */
+extern _Thread_local struct worker *tls_worker;
+/* The pool block holding p; NULL when p is not in the pool's range. */
+char *buf_block(const struct tide_agent *a, const void *p);
+/* Set a fresh block's owner and reference count. */
+void buf_init(struct worker *w, char *blk, uint32_t refs);
+/* One more reference to blk. */
+void buf_ref(struct tide_agent *a, char *blk);
+/* Drop one reference to blk; the last one gives it back (ring, or pool through its owner). */
+void buf_unref(struct tide_agent *a, char *blk);
 
 // worker.c ------------------------------------------------------------------------------
 
 /* The thread of worker arg: set up, wait for the others, run the loop, tear down. */
 void *worker_main(void *arg);
+/* Run every posted work item (at teardown too). */
+void posts_run(struct worker *w);
 
 // conn.c --------------------------------------------------------------------------------
 
-/* A connection was accepted: make its pair, connect upstream (relay) or start reading. */
-void on_accept(struct worker *w, int fd);
-/* Completions of a flow's receive and send, and of the upstream connect. */
-void on_recv(struct worker *w, struct pair *p, struct flow *f, int res, unsigned cflags);
-void on_send(struct worker *w, struct pair *p, struct flow *f, int res);
-void on_connect(struct worker *w, struct pair *p, int res);
-/* Free p if it is closing and nothing is in flight on it. */
-void pair_maybe_free(struct worker *w, struct pair *p);
-/* Re-arm the flows that waited for buffers (after a refill). */
+/* A new connection on w (not yet on the LRU list), or NULL. */
+struct tide_conn *conn_new(struct worker *w, int fd, const struct tide_conn_ops *ops, void *data);
+/* A connection is ready (accepted, or connected): call ops->open, start reading, send. */
+void conn_open(struct tide_conn *c);
+/* End c once: cancel what is in flight, call ops->end; freed when nothing is in flight. */
+void conn_end(struct tide_conn *c, enum tide_end why, int err);
+/* Completions of a connection's receive and send. */
+void on_recv(struct tide_conn *c, int res, unsigned cflags);
+void on_send(struct tide_conn *c, int res);
+/* Free c if it ended and nothing is in flight on it. */
+void conn_maybe_free(struct tide_conn *c);
+/* A connection was accepted on ls. */
+void on_accept(struct lsock *ls, int fd);
+/* Re-arm the receives that waited for buffers (after a refill). */
 void waiters_wake(struct worker *w);
-/* Draining: stop every receive and close what has nothing left to send. */
-void pairs_drain(struct worker *w);
-/* Reset every pair (the drain timed out). */
-void pairs_abort_all(struct worker *w);
-/* Close the pairs without activity for timeout_ms. */
-void pairs_close_idle(struct worker *w, unsigned timeout_ms);
-/* Free the spare segs and sendops. */
+/* Draining starts: tell each connection. */
+void conns_drain(struct worker *w);
+/* End every connection with why (the drain timed out, or a second stop). */
+void conns_end_all(struct worker *w, enum tide_end why);
+/* End the connections without activity for timeout_ms. */
+void conns_end_idle(struct worker *w, unsigned timeout_ms);
+/* Free the spare segs and txqs. */
 void spares_free(struct worker *w);
+/* Mark activity on c (the LRU list). */
+void conn_touch(struct tide_conn *c);
+
+// connect.c -----------------------------------------------------------------------------
+
+/* Completions of a connect and of its linked timeout. */
+void on_connect(struct tide_conn *c, int res);
+void on_connect_timeout(struct tide_conn *c);
+/* Free the connect state (at end). */
+void connecting_free(struct tide_conn *c);
+
+// timer.c -------------------------------------------------------------------------------
+
+/* Run the timers that are due; the ms until the next one (UINT64_MAX: none). */
+uint64_t timers_run(struct worker *w);
+void timers_free(struct worker *w);
 
 // ring.c --------------------------------------------------------------------------------
 
@@ -237,18 +356,16 @@ void ring_publish(struct worker *w);
 void ring_starved(struct worker *w);
 /* The tick's share: decay the target, hand an idle ring's surplus back. */
 void ring_decay(struct worker *w);
-/* Drop one reference to buf (the kernel's, or a seg's); the last one releases it. */
-void buf_put(struct worker *w, char *buf);
+/* A block of w's came back (last reference): into the ring, or batched for the pool. */
+void buf_release(struct worker *w, char *blk);
 /* Hand the buffers batched for the pool back to it. */
 void frees_flush(struct worker *w);
 
 // addr.c --------------------------------------------------------------------------------
 
-/* Resolve "HOST:PORT" ("[V6]:PORT"); passive: an empty host means any address. */
-int addr_parse(const char *text, bool passive, struct sockaddr_storage *ss, socklen_t *len);
-unsigned addr_port(const struct sockaddr_storage *ss);
 /* A bound, listening SO_REUSEPORT socket on ss at *port (0: pick one, stored back). fd or
  * -errno. */
 int listener_open(struct sockaddr_storage *ss, socklen_t len, unsigned *port);
+void set_nodelay(int fd);
 
 #endif /* TIDE_NET_INTERNAL_H */

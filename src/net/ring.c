@@ -3,22 +3,24 @@
  * ring.c - a worker's provided-buffer ring (group BGID), fed from the pool through the
  * worker's own tide user, and the reference counts of the buffers it hands out.
  *
- * Receives pick buffers from the ring; conn.c queues what they filled and gives each buffer
- * back here with buf_put() once it is sent. A buffer done with goes back into the ring while
- * the ring is below its target, else to the pool (in batches of FREE_BATCH).
+ * Engine side. Receives pick buffers from the ring; conn.c hands what they filled to the
+ * application, and the block comes back here (buf_release, from buf.c) when its last
+ * reference goes. A buffer done with goes back into the ring while the ring is below its
+ * target, else to the pool (in batches of FREE_BATCH).
  *
  * Invariants:
- *  - A buffer is in exactly one place: the ring (kernel's), a flow queue, or the pool.
+ *  - A buffer is in the ring (the kernel's), held (by the application, a send queue), or in
+ *    the pool; the first two at once only with incremental rings.
  *    in_ring counts the first; ring slot i holds buffer id i, so a completion's buffer id is
  *    the ring position of its first buffer and a bundle's buffers are the next positions.
  *    The ring never holds more than half its slots (cap), so a slot is never refilled before
  *    its completion is seen, even if completions came out of order.
- *  - refs[] of a pool block counts the kernel's share (while the buffer is in the ring) plus
- *    one per seg that points into it; the buffer is released when it falls to zero.
+ *  - A block's reference count (buf.c) is the kernel's share (while the buffer is in the
+ *    ring) plus one per holder; the buffer is released when it falls to zero.
  *
  * Refill hysteresis: sent buffers refill the ring up to its target; the pool tops it up only
  * when it falls below half the target (or a receive waits), so in steady traffic a buffer
- * cycles ring -> flow -> ring without touching the pool.
+ * cycles ring -> application or send queue -> ring without touching the pool.
  *
  * Elasticity: a receive that finds the ring empty (-ENOBUFS) doubles the ring's target and
  * waits; the refill after the completion batch allocates from the pool (which grows). A
@@ -65,7 +67,7 @@ static void ring_add(struct worker *w, char *buf)
 {
 	unsigned pos = w->br_tail & w->mask;
 
-	*buf_refs(w, buf) = 1; /* the kernel's share */
+	buf_init(w, buf, 1); /* the kernel's share */
 	w->bid_addr[pos] = buf;
 	w->boff[pos] = 0;
 	io_uring_buf_ring_add(w->br, buf, (unsigned)w->bs, (unsigned short)pos, (int)w->mask,
@@ -84,7 +86,7 @@ void ring_publish(struct worker *w)
 }
 
 /* A buffer is done with: into the ring while it is below target, else to the pool. */
-static void buf_release(struct worker *w, char *buf)
+void buf_release(struct worker *w, char *buf)
 {
 	if (w->br_registered && !w->draining && w->in_ring < w->target) {
 		ring_add(w, buf);
@@ -93,15 +95,6 @@ static void buf_release(struct worker *w, char *buf)
 	w->frees[w->nfree++] = buf;
 	if (w->nfree == FREE_BATCH)
 		frees_flush(w);
-}
-
-/* Drop one reference (the kernel's, or a seg's); the last one releases the buffer. */
-void buf_put(struct worker *w, char *buf)
-{
-	uint32_t *r = buf_refs(w, buf);
-
-	if (--*r == 0)
-		buf_release(w, buf);
 }
 
 /* Top the ring up to its target from the pool, growing the pool when it has nothing free. */
@@ -148,7 +141,7 @@ static void ring_take_all(struct worker *w)
 
 	w->in_ring = 0;
 	for (uint32_t pos = first; pos != w->br_tail; pos++)
-		buf_put(w, w->bid_addr[pos & w->mask]);
+		buf_unref(w->agent, w->bid_addr[pos & w->mask]);
 	frees_flush(w);
 }
 

@@ -1,33 +1,38 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * worker.c - a worker thread: its io_uring, the multishot accept on its listener, the event
- * loop that dispatches completions, and the 100 ms tick.
+ * worker.c - a worker thread: its io_uring, the multishot accepts on its listeners, the event
+ * loop that dispatches completions, timers, work posted from other threads, and the 100 ms
+ * tick. Engine side.
  *
- * Each worker is one thread with one io_uring, one SO_REUSEPORT listener and one
+ * Each worker is one thread with one io_uring, one SO_REUSEPORT socket per listener and one
  * provided-buffer ring (ring.c) fed from the pool through the worker's own tide user. Nothing
- * is shared between workers but the pool and the agent's connection counter, so the hot path
- * takes no lock of ours; everything a worker owns is touched only on its thread.
+ * is shared between workers but the pool, the blocks' reference counts and the agent's
+ * connection counter, so the hot path takes no lock of ours; everything a worker owns is
+ * touched only on its thread. Other threads reach it through tide_agent_post(): a list under
+ * a mutex and an eventfd the loop keeps a read armed on.
  *
- * One turn of the loop: submit and wait (at most a tick) for completions, dispatch each by
- * the operation in the low 3 bits of its user_data, then refill the ring when it fell below
- * half its target (or a flow waits for buffers), publish it, wake the waiting flows and hand
- * batched buffers back to the pool. Doing the refill once per batch rather than per
- * completion keeps the pool off the hot path.
+ * One turn of the loop: submit and wait (until the tick or the next timer) for completions,
+ * dispatch each by the operation in the low 3 bits of its user_data, run the due timers,
+ * then refill the ring when it fell below half its target (or a receive waits for buffers),
+ * publish it, wake the waiting receives and hand batched buffers back to the pool. Doing the
+ * refill once per batch rather than per completion keeps the pool off the hot path.
  *
  * The io_uring is set up with SINGLE_ISSUER | DEFER_TASKRUN where the kernel has it (then
  * completions run only when the loop waits, which ring_reset() relies on), else COOP_TASKRUN,
  * else plain. The tick runs the idle timeout, the ring's decay, a retry of a failed accept
- * and, on worker 0, tide_pool_maintain(). At stop the worker drains: the accept and every
- * receive are cancelled, queued data may go out until drain_timeout_ms, then what is left is
- * reset; the loop ends when no pair and no accept is left.
+ * (an error such as EMFILE waits for the tick, so nothing spins) and, on worker 0,
+ * tide_pool_maintain(). At stop the worker drains: the accepts are cancelled, each
+ * connection is told (ops->drain) and may run until drain_timeout_ms, then what is left ends
+ * TIDE_END_DRAIN; the loop ends when no connection and no accept is left.
  *
- * Invariant: a pair's handler runs with an extra reference held by handle_cqe(), so a close
- * inside a handler never frees the pair under it.
+ * Invariant: a connection's handler runs with an extra reference held by handle_cqe(), so an
+ * end inside a handler never frees the connection under it.
  */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
 
 #include "net_internal.h"
@@ -44,16 +49,63 @@ static uint64_t now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static void accept_arm(struct worker *w)
+static void accept_arm(struct lsock *ls)
 {
 	struct io_uring_sqe *sqe;
 
-	if (w->accept_armed || w->draining)
+	if (ls->armed || ls->w->draining)
+		return;
+	sqe = sqe_get(ls->w);
+	io_uring_prep_multishot_accept(sqe, ls->fd, NULL, NULL, SOCK_CLOEXEC);
+	io_uring_sqe_set_data64(sqe, UD(ls, OP_ACCEPT));
+	ls->armed = true;
+}
+
+static void wake_arm(struct worker *w)
+{
+	struct io_uring_sqe *sqe;
+
+	if (w->wake_armed || w->wake_fd < 0)
 		return;
 	sqe = sqe_get(w);
-	io_uring_prep_multishot_accept(sqe, w->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-	io_uring_sqe_set_data64(sqe, UD(w, OP_ACCEPT));
-	w->accept_armed = true;
+	io_uring_prep_read(sqe, w->wake_fd, &w->wake_val, sizeof(w->wake_val), 0);
+	io_uring_sqe_set_data64(sqe, UD(w, OP_WAKE));
+	w->wake_armed = true;
+}
+
+/* Run the work posted to w, in the order it was posted. */
+void posts_run(struct worker *w)
+{
+	struct post *list, *prev = NULL;
+
+	pthread_mutex_lock(&w->post_lock);
+	list = w->posts;
+	w->posts = NULL;
+	pthread_mutex_unlock(&w->post_lock);
+	while (list) { /* the list is newest first: reverse it */
+		struct post *next = list->next;
+
+		list->next = prev;
+		prev = list;
+		list = next;
+	}
+	while (prev) {
+		struct post *p = prev;
+
+		prev = p->next;
+		p->fn((struct tide_worker *)w, p->arg);
+		free(p);
+	}
+}
+
+static void on_accept_cqe(struct lsock *ls, struct io_uring_cqe *cqe)
+{
+	if (!(cqe->flags & IORING_CQE_F_MORE))
+		ls->armed = false;
+	if (cqe->res >= 0)
+		on_accept(ls, cqe->res);
+	if (!ls->armed && cqe->res >= 0)
+		accept_arm(ls); /* an error (EMFILE ...) waits for the tick: no spinning */
 }
 
 static void handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
@@ -61,46 +113,57 @@ static void handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
 	uint64_t ud = io_uring_cqe_get_data64(cqe);
 	unsigned op = (unsigned)(ud & 7);
 	void *ptr = (void *)(uintptr_t)(ud & ~(uint64_t)7);
-	struct pair *p = ptr;
+	struct tide_conn *c = ptr;
 
 	switch (op) {
 	case 0:
 		return; /* a cancel */
 	case OP_ACCEPT:
-		if (!(cqe->flags & IORING_CQE_F_MORE))
-			w->accept_armed = false;
-		if (cqe->res >= 0)
-			on_accept(w, cqe->res);
-		if (!w->accept_armed && cqe->res >= 0)
-			accept_arm(w); /* an error waits for the tick */
+		on_accept_cqe(ptr, cqe);
+		return;
+	case OP_WAKE:
+		w->wake_armed = false;
+		posts_run(w);
+		if (cqe->res >= 0 || cqe->res == -EINTR || cqe->res == -EAGAIN)
+			wake_arm(w);
 		return;
 	}
-	/* Hold the pair while its handler runs: a close inside may not free it under us. */
-	p->refs++;
+	/* Hold the connection while its handler runs: an end inside may not free it under us. */
+	c->refs++;
 	switch (op) {
 	case OP_RECV:
-	case OP_RECV + 1:
-		on_recv(w, p, &p->flow[op - OP_RECV], cqe->res, cqe->flags);
+		on_recv(c, cqe->res, cqe->flags);
 		break;
 	case OP_SEND:
-	case OP_SEND + 1:
-		on_send(w, p, &p->flow[op - OP_SEND], cqe->res);
+		on_send(c, cqe->res);
 		break;
 	case OP_CONNECT:
-		on_connect(w, p, cqe->res);
+		on_connect(c, cqe->res);
+		break;
+	case OP_LTIMEOUT:
+		on_connect_timeout(c);
 		break;
 	}
-	p->refs--;
-	pair_maybe_free(w, p);
+	c->refs--;
+	conn_maybe_free(c);
+}
+
+static bool accepts_armed(struct worker *w)
+{
+	for (unsigned i = 0; i < w->nls; i++)
+		if (w->ls[i].armed)
+			return true;
+	return false;
 }
 
 static void drain_begin(struct worker *w)
 {
 	w->draining = true;
-	w->drain_deadline = w->now + (w->agent->cfg.drain_timeout_ms ?: 2000);
-	if (w->accept_armed)
-		cancel_ud(w, UD(w, OP_ACCEPT));
-	pairs_drain(w);
+	w->drain_deadline = w->now + w->agent->cfg.drain_timeout_ms;
+	for (unsigned i = 0; i < w->nls; i++)
+		if (w->ls[i].armed)
+			cancel_ud(w, UD(&w->ls[i], OP_ACCEPT));
+	conns_drain(w);
 }
 
 static void tick(struct worker *w)
@@ -109,15 +172,15 @@ static void tick(struct worker *w)
 
 	if (w->index == 0)
 		tide_pool_maintain(a->pool);
+	if (a->cfg.idle_timeout_ms)
+		conns_end_idle(w, a->cfg.idle_timeout_ms);
 	if (w->draining) {
 		if (w->now >= w->drain_deadline)
-			pairs_abort_all(w);
+			conns_end_all(w, TIDE_END_DRAIN);
 		return;
 	}
-	if (!w->accept_armed)
-		accept_arm(w);
-	if (a->cfg.idle_timeout_ms)
-		pairs_close_idle(w, a->cfg.idle_timeout_ms);
+	for (unsigned i = 0; i < w->nls; i++)
+		accept_arm(&w->ls[i]);
 	ring_decay(w);
 }
 
@@ -149,10 +212,14 @@ static int worker_setup(struct worker *w)
 	w->bundles = (params.features & IORING_FEAT_RECVSEND_BUNDLE) &&
 		     !(a->cfg.flags & TIDE_AGENT_NO_BUNDLE);
 	w->inc = !(a->cfg.flags & TIDE_AGENT_NO_INCREMENTAL);
+	w->wake_fd = eventfd(0, EFD_CLOEXEC);
+	if (w->wake_fd < 0)
+		return -errno;
 
 	snprintf(name, sizeof(name), "worker%u", w->index);
 	memset(&uc, 0, sizeof(uc));
 	uc.name = name;
+	uc.quota = a->cfg.worker_quota;
 	uc.flags = TIDE_USER_MAY_GROW;
 	rc = tide_user_create(a->pool, &uc, &w->user);
 	if (rc)
@@ -165,13 +232,19 @@ static int worker_setup(struct worker *w)
 	w->next_tick = w->now + TICK_MS;
 	w->last_consume = w->now;
 	ring_refill(w);
-	accept_arm(w);
+	for (unsigned i = 0; i < w->nls; i++)
+		accept_arm(&w->ls[i]);
+	wake_arm(w);
 	io_uring_submit(&w->ring);
 	return 0;
 }
 
 static void worker_teardown(struct worker *w)
 {
+	pthread_mutex_lock(&w->post_lock);
+	w->ended = true;
+	pthread_mutex_unlock(&w->post_lock);
+	posts_run(w); /* posted before the end: run, so what they carry is not lost */
 	ring_drop(w);
 	tide_pool_flush_cache(w->agent->pool);
 	if (w->ring_ok) {
@@ -180,22 +253,48 @@ static void worker_teardown(struct worker *w)
 	}
 	spares_free(w);
 	ring_free(w);
+	timers_free(w);
+}
+
+/* How long the loop may wait: until the tick or the next timer. */
+static void wait_time(struct worker *w, uint64_t timer_ms, struct __kernel_timespec *ts)
+{
+	uint64_t ms = w->next_tick > w->now ? w->next_tick - w->now : 0;
+
+	if (timer_ms < ms)
+		ms = timer_ms;
+	ts->tv_sec = (long long)(ms / 1000);
+	ts->tv_nsec = (long long)(ms % 1000) * 1000000;
+}
+
+/* Stop asked: drain once; a second stop (or the deadline, on the tick) ends what is left. */
+static void stop_check(struct worker *w)
+{
+	int stop = atomic_load_explicit(&w->agent->stop, memory_order_relaxed);
+
+	if (stop && !w->draining)
+		drain_begin(w);
+	if (stop > 1 && w->nconns)
+		conns_end_all(w, TIDE_END_DRAIN);
 }
 
 static void worker_loop(struct worker *w)
 {
 	struct tide_agent *a = w->agent;
-	struct __kernel_timespec ts = {0, TICK_MS * 1000000L};
+	struct __kernel_timespec ts;
+	uint64_t timer_ms = UINT64_MAX;
 
+	if (a->cfg.worker_start)
+		a->cfg.worker_start((struct tide_worker *)w, a->cfg.worker_arg);
 	for (;;) {
 		struct io_uring_cqe *cqe;
 		unsigned head, seen = 0;
 
-		if (!w->draining && atomic_load_explicit(&a->stop, memory_order_relaxed))
-			drain_begin(w);
-		if (w->draining && !w->npairs && !w->accept_armed)
+		stop_check(w);
+		if (w->draining && !w->nconns && !accepts_armed(w))
 			break;
 		ring_publish(w);
+		wait_time(w, timer_ms, &ts);
 		io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
 		w->now = now_ms();
 		io_uring_for_each_cqe(&w->ring, head, cqe)
@@ -204,6 +303,7 @@ static void worker_loop(struct worker *w)
 			seen++;
 		}
 		io_uring_cq_advance(&w->ring, seen);
+		timer_ms = timers_run(w);
 		if (w->in_ring < w->target / 2 || (w->waiters && !w->in_ring))
 			ring_refill(w);
 		ring_publish(w);
@@ -214,6 +314,9 @@ static void worker_loop(struct worker *w)
 			tick(w);
 		}
 	}
+	if (a->cfg.worker_stop)
+		a->cfg.worker_stop((struct tide_worker *)w, a->cfg.worker_arg);
+	frees_flush(w);
 	/* Whatever the last cancels posted is of no interest now. */
 	io_uring_submit(&w->ring);
 }
@@ -227,6 +330,7 @@ void *worker_main(void *arg)
 
 	snprintf(name, sizeof(name), "tide-w%u", w->index);
 	pthread_setname_np(pthread_self(), name);
+	tls_worker = w;
 	rc = worker_setup(w);
 	pthread_mutex_lock(&a->lock);
 	if (rc && !a->setup_rc)
@@ -240,5 +344,7 @@ void *worker_main(void *arg)
 	if (!rc)
 		worker_loop(w);
 	worker_teardown(w);
+	tls_worker = NULL;
+	atomic_fetch_sub_explicit(&a->running, 1, memory_order_release);
 	return NULL;
 }

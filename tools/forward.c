@@ -1,0 +1,142 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * forward.c - tide-relay's forwarding: pairs of connections (client, upstream) or one
+ * connection echoed onto itself, on the public agent API (tide/net.h) only. Application side.
+ *
+ * Each connection's application data is its peer: the upstream for a client, the client for
+ * an upstream, itself in echo mode, NULL once the peer ended. The same callbacks serve every
+ * case:
+ *  - recv: the received buffers go to the peer's send queue as they are (no copy); when
+ *    the peer's queue reaches the flow limit, this side stops reading until the peer's queue
+ *    is back under half of it (tide_conn_notify_below -> drained -> resume). So a direction
+ *    holds at most the limit plus one receive (recv_max).
+ *  - eof: FIN is passed on, after the bytes before it (tide_conn_shutdown(peer, false)).
+ *  - send_error: the bytes toward this side are lost, so the peer stops being read; what
+ *    this side still receives is forwarded; its end resets the peer (below).
+ *  - end: a clean end leaves the peer to finish by itself; any other (reset, timeout, drain,
+ *    connect failure) resets the peer after what it has queued went out, so the peer gets
+ *    every byte that was received for it and then learns that the rest was cut.
+ * The upstream connect tries every address of the name in turn, each for the connect
+ * timeout; the client's bytes wait in the upstream's queue meanwhile (bounded as above).
+ */
+#include <stddef.h>
+
+#include "relay.h"
+
+static const struct forward_config *fwd;
+
+static void drop(struct tide_conn *c, struct tide_buf *bufs, unsigned n)
+{
+	struct tide_agent *a = tide_worker_agent(tide_conn_worker(c));
+
+	for (unsigned i = 0; i < n; i++)
+		tide_buf_put(a, bufs[i].data);
+}
+
+static void on_recv(struct tide_conn *c, struct tide_buf *bufs, unsigned n)
+{
+	struct tide_conn *peer = tide_conn_data(c);
+
+	if (!peer) {
+		drop(c, bufs, n); /* the peer is gone; this side is reset once flushed */
+		return;
+	}
+	if (tide_conn_send(peer, bufs, n))
+		return; /* the peer cannot take it: its end resets this side */
+	if (tide_conn_queued(peer) >= fwd->flow_limit) {
+		tide_conn_pause(c);
+		tide_conn_notify_below(peer, fwd->flow_limit / 2);
+	}
+}
+
+/* The peer's queue drained: read from it again (c's data is the side that fills c). */
+static void on_drained(struct tide_conn *c)
+{
+	struct tide_conn *src = tide_conn_data(c);
+
+	if (src)
+		tide_conn_resume(src);
+}
+
+static void on_eof(struct tide_conn *c)
+{
+	struct tide_conn *peer = tide_conn_data(c);
+
+	if (peer)
+		tide_conn_shutdown(peer, false);
+}
+
+static void on_send_error(struct tide_conn *c, int err)
+{
+	struct tide_conn *peer = tide_conn_data(c);
+
+	(void)err;
+	if (peer == c)
+		tide_conn_abort(c); /* echo: nothing can go back to the client */
+	else if (peer)
+		tide_conn_pause(peer);
+}
+
+static void on_end(struct tide_conn *c, enum tide_end why, int err)
+{
+	struct tide_conn *peer = tide_conn_data(c);
+
+	(void)err;
+	if (!peer || peer == c)
+		return;
+	tide_conn_set_data(peer, NULL);
+	if (why == TIDE_END_CLEAN)
+		return;
+	tide_conn_pause(peer);
+	tide_conn_shutdown(peer, true);
+}
+
+static const struct tide_conn_ops upstream_ops = {
+	.recv = on_recv,
+	.eof = on_eof,
+	.send_error = on_send_error,
+	.drained = on_drained,
+	.end = on_end,
+};
+
+static void client_open(struct tide_conn *c)
+{
+	struct tide_conn *up;
+
+	if (tide_conn_connect(tide_conn_worker(c), &fwd->upstream, fwd->connect_timeout_ms,
+			      &upstream_ops, c, &up)) {
+		tide_conn_set_data(c, NULL);
+		tide_conn_abort(c);
+		return;
+	}
+	tide_conn_set_data(c, up);
+}
+
+static void echo_open(struct tide_conn *c)
+{
+	tide_conn_set_data(c, c);
+}
+
+static const struct tide_conn_ops client_ops = {
+	.open = client_open,
+	.recv = on_recv,
+	.eof = on_eof,
+	.send_error = on_send_error,
+	.drained = on_drained,
+	.end = on_end,
+};
+
+static const struct tide_conn_ops echo_ops = {
+	.open = echo_open,
+	.recv = on_recv,
+	.eof = on_eof,
+	.send_error = on_send_error,
+	.drained = on_drained,
+	.end = on_end,
+};
+
+const struct tide_conn_ops *forward_ops(const struct forward_config *cfg)
+{
+	fwd = cfg;
+	return cfg->upstream.n ? &client_ops : &echo_ops;
+}
