@@ -46,7 +46,7 @@
  *		struct tide_agent_config ac = { .threads = 2, .idle_timeout_ms = 60000 };
  *		struct tide_pool *pool;
  *		struct tide_agent *agent;
- *		unsigned port = 7000;
+ *		unsigned port;
  *
  *		if (tide_pool_create(&pc, &pool))
  *			return 1;
@@ -180,7 +180,7 @@ int tide_agent_create(struct tide_pool *pool, const struct tide_agent_config *cf
 /*
  * tide_agent_listen - bind "HOST:PORT" (one SO_REUSEPORT socket per worker) before start;
  * accepted connections get @ops and start with @data as their application data.
- * @port: in: the port when HOST:PORT says 0 (0: pick one); out: the port bound (may be NULL)
+ * @port: gets the port bound, the one picked when HOST:PORT says 0 (may be NULL)
  *
  * Return: 0; -EINVAL a bad address; -EALREADY started; -EADDRINUSE and the like from bind();
  * -ENOSPC more than 8 listeners.

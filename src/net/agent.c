@@ -137,8 +137,7 @@ fail:
  * @hostport: "HOST:PORT" ("[V6]:PORT"); an empty HOST binds every address.
  * @ops:      the callbacks of the connections accepted here.
  * @data:     their application data to start with.
- * @port:     in: the port to bind when @hostport says 0 (0: any); out: the port bound. May
- *            be NULL.
+ * @port:     gets the port bound (the one picked when @hostport says 0); may be NULL.
  *
  * Return: 0; -EINVAL a NULL agent or ops, or a bad address; -EALREADY started; -ENOSPC
  * more than 8 listeners; -ENOENT the name does not resolve; -EADDRINUSE and the like from
@@ -148,7 +147,7 @@ int tide_agent_listen(struct tide_agent *a, const char *hostport, const struct t
 		      void *data, unsigned *port)
 {
 	struct tide_addrs addrs;
-	unsigned p = port ? *port : 0;
+	unsigned p = 0; /* the first worker binds what hostport says; the others join it */
 	struct listen_cfg *lc;
 	int rc;
 
