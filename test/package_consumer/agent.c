@@ -1,20 +1,58 @@
 // SPDX-License-Identifier: MIT
 /*
- * agent.c - the smallest program on libtide-net: an echo agent on a port of loopback that
- * starts, stops and is destroyed. Prints the versions it was built with and runs with.
+ * agent.c - the smallest program on libtide-net: an echo server on a port of loopback,
+ * written from the installed header alone; one client's "ping" comes back, then the agent
+ * stops and is destroyed. Prints the versions it was built with and runs with.
  * Exit 0 when it ran, 77 when io_uring is not available here, 1 otherwise.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
 #include <tide.h>
 #include <tide/net.h>
+
+static void echo(struct tide_conn *c, struct tide_buf *bufs, unsigned n)
+{
+	tide_conn_send(c, bufs, n); /* the received buffers go back as they are */
+}
+
+static void eof(struct tide_conn *c)
+{
+	tide_conn_shutdown(c, false);
+}
+
+static const struct tide_conn_ops ops = {.recv = echo, .eof = eof};
+
+/* Connect to the port, send "ping", read it back: 0 when it came back. */
+static int ping(unsigned port)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	struct timeval tv = {5, 0};
+	char buf[8] = "";
+	int fd = socket(AF_INET, SOCK_STREAM, 0), ok;
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	ok = fd >= 0 && !connect(fd, (struct sockaddr *)&sa, sizeof(sa)) &&
+	     write(fd, "ping", 4) == 4 && read(fd, buf, sizeof(buf)) == 4 &&
+	     !memcmp(buf, "ping", 4);
+	if (fd >= 0)
+		close(fd);
+	return ok ? 0 : 1;
+}
 
 int main(void)
 {
 	struct tide_pool_config pc = {.block_size = 65536, .flags = TIDE_AUTO_GROW};
-	struct tide_agent_config ac = {.listen = "127.0.0.1:0"};
+	struct tide_agent_config ac = {.threads = 1};
 	struct tide_pool *pool;
 	struct tide_agent *agent = NULL;
+	unsigned port = 0;
 	char why[256] = "";
 	int rc;
 
@@ -29,12 +67,15 @@ int main(void)
 		return 1;
 	rc = tide_agent_create(pool, &ac, &agent);
 	if (!rc)
+		rc = tide_agent_listen(agent, "127.0.0.1:0", &ops, NULL, &port);
+	if (!rc)
 		rc = tide_agent_start(agent);
 	if (!rc) {
-		printf("echo agent on port %u, %u worker\n", tide_agent_port(agent),
-		       tide_agent_workers(agent));
+		rc = ping(port);
+		printf("echo agent on port %u, %u worker: ping %s\n", port,
+		       tide_agent_workers(agent), rc ? "lost" : "echoed");
 		tide_agent_stop(agent);
-		rc = tide_agent_wait(agent);
+		tide_agent_wait(agent);
 	}
 	tide_agent_destroy(agent);
 	tide_pool_destroy(pool);
