@@ -62,7 +62,8 @@
  *		return 0;
  *	}
  *
- * Conventions as in tide.h: actions return 0 or a negative errno and never set errno.
+ * Conventions as in tide.h: actions return 0 or a negative errno and never set errno. Each
+ * function has a manual page (tide_conn_send(3) ...); tide(7) is the overview.
  */
 #ifndef TIDE_NET_H
 #define TIDE_NET_H
@@ -90,12 +91,29 @@ struct tide_buf {
 	uint32_t len; /* how many */
 };
 
-/* Take one more reference to the buffer holding data. 0; -EINVAL not an agent's buffer. */
+/*
+ * tide_buf_get - take one more reference to the pool buffer holding @data (any byte of it),
+ * e.g. to send the same bytes to one more connection. Any thread.
+ *
+ * Return: 0; -EINVAL @data is not in a buffer the agent handed out.
+ */
 int tide_buf_get(struct tide_agent *agent, const void *data);
-/* Drop one reference to the buffer holding data (any thread). 0; -EINVAL as above. */
+
+/*
+ * tide_buf_put - drop one reference to the pool buffer holding @data; the last one gives the
+ * buffer back (to its worker's ring, or to the pool). Any thread.
+ *
+ * Return: 0; -EINVAL @data is not in a buffer the agent handed out.
+ */
 int tide_buf_put(struct tide_agent *agent, const void *data);
-/* A buffer of len bytes (at most the block size) charged to w's user, one reference.
- * 0; -EINVAL; -ENOSPC the worker's quota or the pool's max_size is reached. */
+
+/*
+ * tide_buf_alloc - a buffer for the application to fill and send: @len bytes (1 up to the
+ * pool's block size) at @buf->data, one reference, charged to @w's tide user. Any thread.
+ *
+ * Return: 0; -EINVAL a NULL argument or a bad @len; -ENOSPC the worker's quota
+ * (worker_quota) or the pool's max_size is reached.
+ */
 int tide_buf_alloc(struct tide_worker *w, size_t len, struct tide_buf *buf);
 
 /* ---------------------------------------------------------------- config -- */
@@ -106,18 +124,20 @@ enum {
 };
 
 struct tide_agent_config {	  /* zero means default */
-	unsigned threads;	  /* workers; default 1 */
+	unsigned threads;	  /* workers; default 1, at most 1024 */
 	unsigned max_conns;	  /* accepted connections at once, all workers; 0: no limit */
 	unsigned idle_timeout_ms; /* end a connection idle this long (TIDE_END_TIMEOUT); 0: never */
 	unsigned drain_timeout_ms; /* at stop, how long connections may still run; default 5000 */
-	size_t recv_max;	   /* most bytes one receive completion hands over; default 1 MiB */
-	size_t worker_quota;	   /* bytes one worker's user may hold (ring, app, queues); 0: no
-				      limit but the pool's */
-	unsigned ring_entries;	   /* provided-buffer ring slots per worker, power of two;
-				      default 512 */
+	size_t recv_max;	   /* most bytes one receive completion hands over; default
+				      max(16 blocks, 1 MiB) */
+	size_t worker_quota;	   /* bytes one worker's user may hold (ring, application, send
+				      queues); 0: no limit but the pool's */
+	unsigned ring_entries;	   /* provided-buffer ring slots per worker, power of two,
+				      16..32768; default 512 */
 	unsigned ring_min;	   /* buffers a ring keeps ready when traffic is low; default 16 */
 	unsigned flags;		   /* TIDE_AGENT_* */
-	/* Called on each worker's thread once it runs, and once before it ends (may be NULL). */
+	/* Called on each worker's thread once it runs, and once after its last connection
+	 * ended (to drop buffers the application keeps); may be NULL. */
 	void (*worker_start)(struct tide_worker *w, void *arg);
 	void (*worker_stop)(struct tide_worker *w, void *arg);
 	void *worker_arg;
@@ -126,9 +146,9 @@ struct tide_agent_config {	  /* zero means default */
 /* How a connection ended (the end callback's reason). */
 enum tide_end {
 	TIDE_END_CLEAN,	  /* both sides sent FIN, everything queued was sent */
-	TIDE_END_RESET,	  /* a reset or error from the peer, or tide_conn_abort() */
-	TIDE_END_TIMEOUT, /* idle for idle_timeout_ms (or a connect attempt timed out) */
-	TIDE_END_DRAIN,	  /* still open at the drain deadline */
+	TIDE_END_RESET,	  /* a reset or error from the peer, a failed send, or tide_conn_abort() */
+	TIDE_END_TIMEOUT, /* idle for idle_timeout_ms */
+	TIDE_END_DRAIN,	  /* still open at the drain deadline, or a second tide_agent_stop() */
 	TIDE_END_CONNECT, /* tide_conn_connect(): no address accepted the connection */
 };
 
@@ -136,28 +156,28 @@ enum tide_end {
 struct tide_conn_ops {
 	/* Accepted, or connected (tide_conn_connect()): reading starts after it returns. */
 	void (*open)(struct tide_conn *c);
-	/* Bytes received, in order: the application owns one reference per buffer. NULL:
-	 * they are dropped. */
+	/* Bytes received, in order: the application owns one reference per buffer (to send,
+	 * keep, or drop with tide_buf_put()). NULL: they are dropped. */
 	void (*recv)(struct tide_conn *c, struct tide_buf *bufs, unsigned n);
 	/* The peer sent FIN: nothing more will be received. */
 	void (*eof)(struct tide_conn *c);
 	/* Sending failed (err, e.g. -EPIPE): what was queued is dropped and later sends fail;
-	 * receiving goes on while the peer's data lasts. */
+	 * receiving goes on while the peer's data lasts; the end is TIDE_END_RESET. */
 	void (*send_error)(struct tide_conn *c, int err);
 	/* The send queue fell to the mark of tide_conn_notify_below() (once per request). */
 	void (*drained)(struct tide_conn *c);
 	/* The agent began draining (tide_agent_stop()); the connection may finish its work. */
 	void (*drain)(struct tide_conn *c);
-	/* The connection ended (err: the error, or 0); the handle is invalid after it. */
+	/* The connection ended (err: the error, or 0); the handle is invalid after it. Every
+	 * ending but TIDE_END_CLEAN resets the socket. */
 	void (*end)(struct tide_conn *c, enum tide_end why, int err);
 };
 
 /* ----------------------------------------------------------- lifecycle -- */
 
 /*
- * tide_agent_probe - check that io_uring and what the agent needs from it work here.
- * @why: where to put a sentence for the user (may be NULL)
- * @len: its size
+ * tide_agent_probe - check that io_uring and what the agent needs from it work here, and
+ * put a sentence for the user in @why (@len bytes; may be NULL).
  *
  * Return: 0; -EPERM io_uring refused (kernel.io_uring_disabled, seccomp, a container
  * policy); -ENOSYS no io_uring in this kernel; -EOPNOTSUPP the kernel lacks multishot
@@ -166,24 +186,24 @@ struct tide_conn_ops {
 int tide_agent_probe(char *why, size_t len);
 
 /*
- * tide_agent_create - set up an agent over @pool. Nothing runs until tide_agent_start().
- * @pool: the pool receive buffers come from; its block size is the buffer size; it must
- *        outlive the agent
- * @cfg: the configuration
- * @agent: the new agent, on success
+ * tide_agent_create - set up an agent over @pool (whose block size is the buffer size, and
+ * which must outlive the agent) with @cfg; nothing runs until tide_agent_start().
  *
- * Return: 0; -EINVAL a bad field; -ENOMEM; or an error of tide_agent_probe().
+ * Return: 0; -EINVAL a NULL argument, ring_entries not a power of two in 16..32768, threads
+ * over 1024 or an unknown flag; -ENOMEM; or an error of tide_agent_probe() (-EPERM,
+ * -ENOSYS, -EOPNOTSUPP).
  */
 int tide_agent_create(struct tide_pool *pool, const struct tide_agent_config *cfg,
 		      struct tide_agent **agent);
 
 /*
- * tide_agent_listen - bind "HOST:PORT" (one SO_REUSEPORT socket per worker) before start;
- * accepted connections get @ops and start with @data as their application data.
- * @port: gets the port bound, the one picked when HOST:PORT says 0 (may be NULL)
+ * tide_agent_listen - before start, bind "HOST:PORT" (one SO_REUSEPORT socket per worker);
+ * connections accepted there get @ops and start with @data as their application data.
+ * @port gets the port bound, the one picked when HOST:PORT says 0 (may be NULL).
  *
- * Return: 0; -EINVAL a bad address; -EALREADY started; -EADDRINUSE and the like from bind();
- * -ENOSPC more than 8 listeners.
+ * Return: 0; -EINVAL a NULL agent or ops, or not HOST:PORT; -EALREADY started; -ENOSPC
+ * more than 8 listeners; -ENOENT the name does not resolve; -EADDRINUSE and the like from
+ * bind().
  */
 int tide_agent_listen(struct tide_agent *agent, const char *hostport,
 		      const struct tide_conn_ops *ops, void *data, unsigned *port);
@@ -191,53 +211,76 @@ int tide_agent_listen(struct tide_agent *agent, const char *hostport,
 /*
  * tide_agent_start - start the workers and wait until each has its ring armed.
  *
- * Return: 0; -EALREADY when started before; or the first worker's setup error (-EPERM,
- * -ENOMEM, -EOPNOTSUPP ...), in which case every worker is stopped again.
+ * Return: 0; -EINVAL a NULL agent; -EALREADY when started before; or the first worker's
+ * setup error (-EPERM, -ENOMEM, -EOPNOTSUPP, -EAGAIN ...), in which case every worker is
+ * stopped again.
  */
 int tide_agent_start(struct tide_agent *agent);
 
 /*
  * tide_agent_stop - drain: stop accepting, tell each connection (ops->drain), let them run
  * until they end or drain_timeout_ms passes, then end the rest (TIDE_END_DRAIN). A second
- * call ends them at once. Async-signal-safe; returns at once.
+ * call ends them at once. Async-signal-safe; returns at once; NULL does nothing.
  */
 void tide_agent_stop(struct tide_agent *agent);
 
-/* True while a worker still runs (started and not yet ended). */
+/*
+ * tide_agent_running - whether a worker still runs: true from tide_agent_start() until the
+ * last worker ended (after a stop, once its connections are gone).
+ */
 bool tide_agent_running(const struct tide_agent *agent);
 
-/* Join the workers after tide_agent_stop(); every buffer the agent holds is back in the pool
- * (those the application still holds are not). 0, or -EINVAL never started. */
+/*
+ * tide_agent_wait - join the workers after tide_agent_stop(). Every buffer the engine held
+ * is back in the pool; those the application still holds are not.
+ *
+ * Return: 0 (also when joined before); -EINVAL a NULL or never started agent.
+ */
 int tide_agent_wait(struct tide_agent *agent);
 
-/* Destroy an agent (stopping and joining it first if it runs). NULL is a no-op. */
+/*
+ * tide_agent_destroy - stop and join the agent if it runs, close the listeners, destroy the
+ * workers' pool users and free the agent. The application must have dropped every buffer
+ * it kept (a worker's user still holding some is reported on stderr). NULL does nothing.
+ */
 void tide_agent_destroy(struct tide_agent *agent);
 
 /*
- * tide_agent_post - run fn(w, arg) on worker @index's thread, soon (any thread may call).
+ * tide_agent_post - run fn(w, arg) on worker @index's thread on its loop's next turn; any
+ * thread may call it. Work is run in the order posted; work posted before the worker ends
+ * runs at the latest while it ends.
  *
- * Return: 0; -EINVAL bad index; -ESHUTDOWN the worker has ended; -ENOMEM.
+ * Return: 0; -EINVAL a NULL agent or function, or a bad index; -ESHUTDOWN the worker has
+ * ended; -ENOMEM.
  */
 int tide_agent_post(struct tide_agent *agent, unsigned index,
 		    void (*fn)(struct tide_worker *w, void *arg), void *arg);
 
 /* ------------------------------------------------------------- workers -- */
 
-struct tide_worker *tide_agent_worker(struct tide_agent *agent, unsigned index); /* or NULL */
+/* tide_agent_worker - worker @index of @agent, or NULL for a bad index. */
+struct tide_worker *tide_agent_worker(struct tide_agent *agent, unsigned index);
+/* tide_worker_agent - the agent @w belongs to. */
 struct tide_agent *tide_worker_agent(const struct tide_worker *w);
+/* tide_worker_index - @w's index, 0 .. threads - 1. */
 unsigned tide_worker_index(const struct tide_worker *w);
-/* The monotonic clock of the worker's current turn, in milliseconds. */
+/* tide_worker_now - the monotonic clock of @w's current loop turn, in milliseconds. */
 uint64_t tide_worker_now(const struct tide_worker *w);
 
 /*
- * tide_timer_start - call fn(w, arg) once on w's thread after @ms milliseconds (on w's
- * thread only). @id gets a handle for tide_timer_cancel() (may be NULL).
+ * tide_timer_start - call fn(w, arg) once on @w's thread after @ms milliseconds; call on
+ * @w's thread only. @id gets a handle for tide_timer_cancel() (may be NULL).
  *
- * Return: 0; -EINVAL; -ENOMEM.
+ * Return: 0; -EINVAL a NULL worker or function; -ENOMEM.
  */
 int tide_timer_start(struct tide_worker *w, unsigned ms, void (*fn)(struct tide_worker *, void *),
 		     void *arg, uint64_t *id);
-/* Cancel a timer that has not fired. 0; -ENOENT fired, cancelled or unknown. */
+
+/*
+ * tide_timer_cancel - cancel timer @id of @w before it fires (on @w's thread).
+ *
+ * Return: 0; -EINVAL a NULL worker; -ENOENT it fired, was cancelled, or is unknown.
+ */
 int tide_timer_cancel(struct tide_worker *w, uint64_t id);
 
 /* ----------------------------------------------------------- addresses -- */
@@ -253,64 +296,94 @@ struct tide_addrs {
 
 /*
  * tide_addrs_resolve - resolve "HOST:PORT" ("[V6]:PORT"; an empty HOST with @passive means
- * any address) to all its addresses (at most TIDE_ADDRS_MAX). Blocks in getaddrinfo().
+ * any address) to all its addresses, at most TIDE_ADDRS_MAX. Blocks in getaddrinfo(): call
+ * it off the workers.
  *
- * Return: 0; -EINVAL not HOST:PORT, a bad port; -ENOENT the name does not resolve; -ENOMEM.
+ * Return: 0; -EINVAL not HOST:PORT, or a bad port; -ENOENT the name does not resolve;
+ * -ENOMEM.
  */
 int tide_addrs_resolve(const char *hostport, bool passive, struct tide_addrs *out);
 
 /* --------------------------------------------------------- connections -- */
 
 /*
- * tide_conn_connect - open a connection from w's thread: try @to's addresses in turn, each
+ * tide_conn_connect - open a connection from @w's thread: try @to's addresses in turn, each
  * for at most @timeout_ms (0: the kernel's own), until one accepts. ops->open follows on
- * success; ops->end with TIDE_END_CONNECT (err: the last error) when none did. Data sent
- * before it is connected is queued.
+ * success; ops->end with TIDE_END_CONNECT (err: the last error, -ETIMEDOUT for a timeout)
+ * when none did. *@c is valid at once; data sent before it connects is queued.
  *
- * Return: 0 and *c; -EINVAL; -ENOMEM; -ESHUTDOWN the worker is draining.
+ * Return: 0; -EINVAL a NULL argument or an empty list; -ESHUTDOWN the worker drains;
+ * -ENOMEM; or socket()'s error (-EMFILE ...) for every address (then no connection and no
+ * callback).
  */
 int tide_conn_connect(struct tide_worker *w, const struct tide_addrs *to, unsigned timeout_ms,
 		      const struct tide_conn_ops *ops, void *data, struct tide_conn **c);
 
-/* Application data of a connection. */
-void tide_conn_set_data(struct tide_conn *c, void *data);
-void *tide_conn_data(const struct tide_conn *c);
-struct tide_worker *tide_conn_worker(const struct tide_conn *c);
-/* The socket, for getsockopt and getpeername only (the agent reads, writes and closes it). */
-int tide_conn_fd(const struct tide_conn *c);
-
 /*
- * tide_conn_send - queue @n buffers for sending, in order; the connection takes their
- * references, also when it fails.
+ * tide_conn_send - queue @n buffers for sending on @c, in order, from @c's worker's thread;
+ * @c takes their references, also when it fails (then they are dropped).
  *
- * Return: 0; -EPIPE the connection was shut down for sending, or its sending failed;
- * -ENOTCONN it has ended.
+ * Return: 0; -EPIPE sending was shut down or failed before; -ENOTCONN @c has ended;
+ * -ENOMEM (then @c is reset).
  */
 int tide_conn_send(struct tide_conn *c, const struct tide_buf *bufs, unsigned n);
-/* Copy @len bytes into pool buffers and queue them. 0; -EPIPE; -ENOTCONN; -ENOSPC. */
+
+/*
+ * tide_conn_send_copy - copy @len bytes into pool buffers charged to @c's worker and queue
+ * them: for small replies.
+ *
+ * Return: 0; -EPIPE; -ENOTCONN; -ENOSPC the worker's quota or the pool is full; -ENOMEM.
+ */
 int tide_conn_send_copy(struct tide_conn *c, const void *data, size_t len);
-/* Bytes queued for sending and not yet sent. */
+
+/* tide_conn_queued - bytes queued on @c and not yet sent. */
 size_t tide_conn_queued(const struct tide_conn *c);
-/* Call ops->drained once the queue holds at most @bytes (at once if it does already). */
+
+/*
+ * tide_conn_notify_below - call ops->drained once @c's send queue holds at most @bytes (at
+ * once, from this call, when it does already).
+ */
 void tide_conn_notify_below(struct tide_conn *c, size_t bytes);
 
-/* Stop reading (backpressure): nothing more is received until tide_conn_resume(). */
+/*
+ * tide_conn_pause - stop reading @c (backpressure) until tide_conn_resume(); bytes of a
+ * receive already completed may still be handed over.
+ */
 void tide_conn_pause(struct tide_conn *c);
+/* tide_conn_resume - read @c again after tide_conn_pause(). */
 void tide_conn_resume(struct tide_conn *c);
 
 /*
- * tide_conn_shutdown - end sending once everything queued went out: with FIN (@reset false:
- * the connection ends CLEAN after the peer's FIN too), or with a reset (@reset true: ends
- * RESET, so the peer learns that what it sent was not all taken).
+ * tide_conn_shutdown - end sending once everything queued went out: with FIN (@reset
+ * false; @c ends TIDE_END_CLEAN when the peer's FIN came too), or with a reset (@reset
+ * true; @c ends TIDE_END_RESET, so the peer learns that what it sent was not all taken).
+ * Later sends fail with -EPIPE; receiving goes on.
  */
 void tide_conn_shutdown(struct tide_conn *c, bool reset);
-/* Reset now, dropping what is queued; ops->end follows (TIDE_END_RESET, err 0). */
+
+/* tide_conn_abort - reset @c now, dropping what is queued; ops->end(c, TIDE_END_RESET, 0)
+ * runs before it returns. */
 void tide_conn_abort(struct tide_conn *c);
+
+/* tide_conn_set_data - set @c's application data. */
+void tide_conn_set_data(struct tide_conn *c, void *data);
+/* tide_conn_data - @c's application data. */
+void *tide_conn_data(const struct tide_conn *c);
+/* tide_conn_worker - the worker @c lives on. */
+struct tide_worker *tide_conn_worker(const struct tide_conn *c);
+/* tide_conn_fd - @c's socket, for getsockopt() and getpeername() only (the agent reads,
+ * writes and closes it); -1 while a connect has no socket. */
+int tide_conn_fd(const struct tide_conn *c);
 
 /* ----------------------------------------------------------------- state -- */
 
+/* tide_agent_workers - the worker count, or 0 for NULL. */
 unsigned tide_agent_workers(const struct tide_agent *agent);
-/* Worker i's pool user (for tide_user_stats), or NULL. */
+
+/*
+ * tide_agent_user - worker @i's pool user, for tide_user_stats(); NULL for a NULL agent, an
+ * index out of range, or a worker that has not set up yet.
+ */
 struct tide_user *tide_agent_user(const struct tide_agent *agent, unsigned i);
 
 struct tide_agent_stats {
@@ -324,7 +397,7 @@ struct tide_agent_stats {
 	uint64_t bytes_in;	    /* received */
 	uint64_t bytes_out;	    /* sent */
 	uint64_t short_sends;	    /* sends that took less than offered */
-	uint64_t pauses;	    /* tide_conn_pause() calls that stopped a receive */
+	uint64_t pauses;	    /* tide_conn_pause() calls */
 	uint64_t ring_refills;	    /* times a ring was topped up from the pool */
 	uint64_t refill_buffers;    /* buffers put into rings from the pool */
 	uint64_t enobufs;	    /* receives that found their ring empty */
@@ -337,7 +410,10 @@ struct tide_agent_stats {
 	bool defer_taskrun;	    /* rings run with IORING_SETUP_DEFER_TASKRUN */
 };
 
-/* Fill st with the sum over the workers (counters read without stopping them). */
+/*
+ * tide_agent_stats - fill @st with the counters summed over the workers, read while they
+ * run (all zero for a NULL agent).
+ */
 void tide_agent_stats(const struct tide_agent *agent, struct tide_agent_stats *st);
 
 #ifdef __cplusplus
