@@ -13,17 +13,21 @@
  *  - eof: FIN is passed on, after the bytes before it (tide_conn_shutdown(peer, false)).
  *  - send_error: the bytes toward this side are lost, so the peer stops being read; what
  *    this side still receives is forwarded; its end resets the peer (below).
+ *  - drain: a pair whose exchange is over (a FIN passed on, nothing queued) closes at once
+ *    instead of holding the drain to its deadline; the others run until they end.
  *  - end: a clean end leaves the peer to finish by itself; any other (reset, timeout, drain,
  *    connect failure) resets the peer after what it has queued went out, so the peer gets
  *    every byte that was received for it and then learns that the rest was cut.
  * The upstream connect tries every address of the name in turn, each for the connect
  * timeout; the client's bytes wait in the upstream's queue meanwhile (bounded as above).
  */
+#include <stdatomic.h>
 #include <stddef.h>
 
 #include "relay.h"
 
 static const struct forward_config *fwd;
+static _Atomic bool draining; /* set by the first drain callback; read on every worker */
 
 static void drop(struct tide_conn *c, struct tide_buf *bufs, unsigned n)
 {
@@ -49,6 +53,33 @@ static void on_recv(struct tide_conn *c, struct tide_buf *bufs, unsigned n)
 	}
 }
 
+/*
+ * While draining, a pair one of whose directions passed its FIN on, with nothing queued
+ * either way, has finished its exchange: close both sides normally rather than hold the
+ * drain to its deadline (a client that keeps its side open after the upstream's answer).
+ * While something is queued, the check runs again when the queue is empty (drained).
+ */
+static void drain_check(struct tide_conn *c)
+{
+	struct tide_conn *peer = tide_conn_data(c);
+
+	if (!atomic_load_explicit(&draining, memory_order_relaxed) || !peer)
+		return;
+	if (tide_conn_queued(c)) {
+		tide_conn_notify_below(c, 0);
+		return;
+	}
+	if (tide_conn_queued(peer)) {
+		tide_conn_notify_below(peer, 0);
+		return;
+	}
+	if (!((tide_conn_state(c) | tide_conn_state(peer)) & TIDE_CONN_SHUT))
+		return;
+	if (peer != c)
+		tide_conn_close(peer);
+	tide_conn_close(c);
+}
+
 /* The peer's queue drained: read from it again (c's data is the side that fills c). */
 static void on_drained(struct tide_conn *c)
 {
@@ -56,6 +87,7 @@ static void on_drained(struct tide_conn *c)
 
 	if (src)
 		tide_conn_resume(src);
+	drain_check(c);
 }
 
 static void on_eof(struct tide_conn *c)
@@ -64,6 +96,13 @@ static void on_eof(struct tide_conn *c)
 
 	if (peer)
 		tide_conn_shutdown(peer, false);
+	drain_check(c);
+}
+
+static void on_drain(struct tide_conn *c)
+{
+	atomic_store_explicit(&draining, true, memory_order_relaxed);
+	drain_check(c);
 }
 
 static void on_send_error(struct tide_conn *c, int err)
@@ -96,6 +135,7 @@ static const struct tide_conn_ops upstream_ops = {
 	.eof = on_eof,
 	.send_error = on_send_error,
 	.drained = on_drained,
+	.drain = on_drain,
 	.end = on_end,
 };
 
@@ -123,6 +163,7 @@ static const struct tide_conn_ops client_ops = {
 	.eof = on_eof,
 	.send_error = on_send_error,
 	.drained = on_drained,
+	.drain = on_drain,
 	.end = on_end,
 };
 
@@ -132,6 +173,7 @@ static const struct tide_conn_ops echo_ops = {
 	.eof = on_eof,
 	.send_error = on_send_error,
 	.drained = on_drained,
+	.drain = on_drain,
 	.end = on_end,
 };
 

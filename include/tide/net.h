@@ -361,9 +361,26 @@ void tide_conn_resume(struct tide_conn *c);
  */
 void tide_conn_shutdown(struct tide_conn *c, bool reset);
 
+/*
+ * tide_conn_close - send FIN once everything queued went out and end @c then
+ * (TIDE_END_CLEAN), without waiting for the peer's FIN (what it sends later is refused).
+ */
+void tide_conn_close(struct tide_conn *c);
+
 /* tide_conn_abort - reset @c now, dropping what is queued; ops->end(c, TIDE_END_RESET, 0)
  * runs before it returns. */
 void tide_conn_abort(struct tide_conn *c);
+
+enum {
+	TIDE_CONN_EOF = 1u << 0,	 /* the peer sent FIN */
+	TIDE_CONN_SHUT = 1u << 1,	 /* FIN was sent */
+	TIDE_CONN_PAUSED = 1u << 2,	 /* tide_conn_pause() */
+	TIDE_CONN_CONNECTING = 1u << 3,	 /* tide_conn_connect() in progress */
+	TIDE_CONN_SEND_FAILED = 1u << 4, /* a send failed (ops->send_error) */
+};
+
+/* tide_conn_state - what @c has done so far: TIDE_CONN_* flags. */
+unsigned tide_conn_state(const struct tide_conn *c);
 
 /* tide_conn_set_data - set @c's application data. */
 void tide_conn_set_data(struct tide_conn *c, void *data);

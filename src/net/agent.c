@@ -289,7 +289,8 @@ void tide_agent_destroy(struct tide_agent *a)
 		struct worker *w = &a->w[i];
 
 		for (unsigned j = 0; j < w->nls; j++)
-			close(w->ls[j].fd);
+			if (w->ls[j].fd >= 0)
+				close(w->ls[j].fd);
 		if (w->wake_fd >= 0)
 			close(w->wake_fd);
 		pthread_mutex_destroy(&w->post_lock);

@@ -213,6 +213,54 @@ static void conn_maybe_done(struct tide_conn *c)
 
 /* ---------------------------------------------------------------- receive -- */
 
+/*
+ * After the peer's FIN nothing is received any more, so a reset that follows it would go
+ * unnoticed while there is nothing to send. Such connections go on the worker's watch list
+ * (linked through wait_next: a connection after FIN never waits for buffers), and the tick
+ * asks the kernel for their TCP state: one that is closed was reset. (A poll cannot do it:
+ * after FIN the socket polls readable at once, so a poll would fire in a loop.)
+ */
+static void watch_add(struct tide_conn *c)
+{
+	struct worker *w = c->w;
+
+	if (c->flags & (F_ENDED | F_WATCH | F_SHUT | F_WAIT))
+		return;
+	c->flags |= F_WATCH;
+	c->refs++;
+	c->wait_next = w->watch;
+	w->watch = c;
+}
+
+void conns_watch(struct worker *w)
+{
+	struct tide_conn **pp = &w->watch;
+
+	while (*pp) {
+		struct tide_conn *c = *pp;
+		struct tcp_info ti;
+		socklen_t len = sizeof(ti);
+		int err = 0;
+
+		if (!(c->flags & (F_ENDED | F_SHUT))) {
+			if (getsockopt(c->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
+			    ti.tcpi_state != TCP_CLOSE) {
+				pp = &c->wait_next;
+				continue;
+			}
+			len = sizeof(err);
+			getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+			c->refs++;
+			conn_end(c, TIDE_END_RESET, err ? -err : -ECONNRESET);
+			c->refs--;
+		}
+		*pp = c->wait_next;
+		c->flags &= ~F_WATCH;
+		c->refs--;
+		conn_maybe_free(c);
+	}
+}
+
 static void recv_arm(struct tide_conn *c)
 {
 	struct worker *w = c->w;
@@ -311,6 +359,7 @@ void on_recv(struct tide_conn *c, int res, unsigned cflags)
 		if (c->ops && c->ops->eof)
 			c->ops->eof(c);
 		conn_maybe_done(c);
+		watch_add(c);
 	} else if (res == -ENOBUFS) {
 		ring_starved(w);
 		c->flags |= F_WAIT;
@@ -371,15 +420,20 @@ static void send_submit(struct tide_conn *c)
 /* The queue is empty: a FIN or reset asked for goes now; a drained mark is told. */
 static void send_idle(struct tide_conn *c)
 {
-	if ((c->flags & F_WANT_SHUT) && !(c->flags & F_SHUT)) {
-		if (c->flags & F_WANT_RST) {
-			conn_end(c, TIDE_END_RESET, 0);
-			return;
-		}
+	if (!(c->flags & F_WANT_SHUT))
+		return;
+	if (c->flags & F_WANT_RST) { /* also after a FIN: the peer must learn of the cut */
+		conn_end(c, TIDE_END_RESET, 0);
+		return;
+	}
+	if (!(c->flags & F_SHUT)) {
 		shutdown(c->fd, SHUT_WR);
 		c->flags |= F_SHUT;
-		conn_maybe_done(c);
 	}
+	if (c->flags & F_WANT_CLOSE)
+		conn_end(c, TIDE_END_CLEAN, 0);
+	else
+		conn_maybe_done(c);
 }
 
 static void notify_check(struct tide_conn *c)
@@ -440,13 +494,13 @@ void on_send(struct tide_conn *c, int res)
 	STAT_ADD(w, bytes_out, (uint64_t)res);
 	txq_consume(c, (size_t)res);
 	conn_touch(c);
-	notify_check(c);
-	if (c->flags & F_ENDED)
-		return;
 	if (c->tx && c->tx->head)
 		send_submit(c);
 	else
-		send_idle(c);
+		send_idle(c); /* a FIN asked for goes before the drained callback sees the state */
+	if (c->flags & F_ENDED)
+		return;
+	notify_check(c);
 	if (!(c->flags & F_ENDED))
 		txq_maybe_put(c);
 }
@@ -621,6 +675,43 @@ void tide_conn_shutdown(struct tide_conn *c, bool reset)
 		send_idle(c);
 }
 
+/**
+ * tide_conn_close() - send FIN once everything queued went out, and end the connection then
+ * (TIDE_END_CLEAN) without waiting for the peer's FIN; what the peer sends later is refused
+ * by the kernel.
+ * @c: the connection.
+ */
+void tide_conn_close(struct tide_conn *c)
+{
+	if (c->flags & F_ENDED)
+		return;
+	c->flags |= F_WANT_CLOSE;
+	if (c->flags & F_SHUT) {
+		conn_end(c, TIDE_END_CLEAN, 0);
+		return;
+	}
+	tide_conn_shutdown(c, false);
+}
+
+/**
+ * tide_conn_state() - what a connection has done so far.
+ * @c: the connection.
+ *
+ * Return: TIDE_CONN_* flags: EOF (the peer sent FIN), SHUT (FIN sent), PAUSED, CONNECTING,
+ * SEND_FAILED.
+ */
+unsigned tide_conn_state(const struct tide_conn *c)
+{
+	unsigned st = 0;
+
+	st |= c->flags & F_EOF ? TIDE_CONN_EOF : 0;
+	st |= c->flags & F_SHUT ? TIDE_CONN_SHUT : 0;
+	st |= c->flags & F_PAUSED ? TIDE_CONN_PAUSED : 0;
+	st |= c->flags & F_CONNECTING ? TIDE_CONN_CONNECTING : 0;
+	st |= c->flags & F_TXERR ? TIDE_CONN_SEND_FAILED : 0;
+	return st;
+}
+
 /* Reset c now, dropping what is queued: ops->end(c, TIDE_END_RESET, 0) follows at once. */
 void tide_conn_abort(struct tide_conn *c)
 {
@@ -710,7 +801,7 @@ void waiters_wake(struct worker *w)
 {
 	struct tide_conn *list = w->waiters;
 
-	if (!list || (!w->in_ring && !w->draining))
+	if (!list || !w->in_ring)
 		return;
 	w->waiters = NULL;
 	while (list) {

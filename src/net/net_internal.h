@@ -64,20 +64,22 @@ enum {
 #define UD(ptr, op) ((uint64_t)(uintptr_t)(ptr) | (uint64_t)(op))
 
 enum {
-	F_ARMED = 1u << 0,	/* a multishot receive is in flight */
-	F_CANCEL = 1u << 1,	/* and a cancel for it was submitted */
-	F_EOF = 1u << 2,	/* the peer sent FIN */
-	F_SHUT = 1u << 3,	/* we sent FIN */
-	F_WANT_SHUT = 1u << 4,	/* end sending once the queue is empty */
-	F_WANT_RST = 1u << 5,	/* ... with a reset */
-	F_PAUSED = 1u << 6,	/* the application stopped reading */
-	F_WAIT = 1u << 7,	/* on the worker's list of receives waiting for buffers */
-	F_CONNECTING = 1u << 8, /* tide_conn_connect() in progress */
-	F_ENDED = 1u << 9,	/* the end callback ran (or runs); freed when refs reach 0 */
-	F_TXERR = 1u << 10,	/* a send failed */
-	F_ACCEPTED = 1u << 11,	/* counted in the agent's conns */
-	F_RESET = 1u << 12,	/* close with SO_LINGER 0 */
-	F_SENDING = 1u << 13,	/* a send is in flight */
+	F_ARMED = 1u << 0,	 /* a multishot receive is in flight */
+	F_CANCEL = 1u << 1,	 /* and a cancel for it was submitted */
+	F_EOF = 1u << 2,	 /* the peer sent FIN */
+	F_SHUT = 1u << 3,	 /* we sent FIN */
+	F_WANT_SHUT = 1u << 4,	 /* end sending once the queue is empty */
+	F_WANT_RST = 1u << 5,	 /* ... with a reset */
+	F_PAUSED = 1u << 6,	 /* the application stopped reading */
+	F_WAIT = 1u << 7,	 /* on the worker's list of receives waiting for buffers */
+	F_CONNECTING = 1u << 8,	 /* tide_conn_connect() in progress */
+	F_ENDED = 1u << 9,	 /* the end callback ran (or runs); freed when refs reach 0 */
+	F_TXERR = 1u << 10,	 /* a send failed */
+	F_ACCEPTED = 1u << 11,	 /* counted in the agent's conns */
+	F_RESET = 1u << 12,	 /* close with SO_LINGER 0 */
+	F_SENDING = 1u << 13,	 /* a send is in flight */
+	F_WANT_CLOSE = 1u << 14, /* end CLEAN once FIN went out, without the peer's */
+	F_WATCH = 1u << 15,	 /* on the worker's watch list (after the peer's FIN) */
 };
 
 /* Segs and txqs are recycled through per-worker free lists: a spare's first bytes link it. */
@@ -120,7 +122,7 @@ struct tide_conn {
 	void *data;
 	struct txq *tx;
 	union {
-		struct tide_conn *wait_next; /* F_WAIT */
+		struct tide_conn *wait_next; /* F_WAIT, or F_WATCH */
 		struct connecting *cn;	     /* F_CONNECTING */
 	};
 	uint32_t active; /* worker clock (ms, wraps) of the last activity */
@@ -182,6 +184,7 @@ struct worker {
 	struct tide_conn lru; /* sentinel */
 	unsigned nconns;
 	struct tide_conn *waiters;
+	struct tide_conn *watch; /* after the peer's FIN: checked for a reset on the tick */
 	struct spare *spare_segs, *spare_txqs;
 	void *frees[FREE_BATCH];
 	unsigned nfree;
@@ -310,6 +313,8 @@ void conn_end(struct tide_conn *c, enum tide_end why, int err);
 /* Completions of a connection's receive and send. */
 void on_recv(struct tide_conn *c, int res, unsigned cflags);
 void on_send(struct tide_conn *c, int res);
+/* The tick: end the connections on the watch list (after the peer's FIN) that were reset. */
+void conns_watch(struct worker *w);
 /* Free c if it ended and nothing is in flight on it. */
 void conn_maybe_free(struct tide_conn *c);
 /* A connection was accepted on ls. */

@@ -88,7 +88,7 @@ void ring_publish(struct worker *w)
 /* A buffer is done with: into the ring while it is below target, else to the pool. */
 void buf_release(struct worker *w, char *buf)
 {
-	if (w->br_registered && !w->draining && w->in_ring < w->target) {
+	if (w->br_registered && w->in_ring < w->target) {
 		ring_add(w, buf);
 		return;
 	}
@@ -103,7 +103,7 @@ void ring_refill(struct worker *w)
 	void *bufs[256];
 	unsigned want, n, got, added = 0;
 
-	if (!w->br_registered || w->draining)
+	if (!w->br_registered)
 		return;
 	while (w->in_ring < w->target) {
 		want = w->target - w->in_ring;

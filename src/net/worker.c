@@ -34,6 +34,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "net_internal.h"
 
@@ -53,7 +54,7 @@ static void accept_arm(struct lsock *ls)
 {
 	struct io_uring_sqe *sqe;
 
-	if (ls->armed || ls->w->draining)
+	if (ls->armed || ls->w->draining || ls->fd < 0)
 		return;
 	sqe = sqe_get(ls->w);
 	io_uring_prep_multishot_accept(sqe, ls->fd, NULL, NULL, SOCK_CLOEXEC);
@@ -98,10 +99,26 @@ void posts_run(struct worker *w)
 	}
 }
 
+/* Draining: close the listening socket once no accept is in flight on it, so that a new
+ * connection is refused (and those in its backlog reset), never left waiting. */
+static void listener_close(struct lsock *ls)
+{
+	if (!ls->armed && ls->fd >= 0) {
+		close(ls->fd);
+		ls->fd = -1;
+	}
+}
+
 static void on_accept_cqe(struct lsock *ls, struct io_uring_cqe *cqe)
 {
 	if (!(cqe->flags & IORING_CQE_F_MORE))
 		ls->armed = false;
+	if (ls->w->draining) {
+		if (cqe->res >= 0)
+			close(cqe->res);
+		listener_close(ls);
+		return;
+	}
 	if (cqe->res >= 0)
 		on_accept(ls, cqe->res);
 	if (!ls->armed && cqe->res >= 0)
@@ -160,9 +177,11 @@ static void drain_begin(struct worker *w)
 {
 	w->draining = true;
 	w->drain_deadline = w->now + w->agent->cfg.drain_timeout_ms;
-	for (unsigned i = 0; i < w->nls; i++)
+	for (unsigned i = 0; i < w->nls; i++) {
 		if (w->ls[i].armed)
 			cancel_ud(w, UD(&w->ls[i], OP_ACCEPT));
+		listener_close(&w->ls[i]);
+	}
 	conns_drain(w);
 }
 
@@ -174,6 +193,7 @@ static void tick(struct worker *w)
 		tide_pool_maintain(a->pool);
 	if (a->cfg.idle_timeout_ms)
 		conns_end_idle(w, a->cfg.idle_timeout_ms);
+	conns_watch(w);
 	if (w->draining) {
 		if (w->now >= w->drain_deadline)
 			conns_end_all(w, TIDE_END_DRAIN);
