@@ -310,7 +310,8 @@ int tide_addrs_resolve(const char *hostport, bool passive, struct tide_addrs *ou
  * tide_conn_connect - open a connection from @w's thread: try @to's addresses in turn, each
  * for at most @timeout_ms (0: the kernel's own), until one accepts. ops->open follows on
  * success; ops->end with TIDE_END_CONNECT (err: the last error, -ETIMEDOUT for a timeout)
- * when none did. *@c is valid at once; data sent before it connects is queued.
+ * when none did. *@c is valid at once; data sent before it connects is queued. @to is not
+ * copied: it must stay as it is until ops->open or ops->end ran.
  *
  * Return: 0; -EINVAL a NULL argument or an empty list; -ESHUTDOWN the worker drains;
  * -ENOMEM; or socket()'s error (-EMFILE ...) for every address (then no connection and no

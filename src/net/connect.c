@@ -3,6 +3,8 @@
  * connect.c - outbound connections (tide_conn_connect): an address list tried in turn, each
  * attempt bounded by a timeout. Engine side.
  *
+ * The address list is the caller's (not copied: a relay connects every client to the same
+ * list, and a copy per connect left holes in the heap between long-lived connections).
  * The connection exists from the call on (the application may queue data on it and gets its
  * handle at once); it is not read or sent on until connected. Each attempt is a fresh socket
  * (a socket whose connect failed is not reused) and an io_uring connect linked to a timeout
@@ -12,8 +14,9 @@
  * last error (-ETIMEDOUT for a timeout). Resolving the name again is the application's
  * choice (tide_addrs_resolve() blocks, so it does not belong on a worker).
  *
- * Invariant: while F_CONNECTING, c->cn holds the list, and the connect (and its timeout,
- * when one was asked for) each hold a reference to c.
+ * Invariant: while F_CONNECTING, c->to is the list and c->cn_next the next address (the
+ * state lives in the connection: a connect allocates nothing), and the connect (and its
+ * timeout, when one was asked for) each hold a reference to c.
  */
 #include <errno.h>
 #include <string.h>
@@ -23,53 +26,68 @@
 
 void connecting_free(struct tide_conn *c)
 {
-	free(c->cn);
-	c->cn = NULL;
+	c->to = NULL;
 	c->flags &= ~F_CONNECTING;
+}
+
+/* Queue the link timeout of the connect just prepared: units of 10 ms. */
+static void timeout_link(struct tide_conn *c, struct io_uring_sqe *connect)
+{
+	struct worker *w = c->w;
+	struct io_uring_sqe *sqe;
+
+	if (w->connect_ts_units != c->cn_timeout) {
+		io_uring_submit(&w->ring); /* what used the old value reads it now */
+		w->connect_ts_units = c->cn_timeout;
+		w->connect_ts.tv_sec = c->cn_timeout / 100;
+		w->connect_ts.tv_nsec = (long long)(c->cn_timeout % 100) * 10000000;
+	}
+	connect->flags |= IOSQE_IO_LINK;
+	sqe = sqe_get(w);
+	io_uring_prep_link_timeout(sqe, &w->connect_ts, 0);
+	io_uring_sqe_set_data64(sqe, UD(c, OP_LTIMEOUT));
+	c->refs++;
 }
 
 /* Start the next attempt: 0, or the last error when no address is left. */
 static int connect_next(struct tide_conn *c)
 {
 	struct worker *w = c->w;
-	struct connecting *cn = c->cn;
 
-	while (cn->next < cn->n) {
-		unsigned i = cn->next++;
+	while (c->cn_next < c->to->n) {
+		unsigned i = c->cn_next++;
+		const struct sockaddr_storage *ss = &c->to->addr[i];
 		struct io_uring_sqe *sqe;
-		int fd = socket(cn->a[i].ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
 		if (fd < 0) {
-			cn->last_err = -errno;
+			c->cn_err = (uint8_t)errno;
 			continue;
 		}
 		set_nodelay(fd);
 		c->fd = fd;
 		/* The connect and its timeout must reach the kernel in one submission. */
-		if (io_uring_sq_space_left(&w->ring) < 2)
+		if (io_uring_sq_space_left(&w->ring) < 3)
 			io_uring_submit(&w->ring);
 		sqe = sqe_get(w);
-		io_uring_prep_connect(sqe, fd, (struct sockaddr *)&cn->a[i].ss, cn->a[i].len);
+		io_uring_prep_connect(sqe, fd, (const struct sockaddr *)ss, c->to->len[i]);
 		io_uring_sqe_set_data64(sqe, UD(c, OP_CONNECT));
 		c->refs++;
-		if (cn->timeout_ms) {
-			sqe->flags |= IOSQE_IO_LINK;
-			sqe = sqe_get(w);
-			io_uring_prep_link_timeout(sqe, &cn->ts, 0);
-			io_uring_sqe_set_data64(sqe, UD(c, OP_LTIMEOUT));
-			c->refs++;
-		}
+		if (c->cn_timeout)
+			timeout_link(c, sqe);
 		return 0;
 	}
-	return cn->last_err ? cn->last_err : -ECONNREFUSED;
+	return c->cn_err ? -(int)c->cn_err : -ECONNREFUSED;
 }
 
 /**
  * tide_conn_connect() - open a connection from the worker's thread, trying each address in
  * turn.
  * @tw:         the worker (call on its thread: from a callback, a timer or posted work).
- * @to:         the addresses (tide_addrs_resolve()); copied.
- * @timeout_ms: the most one attempt may take (0: the kernel's own SYN retries).
+ * @to:         the addresses (tide_addrs_resolve()); not copied: it must stay as it is
+ *              until ops->open or ops->end ran.
+ * @timeout_ms: the most one attempt may take (0: the kernel's own SYN retries); kept in
+ *              10 ms units (rounded up), at most 655 s.
  * @ops:        the connection's callbacks: ops->open once connected, or ops->end with
  *              TIDE_END_CONNECT (err: the last attempt's error, -ETIMEDOUT for a timeout).
  * @data:       its application data.
@@ -83,7 +101,6 @@ int tide_conn_connect(struct tide_worker *tw, const struct tide_addrs *to, unsig
 		      const struct tide_conn_ops *ops, void *data, struct tide_conn **cp)
 {
 	struct worker *w = W(tw);
-	struct connecting *cn;
 	struct tide_conn *c;
 	int rc;
 
@@ -91,26 +108,15 @@ int tide_conn_connect(struct tide_worker *tw, const struct tide_addrs *to, unsig
 		return -EINVAL;
 	if (w->draining)
 		return -ESHUTDOWN;
-	cn = malloc(sizeof(*cn) + to->n * sizeof(cn->a[0]));
-	if (!cn)
-		return -ENOMEM;
-	cn->next = 0;
-	cn->n = to->n;
-	cn->timeout_ms = timeout_ms;
-	cn->last_err = 0;
-	cn->ts.tv_sec = timeout_ms / 1000;
-	cn->ts.tv_nsec = (long long)(timeout_ms % 1000) * 1000000;
-	for (unsigned i = 0; i < to->n; i++) {
-		cn->a[i].len = to->len[i];
-		memcpy(&cn->a[i].ss, &to->addr[i], sizeof(cn->a[i].ss));
-	}
 	c = conn_new(w, -1, ops, data);
-	if (!c) {
-		free(cn);
+	if (!c)
 		return -ENOMEM;
-	}
 	c->flags |= F_CONNECTING;
-	c->cn = cn;
+	c->to = to;
+	/* In 10 ms units, rounded up; at most 655 s. */
+	c->cn_timeout = (uint16_t)(timeout_ms / 10 + (timeout_ms % 10 != 0));
+	if (timeout_ms > 655350)
+		c->cn_timeout = UINT16_MAX;
 	rc = connect_next(c);
 	if (rc) {
 		/* Nothing started: take the connection back without a callback. */
@@ -135,11 +141,11 @@ void on_connect(struct tide_conn *c, int res)
 		conn_open(c);
 		return;
 	}
-	c->cn->last_err = res == -ECANCELED ? -ETIMEDOUT : res;
+	err = res == -ECANCELED ? -ETIMEDOUT : res;
+	c->cn_err = (uint8_t)-err;
 	close(c->fd);
 	c->fd = -1;
-	err = c->cn->last_err;
-	if (c->cn->next < c->cn->n)
+	if (c->cn_next < c->to->n)
 		STAT_ADD(c->w, retries, 1);
 	if (connect_next(c))
 		conn_end(c, TIDE_END_CONNECT, err);

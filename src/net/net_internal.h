@@ -104,17 +104,6 @@ struct txq {
 	struct iovec iov[SEND_IOV];
 };
 
-/* An outbound connect: the addresses left to try. */
-struct connecting {
-	unsigned next, n, timeout_ms;
-	int last_err;
-	struct __kernel_timespec ts;
-	struct {
-		socklen_t len;
-		struct sockaddr_storage ss;
-	} a[];
-};
-
 struct tide_conn {
 	struct tide_conn *prev, *next; /* the worker's LRU list, oldest activity first */
 	struct worker *w;
@@ -123,12 +112,16 @@ struct tide_conn {
 	struct txq *tx;
 	union {
 		struct tide_conn *wait_next; /* F_WAIT, or F_WATCH */
-		struct connecting *cn;	     /* F_CONNECTING */
+		const struct tide_addrs *to; /* F_CONNECTING: the caller's list */
 	};
 	uint32_t active; /* worker clock (ms, wraps) of the last activity */
 	int fd;
 	uint16_t refs; /* operations in flight, plus one while a handler runs */
 	uint16_t flags;
+	/* F_CONNECTING (in what was padding: a connect costs no allocation): the next address,
+	 * the last attempt's errno, the timeout in 10 ms units. */
+	uint8_t cn_next, cn_err;
+	uint16_t cn_timeout;
 };
 
 /* One listener on one worker. */
@@ -186,6 +179,10 @@ struct worker {
 	struct tide_conn *waiters;
 	struct tide_conn *watch; /* after the peer's FIN: checked for a reset on the tick */
 	struct spare *spare_segs, *spare_txqs;
+	/* The connects' link timeout: read by the kernel when submitted, so it changes only
+	 * after what used it was submitted. */
+	struct __kernel_timespec connect_ts;
+	unsigned connect_ts_units;
 	void *frees[FREE_BATCH];
 	unsigned nfree;
 
