@@ -6,10 +6,11 @@
  * Each connection's application data is its peer: the upstream for a client, the client for
  * an upstream, itself in echo mode, NULL once the peer ended. The same callbacks serve every
  * case:
- *  - recv: the received buffers go to the peer's send queue as they are (no copy); when
- *    the peer's queue reaches the flow limit, this side stops reading until the peer's queue
- *    is back under half of it (tide_conn_notify_below -> drained -> resume). So a direction
- *    holds at most the limit plus one receive (recv_max).
+ *  - recv: the received buffers go to the peer's send queue as they are (no copy); this
+ *    side may then receive only what the queue has room for under the flow limit
+ *    (tide_conn_recv_limit: the kernel is asked for no more), and with no room it waits
+ *    until the peer's queue is back under half the limit (tide_conn_notify_below ->
+ *    drained). So a direction holds at most the limit, exactly.
  *  - eof: FIN is passed on, after the bytes before it (tide_conn_shutdown(peer, false)).
  *  - send_error: the bytes toward this side are lost, so the peer stops being read; what
  *    this side still receives is forwarded; its end resets the peer (below).
@@ -37,6 +38,20 @@ static void drop(struct tide_conn *c, struct tide_buf *bufs, unsigned n)
 		tide_buf_put(a, bufs[i].data);
 }
 
+/*
+ * Let src receive what the queue toward peer has room for: the receives ask the kernel for
+ * no more (tide_conn_recv_limit), so the queue never passes the limit; with no room left,
+ * src waits until the queue is back under half of it (drained).
+ */
+static void allow(struct tide_conn *src, struct tide_conn *peer)
+{
+	size_t q = tide_conn_queued(peer);
+
+	tide_conn_recv_limit(src, q < fwd->flow_limit ? fwd->flow_limit - q : 0);
+	if (q >= fwd->flow_limit)
+		tide_conn_notify_below(peer, fwd->flow_limit / 2);
+}
+
 static void on_recv(struct tide_conn *c, struct tide_buf *bufs, unsigned n)
 {
 	struct tide_conn *peer = tide_conn_data(c);
@@ -47,10 +62,7 @@ static void on_recv(struct tide_conn *c, struct tide_buf *bufs, unsigned n)
 	}
 	if (tide_conn_send(peer, bufs, n))
 		return; /* the peer cannot take it: its end resets this side */
-	if (tide_conn_queued(peer) >= fwd->flow_limit) {
-		tide_conn_pause(c);
-		tide_conn_notify_below(peer, fwd->flow_limit / 2);
-	}
+	allow(c, peer);
 }
 
 /*
@@ -86,7 +98,7 @@ static void on_drained(struct tide_conn *c)
 	struct tide_conn *src = tide_conn_data(c);
 
 	if (src)
-		tide_conn_resume(src);
+		allow(src, c);
 	drain_check(c);
 }
 
@@ -130,7 +142,14 @@ static void on_end(struct tide_conn *c, enum tide_end why, int err)
 	tide_conn_shutdown(peer, true);
 }
 
+/* Connected (or, for echo, accepted): receive what the queue toward the peer has room for. */
+static void limit_open(struct tide_conn *c)
+{
+	tide_conn_recv_limit(c, fwd->flow_limit);
+}
+
 static const struct tide_conn_ops upstream_ops = {
+	.open = limit_open,
 	.recv = on_recv,
 	.eof = on_eof,
 	.send_error = on_send_error,
@@ -150,11 +169,13 @@ static void client_open(struct tide_conn *c)
 		return;
 	}
 	tide_conn_set_data(c, up);
+	limit_open(c);
 }
 
 static void echo_open(struct tide_conn *c)
 {
 	tide_conn_set_data(c, c);
+	limit_open(c);
 }
 
 static const struct tide_conn_ops client_ops = {

@@ -16,8 +16,8 @@
  *   tide-relay: listening on HOST:PORT (...)           once per --listen; PORT is the real one
  *   tide-relay: stats on HOST:PORT                     with --stats
  *   tide-relay: shutdown: live_buffers=N live_bytes=N ...   at exit
- * Environment: TIDE_RELAY_NO_BUNDLE, TIDE_RELAY_NO_INCREMENTAL (any value) turn those kernel
- * features off, for tests and comparisons.
+ * Environment: TIDE_RELAY_NO_BUNDLE, TIDE_RELAY_NO_INCREMENTAL, TIDE_RELAY_NO_RECV_LIMIT (any
+ * value) turn those kernel features off, for tests and comparisons.
  * Exit status: 0 clean, 1 runtime failure or buffers not returned, 2 bad arguments,
  * 3 io_uring unavailable here.
  */
@@ -101,6 +101,8 @@ static int make_agent(struct relay *r)
 		ac.flags |= TIDE_AGENT_NO_BUNDLE;
 	if (getenv("TIDE_RELAY_NO_INCREMENTAL"))
 		ac.flags |= TIDE_AGENT_NO_INCREMENTAL;
+	if (getenv("TIDE_RELAY_NO_RECV_LIMIT"))
+		ac.flags |= TIDE_AGENT_NO_RECV_LIMIT;
 	r->fwd.connect_timeout_ms = ms(r->o.connect_timeout);
 	r->fwd.flow_limit = 16 * r->o.block_size > (1 << 20) ? 16 * r->o.block_size : 1 << 20;
 	ac.recv_max = r->fwd.flow_limit;

@@ -121,6 +121,8 @@ int tide_buf_alloc(struct tide_worker *w, size_t len, struct tide_buf *buf);
 enum {
 	TIDE_AGENT_NO_BUNDLE = 1u << 0, /* never use recv bundles, even where the kernel has them */
 	TIDE_AGENT_NO_INCREMENTAL = 1u << 1, /* never use incremental buffer rings (Linux 6.12+) */
+	TIDE_AGENT_NO_RECV_LIMIT = 1u << 2,  /* never use byte-limited multishot receives (Linux
+						6.16+) for tide_conn_recv_limit() */
 };
 
 struct tide_agent_config {	  /* zero means default */
@@ -353,6 +355,16 @@ void tide_conn_notify_below(struct tide_conn *c, size_t bytes);
 void tide_conn_pause(struct tide_conn *c);
 /* tide_conn_resume - read @c again after tide_conn_pause(). */
 void tide_conn_resume(struct tide_conn *c);
+
+/*
+ * tide_conn_recv_limit - let @c receive at most @bytes more (SIZE_MAX: no limit, the
+ * default): each receive asks the kernel for no more than what is left, and reading waits
+ * once it is used up until the limit is set again, so a queue filled from @c stays within a
+ * bound exactly.
+ *
+ * Return: 0; -EBUSY @c is still connecting; -ENOTCONN @c has ended.
+ */
+int tide_conn_recv_limit(struct tide_conn *c, size_t bytes);
 
 /*
  * tide_conn_shutdown - end sending once everything queued went out: with FIN (@reset

@@ -49,7 +49,8 @@ static int config_init(struct tide_agent *a, const struct tide_agent_config *cfg
 				  cfg->ring_entries < 16 || cfg->ring_entries > 32768))
 		return -EINVAL;
 	if (cfg->threads > 1024 ||
-	    (cfg->flags & ~(unsigned)(TIDE_AGENT_NO_BUNDLE | TIDE_AGENT_NO_INCREMENTAL)))
+	    (cfg->flags & ~(unsigned)(TIDE_AGENT_NO_BUNDLE | TIDE_AGENT_NO_INCREMENTAL |
+				      TIDE_AGENT_NO_RECV_LIMIT)))
 		return -EINVAL;
 	*c = *cfg;
 	c->threads = c->threads ? c->threads : 1;

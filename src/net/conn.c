@@ -266,16 +266,28 @@ static void recv_arm(struct tide_conn *c)
 	struct worker *w = c->w;
 	struct io_uring_sqe *sqe;
 
-	if (c->flags & (F_ENDED | F_ARMED | F_EOF | F_WAIT | F_PAUSED | F_CONNECTING))
+	if (c->flags & (F_ENDED | F_ARMED | F_EOF | F_WAIT | F_PAUSED | F_CONNECTING) ||
+	    c->window == 1)
 		return;
 	sqe = sqe_get(w);
-	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+	if (c->window && !w->mshot_lim) {
+		/* A limit, and no byte-limited multishot here: one receive of at most one
+		 * buffer (a bundle could take more than asked). */
+		uint32_t len = c->window - 1 < w->bs ? c->window - 1 : (uint32_t)w->bs;
+
+		io_uring_prep_recv(sqe, c->fd, NULL, len, 0);
+	} else {
+		io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+		if (w->bundles) {
+			sqe->ioprio |= IORING_RECVSEND_BUNDLE;
+			sqe->len = w->recv_len;
+		}
+		/* Multishot that ends by itself after this many bytes (Linux 6.16+). */
+		if (c->window)
+			sqe->file_index = c->window - 1;
+	}
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = BGID;
-	if (w->bundles) {
-		sqe->ioprio |= IORING_RECVSEND_BUNDLE;
-		sqe->len = w->recv_len;
-	}
 	io_uring_sqe_set_data64(sqe, UD(c, OP_RECV));
 	c->flags |= F_ARMED;
 	c->refs++;
@@ -342,6 +354,8 @@ void on_recv(struct tide_conn *c, int res, unsigned cflags)
 		STAT_ADD(w, bytes_in, (uint64_t)res);
 		w->last_consume = w->now;
 		conn_touch(c);
+		if (c->window)
+			c->window = (uint32_t)res < c->window - 1 ? c->window - (uint32_t)res : 1;
 		recv_take(c, (size_t)res, cflags);
 		/* The application paused in its callback: stop the multishot receive. */
 		if ((c->flags & (F_PAUSED | F_ENDED)) && (cflags & IORING_CQE_F_MORE) &&
@@ -366,6 +380,9 @@ void on_recv(struct tide_conn *c, int res, unsigned cflags)
 		c->wait_next = w->waiters;
 		w->waiters = c;
 		c->refs++;
+	} else if (res == -EINVAL && c->window && w->mshot_lim) {
+		w->mshot_lim = false; /* no byte limit on a multishot receive here */
+		recv_arm(c);
 	} else if (res == -EINVAL && w->recv_len) {
 		w->recv_len = 0; /* this kernel takes no length on a multishot receive */
 		recv_arm(c);
@@ -645,6 +662,30 @@ void tide_conn_pause(struct tide_conn *c)
 	STAT_ADD(c->w, pauses, 1);
 	if ((c->flags & F_ARMED) && !(c->flags & F_CANCEL))
 		recv_cancel(c);
+}
+
+/**
+ * tide_conn_recv_limit() - let @c receive at most @bytes more: each receive asks the kernel
+ * for no more than what is left, and reading waits once it is used up, until the limit is
+ * set again. So a queue the application fills from @c stays within a bound exactly (with
+ * tide_conn_pause() a receive already completed may still come).
+ * @c:     the connection (connected: not while tide_conn_connect() runs).
+ * @bytes: the bytes left to receive; SIZE_MAX: no limit (the default).
+ *
+ * Where the kernel has no byte-limited multishot receive (before 6.16) or with
+ * TIDE_AGENT_NO_RECV_LIMIT, a limited connection takes single receives of one buffer.
+ *
+ * Return: 0; -EBUSY @c is still connecting; -ENOTCONN @c has ended.
+ */
+int tide_conn_recv_limit(struct tide_conn *c, size_t bytes)
+{
+	if (c->flags & F_ENDED)
+		return -ENOTCONN;
+	if (c->flags & F_CONNECTING)
+		return -EBUSY;
+	c->window = bytes >= UINT32_MAX - 1 ? 0 : (uint32_t)bytes + 1;
+	recv_arm(c);
+	return 0;
 }
 
 /* Read again after tide_conn_pause(). */

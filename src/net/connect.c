@@ -28,6 +28,7 @@ void connecting_free(struct tide_conn *c)
 {
 	c->to = NULL;
 	c->flags &= ~F_CONNECTING;
+	c->window = 0; /* the connect's state is gone: no receive limit yet */
 }
 
 /* Queue the link timeout of the connect just prepared: units of 10 ms. */

@@ -118,10 +118,17 @@ struct tide_conn {
 	int fd;
 	uint16_t refs; /* operations in flight, plus one while a handler runs */
 	uint16_t flags;
-	/* F_CONNECTING (in what was padding: a connect costs no allocation): the next address,
-	 * the last attempt's errno, the timeout in 10 ms units. */
-	uint8_t cn_next, cn_err;
-	uint16_t cn_timeout;
+	union {
+		/* F_CONNECTING (in what was padding: a connect costs no allocation): the next
+		 * address, the last attempt's errno, the timeout in 10 ms units. */
+		struct {
+			uint8_t cn_next, cn_err;
+			uint16_t cn_timeout;
+		};
+		/* Once connected: bytes the application lets it still receive, plus one (0: no
+		 * limit; 1: none left, reading waits as if paused). */
+		uint32_t window;
+	};
 };
 
 /* One listener on one worker. */
@@ -159,6 +166,7 @@ struct worker {
 	bool thread_started;
 	struct io_uring ring;
 	bool ring_ok, br_registered, draining, bundles, defer, inc, ended;
+	bool mshot_lim; /* multishot receives take a byte limit (Linux 6.16+) */
 	uint64_t now, next_tick, drain_deadline, last_enobufs, last_consume;
 	struct tide_user *user;
 	size_t bs;

@@ -232,6 +232,7 @@ static int worker_setup(struct worker *w)
 	w->bundles = (params.features & IORING_FEAT_RECVSEND_BUNDLE) &&
 		     !(a->cfg.flags & TIDE_AGENT_NO_BUNDLE);
 	w->inc = !(a->cfg.flags & TIDE_AGENT_NO_INCREMENTAL);
+	w->mshot_lim = !(a->cfg.flags & TIDE_AGENT_NO_RECV_LIMIT);
 	w->wake_fd = eventfd(0, EFD_CLOEXEC);
 	if (w->wake_fd < 0)
 		return -errno;
