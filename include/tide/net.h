@@ -427,17 +427,17 @@ struct tide_agent_stats {
 	uint64_t bytes_in;	    /* received */
 	uint64_t bytes_out;	    /* sent */
 	uint64_t short_sends;	    /* sends that took less than offered */
-	uint64_t pauses;	    /* tide_conn_pause() calls */
-	uint64_t ring_refills;	    /* times a ring was topped up from the pool */
-	uint64_t refill_buffers;    /* buffers put into rings from the pool */
-	uint64_t enobufs;	    /* receives that found their ring empty */
-	uint64_t ring_resets;	    /* idle rings handed their buffers back to the pool */
-	uint64_t forced_grows;	    /* pool grows the agent asked for when allocation fell short */
-	uint64_t ring_buffers;	    /* buffers sitting in the rings now */
-	uint64_t ring_target;	    /* sum of the rings' targets now */
-	bool bundles;		    /* recv bundles in use */
-	bool incremental;	    /* incremental buffer rings in use  */
-	bool defer_taskrun;	    /* rings run with IORING_SETUP_DEFER_TASKRUN */
+	uint64_t pauses;	 /* reads stopped: tide_conn_pause(), or a receive limit used up */
+	uint64_t ring_refills;	 /* times a ring was topped up from the pool */
+	uint64_t refill_buffers; /* buffers put into rings from the pool */
+	uint64_t enobufs;	 /* receives that found their ring empty */
+	uint64_t ring_resets;	 /* idle rings handed their buffers back to the pool */
+	uint64_t forced_grows;	 /* pool grows the agent asked for when allocation fell short */
+	uint64_t ring_buffers;	 /* buffers sitting in the rings now */
+	uint64_t ring_target;	 /* sum of the rings' targets now */
+	bool bundles;		 /* recv bundles in use */
+	bool incremental;	 /* incremental buffer rings in use  */
+	bool defer_taskrun;	 /* rings run with IORING_SETUP_DEFER_TASKRUN */
 };
 
 /*

@@ -354,8 +354,11 @@ void on_recv(struct tide_conn *c, int res, unsigned cflags)
 		STAT_ADD(w, bytes_in, (uint64_t)res);
 		w->last_consume = w->now;
 		conn_touch(c);
-		if (c->window)
+		if (c->window) {
 			c->window = (uint32_t)res < c->window - 1 ? c->window - (uint32_t)res : 1;
+			if (c->window == 1)
+				STAT_ADD(w, pauses, 1); /* reading waits for a new limit */
+		}
 		recv_take(c, (size_t)res, cflags);
 		/* The application paused in its callback: stop the multishot receive. */
 		if ((c->flags & (F_PAUSED | F_ENDED)) && (cflags & IORING_CQE_F_MORE) &&
