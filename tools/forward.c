@@ -10,7 +10,8 @@
  *    side may then receive only what the queue has room for under the flow limit
  *    (tide_conn_recv_limit: the kernel is asked for no more), and with no room it waits
  *    until the peer's queue is back under half the limit (tide_conn_notify_below ->
- *    drained). So a direction holds at most the limit, exactly.
+ *    drained). So a direction holds at most the limit, exactly; and once a worker's queues
+ *    hold its budget, only directions holding less than `small` receive (the reserve).
  *  - eof: FIN is passed on, after the bytes before it (tide_conn_shutdown(peer, false)).
  *  - send_error: the bytes toward this side are lost, so the peer stops being read; what
  *    this side still receives is forwarded; its end resets the peer (below).
@@ -40,16 +41,27 @@ static void drop(struct tide_conn *c, struct tide_buf *bufs, unsigned n)
 
 /*
  * Let src receive what the queue toward peer has room for: the receives ask the kernel for
- * no more (tide_conn_recv_limit), so the queue never passes the limit; with no room left,
- * src waits until the queue is back under half of it (drained).
+ * no more (tide_conn_recv_limit), so the queue never passes the flow limit. Fairness: once
+ * the worker's queues together hold the budget, a direction that already holds `small`
+ * gets no more, so what is left of the pool (the reserve) serves the directions that hold
+ * little (a new connection) and never the ones that cannot send (slow readers). With no room
+ * left, src waits until the queue toward peer has shrunk by half (drained).
  */
 static void allow(struct tide_conn *src, struct tide_conn *peer)
 {
 	size_t q = tide_conn_queued(peer);
+	size_t room = q < fwd->flow_limit ? fwd->flow_limit - q : 0;
+	size_t held, free_budget;
 
-	tide_conn_recv_limit(src, q < fwd->flow_limit ? fwd->flow_limit - q : 0);
-	if (q >= fwd->flow_limit)
-		tide_conn_notify_below(peer, fwd->flow_limit / 2);
+	tide_conn_recv_limit(src, 0); /* its own promise out of the sum first */
+	held = tide_worker_held(tide_conn_worker(peer));
+	free_budget = held < fwd->budget ? fwd->budget - held : 0;
+	if (room > free_budget) /* the reserve: up to `small` for a direction holding less */
+		room = q < fwd->small && free_budget < fwd->small - q ? fwd->small - q
+								      : free_budget;
+	tide_conn_recv_limit(src, room);
+	if (!room)
+		tide_conn_notify_below(peer, q >= fwd->flow_limit ? fwd->flow_limit / 2 : q / 2);
 }
 
 static void on_recv(struct tide_conn *c, struct tide_buf *bufs, unsigned n)
@@ -142,10 +154,13 @@ static void on_end(struct tide_conn *c, enum tide_end why, int err)
 	tide_conn_shutdown(peer, true);
 }
 
-/* Connected (or, for echo, accepted): receive what the queue toward the peer has room for. */
+/* Connected (or, for echo, accepted): receive what the queue toward the peer has room for.
+ * An upstream's peer is its client; a client opens before its upstream exists (itself). */
 static void limit_open(struct tide_conn *c)
 {
-	tide_conn_recv_limit(c, fwd->flow_limit);
+	struct tide_conn *peer = tide_conn_data(c);
+
+	allow(c, peer ? peer : c);
 }
 
 static const struct tide_conn_ops upstream_ops = {

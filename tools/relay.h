@@ -18,6 +18,9 @@ struct forward_config {
 	struct tide_addrs upstream; /* n == 0: echo */
 	unsigned connect_timeout_ms;
 	size_t flow_limit; /* bytes queued toward one side before its source is paused */
+	size_t budget;	   /* bytes one worker's queues may hold together before directions
+			      holding at least `small` wait (the rest is the reserve) */
+	size_t small;
 };
 
 /* The callbacks of accepted connections: relay to cfg->upstream, or echo. cfg is kept. */

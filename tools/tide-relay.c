@@ -106,6 +106,10 @@ static int make_agent(struct relay *r)
 	r->fwd.connect_timeout_ms = ms(r->o.connect_timeout);
 	r->fwd.flow_limit = 16 * r->o.block_size > (1 << 20) ? 16 * r->o.block_size : 1 << 20;
 	ac.recv_max = r->fwd.flow_limit;
+	/* Fairness (forward.c): each worker's queues may fill 3/4 of its share of the pool; the
+	 * last quarter is the reserve for directions holding under two blocks. */
+	r->fwd.budget = r->o.pool_max / r->o.threads / 4 * 3;
+	r->fwd.small = 2 * r->o.block_size;
 	if (r->o.upstream && tide_addrs_resolve(r->o.upstream, false, &r->fwd.upstream)) {
 		fprintf(stderr, "tide-relay: cannot resolve '%s'\n", r->o.upstream);
 		return EXIT_USAGE;

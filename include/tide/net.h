@@ -266,6 +266,12 @@ struct tide_worker *tide_agent_worker(struct tide_agent *agent, unsigned index);
 struct tide_agent *tide_worker_agent(const struct tide_worker *w);
 /* tide_worker_index - @w's index, 0 .. threads - 1. */
 unsigned tide_worker_index(const struct tide_worker *w);
+/*
+ * tide_worker_held - bytes queued for sending on all of @w's connections, plus what their
+ * receive limits (tide_conn_recv_limit()) still let them receive: what @w's connections may
+ * hold at most, for sharing memory fairly (@w's thread).
+ */
+size_t tide_worker_held(const struct tide_worker *w);
 /* tide_worker_now - the monotonic clock of @w's current loop turn, in milliseconds. */
 uint64_t tide_worker_now(const struct tide_worker *w);
 

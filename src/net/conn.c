@@ -115,6 +115,7 @@ static void txq_drop_all(struct tide_conn *c)
 		spare_put(&c->w->spare_segs, s);
 	}
 	q->head = q->tail = NULL;
+	c->w->queued -= q->queued;
 	q->queued = 0;
 }
 
@@ -167,6 +168,10 @@ void conn_end(struct tide_conn *c, enum tide_end why, int err)
 	if (c->flags & F_ENDED)
 		return;
 	c->flags |= F_ENDED;
+	if (!(c->flags & F_CONNECTING) && c->window) {
+		w->promised -= c->window - 1; /* what it may still receive is no longer held */
+		c->window = 0;
+	}
 	if (why != TIDE_END_CLEAN)
 		c->flags |= F_RESET;
 	lru_del(c);
@@ -355,7 +360,11 @@ void on_recv(struct tide_conn *c, int res, unsigned cflags)
 		w->last_consume = w->now;
 		conn_touch(c);
 		if (c->window) {
-			c->window = (uint32_t)res < c->window - 1 ? c->window - (uint32_t)res : 1;
+			uint32_t used =
+				(uint32_t)res < c->window - 1 ? (uint32_t)res : c->window - 1;
+
+			c->window -= used;
+			w->promised -= used;
 			if (c->window == 1)
 				STAT_ADD(w, pauses, 1); /* reading waits for a new limit */
 		}
@@ -479,6 +488,7 @@ static void txq_consume(struct tide_conn *c, size_t left)
 		s->data += take;
 		s->len -= (uint32_t)take;
 		q->queued -= take;
+		c->w->queued -= take;
 		left -= take;
 		if (!s->len) {
 			q->head = s->next;
@@ -571,6 +581,7 @@ int tide_conn_send(struct tide_conn *c, const struct tide_buf *bufs, unsigned n)
 			q->head = s;
 		q->tail = s;
 		q->queued += s->len;
+		c->w->queued += s->len;
 	}
 	for (; i < n; i++)
 		buf_unref(a, buf_block(a, bufs[i].data));
@@ -625,6 +636,15 @@ int tide_conn_send_copy(struct tide_conn *c, const void *data, size_t len)
 	return rc;
 }
 
+/* Bytes queued on all of w's connections and not yet sent, plus what their receive limits
+ * still allow them to receive (w's thread). */
+size_t tide_worker_held(const struct tide_worker *w)
+{
+	const struct worker *wk = (const struct worker *)w;
+
+	return wk->queued + wk->promised;
+}
+
 /* Bytes queued on c and not yet sent. */
 size_t tide_conn_queued(const struct tide_conn *c)
 {
@@ -667,6 +687,16 @@ void tide_conn_pause(struct tide_conn *c)
 		recv_cancel(c);
 }
 
+/* Set c's window (bytes left + 1; 0: none), keeping the worker's sum of what is left. */
+static void window_set(struct tide_conn *c, uint32_t window)
+{
+	if (c->window)
+		c->w->promised -= c->window - 1;
+	c->window = window;
+	if (window)
+		c->w->promised += window - 1;
+}
+
 /**
  * tide_conn_recv_limit() - let @c receive at most @bytes more: each receive asks the kernel
  * for no more than what is left, and reading waits once it is used up, until the limit is
@@ -686,7 +716,7 @@ int tide_conn_recv_limit(struct tide_conn *c, size_t bytes)
 		return -ENOTCONN;
 	if (c->flags & F_CONNECTING)
 		return -EBUSY;
-	c->window = bytes >= UINT32_MAX - 1 ? 0 : (uint32_t)bytes + 1;
+	window_set(c, bytes >= UINT32_MAX - 1 ? 0 : (uint32_t)bytes + 1);
 	recv_arm(c);
 	return 0;
 }

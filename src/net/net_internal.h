@@ -184,6 +184,8 @@ struct worker {
 
 	struct tide_conn lru; /* sentinel */
 	unsigned nconns;
+	size_t queued;	 /* bytes in the send queues of all its connections */
+	size_t promised; /* bytes their receive limits still allow (tide_conn_recv_limit) */
 	struct tide_conn *waiters;
 	struct tide_conn *watch; /* after the peer's FIN: checked for a reset on the tick */
 	struct spare *spare_segs, *spare_txqs;
