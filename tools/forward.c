@@ -22,6 +22,7 @@
  *    every byte that was received for it and then learns that the rest was cut.
  * The upstream connect tries every address of the name in turn, each for the connect
  * timeout; the client's bytes wait in the upstream's queue meanwhile (bounded as above).
+ * When every address failed, the main thread resolves the name again (tide-relay.c).
  */
 #include <stdatomic.h>
 #include <stddef.h>
@@ -145,6 +146,9 @@ static void on_end(struct tide_conn *c, enum tide_end why, int err)
 	struct tide_conn *peer = tide_conn_data(c);
 
 	(void)err;
+	if (why == TIDE_END_CONNECT) /* the name may have moved: resolve it again */
+		atomic_store_explicit(&((struct forward_config *)fwd)->resolve, true,
+				      memory_order_relaxed);
 	if (!peer || peer == c)
 		return;
 	tide_conn_set_data(peer, NULL);
@@ -177,8 +181,10 @@ static void client_open(struct tide_conn *c)
 {
 	struct tide_conn *up;
 
-	if (tide_conn_connect(tide_conn_worker(c), &fwd->upstream, fwd->connect_timeout_ms,
-			      &upstream_ops, c, &up)) {
+	const struct tide_addrs *to = atomic_load_explicit(&fwd->upstream, memory_order_acquire);
+
+	if (tide_conn_connect(tide_conn_worker(c), to, fwd->connect_timeout_ms, &upstream_ops, c,
+			      &up)) {
 		tide_conn_set_data(c, NULL);
 		tide_conn_abort(c);
 		return;
@@ -216,5 +222,5 @@ static const struct tide_conn_ops echo_ops = {
 const struct tide_conn_ops *forward_ops(const struct forward_config *cfg)
 {
 	fwd = cfg;
-	return cfg->upstream.n ? &client_ops : &echo_ops;
+	return atomic_load(&cfg->upstream) ? &client_ops : &echo_ops;
 }

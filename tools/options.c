@@ -148,6 +148,16 @@ static bool looks_like_addr(const char *s)
 	return colon && colon[1];
 }
 
+/* The port of HOST:PORT when it is a number over 65535 (else 0: resolving says the rest). */
+static unsigned long port_over(const char *s)
+{
+	const char *p = strrchr(s, ':') + 1;
+	char *end;
+	unsigned long v = strtoul(p, &end, 10);
+
+	return !*end && *p >= '0' && *p <= '9' && v > 65535 ? v : 0;
+}
+
 /* Store one option's value: 0, or the exit status. */
 static int take(const struct opt *op, const char *arg, struct options *o)
 {
@@ -163,6 +173,9 @@ static int take(const struct opt *op, const char *arg, struct options *o)
 	case ADDR:
 		if (!looks_like_addr(arg))
 			return bad("--%s wants HOST:PORT, not '%s'", op->name, arg);
+		if (port_over(arg))
+			return bad("--%s: port %lu is out of range (0 to 65535)", op->name,
+				   port_over(arg));
 		*(const char **)field = arg;
 		return 0;
 	case FLAG:
@@ -226,7 +239,7 @@ int options_parse(int argc, char **argv, struct options *o)
 	}
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
-		if (c == '?' && optopt)
+		if (c == '?' && optopt > 0 && optopt <= (int)NOPTS)
 			return bad("option '%s' wants a value", argv[optind - 1]);
 		if (c == '?')
 			return bad("unknown option '%s'", argv[optind - 1]);

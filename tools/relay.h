@@ -6,6 +6,7 @@
 #ifndef TIDE_RELAY_H
 #define TIDE_RELAY_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 
@@ -15,7 +16,10 @@
 // forward.c -----------------------------------------------------------------------------
 
 struct forward_config {
-	struct tide_addrs upstream; /* n == 0: echo */
+	/* The upstream's addresses (NULL: echo). Replaced, never changed in place, when the
+	 * name is resolved again: a connect in progress keeps the list it started with. */
+	_Atomic(const struct tide_addrs *) upstream;
+	_Atomic bool resolve; /* every address failed: resolve the name again (main thread) */
 	unsigned connect_timeout_ms;
 	size_t flow_limit; /* bytes queued toward one side before its source is paused */
 	size_t budget;	   /* bytes one worker's queues may hold together before directions

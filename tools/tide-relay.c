@@ -26,15 +26,25 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #include "relay.h"
 
 #define EXIT_USAGE    2
 #define EXIT_NO_URING 3
 
+/* Address lists of the upstream, newest first: older ones stay until exit, since a connect
+ * in progress keeps the list it started with. A new one is kept only when it differs. */
+struct addrs_list {
+	struct addrs_list *older;
+	struct tide_addrs addrs;
+};
+
 struct relay {
 	struct options o;
 	struct forward_config fwd;
+	struct addrs_list *lists;
+	struct timespec last_resolve;
 	struct tide_pool *pool;
 	struct tide_agent *agent;
 	struct stats_server *srv;
@@ -84,6 +94,50 @@ static int make_pool(struct relay *r)
 	return rc ? 1 : 0;
 }
 
+/* Resolve --upstream; publish the list when it is new or differs from the last. 0 or -errno. */
+static int resolve(struct relay *r)
+{
+	struct addrs_list *l = calloc(1, sizeof(*l));
+	int rc;
+
+	clock_gettime(CLOCK_MONOTONIC, &r->last_resolve);
+	if (!l)
+		return -ENOMEM;
+	rc = tide_addrs_resolve(r->o.upstream, false, &l->addrs);
+	if (rc || (r->lists && !memcmp(&r->lists->addrs, &l->addrs, sizeof(l->addrs)))) {
+		free(l);
+		return rc;
+	}
+	l->older = r->lists;
+	r->lists = l;
+	atomic_store_explicit(&r->fwd.upstream, &l->addrs, memory_order_release);
+	return 0;
+}
+
+static void lists_free(struct relay *r)
+{
+	while (r->lists) {
+		struct addrs_list *l = r->lists;
+
+		r->lists = l->older;
+		free(l);
+	}
+}
+
+/* Every address failed a connect: resolve the name again, at most once a second. */
+static void maybe_resolve(struct relay *r)
+{
+	struct timespec now;
+
+	if (!atomic_load_explicit(&r->fwd.resolve, memory_order_relaxed))
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (now.tv_sec - r->last_resolve.tv_sec < 1)
+		return;
+	atomic_store_explicit(&r->fwd.resolve, false, memory_order_relaxed);
+	resolve(r);
+}
+
 /* The agent, its listeners and the upstream's addresses: 0 or the exit status. */
 static int make_agent(struct relay *r)
 {
@@ -110,7 +164,7 @@ static int make_agent(struct relay *r)
 	 * last quarter is the reserve for directions holding under two blocks. */
 	r->fwd.budget = r->o.pool_max / r->o.threads / 4 * 3;
 	r->fwd.small = 2 * r->o.block_size;
-	if (r->o.upstream && tide_addrs_resolve(r->o.upstream, false, &r->fwd.upstream)) {
+	if (r->o.upstream && resolve(r)) {
 		fprintf(stderr, "tide-relay: cannot resolve '%s'\n", r->o.upstream);
 		return EXIT_USAGE;
 	}
@@ -182,12 +236,12 @@ static void say_listening(const struct relay *r)
 /* Drain on the first signal, end at once on a second; join the workers. */
 static void run_until_signal(struct relay *r, const sigset_t *set)
 {
-	struct timespec tick = {0, 50 * 1000000L};
+	struct timespec tick = {0, 50 * 1000000L}, rest = {0, 200 * 1000000L};
 	siginfo_t si;
-	int sig = 0;
+	int sig;
 
-	while (sigwait(set, &sig))
-		;
+	while ((sig = sigtimedwait(set, &si, &rest)) < 0)
+		maybe_resolve(r); /* the main thread's only other work */
 	fprintf(stderr, "tide-relay: %s: draining\n", strsignal(sig));
 	tide_agent_stop(r->agent);
 	while (tide_agent_running(r->agent)) {
@@ -219,6 +273,7 @@ static int finish(struct relay *r)
 		(unsigned long long)ps.grows, (unsigned long long)ps.shrinks, ps.peak_live_bytes,
 		ps.live_buffers ? " (BUFFERS NOT RETURNED)" : "");
 	tide_pool_destroy(r->pool);
+	lists_free(r);
 	return ps.live_buffers ? 1 : 0;
 }
 
@@ -251,6 +306,7 @@ int main(int argc, char **argv)
 		stats_server_stop(r.srv);
 		tide_agent_destroy(r.agent);
 		tide_pool_destroy(r.pool);
+		lists_free(&r);
 		return rc;
 	}
 	say_listening(&r);

@@ -37,12 +37,6 @@ static void timeout_link(struct tide_conn *c, struct io_uring_sqe *connect)
 	struct worker *w = c->w;
 	struct io_uring_sqe *sqe;
 
-	if (w->connect_ts_units != c->cn_timeout) {
-		io_uring_submit(&w->ring); /* what used the old value reads it now */
-		w->connect_ts_units = c->cn_timeout;
-		w->connect_ts.tv_sec = c->cn_timeout / 100;
-		w->connect_ts.tv_nsec = (long long)(c->cn_timeout % 100) * 10000000;
-	}
 	connect->flags |= IOSQE_IO_LINK;
 	sqe = sqe_get(w);
 	io_uring_prep_link_timeout(sqe, &w->connect_ts, 0);
@@ -67,9 +61,16 @@ static int connect_next(struct tide_conn *c)
 		}
 		set_nodelay(fd);
 		c->fd = fd;
-		/* The connect and its timeout must reach the kernel in one submission. */
-		if (io_uring_sq_space_left(&w->ring) < 3)
+		/* The connect and its timeout must reach the kernel in one submission, and the
+		 * worker's timespec changes only once what used the old value was submitted. */
+		if (io_uring_sq_space_left(&w->ring) < 2 ||
+		    (c->cn_timeout && w->connect_ts_units != c->cn_timeout))
 			io_uring_submit(&w->ring);
+		if (c->cn_timeout && w->connect_ts_units != c->cn_timeout) {
+			w->connect_ts_units = c->cn_timeout;
+			w->connect_ts.tv_sec = c->cn_timeout / 100;
+			w->connect_ts.tv_nsec = (long long)(c->cn_timeout % 100) * 10000000;
+		}
 		sqe = sqe_get(w);
 		io_uring_prep_connect(sqe, fd, (const struct sockaddr *)ss, c->to->len[i]);
 		io_uring_sqe_set_data64(sqe, UD(c, OP_CONNECT));
