@@ -1,0 +1,491 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Description: the agent's application API (tide/net.h), used as an application would, on
+ * loopback. Each case (argv[1]):
+ *   buffers  received buffers kept past the callback and sent later from a timer; one
+ *            buffer sent to two connections (a reference each); tide_buf_get/put on a
+ *            pointer that is not an agent's buffer (-EINVAL); every buffer back at the end
+ *   connect  an address list tried in turn (refused, black hole, live): it opens after
+ *            two failed attempts; a refused-only list ends TIDE_END_CONNECT -ECONNREFUSED,
+ *            a black-hole-only list -ETIMEDOUT within its timeout
+ *   endings  the reason of each ending: clean (FIN both ways), reset (the peer's RST), a
+ *            reset after the peer's FIN with nothing to send, the idle timeout, the drain
+ *            deadline
+ *   limit    tide_conn_recv_limit: a connection receives exactly what it is allowed, and
+ *            the rest once the limit is raised
+ *   post     tide_agent_post runs work on the worker's thread, in order; -ESHUTDOWN after
+ * Exits 77 when io_uring is not available here. Every wait is bounded.
+ */
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <tide/net.h>
+
+#include "helpers.h"
+
+static struct tide_pool *pool;
+static struct tide_agent *agent;
+static unsigned port;
+
+static _Atomic int ends[5]; /* per enum tide_end */
+static _Atomic int last_err;
+static _Atomic size_t received; /* bytes handed to recv callbacks */
+static _Atomic int opened;
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Wait up to ms for *v to reach want. */
+static bool wait_for(_Atomic int *v, int want, unsigned ms)
+{
+	uint64_t end = now_ms() + ms;
+
+	while (atomic_load(v) < want && now_ms() < end) {
+		struct timespec ts = {0, 10 * 1000000L};
+
+		nanosleep(&ts, NULL);
+	}
+	return atomic_load(v) >= want;
+}
+
+static void on_end(struct tide_conn *c, enum tide_end why, int err)
+{
+	(void)c;
+	atomic_fetch_add(&ends[why], 1);
+	atomic_store(&last_err, err);
+}
+
+static void start(const struct tide_conn_ops *ops, unsigned idle_ms, unsigned drain_ms)
+{
+	struct tide_pool_config pc = {.block_size = 16384, .flags = TIDE_AUTO_GROW};
+	struct tide_agent_config ac = {.idle_timeout_ms = idle_ms, .drain_timeout_ms = drain_ms};
+	char why[256];
+
+	if (tide_agent_probe(why, sizeof(why)))
+		skip("%s", why);
+	memset(ends, 0, sizeof(ends));
+	atomic_store(&received, 0);
+	atomic_store(&opened, 0);
+	REQUIRE(tide_pool_create(&pc, &pool) == 0);
+	REQUIRE(tide_agent_create(pool, &ac, &agent) == 0);
+	REQUIRE(tide_agent_listen(agent, "127.0.0.1:0", ops, NULL, &port) == 0);
+	REQUIRE(tide_agent_start(agent) == 0);
+}
+
+/* Stop, join, destroy; every buffer must be back in the pool. */
+static void finish(void)
+{
+	struct tide_stats st;
+
+	tide_agent_stop(agent);
+	CHECK_EQ(tide_agent_wait(agent), 0);
+	tide_agent_destroy(agent);
+	tide_pool_flush_cache(pool);
+	tide_pool_stats(pool, &st);
+	CHECK_EQ(st.live_buffers, 0);
+	tide_pool_destroy(pool);
+}
+
+static int connect_port(unsigned p)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p)};
+	struct timeval tv = {10, 0};
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	REQUIRE(fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	return fd;
+}
+
+/* Read exactly len bytes (10 s at most). */
+static bool read_all(int fd, char *buf, size_t len)
+{
+	while (len) {
+		ssize_t n = read(fd, buf, len);
+
+		if (n <= 0)
+			return false;
+		buf += n;
+		len -= (size_t)n;
+	}
+	return true;
+}
+
+static void reset_close(int fd)
+{
+	struct linger lg = {1, 0};
+
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(fd);
+}
+
+/* ---------------------------------------------------------------- buffers -- */
+
+/* The first two connections are subscribers; what the third sends goes to both, kept
+ * until a timer fires 50 ms later. */
+static struct tide_conn *subs[2];
+static _Atomic int nsubs;
+static struct tide_buf kept[64];
+static unsigned nkept;
+static bool timer_pending;
+
+static void later(struct tide_worker *w, void *arg)
+{
+	(void)w;
+	(void)arg;
+	timer_pending = false;
+	for (unsigned i = 0; i < nkept; i++)
+		tide_buf_get(agent, kept[i].data); /* a second reference: one per subscriber */
+	tide_conn_send(subs[0], kept, nkept);
+	tide_conn_send(subs[1], kept, nkept);
+	nkept = 0;
+}
+
+static void buf_open(struct tide_conn *c)
+{
+	int n = atomic_load(&nsubs);
+
+	if (n < 2) {
+		subs[n] = c;
+		atomic_store(&nsubs, n + 1);
+	}
+}
+
+static void buf_recv(struct tide_conn *c, struct tide_buf *bufs, unsigned n)
+{
+	(void)c;
+	for (unsigned i = 0; i < n; i++) {
+		atomic_fetch_add(&received, bufs[i].len);
+		if (nkept < 64)
+			kept[nkept++] = bufs[i];
+		else
+			tide_buf_put(agent, bufs[i].data);
+	}
+	if (!timer_pending) { /* send what is kept 50 ms from now */
+		timer_pending = true;
+		CHECK_EQ(tide_timer_start(tide_conn_worker(c), 50, later, NULL, NULL), 0);
+	}
+	CHECK_EQ(tide_conn_send_copy(c, "ok", 2), 0);
+}
+
+static void case_buffers(void)
+{
+	static const struct tide_conn_ops ops = {.open = buf_open, .recv = buf_recv, .end = on_end};
+	char msg[3000], got[3000], ok[2];
+	int a, b, pub;
+
+	start(&ops, 0, 0);
+	a = connect_port(port);
+	REQUIRE(wait_for(&nsubs, 1, 5000));
+	b = connect_port(port);
+	REQUIRE(wait_for(&nsubs, 2, 5000));
+	pub = connect_port(port);
+	for (size_t i = 0; i < sizeof(msg); i++)
+		msg[i] = (char)('a' + i % 26);
+	REQUIRE(write(pub, msg, sizeof(msg)) == (ssize_t)sizeof(msg));
+	CHECK(read_all(pub, ok, 2) && !memcmp(ok, "ok", 2));
+	CHECK(read_all(a, got, sizeof(got)) && !memcmp(got, msg, sizeof(msg)));
+	memset(got, 0, sizeof(got));
+	CHECK(read_all(b, got, sizeof(got)) && !memcmp(got, msg, sizeof(msg)));
+	CHECK_EQ(tide_buf_put(agent, msg), -EINVAL);
+	CHECK_EQ(tide_buf_get(agent, msg), -EINVAL);
+	close(a);
+	close(b);
+	close(pub);
+	finish();
+}
+
+/* ---------------------------------------------------------------- connect -- */
+
+static void cn_open(struct tide_conn *c)
+{
+	atomic_fetch_add(&opened, 1);
+	tide_conn_abort(c);
+}
+
+static const struct tide_conn_ops cn_ops = {.open = cn_open, .end = on_end};
+static struct tide_addrs cn_to;
+static unsigned cn_timeout;
+
+static void connect_now(struct tide_worker *w, void *arg)
+{
+	struct tide_conn *c;
+
+	(void)arg;
+	CHECK_EQ(tide_conn_connect(w, &cn_to, cn_timeout, &cn_ops, NULL, &c), 0);
+}
+
+/* A listener whose accept queue is full: the kernel drops further SYNs. */
+static int black_hole(unsigned *p, int fills[2])
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	REQUIRE(fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(fd, 0) == 0);
+	getsockname(fd, (struct sockaddr *)&sa, &len);
+	*p = ntohs(sa.sin_port);
+	for (int i = 0; i < 2; i++) {
+		fills[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+		connect(fills[i], (struct sockaddr *)&sa, sizeof(sa));
+	}
+	return fd;
+}
+
+static void add_addr(unsigned p)
+{
+	struct sockaddr_in *sa = (struct sockaddr_in *)&cn_to.addr[cn_to.n];
+
+	memset(sa, 0, sizeof(cn_to.addr[0]));
+	sa->sin_family = AF_INET;
+	sa->sin_port = htons((uint16_t)p);
+	sa->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	cn_to.len[cn_to.n++] = sizeof(*sa);
+}
+
+static void case_connect(void)
+{
+	static const struct tide_conn_ops none = {.end = on_end};
+	struct tide_agent_stats st;
+	int fills[2], hole, live;
+	unsigned hole_port, live_port, refused_port;
+	uint64_t t0;
+
+	start(&none, 0, 0);
+	hole = black_hole(&hole_port, fills);
+	live = socket(AF_INET, SOCK_STREAM, 0);
+	{
+		struct sockaddr_in sa = {.sin_family = AF_INET};
+		socklen_t len = sizeof(sa);
+
+		sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		REQUIRE(bind(live, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+			listen(live, 16) == 0);
+		getsockname(live, (struct sockaddr *)&sa, &len);
+		live_port = ntohs(sa.sin_port);
+	}
+	refused_port = port + 1 == hole_port || port + 1 == live_port ? port + 2 : port + 1;
+
+	/* refused, black hole, live: opens after two failures */
+	cn_to.n = 0;
+	add_addr(refused_port);
+	add_addr(hole_port);
+	add_addr(live_port);
+	cn_timeout = 300;
+	REQUIRE(tide_agent_post(agent, 0, connect_now, NULL) == 0);
+	CHECK(wait_for(&opened, 1, 5000));
+	tide_agent_stats(agent, &st);
+	CHECK_EQ(st.connect_retries, 2);
+
+	/* refused only */
+	cn_to.n = 0;
+	add_addr(refused_port);
+	memset(ends, 0, sizeof(ends));
+	REQUIRE(tide_agent_post(agent, 0, connect_now, NULL) == 0);
+	CHECK(wait_for(&ends[TIDE_END_CONNECT], 1, 5000));
+	CHECK_EQ(atomic_load(&last_err), -ECONNREFUSED);
+
+	/* black hole only: -ETIMEDOUT, within a few timeouts */
+	cn_to.n = 0;
+	add_addr(hole_port);
+	memset(ends, 0, sizeof(ends));
+	t0 = now_ms();
+	REQUIRE(tide_agent_post(agent, 0, connect_now, NULL) == 0);
+	CHECK(wait_for(&ends[TIDE_END_CONNECT], 1, 5000));
+	CHECK_EQ(atomic_load(&last_err), -ETIMEDOUT);
+	printf("connect: black hole ended after %llu ms (timeout 300)\n",
+	       (unsigned long long)(now_ms() - t0));
+	finish();
+	close(hole);
+	close(live);
+	close(fills[0]);
+	close(fills[1]);
+}
+
+/* ---------------------------------------------------------------- endings -- */
+
+static void echo_recv(struct tide_conn *c, struct tide_buf *bufs, unsigned n)
+{
+	tide_conn_send(c, bufs, n);
+}
+
+static void echo_eof(struct tide_conn *c)
+{
+	tide_conn_shutdown(c, false);
+}
+
+/* The peer's FIN is not answered: a reset that follows must still be noticed. */
+static void quiet_eof(struct tide_conn *c)
+{
+	(void)c;
+}
+
+static void case_endings(void)
+{
+	static const struct tide_conn_ops echo = {
+		.recv = echo_recv, .eof = echo_eof, .end = on_end};
+	static const struct tide_conn_ops quiet = {
+		.recv = echo_recv, .eof = quiet_eof, .end = on_end};
+	char buf[8];
+	int fd;
+
+	start(&echo, 600, 200);
+	/* clean: data, FIN both ways */
+	fd = connect_port(port);
+	REQUIRE(write(fd, "abc", 3) == 3);
+	CHECK(read_all(fd, buf, 3));
+	shutdown(fd, SHUT_WR);
+	CHECK_EQ(read(fd, buf, 1), 0);
+	CHECK(wait_for(&ends[TIDE_END_CLEAN], 1, 5000));
+	close(fd);
+	/* reset by the peer */
+	fd = connect_port(port);
+	REQUIRE(write(fd, "abc", 3) == 3);
+	CHECK(read_all(fd, buf, 3));
+	reset_close(fd);
+	CHECK(wait_for(&ends[TIDE_END_RESET], 1, 5000));
+	/* idle timeout (600 ms) */
+	fd = connect_port(port);
+	CHECK(wait_for(&ends[TIDE_END_TIMEOUT], 1, 5000));
+	close(fd);
+	/* drain deadline (200 ms, before the idle timeout) with a connection open */
+	fd = connect_port(port);
+	REQUIRE(write(fd, "x", 1) == 1);
+	CHECK(read_all(fd, buf, 1));
+	tide_agent_stop(agent);
+	CHECK(wait_for(&ends[TIDE_END_DRAIN], 1, 5000));
+	close(fd);
+	finish();
+
+	/* a reset after the peer's FIN, with nothing to send: noticed on the tick */
+	start(&quiet, 0, 0);
+	fd = connect_port(port);
+	REQUIRE(write(fd, "abc", 3) == 3);
+	CHECK(read_all(fd, buf, 3));
+	shutdown(fd, SHUT_WR);
+	{
+		struct timespec ts = {0, 200 * 1000000L};
+
+		nanosleep(&ts, NULL);
+	}
+	reset_close(fd);
+	CHECK(wait_for(&ends[TIDE_END_RESET], 1, 5000));
+	finish();
+}
+
+/* ------------------------------------------------------------------ limit -- */
+
+static struct tide_conn *limited;
+
+static void lim_open(struct tide_conn *c)
+{
+	limited = c;
+	CHECK_EQ(tide_conn_recv_limit(c, 10000), 0);
+}
+
+static void lim_recv(struct tide_conn *c, struct tide_buf *bufs, unsigned n)
+{
+	(void)c;
+	for (unsigned i = 0; i < n; i++) {
+		atomic_fetch_add(&received, bufs[i].len);
+		tide_buf_put(agent, bufs[i].data);
+	}
+}
+
+static void raise_limit(struct tide_worker *w, void *arg)
+{
+	(void)w;
+	(void)arg;
+	tide_conn_recv_limit(limited, SIZE_MAX);
+}
+
+static void case_limit(void)
+{
+	static const struct tide_conn_ops ops = {.open = lim_open, .recv = lim_recv, .end = on_end};
+	static char data[100000];
+	struct timespec ts = {0, 500 * 1000000L};
+	uint64_t end;
+	int fd;
+
+	start(&ops, 0, 0);
+	fd = connect_port(port);
+	REQUIRE(write(fd, data, sizeof(data)) == (ssize_t)sizeof(data));
+	nanosleep(&ts, NULL);
+	CHECKF(atomic_load(&received) == 10000, "received %zu, limit 10000",
+	       atomic_load(&received));
+	REQUIRE(tide_agent_post(agent, 0, raise_limit, NULL) == 0);
+	end = now_ms() + 5000;
+	while (atomic_load(&received) < sizeof(data) && now_ms() < end)
+		nanosleep(&(struct timespec){0, 10 * 1000000L}, NULL);
+	CHECK_EQ(atomic_load(&received), sizeof(data));
+	close(fd);
+	finish();
+}
+
+/* ------------------------------------------------------------------- post -- */
+
+static _Atomic int posted;
+static pthread_t worker_thread;
+
+static void post_one(struct tide_worker *w, void *arg)
+{
+	int want = (int)(intptr_t)arg;
+
+	CHECK_EQ(tide_worker_index(w), 0);
+	CHECK(tide_worker_agent(w) == agent);
+	if (want == 0)
+		worker_thread = pthread_self();
+	CHECK(pthread_equal(worker_thread, pthread_self()));
+	CHECK_EQ(atomic_load(&posted), want); /* in the order posted */
+	atomic_fetch_add(&posted, 1);
+}
+
+static void case_post(void)
+{
+	static const struct tide_conn_ops none = {.end = on_end};
+
+	start(&none, 0, 0);
+	for (int i = 0; i < 100; i++)
+		REQUIRE(tide_agent_post(agent, 0, post_one, (void *)(intptr_t)i) == 0);
+	CHECK(wait_for(&posted, 100, 5000));
+	CHECK(!pthread_equal(worker_thread, pthread_self()));
+	CHECK_EQ(tide_agent_post(agent, 1, post_one, NULL), -EINVAL);
+	tide_agent_stop(agent);
+	tide_agent_wait(agent);
+	CHECK(!tide_agent_running(agent));
+	CHECK_EQ(tide_agent_post(agent, 0, post_one, NULL), -ESHUTDOWN);
+	tide_agent_destroy(agent);
+	tide_pool_destroy(pool);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct {
+		const char *name;
+		void (*fn)(void);
+	} cases[] = {
+		{"buffers", case_buffers}, {"connect", case_connect}, {"endings", case_endings},
+		{"limit", case_limit},	   {"post", case_post},
+	};
+
+	signal(SIGPIPE, SIG_IGN);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		if (argc > 1 && !strcmp(argv[1], cases[i].name)) {
+			printf("case %s\n", cases[i].name);
+			cases[i].fn();
+			return test_exit("test_api");
+		}
+	fprintf(stderr, "usage: test_api buffers|connect|endings|limit|post\n");
+	return 1;
+}
