@@ -35,6 +35,16 @@ static _Atomic int ends[5]; /* per enum tide_end */
 static _Atomic int last_err;
 static _Atomic size_t received; /* bytes handed to recv callbacks */
 static _Atomic int opened;
+static _Atomic int worker_fails; /* checks on the workers (helpers.h counts on one thread) */
+
+#define WCHECK(cond)                                                                               \
+	do {                                                                                       \
+		if (!(cond)) {                                                                     \
+			fprintf(stderr, "%s:%d: worker check failed: %s\n", __FILE__, __LINE__,    \
+				#cond);                                                            \
+			atomic_fetch_add(&worker_fails, 1);                                        \
+		}                                                                                  \
+	} while (0)
 
 static uint64_t now_ms(void)
 {
@@ -57,6 +67,12 @@ static bool wait_for(_Atomic int *v, int want, unsigned ms)
 	return atomic_load(v) >= want;
 }
 
+static void ends_clear(void)
+{
+	for (int i = 0; i < 5; i++)
+		atomic_store(&ends[i], 0);
+}
+
 static void on_end(struct tide_conn *c, enum tide_end why, int err)
 {
 	(void)c;
@@ -72,7 +88,7 @@ static void start(const struct tide_conn_ops *ops, unsigned idle_ms, unsigned dr
 
 	if (tide_agent_probe(why, sizeof(why)))
 		skip("%s", why);
-	memset(ends, 0, sizeof(ends));
+	ends_clear();
 	atomic_store(&received, 0);
 	atomic_store(&opened, 0);
 	REQUIRE(tide_pool_create(&pc, &pool) == 0);
@@ -113,8 +129,13 @@ static bool read_all(int fd, char *buf, size_t len)
 	while (len) {
 		ssize_t n = read(fd, buf, len);
 
-		if (n <= 0)
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			printf("read: %zd (%s), %zu bytes missing\n", n,
+			       n ? strerror(errno) : "eof", len);
 			return false;
+		}
 		buf += n;
 		len -= (size_t)n;
 	}
@@ -173,9 +194,9 @@ static void buf_recv(struct tide_conn *c, struct tide_buf *bufs, unsigned n)
 	}
 	if (!timer_pending) { /* send what is kept 50 ms from now */
 		timer_pending = true;
-		CHECK_EQ(tide_timer_start(tide_conn_worker(c), 50, later, NULL, NULL), 0);
+		WCHECK(tide_timer_start(tide_conn_worker(c), 50, later, NULL, NULL) == 0);
 	}
-	CHECK_EQ(tide_conn_send_copy(c, "ok", 2), 0);
+	WCHECK(tide_conn_send_copy(c, "ok", 2) == 0);
 }
 
 static void case_buffers(void)
@@ -222,7 +243,7 @@ static void connect_now(struct tide_worker *w, void *arg)
 	struct tide_conn *c;
 
 	(void)arg;
-	CHECK_EQ(tide_conn_connect(w, &cn_to, cn_timeout, &cn_ops, NULL, &c), 0);
+	WCHECK(tide_conn_connect(w, &cn_to, cn_timeout, &cn_ops, NULL, &c) == 0);
 }
 
 /* A listener whose accept queue is full: the kernel drops further SYNs. */
@@ -291,7 +312,7 @@ static void case_connect(void)
 	/* refused only */
 	cn_to.n = 0;
 	add_addr(refused_port);
-	memset(ends, 0, sizeof(ends));
+	ends_clear();
 	REQUIRE(tide_agent_post(agent, 0, connect_now, NULL) == 0);
 	CHECK(wait_for(&ends[TIDE_END_CONNECT], 1, 5000));
 	CHECK_EQ(atomic_load(&last_err), -ECONNREFUSED);
@@ -299,7 +320,7 @@ static void case_connect(void)
 	/* black hole only: -ETIMEDOUT, within a few timeouts */
 	cn_to.n = 0;
 	add_addr(hole_port);
-	memset(ends, 0, sizeof(ends));
+	ends_clear();
 	t0 = now_ms();
 	REQUIRE(tide_agent_post(agent, 0, connect_now, NULL) == 0);
 	CHECK(wait_for(&ends[TIDE_END_CONNECT], 1, 5000));
@@ -391,7 +412,7 @@ static struct tide_conn *limited;
 static void lim_open(struct tide_conn *c)
 {
 	limited = c;
-	CHECK_EQ(tide_conn_recv_limit(c, 10000), 0);
+	WCHECK(tide_conn_recv_limit(c, 10000) == 0);
 }
 
 static void lim_recv(struct tide_conn *c, struct tide_buf *bufs, unsigned n)
@@ -442,12 +463,12 @@ static void post_one(struct tide_worker *w, void *arg)
 {
 	int want = (int)(intptr_t)arg;
 
-	CHECK_EQ(tide_worker_index(w), 0);
-	CHECK(tide_worker_agent(w) == agent);
+	WCHECK(tide_worker_index(w) == 0);
+	WCHECK(tide_worker_agent(w) == agent);
 	if (want == 0)
 		worker_thread = pthread_self();
-	CHECK(pthread_equal(worker_thread, pthread_self()));
-	CHECK_EQ(atomic_load(&posted), want); /* in the order posted */
+	WCHECK(pthread_equal(worker_thread, pthread_self()));
+	WCHECK(atomic_load(&posted) == want); /* in the order posted */
 	atomic_fetch_add(&posted, 1);
 }
 
@@ -484,6 +505,7 @@ int main(int argc, char **argv)
 		if (argc > 1 && !strcmp(argv[1], cases[i].name)) {
 			printf("case %s\n", cases[i].name);
 			cases[i].fn();
+			CHECK_EQ(atomic_load(&worker_fails), 0);
 			return test_exit("test_api");
 		}
 	fprintf(stderr, "usage: test_api buffers|connect|endings|limit|post\n");
