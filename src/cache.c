@@ -282,7 +282,7 @@ static void steal_marked_locked(struct tide_pool *pool)
 		if (atomic_load_explicit(&c->steal, memory_order_relaxed) != STEAL_WANTED)
 			continue;
 		while ((state = atomic_load_explicit(&c->state, memory_order_acquire)) & CACHE_BUSY)
-			__builtin_ia32_pause();
+			cpu_relax();
 		drain_locked(pool, c);
 		atomic_store_explicit(&c->steal, STEAL_DONE, memory_order_release);
 	}

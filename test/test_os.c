@@ -107,9 +107,18 @@ static void test_map_metadata(void)
 	CHECK_EQ(os_map_metadata(size, (void **)&p), 0);
 	REQUIRE(p);
 	CHECK_EQ(mincore_rss(p, size), 0);
+	/* Read-only zeros until committed; writable after; zeros again after decommit. */
 	CHECK(p[0] == 0 && p[size - 1] == 0);
+	CHECKF(expect_death(touch, p + 12345, SIGSEGV),
+	       "uncommitted metadata must not be writable");
+	CHECK_EQ(os_commit(p, MiB), 0);
 	p[12345] = 7;
 	CHECK(p[12345] == 7);
+	CHECK_EQ(os_meta_decommit(p, MiB), 0);
+	CHECK_EQ(mincore_rss(p, MiB), 0);
+	CHECK(p[12345] == 0);
+	CHECKF(expect_death(touch, p + 12345, SIGSEGV),
+	       "decommitted metadata must not be writable");
 	CHECK_EQ(os_release(p, size), 0);
 }
 

@@ -55,7 +55,7 @@ struct tide_agent; /* opaque: workers, their rings and their connections */
  */
 enum {
 	TIDE_AGENT_NO_BUNDLE = 1u << 0, /* never use recv bundles, even where the kernel has them */
-	TIDE_AGENT_NO_INCREMENTAL = 1u << 1, /* never use incremental buffer rings (Linux 6.12+) */
+	TIDE_AGENT_NO_INCREMENTAL = 1u << 1 /* never use incremental buffer rings (Linux 6.12+) */
 };
 
 struct tide_agent_config {	   /* zero means default */
@@ -84,7 +84,7 @@ struct tide_agent_config {	   /* zero means default */
  * policy); -ENOSYS no io_uring in this kernel; -EOPNOTSUPP the kernel lacks multishot
  * receive or provided-buffer rings (Linux 6.0 or newer is needed); -ENOMEM.
  */
-int tide_agent_probe(char *why, size_t len);
+TIDE_API int tide_agent_probe(char *why, size_t len);
 
 /*
  * tide_agent_create - set up an agent over @pool: resolve addresses, bind the listeners.
@@ -97,8 +97,8 @@ int tide_agent_probe(char *why, size_t len);
  * Return: 0; -EINVAL a bad address or field; -EADDRINUSE and the like from bind();
  * -ENOMEM; or an error of tide_agent_probe().
  */
-int tide_agent_create(struct tide_pool *pool, const struct tide_agent_config *cfg,
-		      struct tide_agent **agent);
+TIDE_API int tide_agent_create(struct tide_pool *pool, const struct tide_agent_config *cfg,
+			       struct tide_agent **agent);
 
 /*
  * tide_agent_start - start the workers and wait until each has its ring armed.
@@ -107,7 +107,7 @@ int tide_agent_create(struct tide_pool *pool, const struct tide_agent_config *cf
  * Return: 0; -EALREADY when started before; or the first worker's setup error (-EPERM,
  * -ENOMEM, -EOPNOTSUPP ...), in which case every worker is stopped again.
  */
-int tide_agent_start(struct tide_agent *agent);
+TIDE_API int tide_agent_start(struct tide_agent *agent);
 
 /*
  * tide_agent_stop - ask the workers to drain: stop accepting and reading, let queued data go
@@ -115,7 +115,7 @@ int tide_agent_start(struct tide_agent *agent);
  * once.
  * @agent: the agent
  */
-void tide_agent_stop(struct tide_agent *agent);
+TIDE_API void tide_agent_stop(struct tide_agent *agent);
 
 /*
  * tide_agent_wait - join the workers after tide_agent_stop(). Every buffer the agent took is
@@ -124,14 +124,14 @@ void tide_agent_stop(struct tide_agent *agent);
  *
  * Return: 0, or -EINVAL when the agent was never started.
  */
-int tide_agent_wait(struct tide_agent *agent);
+TIDE_API int tide_agent_wait(struct tide_agent *agent);
 
 /*
  * tide_agent_destroy - stop and join the agent if it runs, close the listeners, destroy the
  * workers' pool users and free the agent.
  * @agent: the agent, or NULL (nothing happens)
  */
-void tide_agent_destroy(struct tide_agent *agent);
+TIDE_API void tide_agent_destroy(struct tide_agent *agent);
 
 /* --------------------------------------------------------------- state -- */
 
@@ -141,7 +141,7 @@ void tide_agent_destroy(struct tide_agent *agent);
  *
  * Return: the port (the one picked when the configuration asked for 0), or 0 for NULL.
  */
-unsigned tide_agent_port(const struct tide_agent *agent);
+TIDE_API unsigned tide_agent_port(const struct tide_agent *agent);
 
 /*
  * tide_agent_workers - the worker count.
@@ -149,7 +149,7 @@ unsigned tide_agent_port(const struct tide_agent *agent);
  *
  * Return: the number of workers, or 0 for NULL.
  */
-unsigned tide_agent_workers(const struct tide_agent *agent);
+TIDE_API unsigned tide_agent_workers(const struct tide_agent *agent);
 
 /*
  * tide_agent_user - a worker's pool user, for tide_user_stats().
@@ -159,7 +159,7 @@ unsigned tide_agent_workers(const struct tide_agent *agent);
  * Return: the user; NULL for a NULL agent, an index out of range, or a worker that has not
  * set up yet.
  */
-struct tide_user *tide_agent_user(const struct tide_agent *agent, unsigned i);
+TIDE_API struct tide_user *tide_agent_user(const struct tide_agent *agent, unsigned i);
 
 struct tide_agent_stats {
 	uint64_t conns_current;	    /* client connections open now */
@@ -189,7 +189,7 @@ struct tide_agent_stats {
  * @agent: the agent, or NULL (all zero)
  * @st: where the stats go
  */
-void tide_agent_stats(const struct tide_agent *agent, struct tide_agent_stats *st);
+TIDE_API void tide_agent_stats(const struct tide_agent *agent, struct tide_agent_stats *st);
 
 #ifdef __cplusplus
 }
