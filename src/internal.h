@@ -87,7 +87,7 @@ int os_map_metadata(size_t size, void **addr);
 int os_meta_decommit(void *addr, size_t size); /* back to read-only zero pages, uncharged */
 int os_hugepage(void *addr, size_t size);      /* MADV_HUGEPAGE */
 int os_nohugepage(void *addr, size_t size);    /* MADV_NOHUGEPAGE */
-bool os_thp_supported(void); /* the kernel has transparent huge pages (not a fault point) */
+size_t os_thp_size(void); /* the transparent huge page size, 0 without THP; not counted */
 int os_populate(void *addr, size_t size); /* MADV_POPULATE_WRITE, or touch */
 int os_lock(void *addr, size_t size);
 int os_unlock(void *addr, size_t size);
@@ -282,6 +282,7 @@ static inline bool cache_push(struct tcache *c, bool membarrier, void *block)
 #define TAG_TAIL      0xfffe /* the last block of a multi-block buffer */
 #define TAG_MULTI     0x8000 /* on the first block: the buffer spans more blocks */
 #define TAG_OWNER_MAX 0x7ffd
+#define TAG_NEVER     0x7ffe /* never stored: a compare against it always fails */
 
 static inline bool tag_is_head(uint16_t tag)
 {
@@ -321,6 +322,9 @@ struct tide_pool {
 	unsigned block_shift;
 	unsigned flags;
 	bool fence_is_membarrier; /* else the fast path pays a full fence */
+	bool poison;		  /* free blocks are poisoned for ASan/valgrind (poison.h) */
+	uint16_t fast_tag;	  /* the default user's id, or TAG_NEVER: no inline fast path */
+	size_t fast_size;	  /* block_size, or 0: no inline fast path (poison.h) */
 	struct tide_user default_user;
 
 	/* Fixed at create. */

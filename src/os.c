@@ -192,13 +192,23 @@ int os_nohugepage(void *addr, size_t size)
 	return os_madvise(addr, size, MADV_NOHUGEPAGE);
 }
 
-bool os_thp_supported(void)
+size_t os_thp_size(void)
 {
-	static int state; /* 0 unknown, 1 yes, -1 no */
+	static _Atomic size_t size = 1; /* 1: not read yet */
+	size_t s = atomic_load_explicit(&size, memory_order_relaxed);
 
-	if (!state)
-		state = access("/sys/kernel/mm/transparent_hugepage/enabled", F_OK) == 0 ? 1 : -1;
-	return state > 0;
+	if (s == 1) {
+		FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", "re");
+		unsigned long long v = 0;
+
+		if (!f || fscanf(f, "%llu", &v) != 1 || !is_pow2((size_t)v))
+			v = 0;
+		if (f)
+			fclose(f);
+		s = (size_t)v;
+		atomic_store_explicit(&size, s, memory_order_relaxed);
+	}
+	return s;
 }
 
 int os_populate(void *addr, size_t size)

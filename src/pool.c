@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "poison.h"
 
 #define DEFAULT_BLOCK_SIZE	((size_t)2048)
 #define DEFAULT_RESERVE_SIZE	(64 * GiB)
@@ -204,6 +205,9 @@ int tide_pool_create(const struct tide_pool_config *cfg, struct tide_pool **pool
 	if (pool->reserve_size % pool->purge_region)
 		pool->purge_region = pool->purge_chunk;
 	pool->fence_is_membarrier = cache_init_fence();
+	pool->poison = poison_wanted();
+	pool->fast_size = pool->poison ? 0 : c.block_size;
+	pool->fast_tag = pool->poison ? TAG_NEVER : 1; /* the default user's id (user.c) */
 	pthread_mutex_init(&pool->lock, NULL);
 	pthread_mutex_init(&pool->convert_lock, NULL);
 	pthread_cond_init(&pool->thread_cond, NULL);
@@ -270,6 +274,7 @@ void tide_pool_destroy(struct tide_pool *pool)
 		in_hook = NULL;
 	}
 	user_table_exit(pool);
+	poison_forget(pool, pool->base, unreserved);
 	os_release(pool->meta, pool->meta_size);
 	os_release(pool->base, pool->reserve_size);
 	pool_free_struct(pool);
@@ -421,6 +426,7 @@ int pool_grow_locked(struct tide_pool *pool, size_t bytes)
 		meta_decommit(pool, cur, cur + len);
 		return err;
 	}
+	poison_range(pool, addr, len); /* every block of it is free */
 	pthread_mutex_lock(&pool->lock);
 	atomic_store_explicit(&pool->unreserved, cur + len, memory_order_release);
 	pool->limit = (cur + len) >> pool->block_shift;
@@ -484,12 +490,14 @@ ssize_t pool_shrink_locked(struct tide_pool *pool, size_t bytes, size_t floor)
 		goto restore;
 	if (pool->flags & TIDE_LOCKED)
 		os_unlock(addr, len);
+	poison_forget(pool, addr, len);
 	err = os_decommit(addr, len);
 	if (err) {
 		atomic_fetch_add_explicit(&pool->os_failures, 1, memory_order_relaxed);
 		/* The range stays: pages may be zeroed (they were all free), re-lock, re-register.
 		 */
 		os_commit(addr, len);
+		poison_range(pool, addr, len);
 		if (pool->flags & TIDE_LOCKED)
 			os_lock(addr, len);
 		if (pool->hook) {
