@@ -268,13 +268,13 @@ void tide_pool_destroy(struct tide_pool *pool)
 	maintain_stop(pool);
 	cache_detach_pool(pool);
 	unreserved = pool_unreserved(pool);
+	poison_forget(pool, pool->base, unreserved); /* the hook may read what it unregisters */
 	if (pool->hook && unreserved) {
 		in_hook = pool;
 		pool->hook(pool, TIDE_TO_RESERVED, pool->base, unreserved, pool->hook_arg);
 		in_hook = NULL;
 	}
 	user_table_exit(pool);
-	poison_forget(pool, pool->base, unreserved);
 	os_release(pool->meta, pool->meta_size);
 	os_release(pool->base, pool->reserve_size);
 	pool_free_struct(pool);
@@ -485,12 +485,14 @@ ssize_t pool_shrink_locked(struct tide_pool *pool, size_t bytes, size_t floor)
 
 	addr = pool->base + target;
 	len = cur - target;
+	poison_forget(pool, addr, len); /* ours alone now; the hook may read what it drops */
 	err = call_hook(pool, TIDE_TO_RESERVED, addr, len);
-	if (err)
+	if (err) {
+		poison_range(pool, addr, len); /* vetoed: its blocks are free blocks again */
 		goto restore;
+	}
 	if (pool->flags & TIDE_LOCKED)
 		os_unlock(addr, len);
-	poison_forget(pool, addr, len);
 	err = os_decommit(addr, len);
 	if (err) {
 		atomic_fetch_add_explicit(&pool->os_failures, 1, memory_order_relaxed);
