@@ -10,6 +10,7 @@
  * limit by itself: /proc/self/cgroup, mountinfo, memory.max or memory.limit_in_bytes), and
  * removes the cgroup at the end, also on SIGINT/SIGTERM. RUN_SERIAL: it fills 64 MiB.
  *
+ * Also with the process in a cgroup below the limited one (the limit is found up the tree).
  * A case allocates and fills 2 KiB buffers from an auto-growing pool (max 1 GiB) until
  * NULL: it must stop cleanly (exit 0, not SIGKILL) having filled at least 32 MiB, with
  * tide_pool_grow() saying -ENOMEM. With the check off the same child is OOM-killed (which
@@ -22,12 +23,12 @@
 
 #define LIMIT (64 * MiB)
 
-static char cg[3000];
+static char cg[3000], inner[3100];
 static bool v2;
 
 static int wr(const char *dir, const char *file, const char *val)
 {
-	char path[3100];
+	char path[3200];
 	int fd;
 	ssize_t n;
 
@@ -41,6 +42,8 @@ static int wr(const char *dir, const char *file, const char *val)
 
 static void cleanup(void)
 {
+	if (inner[0])
+		rmdir(inner);
 	if (cg[0])
 		rmdir(cg);
 }
@@ -109,12 +112,18 @@ static int make_cgroup(void)
 		wr(cg, "memory.swap.max", "0");
 	else
 		wr(cg, "memory.memsw.limit_in_bytes", "67108864");
+	snprintf(inner, sizeof(inner), "%s/inner", cg);
+	if (v2)
+		wr(cg, "cgroup.subtree_control", "+memory");
+	if (mkdir(inner, 0755))
+		inner[0] = 0;
 	return 0;
 }
 
 struct trial {
 	unsigned flags;
 	size_t memory_limit;
+	bool nested; /* join a cgroup below the limited one (a pod's limit, a container's group) */
 };
 
 static int fill_in_cgroup(void *arg)
@@ -129,7 +138,7 @@ static int fill_in_cgroup(void *arg)
 	size_t n = 0;
 
 	snprintf(me, sizeof(me), "%d", (int)getpid());
-	if (wr(cg, "cgroup.procs", me))
+	if (wr(t->nested ? inner : cg, "cgroup.procs", me))
 		return 77;
 	if (tide_pool_create(&cfg, &pool))
 		return 2;
@@ -141,10 +150,10 @@ static int fill_in_cgroup(void *arg)
 		memset(b, 1, 2048);
 	}
 	tide_pool_stats(pool, &st);
-	printf("cgroup: %s: stopped at %zu MiB (alloc_failures %" PRIu64 ", os_failures %" PRIu64
+	printf("cgroup: %s%s: stopped at %zu MiB (alloc_failures %" PRIu64 ", os_failures %" PRIu64
 	       ")\n",
-	       t->flags ? "populate" : "plain   ", (n * 2048) >> 20, st.alloc_failures,
-	       st.os_failures);
+	       t->flags ? "populate" : "plain   ", t->nested ? " (limit on the parent)" : "",
+	       (n * 2048) >> 20, st.alloc_failures, st.os_failures);
 	CHECK(n * 2048 >= LIMIT / 2 && n * 2048 < LIMIT);
 	CHECK(st.alloc_failures >= 1);
 	CHECK_EQ(tide_pool_grow(pool, 2 * MiB), -ENOMEM);
@@ -156,7 +165,8 @@ static int fill_in_cgroup(void *arg)
 
 int main(void)
 {
-	struct trial plain = {0, 0}, populate = {TIDE_POPULATE, 0}, off = {0, TIDE_NO_MEMORY_LIMIT};
+	struct trial plain = {0, 0, false}, populate = {TIDE_POPULATE, 0, false},
+		     nested = {0, 0, true}, off = {0, TIDE_NO_MEMORY_LIMIT, false};
 	int rc;
 
 	if (geteuid() != 0)
@@ -170,6 +180,10 @@ int main(void)
 	CHECKF(rc == 0, "plain pool in a 64 MiB cgroup: child returned %d (137: OOM-killed)", rc);
 	rc = run_in_child(fill_in_cgroup, &populate);
 	CHECKF(rc == 0, "TIDE_POPULATE pool in a 64 MiB cgroup: child returned %d", rc);
+	if (inner[0]) {
+		rc = run_in_child(fill_in_cgroup, &nested);
+		CHECKF(rc == 0, "a pool in a cgroup below the 64 MiB one: child returned %d", rc);
+	}
 	rc = run_in_child(fill_in_cgroup, &off);
 	printf("cgroup: with TIDE_NO_MEMORY_LIMIT the child returned %d\n", rc);
 	CHECKF(rc == 128 + SIGKILL, "with the check off the child should be OOM-killed: %d", rc);

@@ -114,9 +114,9 @@ static void test_charge_follows(void)
 	REQUIRE(tide_pool_create(&cfg, &pool) == 0);
 	base = tide_pool_base(pool);
 	meta0 = writable_bytes(pool->meta, pool->meta_size);
-	printf("env: 64 GiB of 64 B blocks: metadata mapping %zu MiB, writable at create %zu "
+	printf("env: %zu GiB of 64 B blocks: metadata mapping %zu MiB, writable at create %zu "
 	       "KiB\n",
-	       pool->meta_size >> 20, meta0 >> 10);
+	       pool->reserve_size >> 30, pool->meta_size >> 20, meta0 >> 10);
 	CHECK(meta0 <= 5 * MiB); /* the bitmap summaries: 2 x 1 bit per 64-bit word, 4 MiB */
 	CHECK_EQ(writable_bytes(base, pool->reserve_size), 0);
 
