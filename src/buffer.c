@@ -349,7 +349,7 @@ static inline void *alloc_fast(struct tide_pool *pool, size_t size)
 	struct tcache *c = tcache_last;
 	void *block;
 
-	if (unlikely(size - 1 >= pool->fast_size || !c ||
+	if (unlikely(size - 1 >= pool->block_size || !c ||
 		     atomic_load_explicit(&c->pool, memory_order_relaxed) != pool))
 		return NULL;
 	block = cache_pop(c, pool->fence_is_membarrier);
@@ -366,7 +366,7 @@ static inline bool free_fast(struct tide_pool *pool, void *buf)
 	if (unlikely(!c || atomic_load_explicit(&c->pool, memory_order_relaxed) != pool))
 		return false;
 	i = checked_index(pool, buf);
-	if (unlikely(i == SIZE_MAX || pool->tags[i] != pool->fast_tag))
+	if (unlikely(i == SIZE_MAX || pool->tags[i] != DEFAULT_USER_ID))
 		return false;
 	pool->tags[i] = TAG_FREE; /* before the block can reach another thread */
 	if (unlikely(!cache_push(c, pool->fence_is_membarrier, buf)))

@@ -282,7 +282,6 @@ static inline bool cache_push(struct tcache *c, bool membarrier, void *block)
 #define TAG_TAIL      0xfffe /* the last block of a multi-block buffer */
 #define TAG_MULTI     0x8000 /* on the first block: the buffer spans more blocks */
 #define TAG_OWNER_MAX 0x7ffd
-#define TAG_NEVER     0x7ffe /* never stored: a compare against it always fails */
 
 static inline bool tag_is_head(uint16_t tag)
 {
@@ -323,8 +322,6 @@ struct tide_pool {
 	unsigned flags;
 	bool fence_is_membarrier; /* else the fast path pays a full fence */
 	bool poison;		  /* free blocks are poisoned for ASan/valgrind (poison.h) */
-	uint16_t fast_tag;	  /* the default user's id, or TAG_NEVER: no inline fast path */
-	size_t fast_size;	  /* block_size, or 0: no inline fast path (poison.h) */
 	struct tide_user default_user;
 
 	/* Fixed at create. */

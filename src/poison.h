@@ -19,9 +19,10 @@
  * Under ASan a poisoned range costs shadow memory, an eighth of it, written at grow: the
  * price of seeing the misuse. TIDE_POISON=0 in the environment turns poisoning off.
  *
- * The hot path pays nothing: a pool that poisons sets fast_size and fast_tag so that
- * tide_alloc()/tide_free() never take their inline cache path (the compares they already
- * make fail), and the general path below poisons under one well-predicted branch.
+ * The hot path pays nothing: a thread's cache of a pool that poisons never becomes its
+ * tcache_last (cache.c), so tide_alloc()/tide_free() never take their inline cache path
+ * for it (the check they already make fails) and go through pool_alloc()/pool_free(),
+ * where poisoning is one well-predicted branch. The inline path's code is unchanged.
  */
 #ifndef TIDE_POISON_H
 #define TIDE_POISON_H

@@ -206,8 +206,6 @@ int tide_pool_create(const struct tide_pool_config *cfg, struct tide_pool **pool
 		pool->purge_region = pool->purge_chunk;
 	pool->fence_is_membarrier = cache_init_fence();
 	pool->poison = poison_wanted();
-	pool->fast_size = pool->poison ? 0 : c.block_size;
-	pool->fast_tag = pool->poison ? TAG_NEVER : 1; /* the default user's id (user.c) */
 	pthread_mutex_init(&pool->lock, NULL);
 	pthread_mutex_init(&pool->convert_lock, NULL);
 	pthread_cond_init(&pool->thread_cond, NULL);
