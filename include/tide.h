@@ -183,8 +183,9 @@ TIDE_API void tide_pool_flush_cache(struct tide_pool *pool);
  * boundary. All or nothing: on any error the pool is exactly as before.
  *
  * Return: 0; -EINVAL for a NULL pool; -ENOSPC past max_size; -ENOMEM when the OS refuses
- * (mprotect, mlock, populate); -EDEADLK from inside the pool's own hook; or the hook's
- * negative return (-ECANCELED for a positive one).
+ * (mmap, mprotect, mlock, populate; whatever errno it gave) or the grow would pass the
+ * memory limit (tide_pool_config.memory_limit, by default the cgroup's); -EDEADLK from
+ * inside the pool's own hook; or the hook's negative return (-ECANCELED for a positive one).
  */
 TIDE_API int tide_pool_grow(struct tide_pool *pool, size_t bytes);
 /**

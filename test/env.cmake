@@ -23,8 +23,9 @@ if(TIDE_SANITIZE)
 endif()
 add_test(NAME static_symbols
          COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/static_symbols.sh $<TARGET_FILE:tide_static>
-                 "${TIDE_NET_ARCHIVE}" ${CMAKE_C_COMPILER} ${CMAKE_NM} "${TIDE_CONSUMER_FLAGS}")
+                 "${TIDE_NET_ARCHIVE}" ${CMAKE_C_COMPILER} ${CMAKE_NM}
+                 ${PROJECT_BINARY_DIR}/include "${TIDE_CONSUMER_FLAGS}")
 add_test(NAME public_headers COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/public_headers.sh
-                                     ${PROJECT_SOURCE_DIR}/include)
+                                     ${PROJECT_SOURCE_DIR}/include ${PROJECT_BINARY_DIR}/include)
 set_tests_properties(static_symbols public_headers PROPERTIES LABELS release TIMEOUT 120
                      SKIP_RETURN_CODE 77)

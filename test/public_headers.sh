@@ -7,10 +7,12 @@
 # liburing), so it is held to the same rule. C89 is not a target (the API uses <stdint.h>
 # types) and is not tried.
 #
-# Usage: public_headers.sh INCLUDE_DIR
+# Usage: public_headers.sh INCLUDE_DIR... (the source tree's, and the build tree's for the
+# generated tide/version.h)
 set -uo pipefail
 
-inc=$1
+incs=()
+for d in "$@"; do incs+=("-I$d"); done
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/tide-headers.XXXXXX")
 trap 'rm -rf "$scratch"' EXIT
 passed=0 failed=0 tried=0
@@ -54,7 +56,7 @@ try() {
 	echo 'int main(void) { return 0; }' | "$1" -std="$2" -x "$4" -fsyntax-only - 2>/dev/null ||
 		return 0
 	tried=$((tried + 1))
-	if "$1" -std="$2" -fsyntax-only -Wall -Wextra -pedantic -Werror -I"$inc" "$3" \
+	if "$1" -std="$2" -fsyntax-only -Wall -Wextra -pedantic -Werror "${incs[@]}" "$3" \
 		>"$scratch/log" 2>&1; then
 		passed=$((passed + 1))
 	else

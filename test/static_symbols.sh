@@ -5,10 +5,10 @@
 # on_accept() and worker_main() (names the archives used to export) links against them
 # and runs (mimalloc #107, gperftools #568).
 #
-# Usage: static_symbols.sh LIBTIDE.A LIBTIDE-NET.A|"" CC NM [EXTRA_CFLAGS]
+# Usage: static_symbols.sh LIBTIDE.A LIBTIDE-NET.A|"" CC NM BUILD_INCLUDE [EXTRA_CFLAGS]
 set -uo pipefail
 
-core=$1 net=$2 cc=$3 nm=$4 extra=${5:-}
+core=$1 net=$2 cc=$3 nm=$4 build_include=$5 san=${6:-}
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/tide-static.XXXXXX")
 trap 'rm -rf "$scratch"' EXIT
 passed=0 failed=0
@@ -60,6 +60,7 @@ int main(void)
 }
 C
 include=$(cd "$(dirname "$0")/../include" && pwd)
+extra="$san -I$build_include"
 libs=("$core")
 if [ -n "$net" ]; then
 	libs=("$net" "$core" -luring)
@@ -74,7 +75,8 @@ else
 	fail "a program defining the old internal names does not link statically"
 fi
 # Statically as a whole (-static), where the toolchain has a static libc (not with sanitizers).
-if [ -z "$extra" ] && "$cc" -static -I"$include" -o "$scratch/clash_static" "$scratch/clash.c" "$core" -lpthread \
+# shellcheck disable=SC2086
+if [ -z "$san" ] && "$cc" -static $extra -I"$include" -o "$scratch/clash_static" "$scratch/clash.c" "$core" -lpthread \
 	2>"$scratch/cc.log"; then
 	out=$("$scratch/clash_static" 2>&1) && ok "-static: $out" || fail "-static run: $out"
 else
