@@ -493,6 +493,7 @@ ssize_t pool_shrink_locked(struct tide_pool *pool, size_t bytes, size_t floor)
 		os_unlock(addr, len);
 	err = os_decommit(addr, len);
 	if (err) {
+		err = -ENOMEM; /* the documented refusal, whatever errno the OS gave */
 		atomic_fetch_add_explicit(&pool->os_failures, 1, memory_order_relaxed);
 		/* The range stays: pages may be zeroed (they were all free), re-lock, re-register.
 		 */

@@ -77,13 +77,18 @@ static void test_reserve_fallback(void)
 	tide_os_fault_set(0, 0, false);
 	CHECK_EQ(err, -ENOMEM);
 
-	/* A grow refused with an odd errno is -ENOMEM too, and changes nothing. */
+	/* A grow or a shrink refused with an odd errno is -ENOMEM too, and changes nothing. */
 	cfg = (struct tide_pool_config){.reserve_size = GiB};
 	REQUIRE(tide_pool_create(&cfg, &pool) == 0);
 	tide_os_fault_set(1, EINVAL, false);
 	CHECK_EQ(tide_pool_grow(pool, 2 * MiB), -ENOMEM);
 	tide_os_fault_set(0, 0, false);
 	CHECK(tide_pool_boundary(pool) == tide_pool_base(pool));
+	CHECK_EQ(tide_pool_grow(pool, 2 * MiB), 0);
+	tide_os_fault_set(1, EFAULT, false);
+	CHECK_EQ(tide_pool_shrink(pool, SIZE_MAX), -ENOMEM);
+	tide_os_fault_set(0, 0, false);
+	CHECK(tide_pool_boundary(pool) == (char *)tide_pool_base(pool) + 2 * MiB);
 	CHECK_POOL(pool);
 	tide_pool_destroy(pool);
 
