@@ -6,8 +6,10 @@
  * (TIDE_AUTO_GROW | TIDE_AUTO_SHRINK, so buffer memory follows in-flight data), starts the
  * agent and the optional stats endpoint, then waits for SIGINT or SIGTERM in sigwait() on the
  * main thread (the signals are blocked everywhere else, so no handler runs on a worker). On a
- * signal the agent drains; the relay then checks that every buffer came back to the pool
- * (live buffers 0), says so on stderr, and exits 0 only if it did.
+ * signal the agent drains (--drain-timeout); a thread joins the workers and wakes the main
+ * thread with SIGUSR1, so that a second SIGINT/SIGTERM meanwhile can end the drain at once.
+ * The relay then checks that every buffer came back to the pool (live buffers 0), says so
+ * on stderr, and exits 0 only if it did.
  *
  * Lines on stderr that scripts may rely on:
  *   tide-relay: listening on HOST:PORT (...)           once listening; PORT is the real one
@@ -21,6 +23,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +45,9 @@ struct options {
 	size_t pool_max;
 	size_t block_size;
 	double idle_timeout;
+	double connect_timeout;
+	double drain_timeout;
+	double stats_timeout;
 };
 
 static void usage(FILE *f)
@@ -60,13 +66,20 @@ static void usage(FILE *f)
 		"                         (default 0: no limit)\n"
 		"  --pool-max SIZE        most buffer memory the pool may map (default 1G)\n"
 		"  --block-size SIZE      buffer size, a power of two from 1K to 1M (default 64K)\n"
-		"  --idle-timeout SEC     close connections idle this long (default 300; 0: "
+		"  --idle-timeout SEC     reset connections idle this long (default 300; 0: "
 		"never)\n"
+		"  --connect-timeout SEC  give up on one upstream address after this long, try "
+		"the\n"
+		"                         next (default 5)\n"
+		"  --drain-timeout SEC    at SIGINT/SIGTERM, let connections finish this long, "
+		"then\n"
+		"                         reset what is left (default 5; a second signal: at "
+		"once)\n"
 		"  --stats HOST:PORT      serve /stats (JSON) and /metrics (Prometheus) here\n"
+		"  --stats-timeout SEC    most time one stats request may take (default 5)\n"
 		"  --help, --version\n"
 		"\n"
-		"SIZE takes a K, M or G suffix (powers of 1024). SIGINT or SIGTERM drain and "
-		"stop.\n"
+		"SIZE takes a K, M or G suffix (powers of 1024). SEC may have a fraction.\n"
 		"Exit status: 0 clean, 1 failure (or buffers not returned), 2 bad arguments,\n"
 		"3 io_uring not available to this process.\n");
 }
@@ -75,6 +88,15 @@ static int bad(const char *fmt, const char *arg)
 {
 	fprintf(stderr, "tide-relay: ");
 	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\ntry 'tide-relay --help'\n");
+	return EXIT_USAGE;
+}
+
+/* "tide-relay: OPT ", then fmt with the strings a1 and a2 (either may be unused). */
+static int bad_opt(const char *opt, const char *fmt, const char *a1, const char *a2)
+{
+	fprintf(stderr, "tide-relay: --%s ", opt);
+	fprintf(stderr, fmt, a1, a2);
 	fprintf(stderr, "\ntry 'tide-relay --help'\n");
 	return EXIT_USAGE;
 }
@@ -133,11 +155,77 @@ static bool parse_uint(const char *s, unsigned max, unsigned *out)
 	return true;
 }
 
-static bool looks_like_addr(const char *s)
+/* Check HOST:PORT for option opt: 0, or the exit status after saying what is wrong. */
+static int check_addr(const char *opt, const char *s)
 {
-	const char *colon = s ? strrchr(s, ':') : NULL;
+	const char *colon = strrchr(s, ':');
+	char *end;
+	unsigned long port;
 
-	return colon && colon[1];
+	if (!colon || !colon[1])
+		return bad_opt(opt, "wants HOST:PORT, not '%s'", s, NULL);
+	errno = 0;
+	port = strtoul(colon + 1, &end, 10);
+	if (*end || colon[1] < '0' || colon[1] > '9')
+		return bad_opt(opt, "wants a numeric port, not '%s'", colon + 1, NULL);
+	if (errno || port > 65535)
+		return bad_opt(opt, "port %s is out of range (0 to 65535)", colon + 1, NULL);
+	return 0;
+}
+
+/* Seconds, with a fraction, from 0 to max: 0, or the exit status after saying why not. */
+static int parse_seconds(const char *opt, const char *s, double max, double *out)
+{
+	char *end;
+
+	errno = 0;
+	*out = strtod(s, &end);
+	if (errno || *end || end == s || !(*out >= 0) || *out > max)
+		return bad_opt(opt, "wants seconds (0 to %s), not '%s'",
+			       max > 1e6 ? "4000000" : "86400", s);
+	return 0;
+}
+
+/* The value of option c (its long name is name): 0, or the exit status after saying why not. */
+static int parse_value(int c, const char *name, const char *v, struct options *o)
+{
+	switch (c) {
+	case 'l':
+		o->listen = v;
+		return check_addr(name, v);
+	case 'u':
+		o->upstream = v;
+		return check_addr(name, v);
+	case 's':
+		o->stats = v;
+		return check_addr(name, v);
+	case 't':
+		if (!parse_uint(v, 1024, &o->threads) || !o->threads)
+			return bad("--threads wants a number from 1 to 1024, not '%s'", v);
+		return 0;
+	case 'm':
+		if (!parse_uint(v, 100000000, &o->max_conns))
+			return bad("--max-conns wants a number, not '%s'", v);
+		return 0;
+	case 'p':
+		if (!parse_size(v, &o->pool_max) || o->pool_max < ((size_t)2 << 20))
+			return bad("--pool-max wants a SIZE of at least 2M, not '%s'", v);
+		return 0;
+	case 'b':
+		if (!parse_size(v, &o->block_size) || o->block_size < 1024 ||
+		    o->block_size > ((size_t)1 << 20) || (o->block_size & (o->block_size - 1)))
+			return bad("--block-size wants a power of two from 1K to 1M, not '%s'", v);
+		return 0;
+	case 'i':
+		return parse_seconds(name, v, 4000000, &o->idle_timeout);
+	case 'c':
+		return parse_seconds(name, v, 86400, &o->connect_timeout);
+	case 'd':
+		return parse_seconds(name, v, 86400, &o->drain_timeout);
+	case 'T':
+		return parse_seconds(name, v, 86400, &o->stats_timeout);
+	}
+	return bad("%s", "internal: an option without a parser");
 }
 
 static int parse_args(int argc, char **argv, struct options *o)
@@ -151,85 +239,47 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{"pool-max", required_argument, NULL, 'p'},
 		{"block-size", required_argument, NULL, 'b'},
 		{"idle-timeout", required_argument, NULL, 'i'},
+		{"connect-timeout", required_argument, NULL, 'c'},
+		{"drain-timeout", required_argument, NULL, 'd'},
 		{"stats", required_argument, NULL, 's'},
+		{"stats-timeout", required_argument, NULL, 'T'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
 	};
-	char *end;
-	int c;
+	int c, idx, rc;
 
 	memset(o, 0, sizeof(*o));
 	o->threads = 1;
 	o->pool_max = (size_t)1 << 30;
 	o->block_size = 64 * 1024;
 	o->idle_timeout = 300;
+	o->connect_timeout = 5;
+	o->drain_timeout = 5;
+	o->stats_timeout = 5;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
-		switch (c) {
-		case 'l':
-			if (!looks_like_addr(optarg))
-				return bad("--listen wants HOST:PORT, not '%s'", optarg);
-			o->listen = optarg;
-			break;
-		case 'u':
-			if (!looks_like_addr(optarg))
-				return bad("--upstream wants HOST:PORT, not '%s'", optarg);
-			o->upstream = optarg;
-			break;
-		case 'e':
+	/* ":" first: a missing value is ':', an unknown option '?'; no short options. */
+	while (idx = -1, (c = getopt_long(argc, argv, ":", longs, &idx)) != -1) {
+		if (c == 'e') {
 			o->echo = true;
-			break;
-		case 't':
-			if (!parse_uint(optarg, 1024, &o->threads) || !o->threads)
-				return bad("--threads wants a number from 1 to 1024, not '%s'",
-					   optarg);
-			break;
-		case 'm':
-			if (!parse_uint(optarg, 100000000, &o->max_conns))
-				return bad("--max-conns wants a number, not '%s'", optarg);
-			break;
-		case 'p':
-			if (!parse_size(optarg, &o->pool_max) || o->pool_max < ((size_t)2 << 20))
-				return bad("--pool-max wants a SIZE of at least 2M, not '%s'",
-					   optarg);
-			break;
-		case 'b':
-			if (!parse_size(optarg, &o->block_size) || o->block_size < 1024 ||
-			    o->block_size > ((size_t)1 << 20) ||
-			    (o->block_size & (o->block_size - 1)))
-				return bad(
-					"--block-size wants a power of two from 1K to 1M, not '%s'",
-					optarg);
-			break;
-		case 'i':
-			errno = 0;
-			o->idle_timeout = strtod(optarg, &end);
-			if (errno || *end || end == optarg || !(o->idle_timeout >= 0) ||
-			    o->idle_timeout > 4000000)
-				return bad("--idle-timeout wants seconds (0: never), not '%s'",
-					   optarg);
-			break;
-		case 's':
-			if (!looks_like_addr(optarg))
-				return bad("--stats wants HOST:PORT, not '%s'", optarg);
-			o->stats = optarg;
-			break;
-		case 'h':
+		} else if (c == 'h') {
 			usage(stdout);
 			exit(0);
-		case 'V':
+		} else if (c == 'V') {
 			printf("tide-relay %s\n", TIDE_VERSION_STRING);
 			exit(0);
-		default:
-			if (optopt)
-				fprintf(stderr, "tide-relay: option '%s' wants a value\n",
-					argv[optind - 1]);
-			else
-				fprintf(stderr, "tide-relay: unknown option '%s'\n",
-					argv[optind - 1]);
-			fprintf(stderr, "try 'tide-relay --help'\n");
-			return EXIT_USAGE;
+		} else if (c == ':') {
+			return bad("option '%s' wants a value", argv[optind - 1]);
+		} else if (c == '?') {
+			if (optopt) {
+				char opt[3] = {'-', (char)optopt, '\0'};
+
+				return bad("unknown option '%s'", opt);
+			}
+			return bad("unknown option '%s'", argv[optind - 1]);
+		} else if ((rc = parse_value(c, idx >= 0 ? longs[idx].name : "option", optarg,
+					     o))) {
+			return rc;
 		}
 	}
 	if (optind < argc)
@@ -265,19 +315,153 @@ static const char *host_of(const char *addr, char *buf, size_t len)
 	return buf;
 }
 
+/* The agent's configuration from the options. */
+static void agent_config(const struct options *o, struct tide_agent_config *ac)
+{
+	memset(ac, 0, sizeof(*ac));
+	ac->listen = o->listen;
+	ac->upstream = o->echo ? NULL : o->upstream;
+	ac->threads = o->threads;
+	ac->max_conns = o->max_conns;
+	/* For tests and benchmarks: turn newer kernel features off without a CLI change. */
+	if (getenv("TIDE_RELAY_NO_BUNDLE"))
+		ac->flags |= TIDE_AGENT_NO_BUNDLE;
+	if (getenv("TIDE_RELAY_NO_INCREMENTAL"))
+		ac->flags |= TIDE_AGENT_NO_INCREMENTAL;
+	ac->idle_timeout_ms = (unsigned)(o->idle_timeout * 1000 + 0.5);
+	if (o->idle_timeout > 0 && !ac->idle_timeout_ms)
+		ac->idle_timeout_ms = 1;
+	/* 0 s means "at once": the smallest the agent takes (its 0 is the default). */
+	ac->connect_timeout_ms = (unsigned)(o->connect_timeout * 1000 + 0.5) ?: 1;
+	ac->drain_timeout_ms = (unsigned)(o->drain_timeout * 1000 + 0.5) ?: 1;
+}
+
+/* Create the agent, the stats server and start the workers: 0 or the exit status. */
+static int start(const struct options *o, struct tide_pool *pool, struct tide_agent **agent,
+		 struct stats_server **srv)
+{
+	struct tide_agent_config ac;
+	int rc;
+
+	agent_config(o, &ac);
+	rc = tide_agent_create(pool, &ac, agent);
+	if (rc) {
+		if (rc == -EINVAL)
+			fprintf(stderr, "tide-relay: cannot resolve '%s'%s%s%s\n", o->listen,
+				o->upstream ? " or '" : "", o->upstream ? o->upstream : "",
+				o->upstream ? "'" : "");
+		else
+			fprintf(stderr, "tide-relay: listening on %s: %s\n", o->listen,
+				strerror(-rc));
+		return rc == -EINVAL ? EXIT_USAGE : 1;
+	}
+	if (o->stats) {
+		rc = stats_server_start(o->stats, (unsigned)(o->stats_timeout * 1000 + 0.5), pool,
+					*agent, srv);
+		if (rc) {
+			fprintf(stderr, "tide-relay: stats on %s: %s\n", o->stats,
+				rc == -EINVAL ? "cannot resolve" : strerror(-rc));
+			return rc == -EINVAL ? EXIT_USAGE : 1;
+		}
+	}
+	rc = tide_agent_start(*agent);
+	if (rc) {
+		fprintf(stderr, "tide-relay: starting the workers: %s%s\n", strerror(-rc),
+			rc == -EPERM ? " (io_uring refused)" : "");
+		return rc == -EPERM || rc == -ENOSYS || rc == -EOPNOTSUPP ? EXIT_NO_URING : 1;
+	}
+	return 0;
+}
+
+static void say_listening(const struct options *o, struct tide_agent *agent,
+			  struct stats_server *srv)
+{
+	struct tide_agent_stats as;
+	char host[256];
+
+	tide_agent_stats(agent, &as);
+	fprintf(stderr,
+		"tide-relay: listening on %s:%u (%s%s, %u thread%s, block %zu, pool max %zu, "
+		"recv bundles %s, incremental rings %s, max conns %u, idle timeout %gs)\n",
+		host_of(o->listen, host, sizeof(host)), tide_agent_port(agent),
+		o->echo ? "echo" : "upstream ", o->echo ? "" : o->upstream, o->threads,
+		o->threads == 1 ? "" : "s", o->block_size, o->pool_max, as.bundles ? "on" : "off",
+		as.incremental ? "on" : "off", o->max_conns, o->idle_timeout);
+	if (srv)
+		fprintf(stderr, "tide-relay: stats on %s:%u\n",
+			host_of(o->stats, host, sizeof(host)), stats_server_port(srv));
+	fflush(stderr);
+}
+
+struct waiter {
+	struct tide_agent *agent;
+	pthread_t main;
+};
+
+/* Join the workers, then wake the main thread's sigwait() with SIGUSR1. */
+static void *wait_workers(void *arg)
+{
+	struct waiter *wt = arg;
+
+	tide_agent_wait(wt->agent);
+	pthread_kill(wt->main, SIGUSR1);
+	return NULL;
+}
+
+/*
+ * Wait for SIGINT or SIGTERM, drain, and stop: a second signal during the drain ends it at
+ * once (the agent resets what is left). set holds SIGINT, SIGTERM and SIGUSR1, blocked.
+ */
+static void run_until_signalled(struct tide_agent *agent, sigset_t *set)
+{
+	struct waiter wt = {agent, pthread_self()};
+	pthread_t thread;
+	int sig = 0;
+
+	while (sigwait(set, &sig) || sig == SIGUSR1)
+		;
+	fprintf(stderr, "tide-relay: %s: draining (a second signal stops at once)\n",
+		strsignal(sig));
+	tide_agent_stop(agent);
+	if (pthread_create(&thread, NULL, wait_workers, &wt)) {
+		tide_agent_wait(agent);
+		return;
+	}
+	while (!sigwait(set, &sig) && sig != SIGUSR1) {
+		fprintf(stderr, "tide-relay: %s: stopping now\n", strsignal(sig));
+		tide_agent_stop(agent);
+	}
+	pthread_join(thread, NULL);
+}
+
+/* Say what came back at shutdown; the exit status (1 when buffers were not returned). */
+static int report(struct tide_pool *pool, const struct tide_agent_stats *as)
+{
+	struct tide_stats ps;
+
+	tide_pool_flush_cache(pool);
+	tide_pool_stats(pool, &ps);
+	fprintf(stderr,
+		"tide-relay: shutdown: live_buffers=%zu live_bytes=%zu connections_total=%llu "
+		"bytes_in=%llu bytes_out=%llu grows=%llu shrinks=%llu peak_live_bytes=%zu%s\n",
+		ps.live_buffers, ps.live_bytes, (unsigned long long)as->conns_accepted,
+		(unsigned long long)as->bytes_in, (unsigned long long)as->bytes_out,
+		(unsigned long long)ps.grows, (unsigned long long)ps.shrinks, ps.peak_live_bytes,
+		ps.live_buffers ? " (BUFFERS NOT RETURNED)" : "");
+	return ps.live_buffers ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct options o;
 	struct tide_pool_config pc;
-	struct tide_agent_config ac;
 	struct tide_pool *pool = NULL;
 	struct tide_agent *agent = NULL;
 	struct stats_server *srv = NULL;
 	struct tide_agent_stats as;
-	struct tide_stats ps;
-	char why[256], host[256];
+	char why[256];
 	sigset_t set;
-	int rc, sig = 0;
+	int rc;
 
 	rc = parse_args(argc, argv, &o);
 	if (rc)
@@ -286,6 +470,7 @@ int main(int argc, char **argv)
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGUSR1);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
@@ -294,7 +479,6 @@ int main(int argc, char **argv)
 		fprintf(stderr, "tide-relay: %s\n", why);
 		return EXIT_NO_URING;
 	}
-
 	memset(&pc, 0, sizeof(pc));
 	pc.block_size = o.block_size;
 	pc.max_size = o.pool_max;
@@ -304,80 +488,19 @@ int main(int argc, char **argv)
 		fprintf(stderr, "tide-relay: creating the buffer pool: %s\n", strerror(-rc));
 		return 1;
 	}
-
-	memset(&ac, 0, sizeof(ac));
-	ac.listen = o.listen;
-	ac.upstream = o.echo ? NULL : o.upstream;
-	ac.threads = o.threads;
-	ac.max_conns = o.max_conns;
-	/* For tests and benchmarks: turn newer kernel features off without a CLI change. */
-	if (getenv("TIDE_RELAY_NO_BUNDLE"))
-		ac.flags |= TIDE_AGENT_NO_BUNDLE;
-	if (getenv("TIDE_RELAY_NO_INCREMENTAL"))
-		ac.flags |= TIDE_AGENT_NO_INCREMENTAL;
-	ac.idle_timeout_ms = (unsigned)(o.idle_timeout * 1000 + 0.5);
-	if (o.idle_timeout > 0 && !ac.idle_timeout_ms)
-		ac.idle_timeout_ms = 1;
-	rc = tide_agent_create(pool, &ac, &agent);
+	rc = start(&o, pool, &agent, &srv);
 	if (rc) {
-		if (rc == -EINVAL)
-			fprintf(stderr, "tide-relay: cannot resolve '%s' or '%s'\n", o.listen,
-				o.upstream ? o.upstream : "");
-		else
-			fprintf(stderr, "tide-relay: listening on %s: %s\n", o.listen,
-				strerror(-rc));
-		tide_pool_destroy(pool);
-		return rc == -EINVAL ? EXIT_USAGE : 1;
-	}
-	if (o.stats) {
-		rc = stats_server_start(o.stats, pool, agent, &srv);
-		if (rc) {
-			fprintf(stderr, "tide-relay: stats on %s: %s\n", o.stats,
-				rc == -EINVAL ? "cannot resolve" : strerror(-rc));
-			tide_agent_destroy(agent);
-			tide_pool_destroy(pool);
-			return rc == -EINVAL ? EXIT_USAGE : 1;
-		}
-	}
-	rc = tide_agent_start(agent);
-	if (rc) {
-		fprintf(stderr, "tide-relay: starting the workers: %s%s\n", strerror(-rc),
-			rc == -EPERM ? " (io_uring refused)" : "");
 		stats_server_stop(srv);
 		tide_agent_destroy(agent);
 		tide_pool_destroy(pool);
-		return rc == -EPERM || rc == -ENOSYS || rc == -EOPNOTSUPP ? EXIT_NO_URING : 1;
+		return rc;
 	}
-	tide_agent_stats(agent, &as);
-	fprintf(stderr,
-		"tide-relay: listening on %s:%u (%s%s, %u thread%s, block %zu, pool max %zu, "
-		"recv bundles %s, incremental rings %s, max conns %u, idle timeout %gs)\n",
-		host_of(o.listen, host, sizeof(host)), tide_agent_port(agent),
-		o.echo ? "echo" : "upstream ", o.echo ? "" : o.upstream, o.threads,
-		o.threads == 1 ? "" : "s", o.block_size, o.pool_max, as.bundles ? "on" : "off",
-		as.incremental ? "on" : "off", o.max_conns, o.idle_timeout);
-	if (srv)
-		fprintf(stderr, "tide-relay: stats on %s:%u\n",
-			host_of(o.stats, host, sizeof(host)), stats_server_port(srv));
-	fflush(stderr);
-
-	while (sigwait(&set, &sig) && errno == EINTR)
-		;
-	fprintf(stderr, "tide-relay: %s: draining\n", strsignal(sig));
-	tide_agent_stop(agent);
-	tide_agent_wait(agent);
+	say_listening(&o, agent, srv);
+	run_until_signalled(agent, &set);
 	stats_server_stop(srv);
 	tide_agent_stats(agent, &as);
 	tide_agent_destroy(agent);
-	tide_pool_flush_cache(pool);
-	tide_pool_stats(pool, &ps);
-	fprintf(stderr,
-		"tide-relay: shutdown: live_buffers=%zu live_bytes=%zu connections_total=%llu "
-		"bytes_in=%llu bytes_out=%llu grows=%llu shrinks=%llu peak_live_bytes=%zu%s\n",
-		ps.live_buffers, ps.live_bytes, (unsigned long long)as.conns_accepted,
-		(unsigned long long)as.bytes_in, (unsigned long long)as.bytes_out,
-		(unsigned long long)ps.grows, (unsigned long long)ps.shrinks, ps.peak_live_bytes,
-		ps.live_buffers ? " (BUFFERS NOT RETURNED)" : "");
+	rc = report(pool, &as);
 	tide_pool_destroy(pool);
-	return ps.live_buffers ? 1 : 0;
+	return rc;
 }

@@ -54,8 +54,9 @@ struct tide_agent; /* opaque: workers, their rings and their connections */
  * stop purge from giving memory back. See docs in the agent's design note (src/net/agent.c).
  */
 enum {
-	TIDE_AGENT_NO_BUNDLE = 1u << 0, /* never use recv bundles, even where the kernel has them */
-	TIDE_AGENT_NO_INCREMENTAL = 1u << 1 /* never use incremental buffer rings (Linux 6.12+) */
+	TIDE_AGENT_NO_BUNDLE = 1u << 0,	     /* accepted; recv bundles are not used (they may exceed
+						the length asked for, see src/net/worker.c) */
+	TIDE_AGENT_NO_INCREMENTAL = 1u << 1, /* never use incremental buffer rings (Linux 6.12+) */
 };
 
 struct tide_agent_config {	   /* zero means default */
@@ -69,8 +70,10 @@ struct tide_agent_config {	   /* zero means default */
 	unsigned ring_entries;	   /* provided-buffer ring slots per worker, power of two;
 				      default 512 */
 	unsigned ring_min;	   /* buffers a ring keeps ready when traffic is low; default 16 */
-	unsigned drain_timeout_ms; /* at stop, how long queued data may still flow; default 2000 */
-	unsigned flags;		   /* TIDE_AGENT_* */
+	unsigned drain_timeout_ms; /* at stop, how long connections may still flow before they
+				      are reset; default 5000 */
+	unsigned connect_timeout_ms; /* one connect to one upstream address; default 5000 */
+	unsigned flags;		     /* TIDE_AGENT_* */
 };
 
 /* ----------------------------------------------------------- lifecycle -- */
@@ -94,7 +97,8 @@ TIDE_API int tide_agent_probe(char *why, size_t len);
  *
  * The pool must outlive the agent. Nothing runs until tide_agent_start().
  *
- * Return: 0; -EINVAL a bad address or field; -EADDRINUSE and the like from bind();
+ * Return: 0; -EINVAL a bad address or field, or a name that does not resolve; -ERANGE a port
+ * over 65535; -EADDRINUSE and the like from bind();
  * -ENOMEM; or an error of tide_agent_probe().
  */
 TIDE_API int tide_agent_create(struct tide_pool *pool, const struct tide_agent_config *cfg,
@@ -110,9 +114,9 @@ TIDE_API int tide_agent_create(struct tide_pool *pool, const struct tide_agent_c
 TIDE_API int tide_agent_start(struct tide_agent *agent);
 
 /*
- * tide_agent_stop - ask the workers to drain: stop accepting and reading, let queued data go
- * out for up to drain_timeout_ms, then close every connection. Async-signal-safe; returns at
- * once.
+ * tide_agent_stop - ask the workers to drain: stop accepting (the listeners close), let every
+ * connection go on in both directions until it ends or drain_timeout_ms passes, then reset
+ * what is left. A second call resets everything at once. Async-signal-safe; returns at once.
  * @agent: the agent
  */
 TIDE_API void tide_agent_stop(struct tide_agent *agent);
@@ -171,7 +175,8 @@ struct tide_agent_stats {
 	uint64_t bytes_in;	    /* received, both directions */
 	uint64_t bytes_out;	    /* sent, both directions */
 	uint64_t short_sends;	    /* sends that took less than offered */
-	uint64_t pauses;	    /* reads stopped because a direction was full */
+	uint64_t pauses;	    /* reads held back: a direction at its flow_limit, or its
+				       worker's memory budget spent */
 	uint64_t ring_refills;	    /* times a ring was topped up from the pool */
 	uint64_t refill_buffers;    /* buffers put into rings from the pool */
 	uint64_t enobufs;	    /* receives that found their ring empty */

@@ -2,7 +2,8 @@
 /*
  * addr.c - "HOST:PORT" parsing, listener sockets, and the io_uring probe.
  *
- * Everything here runs once, at agent creation, on the caller's thread: resolving names,
+ * Everything here runs at agent creation, on the caller's thread (and addr_resolve() again on
+ * upstream.c's resolver thread): resolving names to every address they have,
  * binding the SO_REUSEPORT listeners (the first one picks the port when 0 is asked for, the
  * others join it) and checking that this kernel lets the process use io_uring at all. Errors
  * are negative errnos, and the probe adds a sentence a user can act on, because "Operation
@@ -23,17 +24,19 @@
 
 #include "net_internal.h"
 
-int addr_parse(const char *text, bool passive, struct sockaddr_storage *ss, socklen_t *len)
+int addr_resolve(const char *text, bool passive, struct sockaddr_storage *ss, socklen_t *len,
+		 unsigned max)
 {
 	char host[256];
 	const char *colon, *port;
-	struct addrinfo hints, *res = NULL;
+	struct addrinfo hints, *res = NULL, *ai;
 	size_t hlen;
 	char *end;
 	unsigned long p;
+	unsigned n = 0;
 	int rc;
 
-	if (!text || !*text)
+	if (!text || !*text || !max)
 		return -EINVAL;
 	if (text[0] == '[') {
 		const char *close = strchr(text, ']');
@@ -56,12 +59,14 @@ int addr_parse(const char *text, bool passive, struct sockaddr_storage *ss, sock
 		port = colon + 1;
 	}
 	host[hlen] = '\0';
-	if (!*port)
+	if (*port < '0' || *port > '9')
 		return -EINVAL;
 	errno = 0;
 	p = strtoul(port, &end, 10);
-	if (*end || p > 65535 || errno)
+	if (*end)
 		return -EINVAL;
+	if (p > 65535 || errno)
+		return -ERANGE;
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
@@ -72,10 +77,14 @@ int addr_parse(const char *text, bool passive, struct sockaddr_storage *ss, sock
 			freeaddrinfo(res);
 		return rc == EAI_MEMORY ? -ENOMEM : -EINVAL;
 	}
-	memcpy(ss, res->ai_addr, res->ai_addrlen);
-	*len = res->ai_addrlen;
+	for (ai = res; ai && n < max; ai = ai->ai_next) {
+		if (ai->ai_addrlen > sizeof(*ss))
+			continue;
+		memcpy(&ss[n], ai->ai_addr, ai->ai_addrlen);
+		len[n++] = ai->ai_addrlen;
+	}
 	freeaddrinfo(res);
-	return 0;
+	return n ? (int)n : -EINVAL;
 }
 
 unsigned addr_port(const struct sockaddr_storage *ss)

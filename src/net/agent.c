@@ -21,7 +21,8 @@
  *    sum is taken without stopping them.
  *
  * The file map: agent.c (this), worker.c (thread, loop, accept, tick, drain), conn.c (pairs,
- * flows, forwarding), ring.c (provided buffers and their refill), addr.c (addresses,
+ * flows, forwarding, endings, fair memory), upstream.c (connects, every address in turn, the
+ * resolver thread), ring.c (provided buffers and their refill), addr.c (addresses,
  * listeners, the io_uring probe); net_internal.h holds the types they share.
  */
 #include <errno.h>
@@ -36,6 +37,31 @@
 
 /* ------------------------------------------------------------- lifecycle -- */
 
+/*
+ * A worker's fixed state, and its share of the pool (share bytes): its ring takes at most a
+ * quarter of it (and never more than half its slots), its queues the rest (the budget), of
+ * which a quarter is the reserve that only flows holding under two blocks may use.
+ */
+static void worker_init(struct tide_agent *a, struct worker *w, unsigned i, size_t share)
+{
+	size_t ring = share / 4 / a->bs;
+
+	w->agent = a;
+	w->index = i;
+	w->bs = a->bs;
+	w->limit = a->cfg.flow_limit;
+	w->ring_max = (unsigned)(ring < a->cfg.ring_entries / 2 ? ring : a->cfg.ring_entries / 2);
+	if (w->ring_max < 2)
+		w->ring_max = 2;
+	w->budget = share > (size_t)w->ring_max * a->bs ? share - (size_t)w->ring_max * a->bs : 0;
+	w->reserve = w->budget / 4;
+	w->small = 2 * a->bs < w->limit ? 2 * a->bs : w->limit;
+	w->connect_ts.tv_sec = a->cfg.connect_timeout_ms / 1000;
+	w->connect_ts.tv_nsec = (long long)(a->cfg.connect_timeout_ms % 1000) * 1000000;
+	w->lru.prev = w->lru.next = &w->lru;
+	w->listen_fd = -1;
+}
+
 /**
  * tide_agent_create() - set up an agent over a pool: check and default the configuration,
  * resolve the addresses, bind one listener per worker.
@@ -43,8 +69,9 @@
  * @cfg:    the configuration (zero fields mean the defaults); the strings are not kept.
  * @agentp: where the new agent goes.
  *
- * Return: 0; -EINVAL a NULL argument, a bad address, ring_entries not a power of two in
- * 16..32768, threads over 1024 or an unknown flag; -EADDRINUSE and the like from bind();
+ * Return: 0; -EINVAL a NULL argument, a bad address or a name that does not resolve,
+ * ring_entries not a power of two in 16..32768, threads over 1024 or an unknown flag; -ERANGE
+ * a port over 65535; -EADDRINUSE and the like from bind();
  * -ENOMEM; or an error of tide_agent_probe().
  */
 int tide_agent_create(struct tide_pool *pool, const struct tide_agent_config *cfg,
@@ -52,6 +79,7 @@ int tide_agent_create(struct tide_pool *pool, const struct tide_agent_config *cf
 {
 	struct sockaddr_storage ls;
 	socklen_t llen;
+	size_t share;
 	struct tide_stats st;
 	struct tide_agent *a;
 	int rc;
@@ -94,15 +122,21 @@ int tide_agent_create(struct tide_pool *pool, const struct tide_agent_config *cf
 		a->cfg.flow_limit = 16 * a->bs > 1024 * 1024 ? 16 * a->bs : 1024 * 1024;
 	if (a->cfg.flow_limit > UINT32_MAX / 2)
 		a->cfg.flow_limit = UINT32_MAX / 2;
+	if (!a->cfg.drain_timeout_ms)
+		a->cfg.drain_timeout_ms = 5000;
+	if (!a->cfg.connect_timeout_ms)
+		a->cfg.connect_timeout_ms = 5000;
 	a->cfg.listen = NULL;
 	a->cfg.upstream = NULL;
 	a->echo = !cfg->upstream;
 	pthread_mutex_init(&a->lock, NULL);
 	pthread_cond_init(&a->cond, NULL);
-	rc = addr_parse(cfg->listen, true, &ls, &llen);
-	if (!rc && !a->echo)
-		rc = addr_parse(cfg->upstream, false, &a->up, &a->uplen);
-	if (rc)
+	pthread_mutex_init(&a->rlock, NULL);
+	pthread_cond_init(&a->rcond, NULL);
+	rc = addr_resolve(cfg->listen, true, &ls, &llen, 1);
+	if (rc > 0 && !a->echo)
+		rc = upstream_init(a, cfg->upstream);
+	if (rc < 0)
 		goto fail;
 	a->nworkers = a->cfg.threads;
 	a->w = calloc(a->nworkers, sizeof(*a->w));
@@ -110,17 +144,9 @@ int tide_agent_create(struct tide_pool *pool, const struct tide_agent_config *cf
 		rc = -ENOMEM;
 		goto fail;
 	}
-	for (unsigned i = 0; i < a->nworkers; i++) {
-		struct worker *w = &a->w[i];
-
-		w->agent = a;
-		w->index = i;
-		w->bs = a->bs;
-		w->limit = a->cfg.flow_limit;
-		w->recv_len = (uint32_t)a->cfg.flow_limit;
-		w->lru.prev = w->lru.next = &w->lru;
-		w->listen_fd = -1;
-	}
+	share = st.max_size / a->nworkers;
+	for (unsigned i = 0; i < a->nworkers; i++)
+		worker_init(a, &a->w[i], i, share);
 	for (unsigned i = 0; i < a->nworkers; i++) {
 		rc = listener_open(&ls, llen, &a->port);
 		if (rc < 0)
@@ -151,6 +177,11 @@ int tide_agent_start(struct tide_agent *a)
 	if (a->started)
 		return -EALREADY;
 	a->started = true;
+	if (!a->echo) {
+		rc = upstream_resolver_start(a);
+		if (rc)
+			return rc;
+	}
 	for (unsigned i = 0; i < a->nworkers; i++) {
 		rc = -pthread_create(&a->w[i].thread, NULL, worker_main, &a->w[i]);
 		if (rc) {
@@ -176,15 +207,17 @@ int tide_agent_start(struct tide_agent *a)
 }
 
 /**
- * tide_agent_stop() - ask the workers to drain and end; returns at once.
+ * tide_agent_stop() - ask the workers to drain and end; a second call ends the drain at once.
  * @a: the agent, or NULL (nothing happens).
  *
+ * The first call stops accepting and lets every connection go on until it ends or
+ * drain_timeout_ms passes, then resets what is left; a second call resets everything now.
  * Only sets a flag the workers read on their next turn, so it is async-signal-safe.
  */
 void tide_agent_stop(struct tide_agent *a)
 {
-	if (a)
-		atomic_store_explicit(&a->stop, 1, memory_order_relaxed);
+	if (a && atomic_load_explicit(&a->stop, memory_order_relaxed) < 2)
+		atomic_fetch_add_explicit(&a->stop, 1, memory_order_relaxed);
 }
 
 /**
@@ -232,10 +265,13 @@ void tide_agent_destroy(struct tide_agent *a)
 					i, strerror(-rc));
 		}
 	}
+	upstream_fini(a);
 	free(a->w);
 	free(a->refs);
 	pthread_mutex_destroy(&a->lock);
 	pthread_cond_destroy(&a->cond);
+	pthread_mutex_destroy(&a->rlock);
+	pthread_cond_destroy(&a->rcond);
 	free(a);
 }
 

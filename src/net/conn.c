@@ -1,28 +1,42 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * conn.c - connections and forwarding: pairs, their flows, receives, sends, backpressure,
- * half-close, resets, idle timeout and draining.
+ * fair memory, half-close, resets, idle timeout and draining.
  *
  * A connection is a "pair": the client socket and, when relaying, the upstream socket, with
  * one "flow" per direction (echo: one flow from the client back to itself). A flow is a queue
  * of received buffers (segs) waiting to be sent to its destination, in order. Its source has
- * a multishot receive armed that picks buffers from the worker's ring (ring.c); with recv
- * bundles one completion carries several consecutive ring entries. At most one send per flow
+ * a receive armed that picks a buffer from the worker's ring (ring.c). The upstream connect
+ * is upstream.c's. At most one send per flow
  * is in flight, built from the head of the queue (adjacent buffers coalesce into one iovec,
  * and pool buffers are often adjacent because the pool hands out the lowest addresses
  * first); a short send just leaves the rest at the head. A fully sent buffer goes back to
  * ring.c with buf_put().
  *
+ * Memory (the bound and the sizing rule are in the README): one receive at a time per flow,
+ * asking for at most flow_room() bytes, so a direction never queues more than flow_limit
+ * (no multishot completion can overshoot it). The worker's queues together hold at most
+ * `budget` bytes of blocks (its share of the pool's max_size less its ring); the last
+ * quarter of it, the reserve, only serves flows that hold less than `small` (two blocks), so
+ * connections that cannot send (slow readers) never take what a new connection needs to make
+ * progress. Past flow_limit or the budget a flow stops reading; its own sends re-arm it, or,
+ * holding nothing, it waits on the waiters list.
+ *
+ * Endings: every accepted byte is delivered, or its peer learns it was not.
+ *  - FIN is passed on (shutdown SHUT_WR) only after everything before it was sent.
+ *  - A socket fails (a send error, a receive error, or a reset noticed after its FIN by the
+ *    tick's watch, see pairs_watch()): the direction toward it ends (its queue is dropped and
+ *    its source no longer read); the direction from it still delivers what was received
+ *    (a reset socket's receive queue stays readable), then the pair is reset, not closed.
+ *  - A pair whose directions all ended by FIN closes normally; if any ended by a failure,
+ *    the idle timeout, the drain deadline or a second stop cut it, both sides get a reset.
+ *
  * Invariants:
- *  - A flow's queued bytes stay under flow_limit plus one receive: past it the receive is
- *    cancelled (backpressure), and re-armed when sends bring the queue under half of it. A
- *    bundle receive is capped at flow_limit bytes where the kernel takes a length (else one
- *    receive may take what the socket holds, up to its receive buffer).
  *  - A pair is freed only when it is closing and no operation on it is in flight (refs == 0);
- *    a flow on the waiters list (F_WAIT) holds a reference too.
- *  - An idle connection holds no buffer: a multishot receive without data takes none.
- *  - FIN is passed on (shutdown SHUT_WR) only after everything before it was sent; a pair
- *    whose every direction is shut closes normally, an error on either side resets both.
+ *    a flow on the waiters list (F_WAIT) and a pair on the watch list hold a reference too.
+ *  - Segs are dropped only when no send is in flight on their flow (the kernel reads them).
+ *  - An idle connection holds no buffer: a receive with buffer select takes one only when
+ *    data is there.
  *  - The worker's LRU list is in order of last activity, so the idle timeout looks only at
  *    its head.
  *
@@ -36,6 +50,7 @@
  */
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdatomic.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,15 +183,22 @@ static void waiters_remove(struct worker *w, struct flow *f)
 		}
 }
 
-/* Cancel the flow's armed multishot receive; its last completion says when it is gone. */
+static void flow_wait(struct worker *w, struct flow *f)
+{
+	f->flags |= F_WAIT;
+	f->wait_next = w->waiters;
+	w->waiters = f;
+	pair_of(f)->refs++;
+}
+
+/* Cancel the flow's armed receive; its completion says when it is gone. */
 static void recv_cancel(struct worker *w, struct pair *p, struct flow *f)
 {
 	cancel_ud(w, UD(p, OP_RECV + f->idx));
 	f->flags |= F_CANCEL;
 }
 
-/* Close a pair: cancel what is in flight; it is freed when the last completion is seen. */
-static void pair_close(struct worker *w, struct pair *p, bool abort)
+void pair_close(struct worker *w, struct pair *p, bool abort)
 {
 	if (p->closing)
 		return;
@@ -204,43 +226,78 @@ static void pair_close(struct worker *w, struct pair *p, bool abort)
 	pair_maybe_free(w, p);
 }
 
-/* Every direction ended by FIN and flushed: the pair is done. */
-static void pair_maybe_done(struct worker *w, struct pair *p)
+/* Every direction has ended: close, with a reset if any of them ended by a failure. */
+static void pair_check_end(struct worker *w, struct pair *p)
 {
-	for (unsigned i = 0; i < p->nflows; i++)
-		if (!(p->flow[i].flags & F_SHUT))
+	bool cut = p->failed;
+
+	if (p->closing)
+		return;
+	for (unsigned i = 0; i < p->nflows; i++) {
+		if (!(p->flow[i].flags & (F_SHUT | F_DEAD)))
 			return;
-	pair_close(w, p, false);
+		if (p->flow[i].flags & F_DEAD)
+			cut = true;
+	}
+	pair_close(w, p, cut);
 }
 
-/* While draining: close the pair once nothing is queued or being sent. */
-static void pair_drain_check(struct worker *w, struct pair *p)
+/*
+ * Bytes flow f may receive now: what its flow_limit leaves, and its share of the worker's
+ * budget, in three tiers:
+ *  - holding nothing (new, idle, or keeping up): `small` at most, whatever the budget says;
+ *    the reserve is there for this, and only the pool's own limit stops it. It is not counted
+ *    as promised, so idle connections with a receive armed hold nothing back.
+ *  - holding less than `small`: up to `small` in all, while the worker holds less than its
+ *    budget outside the reserve.
+ *  - holding more (its destination is slower than its source): half of what is free outside
+ *    the reserve, counted as promised (w->armed) while its receive is armed, so that such
+ *    flows together stay out of the reserve.
+ * 0 when the flow must wait: for its own sends, or, holding nothing, on the waiters list.
+ */
+static uint32_t flow_room(const struct worker *w, const struct flow *f)
 {
-	if (!p->draining || p->closing)
-		return;
-	for (unsigned i = 0; i < p->nflows; i++)
-		if (p->flow[i].head || p->flow[i].send)
-			return;
-	pair_close(w, p, false);
+	size_t held = (size_t)(w->owned - w->in_ring) * w->bs + w->armed;
+	size_t own, share, open = w->budget - w->reserve;
+
+	if (f->queued >= w->limit)
+		return 0;
+	own = w->limit - f->queued;
+	if (!f->queued)
+		return (uint32_t)(own < w->small ? own : w->small);
+	if (held >= open)
+		return 0;
+	if (f->queued < w->small)
+		return (uint32_t)(w->small - f->queued);
+	share = (open - held) / 2;
+	if (share < w->bs)
+		return 0;
+	return (uint32_t)(own < share ? own : share);
 }
 
 static void flow_arm(struct worker *w, struct pair *p, struct flow *f)
 {
 	struct io_uring_sqe *sqe;
+	uint32_t room;
 
-	if (p->closing || p->draining || !p->connected || (f->flags & (F_ARMED | F_EOF | F_WAIT)) ||
-	    f->queued >= w->limit)
+	if (p->closing || !p->connected || (f->flags & (F_ARMED | F_EOF | F_WAIT | F_DEAD)))
 		return;
+	room = flow_room(w, f);
+	if (!room) {
+		STAT_ADD(w, pauses, 1);
+		if (!f->queued)
+			flow_wait(w, f); /* no send of its own will wake it */
+		return;
+	}
 	sqe = sqe_get(w);
-	io_uring_prep_recv_multishot(sqe, p->fd[f->src], NULL, 0, 0);
+	io_uring_prep_recv(sqe, p->fd[f->src], NULL, room, 0);
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = BGID;
-	if (w->bundles) {
-		sqe->ioprio |= IORING_RECVSEND_BUNDLE;
-		sqe->len = w->recv_len;
-	}
 	io_uring_sqe_set_data64(sqe, UD(p, OP_RECV + f->idx));
 	f->flags |= F_ARMED;
+	/* Promised: what it may bring, and the partly used block it may start in. */
+	f->want = f->queued >= w->small ? room + (uint32_t)w->bs : 0;
+	w->armed += f->want;
 	p->refs++;
 }
 
@@ -252,7 +309,7 @@ static void flow_send(struct worker *w, struct pair *p, struct flow *f)
 	unsigned n = 0;
 	size_t total = 0;
 
-	if (f->send || !f->head || p->closing)
+	if (f->send || !f->head || p->closing || (f->flags & F_DEAD))
 		return;
 	op = sendop_get(w);
 	if (!op) {
@@ -289,99 +346,171 @@ static void flow_send(struct worker *w, struct pair *p, struct flow *f)
 	p->refs++;
 }
 
-/* The source sent FIN and everything before it went out: pass the FIN on. */
+/*
+ * The source ended and everything before it went out: pass a FIN on, or, when the source
+ * failed, reset the pair (its peer must not take a cut stream for a complete one).
+ */
 static void flow_maybe_shut(struct worker *w, struct pair *p, struct flow *f)
 {
-	if (!(f->flags & F_EOF) || (f->flags & F_SHUT) || f->head || f->send || p->closing)
+	if (!(f->flags & F_EOF) || (f->flags & (F_SHUT | F_DEAD)) || f->head || f->send ||
+	    p->closing)
 		return;
+	if (f->flags & F_ERR) {
+		pair_close(w, p, true);
+		return;
+	}
 	shutdown(p->fd[f->dst], SHUT_WR);
 	f->flags |= F_SHUT;
-	pair_maybe_done(w, p);
+	pair_check_end(w, p);
+}
+
+/* The flow's destination failed: drop its queue (once no send reads it), stop its source. */
+static void flow_kill(struct worker *w, struct pair *p, struct flow *f)
+{
+	f->flags |= F_DEAD;
+	if (f->flags & F_WAIT)
+		waiters_remove(w, f);
+	if ((f->flags & F_ARMED) && !(f->flags & F_CANCEL))
+		recv_cancel(w, p, f);
+	if (f->send)
+		cancel_ud(w, UD(p, OP_SEND + f->idx)); /* on_send drops the queue */
+	else
+		flow_drop_all(w, f);
+}
+
+/*
+ * Socket `side` of p failed: end the direction toward it; the one from it goes on reading
+ * what the socket still holds (until its receive returns 0 or an error) and, once that is
+ * sent, resets the pair instead of passing a FIN on.
+ */
+static void sock_fail(struct worker *w, struct pair *p, unsigned side)
+{
+	if (!p->failed)
+		STAT_ADD(w, reset, 1);
+	p->failed |= (uint8_t)(1u << side);
+	for (unsigned i = 0; i < p->nflows; i++) {
+		struct flow *f = &p->flow[i];
+
+		if (f->dst == side && !(f->flags & F_DEAD))
+			flow_kill(w, p, f);
+		else if (f->src == side)
+			f->flags |= F_ERR;
+	}
+	for (unsigned i = 0; i < p->nflows; i++)
+		flow_maybe_shut(w, p, &p->flow[i]);
+	pair_check_end(w, p);
+}
+
+/*
+ * Did socket `side`, whose read side ended, end by a reset? A pending error says so; so does
+ * a closed TCP state while we have not sent our FIN on it (a clean end leaves CLOSE_WAIT).
+ */
+static bool sock_was_reset(const struct pair *p, unsigned side)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(int);
+	int err = 0;
+
+	if (!getsockopt(p->fd[side], SOL_SOCKET, SO_ERROR, &err, &len) && err)
+		return true;
+	for (unsigned i = 0; i < p->nflows; i++)
+		if (p->flow[i].dst == side && (p->flow[i].flags & F_SHUT))
+			return false;
+	len = sizeof(ti);
+	return !getsockopt(p->fd[side], IPPROTO_TCP, TCP_INFO, &ti, &len) &&
+	       ti.tcpi_state == TCP_CLOSE;
+}
+
+/* Queue what a receive of res bytes put into ring entries, from the first buffer id on. */
+static void recv_take(struct worker *w, struct pair *p, struct flow *f, size_t left,
+		      unsigned cflags)
+{
+	unsigned pos = cflags >> IORING_CQE_BUFFER_SHIFT;
+	bool keep = !p->closing && !(f->flags & F_DEAD);
+
+	/*
+	 * Each entry is filled from where the kernel left it (0 unless the ring is
+	 * incremental) to its end, the last one possibly only in part. A buffer the kernel is
+	 * done with leaves the ring (its share of the references goes); one it will fill more
+	 * stays.
+	 */
+	while (left) {
+		unsigned slot = pos & w->mask;
+		char *buf = w->bid_addr[slot];
+		size_t off = w->boff[slot];
+		size_t take = left < w->bs - off ? left : w->bs - off;
+		bool done = true;
+		struct seg *s;
+
+		left -= take;
+		if (w->inc) {
+			w->boff[slot] = (uint32_t)(off + take);
+			done = left || off + take == w->bs || !(cflags & IORING_CQE_F_BUF_MORE);
+		}
+		if (keep && (s = seg_get(w))) {
+			(*buf_refs(w, buf))++;
+			s->buf = buf;
+			s->off = (uint32_t)off;
+			s->len = (uint32_t)take;
+			s->next = NULL;
+			if (f->tail)
+				f->tail->next = s;
+			else
+				f->head = s;
+			f->tail = s;
+			f->queued += (uint32_t)take;
+		}
+		if (!done)
+			break;
+		w->in_ring--;
+		buf_put(w, buf);
+		pos++;
+	}
 }
 
 void on_recv(struct worker *w, struct pair *p, struct flow *f, int res, unsigned cflags)
 {
 	if (res > 0 && (cflags & IORING_CQE_F_BUFFER)) {
-		/*
-		 * The data fills ring entries from the first buffer id on, in order: each from
-		 * where the kernel left it (0 unless the ring is incremental) to its end, the
-		 * last one possibly only in part. A buffer the kernel is done with leaves the
-		 * ring (its share of the references goes); one it will fill more stays.
-		 */
-		unsigned pos = cflags >> IORING_CQE_BUFFER_SHIFT;
-		size_t left = (size_t)res;
-
-		while (left) {
-			unsigned slot = pos & w->mask;
-			char *buf = w->bid_addr[slot];
-			size_t off = w->boff[slot];
-			size_t take = left < w->bs - off ? left : w->bs - off;
-			bool done = true;
-			struct seg *s;
-
-			left -= take;
-			if (w->inc) {
-				w->boff[slot] = (uint32_t)(off + take);
-				done = left || off + take == w->bs ||
-				       !(cflags & IORING_CQE_F_BUF_MORE);
-			}
-			if (!p->closing && (s = seg_get(w))) {
-				(*buf_refs(w, buf))++;
-				s->buf = buf;
-				s->off = (uint32_t)off;
-				s->len = (uint32_t)take;
-				s->next = NULL;
-				if (f->tail)
-					f->tail->next = s;
-				else
-					f->head = s;
-				f->tail = s;
-				f->queued += (uint32_t)take;
-			}
-			if (!done)
-				break;
-			w->in_ring--;
-			buf_put(w, buf);
-			pos++;
-		}
+		recv_take(w, p, f, (size_t)res, cflags);
 		STAT_ADD(w, bytes_in, (uint64_t)res);
 		w->last_consume = w->now;
-		if (!p->closing) {
-			touch(w, p);
-			flow_send(w, p, f);
-			if (f->queued >= w->limit && (cflags & IORING_CQE_F_MORE) &&
-			    !(f->flags & F_CANCEL)) {
-				recv_cancel(w, p, f);
-				STAT_ADD(w, pauses, 1);
-			}
-		}
 	}
 	if (cflags & IORING_CQE_F_MORE)
 		return;
 	f->flags &= ~(F_ARMED | F_CANCEL);
+	w->armed -= f->want;
+	f->want = 0;
 	p->refs--;
 	if (p->closing) {
 		pair_maybe_free(w, p);
 		return;
 	}
-	if (res == 0) {
+	if (res > 0) {
+		touch(w, p);
+		flow_send(w, p, f);
+		flow_arm(w, p, f);
+	} else if (res == 0 && !(f->flags & F_DEAD)) {
+		if (!(f->flags & F_ERR) && sock_was_reset(p, f->src))
+			sock_fail(w, p, f->src);
 		f->flags |= F_EOF;
 		flow_maybe_shut(w, p, f);
+		pair_check_end(w, p);
+		if (!p->closing && !p->watched && p->nflows == 2) {
+			p->watched = 1; /* its later reset must not go unnoticed */
+			p->refs++;
+			p->watch_next = w->watch;
+			w->watch = p;
+		}
 	} else if (res == -ENOBUFS) {
 		ring_starved(w);
-		f->flags |= F_WAIT;
-		f->wait_next = w->waiters;
-		w->waiters = f;
-		p->refs++;
-	} else if (res == -EINVAL && w->recv_len) {
-		w->recv_len = 0; /* this kernel takes no length on a multishot receive */
+		flow_wait(w, f);
+	} else if (res == -ECANCELED || res == -EINTR) {
 		flow_arm(w, p, f);
-	} else if (res < 0 && res != -ECANCELED) {
-		STAT_ADD(w, reset, 1);
-		pair_close(w, p, true);
-	} else {
-		flow_arm(w, p, f);
-		pair_drain_check(w, p);
+	} else if (res < 0) {
+		sock_fail(w, p, f->src); /* nothing was left to read: an error comes last */
+		f->flags |= F_EOF;
+		flow_maybe_shut(w, p, f);
+		pair_check_end(w, p);
 	}
 }
 
@@ -392,16 +521,20 @@ void on_send(struct worker *w, struct pair *p, struct flow *f, int res)
 
 	f->send = NULL;
 	p->refs--;
-	if (res < 0) {
-		sendop_put(w, op);
-		if (!p->closing)
-			STAT_ADD(w, reset, 1);
-		pair_close(w, p, true);
+	sendop_put(w, op);
+	if (res < 0 || (f->flags & F_DEAD)) {
+		if (p->closing) {
+			pair_maybe_free(w, p);
+		} else if (res < 0 && res != -ECANCELED) {
+			sock_fail(w, p, f->dst);
+		} else {
+			flow_drop_all(w, f);
+			pair_check_end(w, p);
+		}
 		return;
 	}
 	if ((size_t)res < op->len)
 		STAT_ADD(w, short_sends, 1);
-	sendop_put(w, op);
 	STAT_ADD(w, bytes_out, (uint64_t)res);
 	left = (size_t)res;
 	while (left && f->head) {
@@ -429,28 +562,15 @@ void on_send(struct worker *w, struct pair *p, struct flow *f, int res)
 		flow_send(w, p, f);
 	else
 		flow_maybe_shut(w, p, f);
-	if (p->closing)
-		return;
-	if (!(f->flags & F_ARMED) && f->queued <= w->limit / 2)
+	if (!p->closing && f->queued <= w->limit / 2)
 		flow_arm(w, p, f);
-	pair_drain_check(w, p);
 }
 
-void on_connect(struct worker *w, struct pair *p, int res)
+void pair_start(struct worker *w, struct pair *p)
 {
-	p->refs--;
-	if (p->closing) {
-		pair_maybe_free(w, p);
-		return;
-	}
-	if (res < 0) {
-		STAT_ADD(w, upstream_failures, 1);
-		pair_close(w, p, true);
-		return;
-	}
 	p->connected = 1;
-	flow_arm(w, p, &p->flow[0]);
-	flow_arm(w, p, &p->flow[1]);
+	for (unsigned i = 0; i < p->nflows; i++)
+		flow_arm(w, p, &p->flow[i]);
 }
 
 static void set_nodelay(int fd)
@@ -488,30 +608,17 @@ void on_accept(struct worker *w, int fd)
 	p->active_ms = w->now;
 	lru_add_tail(w, p);
 	set_nodelay(fd);
-	if (a->echo) {
-		p->connected = 1;
-		flow_arm(w, p, &p->flow[0]);
-		return;
-	}
-	p->fd[1] = socket(a->up.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (p->fd[1] < 0) {
-		STAT_ADD(w, upstream_failures, 1);
-		pair_close(w, p, true);
-		return;
-	}
-	set_nodelay(p->fd[1]);
-	struct io_uring_sqe *sqe = sqe_get(w);
-
-	io_uring_prep_connect(sqe, p->fd[1], (struct sockaddr *)&a->up, a->uplen);
-	io_uring_sqe_set_data64(sqe, UD(p, OP_CONNECT));
-	p->refs++;
+	if (a->echo)
+		pair_start(w, p);
+	else
+		upstream_connect(w, p);
 }
 
 void waiters_wake(struct worker *w)
 {
 	struct flow *list = w->waiters;
 
-	if (!list || (!w->in_ring && !w->draining))
+	if (!list || !w->in_ring)
 		return;
 	w->waiters = NULL;
 	while (list) {
@@ -526,13 +633,12 @@ void waiters_wake(struct worker *w)
 			continue;
 		}
 		flow_arm(w, p, f);
-		pair_drain_check(w, p);
 	}
 }
 
 /*
- * Draining starts: stop every pair's receives (a pair not yet connected is closed), close
- * those with nothing left to send, and let the flows waiting for buffers see the drain.
+ * Draining starts: the pairs not yet connected are reset (nothing of theirs was relayed);
+ * the others go on in both directions until they end or the deadline resets them.
  */
 void pairs_drain(struct worker *w)
 {
@@ -540,23 +646,12 @@ void pairs_drain(struct worker *w)
 
 	for (p = w->lru.next; p != &w->lru; p = next) {
 		next = p->next;
-		p->draining = 1;
-		if (!p->connected) {
+		if (!p->connected)
 			pair_close(w, p, true);
-			continue;
-		}
-		for (unsigned i = 0; i < p->nflows; i++) {
-			struct flow *f = &p->flow[i];
-
-			if ((f->flags & F_ARMED) && !(f->flags & F_CANCEL))
-				recv_cancel(w, p, f);
-		}
-		pair_drain_check(w, p);
 	}
-	waiters_wake(w);
 }
 
-/* The drain timed out: reset whatever is still open. */
+/* The drain timed out, or a second stop came: reset whatever is still open. */
 void pairs_abort_all(struct worker *w)
 {
 	struct pair *p, *next;
@@ -567,7 +662,10 @@ void pairs_abort_all(struct worker *w)
 	}
 }
 
-/* Close the pairs idle for timeout_ms or longer (the LRU list's head is the oldest). */
+/*
+ * Close the pairs idle for timeout_ms or longer (the LRU list's head is the oldest), with a
+ * reset: the timeout cuts whatever was still to come, or still queued.
+ */
 void pairs_close_idle(struct worker *w, unsigned timeout_ms)
 {
 	struct pair *p, *next;
@@ -577,7 +675,36 @@ void pairs_close_idle(struct worker *w, unsigned timeout_ms)
 		if (w->now - p->active_ms < timeout_ms)
 			break;
 		STAT_ADD(w, idle_closed, 1);
-		pair_close(w, p, false);
+		pair_close(w, p, true);
+	}
+}
+
+/*
+ * A socket that sent FIN has no receive armed, so its reset (the peer crashed, or closed with
+ * data unread) would go unnoticed while the other direction is quiet. On each tick, look at
+ * the half-closed sockets of the pairs on the watch list; a closed pair leaves it.
+ */
+void pairs_watch(struct worker *w)
+{
+	struct pair **pp = &w->watch;
+
+	while (*pp) {
+		struct pair *p = *pp;
+
+		if (p->closing) {
+			*pp = p->watch_next;
+			p->watched = 0;
+			p->refs--;
+			pair_maybe_free(w, p);
+			continue;
+		}
+		pp = &p->watch_next;
+		for (unsigned i = 0; i < p->nflows && !p->closing; i++) {
+			struct flow *f = &p->flow[i];
+
+			if ((f->flags & (F_EOF | F_ERR)) == F_EOF && sock_was_reset(p, f->src))
+				sock_fail(w, p, f->src);
+		}
 	}
 }
 

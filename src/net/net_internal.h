@@ -56,11 +56,23 @@ enum {
 #define UD(ptr, op) ((uint64_t)(uintptr_t)(ptr) | (uint64_t)(op))
 
 enum {
-	F_ARMED = 1u << 0,  /* a multishot receive is in flight on the source */
+	F_ARMED = 1u << 0,  /* a receive is in flight on the source */
 	F_CANCEL = 1u << 1, /* and a cancel for it was submitted */
-	F_EOF = 1u << 2,    /* the source sent FIN */
-	F_SHUT = 1u << 3,   /* the destination was shut down for writing */
-	F_WAIT = 1u << 4,   /* on the worker's list of flows waiting for buffers */
+	F_EOF = 1u << 2,    /* the source ended: FIN, or an error when F_ERR */
+	F_SHUT = 1u << 3,   /* the destination was shut down for writing (FIN passed on) */
+	F_WAIT = 1u << 4,   /* on the worker's list of flows waiting for buffers or budget */
+	F_ERR = 1u << 5,    /* the source failed: once the queue is sent, reset the pair */
+	F_DEAD = 1u << 6,   /* the destination failed: queue dropped, source no longer read */
+};
+
+#define UP_MAX 16 /* addresses of the upstream name tried in turn */
+
+/* The upstream's addresses, as resolved; an older list stays valid until the agent goes. */
+struct upstream {
+	unsigned n;
+	socklen_t len[UP_MAX];
+	struct sockaddr_storage addr[UP_MAX];
+	struct upstream *older;
 };
 
 /*
@@ -91,16 +103,22 @@ struct flow {
 	struct sendop *send;
 	struct flow *wait_next;
 	uint32_t queued;
+	uint32_t want; /* bytes the armed receive may bring, plus a block (counted in armed) */
 	uint8_t src, dst, idx, flags;
 };
 
 /* A connection: the client socket and, when relaying, the upstream socket. */
 struct pair {
 	struct pair *prev, *next; /* the worker's LRU list, oldest activity first */
+	struct pair *watch_next;  /* the worker's list of pairs with a half-closed side */
 	uint64_t active_ms;
 	int fd[2];
 	int refs;
-	uint8_t nflows, closing, abort, draining, connected;
+	uint8_t nflows, closing, abort, connected;
+	uint8_t watched; /* on the watch list (holds a reference) */
+	uint8_t failed;	 /* bit per side: that socket failed (reset, send error) */
+	uint8_t ai;	 /* the upstream address being tried */
+	uint8_t tries;	 /* addresses tried for this connection */
 	struct flow flow[2];
 };
 
@@ -118,12 +136,18 @@ struct worker {
 	bool thread_started;
 	int listen_fd;
 	struct io_uring ring;
-	bool ring_ok, br_registered, accept_armed, draining, bundles, defer, inc;
+	bool ring_ok, br_registered, accept_armed, draining, aborted, bundles, defer, inc;
 	uint64_t now, next_tick, drain_deadline, last_enobufs, last_consume;
 	struct tide_user *user;
 	size_t bs;
-	size_t limit;
-	uint32_t recv_len; /* most bytes one receive completion may carry; 0: no limit */
+	size_t limit;	   /* bytes queued per direction at most (flow_limit) */
+	size_t budget;	   /* bytes of blocks held by this worker's queues at most */
+	size_t reserve;	   /* the part of budget only flows under small may use */
+	size_t small;	   /* a flow holding less than this may dip into the reserve */
+	size_t armed;	   /* the sum of the armed receives' want: promised, not yet held */
+	unsigned owned;	   /* blocks taken from the pool and not given back */
+	unsigned ring_max; /* the ring's target never exceeds this */
+	struct __kernel_timespec connect_ts;
 
 	struct io_uring_buf_ring *br;
 	size_t br_bytes;
@@ -135,6 +159,7 @@ struct worker {
 	struct pair lru; /* sentinel */
 	unsigned npairs;
 	struct flow *waiters;
+	struct pair *watch;
 	struct spare *spare_segs, *spare_sendops;
 	void *frees[FREE_BATCH];
 	unsigned nfree;
@@ -149,8 +174,13 @@ struct tide_agent {
 	struct tide_agent_config cfg;
 	size_t bs;
 	bool echo;
-	struct sockaddr_storage up;
-	socklen_t uplen;
+	char *up_text;			/* the --upstream text, resolved again when all fail */
+	_Atomic(struct upstream *) ups; /* the current address list */
+	_Atomic unsigned prefer;	/* the address that answered last */
+	pthread_t resolver;
+	bool resolver_started, resolve_wanted, resolver_stop;
+	pthread_mutex_t rlock;
+	pthread_cond_t rcond;
 	unsigned port;
 	unsigned nworkers;
 	struct worker *w;
@@ -205,22 +235,37 @@ void *worker_main(void *arg);
 
 /* A connection was accepted: make its pair, connect upstream (relay) or start reading. */
 void on_accept(struct worker *w, int fd);
-/* Completions of a flow's receive and send, and of the upstream connect. */
+/* Completions of a flow's receive and send. */
 void on_recv(struct worker *w, struct pair *p, struct flow *f, int res, unsigned cflags);
 void on_send(struct worker *w, struct pair *p, struct flow *f, int res);
-void on_connect(struct worker *w, struct pair *p, int res);
+/* The upstream socket is connected: start both flows. */
+void pair_start(struct worker *w, struct pair *p);
+/* Close a pair (abort: with a reset) once nothing is in flight on it. */
+void pair_close(struct worker *w, struct pair *p, bool abort);
 /* Free p if it is closing and nothing is in flight on it. */
 void pair_maybe_free(struct worker *w, struct pair *p);
-/* Re-arm the flows that waited for buffers (after a refill). */
+/* Re-arm the flows that waited for buffers or budget (after a refill or a send). */
 void waiters_wake(struct worker *w);
-/* Draining: stop every receive and close what has nothing left to send. */
+/* Draining: reset the pairs not yet connected; the others flow on until they end. */
 void pairs_drain(struct worker *w);
+/* The tick's share: notice resets of sockets that already sent FIN. */
+void pairs_watch(struct worker *w);
 /* Reset every pair (the drain timed out). */
 void pairs_abort_all(struct worker *w);
 /* Close the pairs without activity for timeout_ms. */
 void pairs_close_idle(struct worker *w, unsigned timeout_ms);
 /* Free the spare segs and sendops. */
 void spares_free(struct worker *w);
+
+// upstream.c ----------------------------------------------------------------------------
+
+/* Connect p's upstream socket: the preferred address first, the others in turn. */
+void upstream_connect(struct worker *w, struct pair *p);
+void on_connect(struct worker *w, struct pair *p, int res);
+/* Resolve the upstream (at creation), start and stop the thread that resolves it again. */
+int upstream_init(struct tide_agent *a, const char *text);
+int upstream_resolver_start(struct tide_agent *a);
+void upstream_fini(struct tide_agent *a);
 
 // ring.c --------------------------------------------------------------------------------
 
@@ -244,8 +289,13 @@ void frees_flush(struct worker *w);
 
 // addr.c --------------------------------------------------------------------------------
 
-/* Resolve "HOST:PORT" ("[V6]:PORT"); passive: an empty host means any address. */
-int addr_parse(const char *text, bool passive, struct sockaddr_storage *ss, socklen_t *len);
+/*
+ * Resolve "HOST:PORT" ("[V6]:PORT") to at most max addresses, in the resolver's order;
+ * passive: an empty host means any address. Count (>= 1), -EINVAL a malformed text or an
+ * unknown name, -ERANGE a port over 65535, -ENOMEM.
+ */
+int addr_resolve(const char *text, bool passive, struct sockaddr_storage *ss, socklen_t *len,
+		 unsigned max);
 unsigned addr_port(const struct sockaddr_storage *ss);
 /* A bound, listening SO_REUSEPORT socket on ss at *port (0: pick one, stored back). fd or
  * -errno. */

@@ -86,10 +86,11 @@ void ring_publish(struct worker *w)
 /* A buffer is done with: into the ring while it is below target, else to the pool. */
 static void buf_release(struct worker *w, char *buf)
 {
-	if (w->br_registered && !w->draining && w->in_ring < w->target) {
+	if (w->br_registered && w->in_ring < w->target) {
 		ring_add(w, buf);
 		return;
 	}
+	w->owned--;
 	w->frees[w->nfree++] = buf;
 	if (w->nfree == FREE_BATCH)
 		frees_flush(w);
@@ -110,7 +111,7 @@ void ring_refill(struct worker *w)
 	void *bufs[256];
 	unsigned want, n, got, added = 0;
 
-	if (!w->br_registered || w->draining)
+	if (!w->br_registered)
 		return;
 	while (w->in_ring < w->target) {
 		want = w->target - w->in_ring;
@@ -124,6 +125,7 @@ void ring_refill(struct worker *w)
 				got += tide_user_alloc_bulk(w->user, bufs + got, n - got);
 			}
 		}
+		w->owned += got;
 		for (unsigned i = 0; i < got; i++)
 			ring_add(w, bufs[i]);
 		added += got;
@@ -209,7 +211,7 @@ int ring_setup(struct worker *w)
 	w->entries = a->cfg.ring_entries;
 	w->mask = w->entries - 1;
 	w->cap = w->entries / 2;
-	w->target = a->cfg.ring_min;
+	w->target = a->cfg.ring_min < w->ring_max ? a->cfg.ring_min : w->ring_max;
 	w->br_bytes = (size_t)w->entries * sizeof(struct io_uring_buf);
 	w->br = mmap(NULL, w->br_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (w->br == MAP_FAILED) {
@@ -252,13 +254,13 @@ void ring_free(struct worker *w)
 	STAT_SET(w, in_ring, 0);
 }
 
-/* A receive found the ring empty: double the target, up to half the slots. */
+/* A receive found the ring empty: double the target, up to ring_max (its share). */
 void ring_starved(struct worker *w)
 {
 	STAT_ADD(w, enobufs, 1);
 	w->last_enobufs = w->now;
-	if (w->target < w->cap)
-		w->target = w->target * 2 < w->cap ? w->target * 2 : w->cap;
+	if (w->target < w->ring_max)
+		w->target = w->target * 2 < w->ring_max ? w->target * 2 : w->ring_max;
 }
 
 /*
@@ -270,10 +272,12 @@ void ring_decay(struct worker *w)
 {
 	struct tide_agent *a = w->agent;
 
-	if (w->now - w->last_enobufs >= 1000 && w->target > a->cfg.ring_min) {
+	unsigned min = a->cfg.ring_min < w->ring_max ? a->cfg.ring_min : w->ring_max;
+
+	if (w->now - w->last_enobufs >= 1000 && w->target > min) {
 		unsigned t = w->target - w->target / 4;
 
-		w->target = t > a->cfg.ring_min ? t : a->cfg.ring_min;
+		w->target = t > min ? t : min;
 	}
 	if (w->now - w->last_consume >= 1000 && w->in_ring > w->target + w->target / 2)
 		ring_reset(w);

@@ -17,9 +17,10 @@
  * The io_uring is set up with SINGLE_ISSUER | DEFER_TASKRUN where the kernel has it (then
  * completions run only when the loop waits, which ring_reset() relies on), else COOP_TASKRUN,
  * else plain. The tick runs the idle timeout, the ring's decay, a retry of a failed accept
- * and, on worker 0, tide_pool_maintain(). At stop the worker drains: the accept and every
- * receive are cancelled, queued data may go out until drain_timeout_ms, then what is left is
- * reset; the loop ends when no pair and no accept is left.
+ * the watch of half-closed sockets (conn.c) and, on worker 0, tide_pool_maintain(). At stop
+ * the worker drains: the accept is cancelled and the listener closed, connections go on in
+ * both directions until they end or drain_timeout_ms passes, then what is left is reset (at
+ * once on a second stop); the loop ends when no pair and no accept is left.
  *
  * Invariant: a pair's handler runs with an extra reference held by handle_cqe(), so a close
  * inside a handler never frees the pair under it.
@@ -29,6 +30,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "net_internal.h"
 
@@ -94,12 +96,21 @@ static void handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
 	pair_maybe_free(w, p);
 }
 
+/*
+ * Draining starts: stop accepting (the listener closes, so new connections are refused rather
+ * than left in its queue), reset the pairs not yet connected; the others go on until they end
+ * or the deadline.
+ */
 static void drain_begin(struct worker *w)
 {
 	w->draining = true;
-	w->drain_deadline = w->now + (w->agent->cfg.drain_timeout_ms ?: 2000);
+	w->drain_deadline = w->now + w->agent->cfg.drain_timeout_ms;
 	if (w->accept_armed)
 		cancel_ud(w, UD(w, OP_ACCEPT));
+	if (w->listen_fd >= 0) {
+		close(w->listen_fd);
+		w->listen_fd = -1;
+	}
 	pairs_drain(w);
 }
 
@@ -109,6 +120,9 @@ static void tick(struct worker *w)
 
 	if (w->index == 0)
 		tide_pool_maintain(a->pool);
+	pairs_watch(w);
+	if (a->cfg.idle_timeout_ms)
+		pairs_close_idle(w, a->cfg.idle_timeout_ms);
 	if (w->draining) {
 		if (w->now >= w->drain_deadline)
 			pairs_abort_all(w);
@@ -116,8 +130,6 @@ static void tick(struct worker *w)
 	}
 	if (!w->accept_armed)
 		accept_arm(w);
-	if (a->cfg.idle_timeout_ms)
-		pairs_close_idle(w, a->cfg.idle_timeout_ms);
 	ring_decay(w);
 }
 
@@ -146,8 +158,13 @@ static int worker_setup(struct worker *w)
 		return rc;
 	w->ring_ok = true;
 	w->defer = params.flags & IORING_SETUP_DEFER_TASKRUN;
-	w->bundles = (params.features & IORING_FEAT_RECVSEND_BUNDLE) &&
-		     !(a->cfg.flags & TIDE_AGENT_NO_BUNDLE);
+	/*
+	 * No recv bundles: a bundle receive that filled what it was given retries once and
+	 * appends what the socket still holds, past the length asked for (io_recv_finish() in
+	 * the kernel), so it cannot keep a direction within its limit. One receive takes one
+	 * buffer (or, with incremental rings, part of one) and never more than asked.
+	 */
+	w->bundles = false;
 	w->inc = !(a->cfg.flags & TIDE_AGENT_NO_INCREMENTAL);
 
 	snprintf(name, sizeof(name), "worker%u", w->index);
@@ -191,8 +208,14 @@ static void worker_loop(struct worker *w)
 		struct io_uring_cqe *cqe;
 		unsigned head, seen = 0;
 
-		if (!w->draining && atomic_load_explicit(&a->stop, memory_order_relaxed))
+		int stop = atomic_load_explicit(&a->stop, memory_order_relaxed);
+
+		if (!w->draining && stop)
 			drain_begin(w);
+		if (!w->aborted && stop > 1) {
+			w->aborted = true; /* a second stop: no more waiting */
+			pairs_abort_all(w);
+		}
 		if (w->draining && !w->npairs && !w->accept_armed)
 			break;
 		ring_publish(w);
