@@ -81,7 +81,7 @@ static void lru_add_tail(struct worker *w, struct pair *p)
 
 static void touch(struct worker *w, struct pair *p)
 {
-	p->active_ms = w->now;
+	p->active_ms = (uint32_t)w->now;
 	if (w->lru.prev != p) {
 		lru_del(p);
 		lru_add_tail(w, p);
@@ -226,6 +226,28 @@ void pair_close(struct worker *w, struct pair *p, bool abort)
 	pair_maybe_free(w, p);
 }
 
+/*
+ * While draining, a pair one of whose directions ended cleanly (FIN passed on) and whose
+ * other direction has nothing queued is done: the side that sent FIN ended the exchange, and
+ * nothing accepted is left undelivered. Close it normally rather than wait for the deadline.
+ */
+static void pair_drain_check(struct worker *w, struct pair *p)
+{
+	bool shut = false;
+
+	if (!w->draining || p->closing || p->failed)
+		return;
+	for (unsigned i = 0; i < p->nflows; i++) {
+		const struct flow *f = &p->flow[i];
+
+		if (f->head || f->send || (f->flags & (F_ERR | F_DEAD)))
+			return;
+		shut = shut || (f->flags & F_SHUT);
+	}
+	if (shut)
+		pair_close(w, p, false);
+}
+
 /* Every direction has ended: close, with a reset if any of them ended by a failure. */
 static void pair_check_end(struct worker *w, struct pair *p)
 {
@@ -234,8 +256,10 @@ static void pair_check_end(struct worker *w, struct pair *p)
 	if (p->closing)
 		return;
 	for (unsigned i = 0; i < p->nflows; i++) {
-		if (!(p->flow[i].flags & (F_SHUT | F_DEAD)))
+		if (!(p->flow[i].flags & (F_SHUT | F_DEAD))) {
+			pair_drain_check(w, p);
 			return;
+		}
 		if (p->flow[i].flags & F_DEAD)
 			cut = true;
 	}
@@ -498,8 +522,8 @@ void on_recv(struct worker *w, struct pair *p, struct flow *f, int res, unsigned
 		if (!p->closing && !p->watched && p->nflows == 2) {
 			p->watched = 1; /* its later reset must not go unnoticed */
 			p->refs++;
-			p->watch_next = w->watch;
-			w->watch = p;
+			f->wait_next = w->watch; /* an ended flow never waits for buffers */
+			w->watch = f;
 		}
 	} else if (res == -ENOBUFS) {
 		ring_starved(w);
@@ -564,6 +588,7 @@ void on_send(struct worker *w, struct pair *p, struct flow *f, int res)
 		flow_maybe_shut(w, p, f);
 	if (!p->closing && f->queued <= w->limit / 2)
 		flow_arm(w, p, f);
+	pair_drain_check(w, p);
 }
 
 void pair_start(struct worker *w, struct pair *p)
@@ -605,7 +630,7 @@ void on_accept(struct worker *w, int fd)
 	p->flow[1].src = 1;
 	p->flow[1].dst = 0;
 	p->flow[1].idx = 1;
-	p->active_ms = w->now;
+	p->active_ms = (uint32_t)w->now;
 	lru_add_tail(w, p);
 	set_nodelay(fd);
 	if (a->echo)
@@ -637,8 +662,9 @@ void waiters_wake(struct worker *w)
 }
 
 /*
- * Draining starts: the pairs not yet connected are reset (nothing of theirs was relayed);
- * the others go on in both directions until they end or the deadline resets them.
+ * Draining starts: the pairs not yet connected are reset (nothing of theirs was relayed),
+ * those already half-ended with nothing queued close (pair_drain_check()); the others go on
+ * in both directions until they end or the deadline resets them.
  */
 void pairs_drain(struct worker *w)
 {
@@ -648,6 +674,8 @@ void pairs_drain(struct worker *w)
 		next = p->next;
 		if (!p->connected)
 			pair_close(w, p, true);
+		else
+			pair_drain_check(w, p);
 	}
 }
 
@@ -672,7 +700,7 @@ void pairs_close_idle(struct worker *w, unsigned timeout_ms)
 
 	for (p = w->lru.next; p != &w->lru; p = next) {
 		next = p->next;
-		if (w->now - p->active_ms < timeout_ms)
+		if ((uint32_t)((uint32_t)w->now - p->active_ms) < timeout_ms)
 			break;
 		STAT_ADD(w, idle_closed, 1);
 		pair_close(w, p, true);
@@ -686,24 +714,25 @@ void pairs_close_idle(struct worker *w, unsigned timeout_ms)
  */
 void pairs_watch(struct worker *w)
 {
-	struct pair **pp = &w->watch;
+	struct flow **pp = &w->watch;
 
 	while (*pp) {
-		struct pair *p = *pp;
+		struct flow *f = *pp;
+		struct pair *p = pair_of(f);
 
 		if (p->closing) {
-			*pp = p->watch_next;
+			*pp = f->wait_next;
 			p->watched = 0;
 			p->refs--;
 			pair_maybe_free(w, p);
 			continue;
 		}
-		pp = &p->watch_next;
+		pp = &f->wait_next;
 		for (unsigned i = 0; i < p->nflows && !p->closing; i++) {
-			struct flow *f = &p->flow[i];
+			struct flow *g = &p->flow[i];
 
-			if ((f->flags & (F_EOF | F_ERR)) == F_EOF && sock_was_reset(p, f->src))
-				sock_fail(w, p, f->src);
+			if ((g->flags & (F_EOF | F_ERR)) == F_EOF && sock_was_reset(p, g->src))
+				sock_fail(w, p, g->src);
 		}
 	}
 }

@@ -101,7 +101,7 @@ struct sendop {
 struct flow {
 	struct seg *head, *tail;
 	struct sendop *send;
-	struct flow *wait_next;
+	struct flow *wait_next; /* the waiters list, or (F_EOF) the watch list */
 	uint32_t queued;
 	uint32_t want; /* bytes the armed receive may bring, plus a block (counted in armed) */
 	uint8_t src, dst, idx, flags;
@@ -110,12 +110,11 @@ struct flow {
 /* A connection: the client socket and, when relaying, the upstream socket. */
 struct pair {
 	struct pair *prev, *next; /* the worker's LRU list, oldest activity first */
-	struct pair *watch_next;  /* the worker's list of pairs with a half-closed side */
-	uint64_t active_ms;
+	uint32_t active_ms;	  /* the worker's clock (ms, modulo 2^32) at the last activity */
 	int fd[2];
 	int refs;
 	uint8_t nflows, closing, abort, connected;
-	uint8_t watched; /* on the watch list (holds a reference) */
+	uint8_t watched; /* a flow of it is on the watch list (holds a reference) */
 	uint8_t failed;	 /* bit per side: that socket failed (reset, send error) */
 	uint8_t ai;	 /* the upstream address being tried */
 	uint8_t tries;	 /* addresses tried for this connection */
@@ -159,7 +158,7 @@ struct worker {
 	struct pair lru; /* sentinel */
 	unsigned npairs;
 	struct flow *waiters;
-	struct pair *watch;
+	struct flow *watch; /* flows whose source sent FIN, linked by wait_next */
 	struct spare *spare_segs, *spare_sendops;
 	void *frees[FREE_BATCH];
 	unsigned nfree;

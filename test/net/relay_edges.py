@@ -16,7 +16,7 @@ the suite). The kinds (see the README, "Connection endings"):
   idle_cut       the idle timeout cuts an upload with data queued: the upstream sees a reset,
                  never a clean end after a truncated stream
   drain          SIGTERM mid-stream: the stream finishes inside --drain-timeout, new
-                 connections are refused
+                 connections are refused, and the finished exchange ends the drain
   drain_deadline a stream longer than --drain-timeout: the client sees a reset, not a FIN
   drain_twice    a second SIGTERM stops at once, long before --drain-timeout
   slow_fair      --pool-max 8M, 12 clients that never read big downloads: a new client's
@@ -394,7 +394,11 @@ def case_drain():
     check(len(data) == total and how == "eof",
           "drain: the client got %d of %d KiB then %s" % (len(data) >> 10, total >> 10, how))
     check(nhow != "eof" and nhow != "timeout", "a connection made while draining saw %s" % nhow)
+    # The upstream ended the exchange and it was all delivered: the drain does not wait for
+    # its 20 s deadline because the client keeps its side open.
+    check(r.wait(12) is not None, "a finished exchange held the drain to its deadline")
     r.stop()
+    s.close()
     srv.close()
 
 
