@@ -13,6 +13,9 @@ the suite). The kinds (see the README, "Connection endings"):
                  gets the whole answer (a send error ends one direction only)
   fin_then_reset the upstream sends FIN, then resets: the client gets the data, the FIN, and
                  then a reset (an error on a socket that already sent FIN is passed on)
+  client_reset   the client resets after sending: the upstream gets every byte, then a reset
+  upstream_half_close  the upstream's FIN ends one direction only: the client's later bytes
+                 still reach it
   idle_cut       the idle timeout cuts an upload with data queued: the upstream sees a reset,
                  never a clean end after a truncated stream
   drain          SIGTERM mid-stream: the stream finishes inside --drain-timeout, new
@@ -311,6 +314,58 @@ def case_fin_then_reset():
     check(wait_until(lambda: tcp_state(s) == TCP_CLOSE, 10),
           "the upstream's reset after its FIN never reached the client (tcp state %d)" %
           tcp_state(s))
+    s.close()
+    r.stop()
+    srv.close()
+
+
+def case_client_reset():
+    """envoy#44148, envoy#46519: a client's reset reaches the upstream as a reset, after the
+    bytes the client sent before it."""
+    payload = os.urandom(200 << 10)
+
+    def sink(srv, c):
+        data, how = recv_all(c, timeout=15)
+        srv.events.append((data, how))
+        c.close()
+    srv = Server(sink)
+    r = Relay("--upstream", srv.text())
+    s = connect(r.addr())
+    s.sendall(payload)
+    time.sleep(0.5)
+    rst_close(s)
+    check(wait_until(lambda: srv.events, 20), "the upstream never saw the end")
+    data, how = srv.events[0]
+    check(how == "reset", "the client's reset reached the upstream as %s" % how)
+    check(payload.startswith(data) and len(data) == len(payload),
+          "the upstream got %d of %d bytes sent before the reset" % (len(data), len(payload)))
+    r.stop()
+    srv.close()
+
+
+def case_upstream_half_close():
+    """envoy#47378, nmap#2510: the upstream's FIN ends one direction only; the client can
+    still send, and the whole download arrives first."""
+    body = os.urandom(1 << 20)
+
+    def h(srv, c):
+        c.sendall(body)
+        c.shutdown(socket.SHUT_WR)
+        data, how = recv_all(c, timeout=15)
+        srv.events.append((data, how))
+        c.close()
+    srv = Server(h)
+    r = Relay("--upstream", srv.text())
+    s = connect(r.addr())
+    data, how = recv_all(s, timeout=15)
+    check(data == body and how == "eof", "download: %d of %d bytes then %s" %
+          (len(data), len(body), how))
+    s.sendall(b"after the upstream's FIN")
+    s.shutdown(socket.SHUT_WR)
+    check(wait_until(lambda: srv.events, 20), "the upstream never saw the client's end")
+    got, uhow = srv.events[0]
+    check(got == b"after the upstream's FIN" and uhow == "eof",
+          "the upstream got %r then %s" % (got, uhow))
     s.close()
     r.stop()
     srv.close()
