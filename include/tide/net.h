@@ -5,11 +5,13 @@
  *
  * An agent runs one worker thread per core asked for. Each worker owns one io_uring, one
  * SO_REUSEPORT listener with a multishot accept, and one provided-buffer ring that it feeds
- * from the pool through its own tide user. Data arrives by multishot receives that pick
- * buffers from the ring (several at once with recv bundles where the kernel has them), and
- * leaves by sends from the very same buffers, in order; a sent buffer goes back into the
- * ring, or back to the pool when the ring is at its target. The agent either echoes what a
- * client sends or relays it to an upstream address, in both directions.
+ * from the pool through its own tide user. Data arrives by receives that pick a buffer from
+ * the ring (part of one with incremental rings), one at a time per direction and never more
+ * than the direction's limit leaves, and leaves by sends from the very same buffers, in
+ * order; a sent buffer goes back into the ring, or back to the pool when the ring is at its
+ * target. The agent either echoes what a client sends or relays it to an upstream address
+ * (every address of its name in turn), in both directions, and ends every connection
+ * truthfully: a FIN only after every byte before it, a reset for any cut.
  *
  * Usage:
  *
