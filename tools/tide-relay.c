@@ -15,8 +15,8 @@
  *   tide-relay: listening on HOST:PORT (...)           once listening; PORT is the real one
  *   tide-relay: stats on HOST:PORT                     with --stats
  *   tide-relay: shutdown: live_buffers=N live_bytes=N ...   at exit
- * Environment: TIDE_RELAY_NO_BUNDLE, TIDE_RELAY_NO_INCREMENTAL (any value) turn those kernel
- * features off, for tests and comparisons.
+ * Environment: TIDE_RELAY_NO_BUNDLE, TIDE_RELAY_NO_INCREMENTAL, TIDE_RELAY_NO_RECV_LIMIT (any
+ * value) turn those kernel features off, for tests and comparisons.
  * Exit status: 0 clean, 1 runtime failure or buffers not returned, 2 bad arguments,
  * 3 io_uring unavailable here.
  */
@@ -328,6 +328,8 @@ static void agent_config(const struct options *o, struct tide_agent_config *ac)
 		ac->flags |= TIDE_AGENT_NO_BUNDLE;
 	if (getenv("TIDE_RELAY_NO_INCREMENTAL"))
 		ac->flags |= TIDE_AGENT_NO_INCREMENTAL;
+	if (getenv("TIDE_RELAY_NO_RECV_LIMIT"))
+		ac->flags |= TIDE_AGENT_NO_RECV_LIMIT;
 	ac->idle_timeout_ms = (unsigned)(o->idle_timeout * 1000 + 0.5);
 	if (o->idle_timeout > 0 && !ac->idle_timeout_ms)
 		ac->idle_timeout_ms = 1;

@@ -56,9 +56,11 @@ struct tide_agent; /* opaque: workers, their rings and their connections */
  * stop purge from giving memory back. See docs in the agent's design note (src/net/agent.c).
  */
 enum {
-	TIDE_AGENT_NO_BUNDLE = 1u << 0,	     /* accepted; recv bundles are not used (they may exceed
-						the length asked for, see src/net/worker.c) */
+	TIDE_AGENT_NO_BUNDLE = 1u << 0,	     /* never use recv bundles (they are used only where
+						multishot receives take a byte limit, Linux 6.16+) */
 	TIDE_AGENT_NO_INCREMENTAL = 1u << 1, /* never use incremental buffer rings (Linux 6.12+) */
+	TIDE_AGENT_NO_RECV_LIMIT = 1u << 2,  /* never use byte-limited multishot receives (Linux
+						6.16+): single receives of one buffer instead */
 };
 
 struct tide_agent_config {	   /* zero means default */

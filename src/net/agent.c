@@ -91,7 +91,8 @@ int tide_agent_create(struct tide_pool *pool, const struct tide_agent_config *cf
 				  cfg->ring_entries < 16 || cfg->ring_entries > 32768))
 		return -EINVAL;
 	if (cfg->threads > 1024 ||
-	    (cfg->flags & ~(unsigned)(TIDE_AGENT_NO_BUNDLE | TIDE_AGENT_NO_INCREMENTAL)))
+	    (cfg->flags & ~(unsigned)(TIDE_AGENT_NO_BUNDLE | TIDE_AGENT_NO_INCREMENTAL |
+				      TIDE_AGENT_NO_RECV_LIMIT)))
 		return -EINVAL;
 	rc = tide_agent_probe(NULL, 0);
 	if (rc)

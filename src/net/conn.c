@@ -14,8 +14,11 @@
  * ring.c with buf_put().
  *
  * Memory (the bound and the sizing rule are in the README): one receive at a time per flow,
- * asking for at most flow_room() bytes, so a direction never queues more than flow_limit
- * (no multishot completion can overshoot it). The worker's queues together hold at most
+ * for at most flow_room() bytes, so a direction never queues more than flow_limit. Where the
+ * kernel has it (6.16+), the receive is a multishot (with recv bundles) that ends by itself
+ * once that many bytes came (sqe->optlen), which also stops a bundle's retry from appending
+ * past it; elsewhere it is a single receive of one buffer, since a bundle there may take
+ * more than asked. The worker's queues together hold at most
  * `budget` bytes of blocks (its share of the pool's max_size less its ring); the last
  * quarter of it, the reserve, only serves flows that hold less than `small` (two blocks), so
  * connections that cannot send (slow readers) never take what a new connection needs to make
@@ -314,7 +317,15 @@ static void flow_arm(struct worker *w, struct pair *p, struct flow *f)
 		return;
 	}
 	sqe = sqe_get(w);
-	io_uring_prep_recv(sqe, p->fd[f->src], NULL, room, 0);
+	if (w->mshot_lim) {
+		/* Multishot, ending by itself after room bytes (sqe->optlen, Linux 6.16+). */
+		io_uring_prep_recv_multishot(sqe, p->fd[f->src], NULL, 0, 0);
+		sqe->file_index = room;
+		if (w->bundles)
+			sqe->ioprio |= IORING_RECVSEND_BUNDLE;
+	} else {
+		io_uring_prep_recv(sqe, p->fd[f->src], NULL, room, 0);
+	}
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = BGID;
 	io_uring_sqe_set_data64(sqe, UD(p, OP_RECV + f->idx));
@@ -494,24 +505,36 @@ static void recv_take(struct worker *w, struct pair *p, struct flow *f, size_t l
 
 void on_recv(struct worker *w, struct pair *p, struct flow *f, int res, unsigned cflags)
 {
+	bool more = cflags & IORING_CQE_F_MORE;
+
 	if (res > 0 && (cflags & IORING_CQE_F_BUFFER)) {
+		uint32_t kept = (uint32_t)res < f->want ? (uint32_t)res : f->want;
+
 		recv_take(w, p, f, (size_t)res, cflags);
 		STAT_ADD(w, bytes_in, (uint64_t)res);
 		w->last_consume = w->now;
+		f->want -= kept; /* what arrived is held now, no longer promised */
+		w->armed -= kept;
 	}
-	if (cflags & IORING_CQE_F_MORE)
-		return;
-	f->flags &= ~(F_ARMED | F_CANCEL);
-	w->armed -= f->want;
-	f->want = 0;
-	p->refs--;
+	if (!more) {
+		f->flags &= ~(F_ARMED | F_CANCEL);
+		w->armed -= f->want;
+		f->want = 0;
+		p->refs--;
+	}
 	if (p->closing) {
-		pair_maybe_free(w, p);
+		if (!more)
+			pair_maybe_free(w, p);
 		return;
 	}
 	if (res > 0) {
 		touch(w, p);
 		flow_send(w, p, f);
+		flow_arm(w, p, f);
+	} else if (more) {
+		return;
+	} else if (res == -EINVAL && w->mshot_lim) {
+		w->mshot_lim = w->bundles = false; /* no byte limit on multishot here */
 		flow_arm(w, p, f);
 	} else if (res == 0 && !(f->flags & F_DEAD)) {
 		if (!(f->flags & F_ERR) && sock_was_reset(p, f->src))

@@ -136,6 +136,7 @@ struct worker {
 	int listen_fd;
 	struct io_uring ring;
 	bool ring_ok, br_registered, accept_armed, draining, aborted, bundles, defer, inc;
+	bool mshot_lim; /* multishot receives take a byte limit (else single receives) */
 	uint64_t now, next_tick, drain_deadline, last_enobufs, last_consume;
 	struct tide_user *user;
 	size_t bs;

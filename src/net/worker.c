@@ -159,12 +159,15 @@ static int worker_setup(struct worker *w)
 	w->ring_ok = true;
 	w->defer = params.flags & IORING_SETUP_DEFER_TASKRUN;
 	/*
-	 * No recv bundles: a bundle receive that filled what it was given retries once and
-	 * appends what the socket still holds, past the length asked for (io_recv_finish() in
-	 * the kernel), so it cannot keep a direction within its limit. One receive takes one
-	 * buffer (or, with incremental rings, part of one) and never more than asked.
+	 * Receives are multishot with a byte limit (IORING_RECV_MSHOT_LIM, Linux 6.16, no
+	 * feature bit: the first receive's -EINVAL turns it off) and then bundles. Without the
+	 * limit no bundles: a bundle receive that filled what it was given retries once and
+	 * appends what the socket still holds, past the length asked for (io_recv_finish()),
+	 * so single receives of one buffer keep a direction within its limit instead.
 	 */
-	w->bundles = false;
+	w->mshot_lim = !(a->cfg.flags & TIDE_AGENT_NO_RECV_LIMIT);
+	w->bundles = w->mshot_lim && (params.features & IORING_FEAT_RECVSEND_BUNDLE) &&
+		     !(a->cfg.flags & TIDE_AGENT_NO_BUNDLE);
 	w->inc = !(a->cfg.flags & TIDE_AGENT_NO_INCREMENTAL);
 
 	snprintf(name, sizeof(name), "worker%u", w->index);

@@ -441,6 +441,8 @@ static void case_modes(void)
 		{"TIDE_RELAY_NO_INCREMENTAL", NULL},
 		{"TIDE_RELAY_NO_BUNDLE", NULL},
 		{"TIDE_RELAY_NO_BUNDLE", "TIDE_RELAY_NO_INCREMENTAL"},
+		{"TIDE_RELAY_NO_RECV_LIMIT", NULL},
+		{"TIDE_RELAY_NO_RECV_LIMIT", "TIDE_RELAY_NO_INCREMENTAL"},
 	};
 	const char *args[] = {"--echo", "--block-size", "8K", NULL};
 
@@ -458,6 +460,7 @@ static void case_modes(void)
 		CHECK(strstr(r.log, "live_buffers=0 ") != NULL);
 		unsetenv("TIDE_RELAY_NO_BUNDLE");
 		unsetenv("TIDE_RELAY_NO_INCREMENTAL");
+		unsetenv("TIDE_RELAY_NO_RECV_LIMIT");
 	}
 }
 
