@@ -32,6 +32,7 @@ the suite). The kinds (see the README, "Connection endings"):
                  private /etc/hosts in a mount namespace, else skipped)
   stats_slow     a client trickling a request and idle clients on --stats do not delay another
                  scrape, nor SIGTERM
+  out_of_fds     out of file descriptors: no busy loop, service resumes when they free up
   cli            port out of range and unknown short options are named as such
 """
 import os
@@ -72,14 +73,15 @@ def check(ok, msg):
 class Relay:
     """tide-relay --listen 127.0.0.1:0 --stats 127.0.0.1:0 plus args, stderr to a file."""
 
-    def __init__(self, *args, wrap=(), stats=True, env=None):
+    def __init__(self, *args, wrap=(), stats=True, env=None, preexec=None):
         self.errf = tempfile.NamedTemporaryFile(prefix="relay-edges-", suffix=".err",
                                                 delete=False)
         argv = list(wrap) + [RELAY, "--listen", "127.0.0.1:0"]
         if stats:
             argv += ["--stats", "127.0.0.1:0"]
         self.proc = subprocess.Popen(argv + list(args), stdout=subprocess.DEVNULL,
-                                     stderr=self.errf, env=dict(os.environ, **(env or {})))
+                                     stderr=self.errf, env=dict(os.environ, **(env or {})),
+                                     preexec_fn=preexec)
         STARTED.append(self)
         self.port = self.stats_port = None
         deadline = time.time() + 30
@@ -696,6 +698,58 @@ def case_stats_slow():
     data, how = recv_all(s, timeout=15)
     check(how in ("eof", "reset"), "a silent stats client was not closed: %s" % how)
     s.close()
+    r.stop()
+
+
+def cpu_ticks(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    return int(parts[11]) + int(parts[12])
+
+
+def case_out_of_fds():
+    """haproxy, nginx 'accept() failed (24: Too many open files)': out of descriptors, the
+    relay neither spins nor stops; it serves again once descriptors are free."""
+    import resource
+
+    def low_nofile():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+    r = Relay("--echo", preexec=low_nofile)
+    held = []
+    for _ in range(100):  # more than the relay has descriptors for; the rest wait in backlog
+        try:
+            held.append(socket.create_connection(r.addr(), timeout=5))
+        except OSError:
+            break
+    # A scrape waits in the stats listener's backlog too.
+    held.append(socket.create_connection(("127.0.0.1", r.stats_port), timeout=5))
+    time.sleep(0.5)
+    t0 = cpu_ticks(r.proc.pid)
+    time.sleep(2)
+    used = cpu_ticks(r.proc.pid) - t0
+    hz = os.sysconf("SC_CLK_TCK")
+    # A loop retrying accept() without rest would burn the whole 2 s.
+    check(used < hz / 2, "out of descriptors, the relay used %.2f s of CPU in 2 s" % (used / hz))
+    for c in held[:50]:
+        c.close()
+    ok = False
+    for _ in range(40):
+        try:
+            c = socket.create_connection(r.addr(), timeout=5)
+            c.settimeout(5)
+            c.sendall(b"x")
+            ok = c.recv(1) == b"x"
+            c.close()
+        except OSError:
+            pass
+        if ok:
+            break
+        time.sleep(0.25)
+    check(ok, "the relay did not serve again after descriptors were freed")
+    with urllib.request.urlopen("http://127.0.0.1:%d/stats" % r.stats_port, timeout=10):
+        pass  # and so does the stats endpoint
+    for c in held[50:]:
+        c.close()
     r.stop()
 
 
