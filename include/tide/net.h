@@ -57,10 +57,10 @@ struct tide_agent; /* opaque: workers, their rings and their connections */
  */
 enum {
 	TIDE_AGENT_NO_BUNDLE = 1u << 0,	     /* never use recv bundles (they are used only where
-						multishot receives take a byte limit, Linux 6.16+) */
+						multishot receives take a byte limit, recent kernels) */
 	TIDE_AGENT_NO_INCREMENTAL = 1u << 1, /* never use incremental buffer rings (Linux 6.12+) */
-	TIDE_AGENT_NO_RECV_LIMIT = 1u << 2,  /* never use byte-limited multishot receives (Linux
-						6.16+): single receives of one buffer instead */
+	TIDE_AGENT_NO_RECV_LIMIT = 1u << 2,  /* never use byte-limited multishot receives (recent
+						kernels): single receives of one buffer instead */
 };
 
 struct tide_agent_config {	   /* zero means default */

@@ -15,7 +15,7 @@
  *
  * Memory (the bound and the sizing rule are in the README): one receive at a time per flow,
  * for at most flow_room() bytes, so a direction never queues more than flow_limit. Where the
- * kernel has it (6.16+), the receive is a multishot (with recv bundles) that ends by itself
+ * kernel has it (recent ones), the receive is a multishot (with recv bundles) that ends by itself
  * once that many bytes came (sqe->optlen), which also stops a bundle's retry from appending
  * past it; elsewhere it is a single receive of one buffer, since a bundle there may take
  * more than asked. The worker's queues together hold at most
@@ -318,7 +318,7 @@ static void flow_arm(struct worker *w, struct pair *p, struct flow *f)
 	}
 	sqe = sqe_get(w);
 	if (w->mshot_lim) {
-		/* Multishot, ending by itself after room bytes (sqe->optlen, Linux 6.16+). */
+		/* Multishot, ending by itself after room bytes (sqe->optlen). */
 		io_uring_prep_recv_multishot(sqe, p->fd[f->src], NULL, 0, 0);
 		sqe->file_index = room;
 		if (w->bundles)

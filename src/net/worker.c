@@ -159,7 +159,7 @@ static int worker_setup(struct worker *w)
 	w->ring_ok = true;
 	w->defer = params.flags & IORING_SETUP_DEFER_TASKRUN;
 	/*
-	 * Receives are multishot with a byte limit (IORING_RECV_MSHOT_LIM, Linux 6.16, no
+	 * Receives are multishot with a byte limit (IORING_RECV_MSHOT_LIM, recent kernels; no
 	 * feature bit: the first receive's -EINVAL turns it off) and then bundles. Without the
 	 * limit no bundles: a bundle receive that filled what it was given retries once and
 	 * appends what the socket still holds, past the length asked for (io_recv_finish()),
