@@ -638,8 +638,8 @@ void on_accept(struct worker *w, int fd)
 	if (w->draining || (a->cfg.max_conns && n > a->cfg.max_conns) ||
 	    !(p = calloc(1, sizeof(*p)))) {
 		atomic_fetch_sub_explicit(&a->conns, 1, memory_order_relaxed);
+		STAT_ADD(w, rejected, 1); /* counted before the client can see the close */
 		close(fd);
-		STAT_ADD(w, rejected, 1);
 		return;
 	}
 	STAT_ADD(w, accepted, 1);

@@ -635,7 +635,7 @@ static void case_maxconns(void)
 		close(extra[i]);
 	}
 	CHECK_EQ(closed, 24);
-	CHECK_EQ(stat_num(r.stats_port, "rejected"), 24);
+	CHECK_EQ(stat_wait(r.stats_port, "rejected", 24, 5000), 24);
 	for (int i = 0; i < 8; i++)
 		CHECK(ping(keep[i], (char)('A' + i)));
 	close(keep[0]);
