@@ -59,7 +59,7 @@ enum {
 	TIDE_AGENT_NO_BUNDLE = 1u << 0,	     /* never use recv bundles (they are used only where
 						multishot receives take a byte limit, recent kernels) */
 	TIDE_AGENT_NO_INCREMENTAL = 1u << 1, /* never use incremental buffer rings (Linux 6.12+) */
-	TIDE_AGENT_NO_RECV_LIMIT = 1u << 2,  /* never use byte-limited multishot receives (recent
+	TIDE_AGENT_NO_RECV_LIMIT = 1u << 2   /* never use byte-limited multishot receives (recent
 						kernels): single receives of one buffer instead */
 };
 
