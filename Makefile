@@ -17,7 +17,7 @@ FUZZ_SECONDS ?= 60
 CTEST_FLAGS ?= --output-on-failure -j $(JOBS)
 DEPS := scripts/deps.sh
 
-.PHONY: all deps release build-release demo test test-asan test-tsan test-valgrind bench \
+.PHONY: all deps release build-release demo test test-asan test-tsan test-valgrind test-arm64 bench \
 	bench-relay fuzz fuzz-fast install format clean
 
 all: release
@@ -39,8 +39,15 @@ demo:
 	@cmake --build build/release --target demo
 
 test:
-	@$(DEPS) build test
+	@$(DEPS) build test cross
 	@JOBS=$(JOBS) scripts/test-all.sh
+
+# The core library cross-built for aarch64, its unit tests under qemu-user.
+test-arm64:
+	@$(DEPS) build cross
+	@cmake --preset aarch64 >/dev/null
+	@cmake --build build/aarch64 -j $(JOBS)
+	cd build/aarch64 && ctest $(CTEST_FLAGS) -L unit
 
 # One stage at a time, for a developer: the same trees scripts/test-all.sh uses.
 test-asan:

@@ -51,7 +51,7 @@ enum {
 	TIDE_HUGEPAGES = 1u << 2,   /* ask for transparent huge pages on the unreserved portion */
 	TIDE_POPULATE = 1u << 3,    /* fault pages in at conversion, not at first touch */
 	TIDE_LOCKED = 1u << 4,	    /* keep the unreserved portion locked in memory (pinned) */
-	TIDE_BACKGROUND = 1u << 5,  /* a pool-owned thread runs maintenance */
+	TIDE_BACKGROUND = 1u << 5   /* a pool-owned thread runs maintenance */
 };
 
 #define TIDE_POOL_FLAGS_ALL 0x3fu /* every flag above */
@@ -65,7 +65,12 @@ struct tide_pool_config {    /* zero means default */
 	size_t grow_unit;    /* conversion step, multiple of the page size; default 2 MiB */
 	unsigned shrink_delay_ms; /* idle time before automatic shrink; default 100 */
 	unsigned flags;		  /* TIDE_AUTO_GROW | ... */
+	size_t memory_limit;	  /* growth keeps a headroom under it, else -ENOMEM: 0 detects the
+				     memory cgroup's limit (v2 memory.max/high, v1 limit_in_bytes);
+				     TIDE_NO_MEMORY_LIMIT: none; else bytes of this process's RSS */
 };
+
+#define TIDE_NO_MEMORY_LIMIT ((size_t)-1) /* tide_pool_config.memory_limit: no check */
 
 /**
  * tide_pool_create() - reserve a range and make a pool of it.
@@ -73,7 +78,11 @@ struct tide_pool_config {    /* zero means default */
  * @pool: where the new pool goes.
  *
  * Reserves reserve_size bytes of address space (no memory), maps the metadata lazily, and
- * commits initial_size. With TIDE_BACKGROUND a maintenance thread is started.
+ * commits initial_size. With TIDE_BACKGROUND a maintenance thread is started. When the OS
+ * refuses the default reservation (reserve_size 0), it is halved until it fits, down to
+ * 4 GiB and never below initial_size, min_size or an explicit max_size (valgrind refuses
+ * 64 GiB, for one); stats.reserve_size says what was reserved, and a max_size left at its
+ * default follows it. An explicit reserve_size is reserved as asked or refused.
  *
  * Example::
  *
@@ -88,7 +97,8 @@ struct tide_pool_config {    /* zero means default */
  *	tide_pool_destroy(pool);
  *
  * Return: 0; -EINVAL for a bad field or flag or a NULL @pool; -ENOMEM when the OS refuses
- * the reservation or the initial commit; -EAGAIN when the thread cannot be started.
+ * the reservation, the metadata or the initial commit (whatever errno the OS gave), or the
+ * initial commit would pass the memory limit; -EAGAIN when the thread cannot be started.
  */
 TIDE_API TIDE_NODISCARD int tide_pool_create(const struct tide_pool_config *cfg,
 					     struct tide_pool **pool);
@@ -173,8 +183,9 @@ TIDE_API void tide_pool_flush_cache(struct tide_pool *pool);
  * boundary. All or nothing: on any error the pool is exactly as before.
  *
  * Return: 0; -EINVAL for a NULL pool; -ENOSPC past max_size; -ENOMEM when the OS refuses
- * (mprotect, mlock, populate); -EDEADLK from inside the pool's own hook; or the hook's
- * negative return (-ECANCELED for a positive one).
+ * (mmap, mprotect, mlock, populate; whatever errno it gave) or the grow would pass the
+ * memory limit (tide_pool_config.memory_limit, by default the cgroup's); -EDEADLK from
+ * inside the pool's own hook; or the hook's negative return (-ECANCELED for a positive one).
  */
 TIDE_API int tide_pool_grow(struct tide_pool *pool, size_t bytes);
 /**
@@ -294,7 +305,7 @@ TIDE_API void tide_pool_stats(const struct tide_pool *pool, struct tide_stats *s
 /* --------------------------------------------------------------- users -- */
 
 enum {
-	TIDE_USER_MAY_GROW = 1u << 0, /* this user's allocations may convert reserved space */
+	TIDE_USER_MAY_GROW = 1u << 0 /* this user's allocations may convert reserved space */
 };
 
 struct tide_user_config {

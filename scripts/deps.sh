@@ -2,28 +2,30 @@
 # deps.sh GROUP... - the Debian packages a make target needs, checked all at once.
 #
 # Groups: build (compiler, CMake, liburing), test (sanitizer runtimes, valgrind, groff),
-# demo (gnuplot), bench (the peers: DPDK, the mallocs), relay-bench (haproxy, nginx,
-# socat, iperf3, wrk), fuzz (clang). A make target names every group it needs in one call
+# cross (the arm64 stage of make test: Debian's aarch64 cross gcc and qemu-user), demo
+# (gnuplot), bench (the peers: DPDK, the mallocs), relay-bench (haproxy, nginx, socat,
+# iperf3, wrk), fuzz (clang). A make target names every group it needs in one call
 # (make demo: build demo), so that what is missing is said once, in one line.
 #
 # As root: apt-get update, then apt-get install of everything missing. As another user:
 # one line naming every missing package, to run as root, and exit 1. The peers of bench
-# and relay-bench are optional: missing ones are named and skipped, they stop nothing.
+# and relay-bench, and cross, are optional: missing ones are named and skipped, they stop nothing.
 # Without dpkg (another distribution) the tools themselves are looked for instead: when
 # they are there the build goes on, with a warning; when not, their names are printed.
 set -euo pipefail
 
-optional_group() { [ "$1" = bench ] || [ "$1" = relay-bench ]; }
+optional_group() { [ "$1" = bench ] || [ "$1" = relay-bench ] || [ "$1" = cross ]; }
 
 pkgs_for() {
 	case "$1" in
 	build) echo "build-essential cmake pkg-config liburing-dev" ;;
 	test) echo "valgrind clang libclang-rt-14-dev iproute2 python3 groff-base" ;;
+	cross) echo "gcc-aarch64-linux-gnu libc6-dev-arm64-cross binutils-aarch64-linux-gnu qemu-user" ;;
 	demo) echo "gnuplot-nox iproute2" ;;
 	bench) echo "dpdk-dev libdpdk-dev libjemalloc-dev libmimalloc-dev libgoogle-perftools-dev gnuplot-nox" ;;
 	relay-bench) echo "haproxy nginx libnginx-mod-stream socat iperf3 wrk iproute2 util-linux gnuplot-nox" ;;
 	fuzz) echo "clang libclang-rt-14-dev" ;;
-	*) echo "deps.sh: unknown group '$1' (build test demo bench relay-bench fuzz)" >&2; exit 2 ;;
+	*) echo "deps.sh: unknown group '$1' (build test cross demo bench relay-bench fuzz)" >&2; exit 2 ;;
 	esac
 }
 
@@ -33,6 +35,7 @@ tools_for() {
 	case "$1" in
 	build) echo "cc make cmake pkg-config pc:liburing" ;;
 	test) echo "valgrind clang ss python3 groff" ;;
+	cross) echo "aarch64-linux-gnu-gcc qemu-aarch64" ;;
 	demo) echo "gnuplot ss" ;;
 	bench) echo "gnuplot pc:libdpdk" ;;
 	relay-bench) echo "haproxy nginx socat iperf3 wrk ss taskset gnuplot" ;;

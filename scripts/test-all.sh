@@ -7,6 +7,8 @@
 #   release   the install, package, man page, pkg-config consumer and example tests
 #             (label release)
 #   valgrind  the unit tests under Valgrind memcheck, failing on any error or definite leak
+#   arm64     the core library cross-built for aarch64 (Debian's cross gcc), its unit tests
+#             under qemu-user; skipped when the cross tools are not installed
 #
 # As it runs it prints each stage as it starts, the build's warnings (its whole log when
 # it fails), and CTest's own lines: each test's name and result as it finishes, and the
@@ -65,6 +67,14 @@ build release
 run release build/release -L release
 run valgrind build/release -L unit -T memcheck --overwrite \
 	MemoryCheckCommandOptions="--error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite"
+
+if command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64 >/dev/null &&
+	[ -e /usr/aarch64-linux-gnu/lib/libc.so.6 ]; then
+	build aarch64
+	run arm64 build/aarch64 -L unit
+else
+	echo "== arm64: skipped (no aarch64-linux-gnu-gcc, qemu-aarch64 or arm64 libc; deps.sh cross)"
+fi
 
 echo
 echo "tide: $passed passed, $failed failed"

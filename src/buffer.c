@@ -19,6 +19,7 @@
 #include <errno.h>
 
 #include "internal.h"
+#include "poison.h"
 
 #define DEFAULT_USER_ID 1 /* user.c gives the pool's default user this id */
 
@@ -149,6 +150,7 @@ static void free_run(struct tide_pool *pool, struct tide_user *user, size_t firs
 
 	for (size_t i = 0; i < n; i++)
 		pool->tags[first + i] = TAG_FREE;
+	poison_range(pool, pool->base + (first << pool->block_shift), n << pool->block_shift);
 	pthread_mutex_lock(&pool->lock);
 	pool_release_run_locked(pool, first, n);
 	pool->multi_buffers--;
@@ -171,6 +173,7 @@ __attribute__((noinline)) void *pool_alloc(struct tide_pool *pool, struct tide_u
 			user_uncharge(user, pool->block_size, 1);
 			goto fail;
 		}
+		unpoison_range(pool, block, pool->block_size);
 		pool->tags[block_index(pool, block)] = user->id;
 		return block;
 	}
@@ -182,8 +185,10 @@ __attribute__((noinline)) void *pool_alloc(struct tide_pool *pool, struct tide_u
 	if (!user_charge(user, n << pool->block_shift, 1))
 		goto fail;
 	block = alloc_run(pool, user, n);
-	if (block)
+	if (block) {
+		unpoison_range(pool, block, n << pool->block_shift);
 		return block;
+	}
 	user_uncharge(user, n << pool->block_shift, 1);
 fail:
 	count_failure(pool, user);
@@ -228,6 +233,7 @@ __attribute__((noinline)) int pool_free(struct tide_pool *pool, struct tide_user
 	pool->tags[i] = TAG_FREE;
 	if (user->counted)
 		user_uncharge(user, pool->block_size, 1);
+	poison_range(pool, buf, pool->block_size); /* before another thread can take it */
 	free_block(pool, buf);
 	return 0;
 }
@@ -281,8 +287,10 @@ unsigned pool_alloc_bulk(struct tide_pool *pool, struct tide_user *user, void **
 		    pool_grow_auto(pool, seen, (size_t)(n - got) * pool->block_size))
 			break;
 	}
-	for (unsigned i = 0; i < got; i++)
+	for (unsigned i = 0; i < got; i++) {
+		unpoison_range(pool, bufs[i], pool->block_size);
 		pool->tags[block_index(pool, bufs[i])] = user->id;
+	}
 	if (got < n) {
 		if (user->counted)
 			user_uncharge(user, (size_t)(n - got) * pool->block_size, n - got);
@@ -300,8 +308,10 @@ int pool_free_bulk(struct tide_pool *pool, struct tide_user *user, void *const *
 	if (n && !bufs)
 		return -EINVAL;
 	while (i < n) {
-		/* Push as many plain one-block buffers as fit in one cache window. */
-		unsigned have = c ? cache_enter(c, pool->fence_is_membarrier) : UINT_MAX;
+		/* Push as many plain one-block buffers as fit in one cache window (a pool that
+		 * poisons frees one by one through pool_free). */
+		unsigned have =
+			c && !pool->poison ? cache_enter(c, pool->fence_is_membarrier) : UINT_MAX;
 
 		if (have != UINT_MAX) {
 			unsigned start = i;

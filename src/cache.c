@@ -159,7 +159,8 @@ struct tcache *cache_lookup(struct tide_pool *pool)
 	for (int i = 0; i < TCACHE_SLOTS; i++) {
 		c = tcache_slots[i];
 		if (c && atomic_load_explicit(&c->pool, memory_order_relaxed) == pool) {
-			tcache_last = c;
+			if (likely(!pool->poison)) /* see poison.h: no inline fast path then */
+				tcache_last = c;
 			return c;
 		}
 		if (slot < 0 && (!c || !atomic_load_explicit(&c->pool, memory_order_relaxed)))
@@ -191,7 +192,8 @@ struct tcache *cache_lookup(struct tide_pool *pool)
 	pthread_mutex_unlock(&pool->lock);
 	pthread_setspecific(exit_key, (void *)1);
 	tcache_slots[slot] = c;
-	tcache_last = c;
+	if (likely(!pool->poison))
+		tcache_last = c;
 	return c;
 }
 
@@ -282,7 +284,7 @@ static void steal_marked_locked(struct tide_pool *pool)
 		if (atomic_load_explicit(&c->steal, memory_order_relaxed) != STEAL_WANTED)
 			continue;
 		while ((state = atomic_load_explicit(&c->state, memory_order_acquire)) & CACHE_BUSY)
-			__builtin_ia32_pause();
+			cpu_relax();
 		drain_locked(pool, c);
 		atomic_store_explicit(&c->steal, STEAL_DONE, memory_order_release);
 	}

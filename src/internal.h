@@ -19,6 +19,13 @@
 
 #include "tide.h"
 
+/*
+ * 64-bit only: the reservation is tens of GiB of address space, block indexes and byte
+ * offsets share size_t, and the fast path's counters assume a 64-bit word.
+ */
+_Static_assert(sizeof(void *) == 8 && sizeof(size_t) == 8,
+	       "tide needs a 64-bit target (the reservation alone is 64 GiB of address space)");
+
 #define likely(x)   __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 
@@ -46,6 +53,18 @@ static inline size_t align_down(size_t x, size_t a)
 	return x & ~(a - 1);
 }
 
+/* A hint to the CPU inside a spin-wait loop (x86 pause, arm64 yield). */
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__) || defined(__arm__)
+	__asm__ __volatile__("yield" ::: "memory");
+#else
+	atomic_signal_fence(memory_order_seq_cst);
+#endif
+}
+
 static inline bool is_pow2(size_t x)
 {
 	return x && !(x & (x - 1));
@@ -59,13 +78,17 @@ static inline bool is_pow2(size_t x)
  */
 size_t os_page_size(void);
 int os_reserve(size_t size, size_t align, void **addr); /* PROT_NONE, MAP_NORESERVE */
-int os_release(void *addr, size_t size);       /* counted, never fails on purpose: see os.c */
-int os_commit(void *addr, size_t size);	       /* PROT_NONE -> read/write */
-int os_decommit(void *addr, size_t size);      /* give pages back, then PROT_NONE */
-int os_purge(void *addr, size_t size);	       /* give pages back, stay read/write */
-int os_map_metadata(size_t size, void **addr); /* read/write, MAP_NORESERVE, zero */
+int os_release(void *addr, size_t size);  /* counted, never fails on purpose: see os.c */
+int os_commit(void *addr, size_t size);	  /* PROT_NONE -> read/write */
+int os_decommit(void *addr, size_t size); /* pages and commit charge back, PROT_NONE */
+int os_purge(void *addr, size_t size);	  /* give pages back, stay read/write */
+/* Read-only zero pages, MAP_NORESERVE: not charged; os_commit() makes parts writable. */
+int os_map_metadata(size_t size, void **addr);
+int os_meta_decommit(void *addr, size_t size); /* back to read-only zero pages, uncharged */
 int os_hugepage(void *addr, size_t size);      /* MADV_HUGEPAGE */
-int os_populate(void *addr, size_t size);      /* MADV_POPULATE_WRITE, or touch */
+int os_nohugepage(void *addr, size_t size);    /* MADV_NOHUGEPAGE */
+size_t os_thp_size(void); /* the transparent huge page size, 0 without THP; not counted */
+int os_populate(void *addr, size_t size); /* MADV_POPULATE_WRITE, or touch */
 int os_lock(void *addr, size_t size);
 int os_unlock(void *addr, size_t size);
 int os_membarrier_register(void); /* 0 when MEMBARRIER_CMD_PRIVATE_EXPEDITED works */
@@ -280,7 +303,15 @@ struct tide_user {
 	char name[32];
 };
 
-#define DEMAND_SAMPLES 64
+#define DEMAND_SAMPLES	 64
+#define MEM_LIMIT_LEVELS 4
+
+/* A memory limit the pool grows under (limits.c): the limit and where usage is read. */
+struct mem_limit {
+	size_t limit;
+	int fd;	    /* memory.current, memory.usage_in_bytes, or /proc/self/statm */
+	bool statm; /* fd is /proc/self/statm: usage is resident pages */
+};
 
 struct tide_pool {
 	/* Read on every alloc and free. */
@@ -290,6 +321,7 @@ struct tide_pool {
 	unsigned block_shift;
 	unsigned flags;
 	bool fence_is_membarrier; /* else the fast path pays a full fence */
+	bool poison;		  /* free blocks are poisoned for ASan/valgrind (poison.h) */
 	struct tide_user default_user;
 
 	/* Fixed at create. */
@@ -303,9 +335,9 @@ struct tide_pool {
 	size_t purge_chunk;  /* bytes: the unit purge gives back (a page, or a huge page) */
 	size_t purge_region; /* bytes: the unit whose idle time is tracked (>= purge_chunk) */
 	unsigned shrink_delay_ms;
-	void *meta; /* bitmap + tags + purge state, one lazily backed mapping */
+	void *meta; /* bitmap + tags + purge state, one lazily committed mapping (meta.c) */
 	size_t meta_size;
-	size_t meta_tags_offset;
+	size_t meta_offset[4]; /* words, tags, purged bits, region epochs */
 
 	/* Under lock: the bitmap and what moves with it. */
 	pthread_mutex_t lock;
@@ -329,7 +361,9 @@ struct tide_pool {
 	uint32_t epoch;		/* maintenance samples taken */
 	size_t unreserved_high; /* the most the pool was ever grown to */
 
-	/* Under convert_lock: conversions and the hook. */
+	/* Under convert_lock: conversions, the hook and the memory limit. */
+	struct mem_limit limits[MEM_LIMIT_LEVELS];
+	unsigned nlimits;
 	pthread_mutex_t convert_lock;
 	tide_convert_fn hook;
 	void *hook_arg;
@@ -409,6 +443,22 @@ static inline void user_uncharge(struct tide_user *user, size_t bytes, size_t bu
 		atomic_fetch_sub_explicit(&user->live_buffers, buffers, memory_order_relaxed);
 	}
 }
+
+// meta.c --------------------------------------------------------------------------------
+
+int meta_map(struct tide_pool *pool); /* reserve, lay out, commit the bitmap summaries */
+/* Make writable the metadata describing pool bytes [from, to); 0 or the OS's error. */
+int meta_commit(struct tide_pool *pool, size_t from, size_t to);
+/* Give back the metadata pages that describe only pool bytes [to, from), to < from. */
+void meta_decommit(struct tide_pool *pool, size_t to, size_t from);
+
+// limits.c ------------------------------------------------------------------------------
+
+/* Find the limit (0: the cgroup's; TIDE_NO_MEMORY_LIMIT: none; else on the process's RSS). */
+int limits_init(struct tide_pool *pool, size_t memory_limit);
+void limits_exit(struct tide_pool *pool);
+/* 0 when growing by len keeps the memory in use a headroom under every limit; -ENOMEM. */
+int limits_check(struct tide_pool *pool, size_t len);
 
 // maintain.c ----------------------------------------------------------------------------
 

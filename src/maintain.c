@@ -22,6 +22,18 @@
  * counted apart so live stays right. Examined regions are stamped with EXAMINED so they
  * are looked at again only after another delay.
  *
+ * Transparent huge pages: a range purged in pieces smaller than a huge page would be
+ * filled back in by khugepaged (which collapses a huge-page-sized range with a few present
+ * pages into one huge page: gperftools #1073, jemalloc #46), with THP "always" by default
+ * and with "madvise" under TIDE_HUGEPAGES, and resident_size would no longer describe the
+ * pool's memory. So before such a purge the huge-page-aligned span around it is marked
+ * MADV_NOHUGEPAGE, in every THP mode (the mode can change while the pool lives): what is
+ * given back stays given back, at the price of 4 KiB pages there until a shrink takes the
+ * span (decommit maps it afresh; a grow with TIDE_HUGEPAGES advises huge pages again).
+ * If the mark is refused (too many mappings), that purge does not happen. Pools whose
+ * purge chunk is a whole huge page (TIDE_HUGEPAGES with a grow_unit that is a multiple of
+ * 2 MiB) need no mark.
+ *
  * tide_pool_maintain() does one step and says when the next is due; with TIDE_BACKGROUND a
  * pool-owned thread calls it on that schedule, and destroy stops it.
  */
@@ -151,13 +163,42 @@ static unsigned collect_locked(struct tide_pool *pool, struct purge_range *out, 
 	return n;
 }
 
+/*
+ * Before a purge in pieces smaller than a huge page: mark the huge-page-aligned span around
+ * range r MADV_NOHUGEPAGE (within the reservation), so khugepaged cannot fill the purged
+ * pages back in. *marked is the end (pool offset) of the span marked last in this pass.
+ * False when the mark was refused: then the range is not purged.
+ */
+static bool no_collapse(struct tide_pool *pool, const struct purge_range *r, size_t *marked)
+{
+	size_t huge = os_thp_size(), base = (size_t)(uintptr_t)pool->base, lo, hi;
+
+	if (!huge || pool->purge_chunk >= huge)
+		return true;
+	/* Aligned in addresses, not offsets: the base may be aligned to less. */
+	lo = align_down(base + r->chunk * pool->purge_chunk, huge) - base;
+	hi = align_up(base + (r->chunk + r->n) * pool->purge_chunk, huge) - base;
+	if ((ssize_t)lo < 0)
+		lo = 0;
+	if (hi > pool->reserve_size)
+		hi = pool->reserve_size;
+	if (lo < *marked)
+		lo = *marked;
+	if (lo >= hi)
+		return true;
+	if (os_nohugepage(pool->base + lo, hi - lo))
+		return false;
+	*marked = hi;
+	return true;
+}
+
 /* One purge pass over at most PURGE_REGIONS_PER_PASS regions; convert_lock held. */
 static void purge_pass(struct tide_pool *pool)
 {
 	struct purge_range ranges[PURGE_BATCH];
 	size_t chunk_blocks = pool->purge_chunk >> pool->block_shift;
 	size_t budget = PURGE_REGIONS_PER_PASS;
-	size_t given = 0;
+	size_t given = 0, marked = 0;
 	unsigned n;
 
 	pthread_mutex_lock(&pool->lock);
@@ -168,7 +209,8 @@ static void purge_pass(struct tide_pool *pool)
 
 		pthread_mutex_unlock(&pool->lock);
 		for (unsigned i = 0; i < n; i++)
-			ok[i] = os_purge(pool->base + ranges[i].chunk * pool->purge_chunk,
+			ok[i] = no_collapse(pool, &ranges[i], &marked) &&
+				os_purge(pool->base + ranges[i].chunk * pool->purge_chunk,
 					 ranges[i].n * pool->purge_chunk) == 0;
 		pthread_mutex_lock(&pool->lock);
 		for (unsigned i = 0; i < n; i++) {

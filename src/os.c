@@ -12,9 +12,15 @@
  *
  * Reserved memory is PROT_NONE + MAP_NORESERVE: it costs no RSS and no commit charge,
  * and touching it faults. Commit is mprotect(READ|WRITE); the kernel charges the commit
- * then and backs pages at first touch (or at once with populate). Decommit is
- * madvise(MADV_DONTNEED) then mprotect(PROT_NONE): the first drops the pages, the second
- * makes a stray touch fault instead of silently re-backing a page.
+ * then (under vm.overcommit_memory=2, where MAP_NORESERVE is ignored) and backs pages at
+ * first touch (or at once with populate). Decommit maps a fresh PROT_NONE, MAP_NORESERVE
+ * range over the old one (MAP_FIXED): that drops the pages and the commit charge in one
+ * call, where madvise(MADV_DONTNEED) + mprotect(PROT_NONE) would keep the charge (glibc's
+ * heap trimming does the same; jemalloc #193). A stray touch then faults.
+ *
+ * The metadata mapping is read-only zero pages until committed: a private read-only
+ * mapping is not charged either, and reading it (the checker, a racing bad free) sees
+ * zeros instead of faulting. Its decommit maps fresh read-only pages over the range.
  */
 #include <errno.h>
 #include <linux/membarrier.h>
@@ -117,8 +123,7 @@ int os_map_metadata(size_t size, void **addr)
 
 	if (err)
 		return err;
-	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-		 -1, 0);
+	p = mmap(NULL, size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (p == MAP_FAILED)
 		return -errno;
 	*addr = p;
@@ -149,11 +154,27 @@ int os_commit(void *addr, size_t size)
 	return os_mprotect(addr, size, PROT_READ | PROT_WRITE);
 }
 
+/* A fresh anonymous mapping over [addr, addr + size): pages and commit charge go. */
+static int os_remap(void *addr, size_t size, int prot)
+{
+	int err = os_call();
+
+	if (err)
+		return err;
+	if (mmap(addr, size, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1,
+		 0) == MAP_FAILED)
+		return -errno;
+	return 0;
+}
+
 int os_decommit(void *addr, size_t size)
 {
-	int err = os_madvise(addr, size, MADV_DONTNEED);
+	return os_remap(addr, size, PROT_NONE);
+}
 
-	return err ? err : os_mprotect(addr, size, PROT_NONE);
+int os_meta_decommit(void *addr, size_t size)
+{
+	return os_remap(addr, size, PROT_READ);
 }
 
 int os_purge(void *addr, size_t size)
@@ -164,6 +185,30 @@ int os_purge(void *addr, size_t size)
 int os_hugepage(void *addr, size_t size)
 {
 	return os_madvise(addr, size, MADV_HUGEPAGE);
+}
+
+int os_nohugepage(void *addr, size_t size)
+{
+	return os_madvise(addr, size, MADV_NOHUGEPAGE);
+}
+
+size_t os_thp_size(void)
+{
+	static _Atomic size_t size = 1; /* 1: not read yet */
+	size_t s = atomic_load_explicit(&size, memory_order_relaxed);
+
+	if (s == 1) {
+		FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", "re");
+		unsigned long long v = 0;
+
+		if (!f || fscanf(f, "%llu", &v) != 1 || !is_pow2((size_t)v))
+			v = 0;
+		if (f)
+			fclose(f);
+		s = (size_t)v;
+		atomic_store_explicit(&size, s, memory_order_relaxed);
+	}
+	return s;
 }
 
 int os_populate(void *addr, size_t size)

@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "poison.h"
 
 #define DEFAULT_BLOCK_SIZE	((size_t)2048)
 #define DEFAULT_RESERVE_SIZE	(64 * GiB)
@@ -37,6 +38,7 @@
 #define DEFAULT_SHRINK_DELAY_MS 100
 #define MAX_SHRINK_DELAY_MS	(24u * 3600 * 1000)
 #define MAX_RESERVE_SIZE	((size_t)1 << 46) /* 64 TiB: well inside a 47-bit user space */
+#define MIN_FALLBACK_RESERVE	(4 * GiB)	  /* a refused default reservation halves to here */
 #define HUGE_PAGE		(2 * MiB)
 #define PURGE_REGION		(64 * KiB) /* idle time is tracked per region of this size */
 
@@ -96,27 +98,40 @@ static int resolve_config(const struct tide_pool_config *in, struct tide_pool_co
 	return 0;
 }
 
-/* Lay out the metadata mapping: bitmap, tags, purged bits, region epochs, page-aligned. */
-static size_t metadata_layout(struct tide_pool *pool, size_t offsets[4])
+/*
+ * Reserve the range. A refused default reservation is halved until it fits, down to
+ * MIN_FALLBACK_RESERVE, and never below what the configuration needs (initial, min and an
+ * explicit max_size): valgrind, for one, refuses 64 GiB but gives 32 GiB. An explicit
+ * reserve_size is reserved as asked or refused. Any refusal is -ENOMEM.
+ */
+static int reserve_range(struct tide_pool_config *c, const struct tide_pool_config *in, void **base)
 {
-	size_t page = os_page_size();
-	size_t npages = pool->reserve_size / pool->purge_chunk;
-	size_t nregions = pool->reserve_size / pool->purge_region;
-	size_t size = 0;
+	bool fallback = !in || !in->reserve_size;
+	bool max_defaulted = !in || !in->max_size;
+	size_t floor = MIN_FALLBACK_RESERVE, align = c->grow_unit & -c->grow_unit;
 
-	offsets[0] = size;
-	size += align_up(bitmap_bytes(pool->nblocks), page);
-	offsets[1] = size;
-	size += align_up(pool->nblocks * sizeof(uint16_t), page);
-	offsets[2] = size;
-	size += align_up((npages + 63) / 64 * sizeof(uint64_t), page);
-	offsets[3] = size;
-	size += align_up(nregions * sizeof(uint32_t), page);
-	return size;
+	if (align > GiB)
+		align = GiB;
+	if (floor < c->initial_size)
+		floor = c->initial_size;
+	if (floor < c->min_size)
+		floor = c->min_size;
+	if (!max_defaulted && floor < c->max_size)
+		floor = c->max_size;
+	for (;;) {
+		if (os_reserve(c->reserve_size, align, base) == 0)
+			return 0;
+		if (!fallback || c->reserve_size / 2 < floor || c->reserve_size / 2 < c->grow_unit)
+			return -ENOMEM;
+		c->reserve_size = align_down(c->reserve_size / 2, c->grow_unit);
+		if (max_defaulted)
+			c->max_size = c->reserve_size;
+	}
 }
 
 static void pool_free_struct(struct tide_pool *pool)
 {
+	limits_exit(pool);
 	pthread_mutex_destroy(&pool->lock);
 	pthread_mutex_destroy(&pool->convert_lock);
 	pthread_cond_destroy(&pool->thread_cond);
@@ -130,7 +145,11 @@ static void pool_free_struct(struct tide_pool *pool)
  * @pool: where the new pool goes.
  *
  * Reserves reserve_size bytes of address space (no memory), maps the metadata lazily, and
- * commits initial_size. With TIDE_BACKGROUND a maintenance thread is started.
+ * commits initial_size. With TIDE_BACKGROUND a maintenance thread is started. When the OS
+ * refuses the default reservation (reserve_size 0), it is halved until it fits, down to
+ * 4 GiB and never below initial_size, min_size or an explicit max_size (valgrind refuses
+ * 64 GiB, for one); stats.reserve_size says what was reserved, and a max_size left at its
+ * default follows it. An explicit reserve_size is reserved as asked or refused.
  *
  * Example::
  *
@@ -145,14 +164,13 @@ static void pool_free_struct(struct tide_pool *pool)
  *	tide_pool_destroy(pool);
  *
  * Return: 0; -EINVAL for a bad field or flag or a NULL @pool; -ENOMEM when the OS refuses
- * the reservation or the initial commit; -EAGAIN when the thread cannot be started.
+ * the reservation, the metadata or the initial commit (whatever errno the OS gave), or the
+ * initial commit would pass the memory limit; -EAGAIN when the thread cannot be started.
  */
 int tide_pool_create(const struct tide_pool_config *cfg, struct tide_pool **poolp)
 {
 	struct tide_pool_config c;
 	struct tide_pool *pool;
-	size_t offsets[4];
-	size_t align;
 	void *base;
 	int err;
 
@@ -161,9 +179,14 @@ int tide_pool_create(const struct tide_pool_config *cfg, struct tide_pool **pool
 	err = resolve_config(cfg, &c);
 	if (err)
 		return err;
+	err = reserve_range(&c, cfg, &base);
+	if (err)
+		return err;
 	pool = aligned_alloc(64, align_up(sizeof(*pool), 64));
-	if (!pool)
+	if (!pool) {
+		os_release(base, c.reserve_size);
 		return -ENOMEM;
+	}
 	memset(pool, 0, sizeof(*pool));
 	pool->block_size = c.block_size;
 	pool->block_shift = (unsigned)__builtin_ctzl(c.block_size);
@@ -182,28 +205,22 @@ int tide_pool_create(const struct tide_pool_config *cfg, struct tide_pool **pool
 	if (pool->reserve_size % pool->purge_region)
 		pool->purge_region = pool->purge_chunk;
 	pool->fence_is_membarrier = cache_init_fence();
+	pool->poison = poison_wanted();
 	pthread_mutex_init(&pool->lock, NULL);
 	pthread_mutex_init(&pool->convert_lock, NULL);
 	pthread_cond_init(&pool->thread_cond, NULL);
 	pthread_mutex_init(&pool->thread_lock, NULL);
 	pool->created_ns = os_now_ns();
 
-	align = c.grow_unit & -c.grow_unit;
-	if (align > GiB)
-		align = GiB;
-	err = os_reserve(pool->reserve_size, align, &base);
-	if (err)
-		goto fail_struct;
 	pool->base = base;
-	pool->meta_size = metadata_layout(pool, offsets);
-	err = os_map_metadata(pool->meta_size, &pool->meta);
+	err = limits_init(pool, c.memory_limit);
 	if (err)
 		goto fail_reserve;
-	bitmap_init(&pool->map, (char *)pool->meta + offsets[0], pool->nblocks);
-	pool->tags = (uint16_t *)((char *)pool->meta + offsets[1]);
-	pool->purged = (uint64_t *)((char *)pool->meta + offsets[2]);
-	pool->region_epoch = (uint32_t *)((char *)pool->meta + offsets[3]);
-	pool->meta_tags_offset = offsets[1];
+	err = meta_map(pool);
+	if (err) {
+		err = -ENOMEM;
+		goto fail_reserve;
+	}
 	err = user_table_init(pool);
 	if (err)
 		goto fail_meta;
@@ -228,7 +245,6 @@ fail_meta:
 	os_release(pool->meta, pool->meta_size);
 fail_reserve:
 	os_release(pool->base, pool->reserve_size);
-fail_struct:
 	pool_free_struct(pool);
 	return err == -EPERM ? -ENOMEM : err;
 }
@@ -250,6 +266,7 @@ void tide_pool_destroy(struct tide_pool *pool)
 	maintain_stop(pool);
 	cache_detach_pool(pool);
 	unreserved = pool_unreserved(pool);
+	poison_forget(pool, pool->base, unreserved); /* the hook may read what it unregisters */
 	if (pool->hook && unreserved) {
 		in_hook = pool;
 		pool->hook(pool, TIDE_TO_RESERVED, pool->base, unreserved, pool->hook_arg);
@@ -379,9 +396,15 @@ int pool_grow_locked(struct tide_pool *pool, size_t bytes)
 		return 0;
 	if (len < bytes || len > pool->max_size - cur)
 		return -ENOSPC;
-	err = os_commit(addr, len);
+	err = limits_check(pool, len);
 	if (err)
 		goto os_refused;
+	err = meta_commit(pool, cur, cur + len);
+	if (err)
+		goto os_refused;
+	err = os_commit(addr, len);
+	if (err)
+		goto undo_meta;
 	/* Huge pages are advice: a kernel without them still gives a working pool. */
 	if (pool->flags & TIDE_HUGEPAGES)
 		os_hugepage(addr, len);
@@ -398,8 +421,10 @@ int pool_grow_locked(struct tide_pool *pool, size_t bytes)
 	err = call_hook(pool, TIDE_TO_UNRESERVED, addr, len);
 	if (err) {
 		uncommit(pool, addr, len);
+		meta_decommit(pool, cur, cur + len);
 		return err;
 	}
+	poison_range(pool, addr, len); /* every block of it is free */
 	pthread_mutex_lock(&pool->lock);
 	atomic_store_explicit(&pool->unreserved, cur + len, memory_order_release);
 	pool->limit = (cur + len) >> pool->block_shift;
@@ -412,9 +437,11 @@ int pool_grow_locked(struct tide_pool *pool, size_t bytes)
 
 undo_commit:
 	uncommit(pool, addr, len);
+undo_meta:
+	meta_decommit(pool, cur, cur + len);
 os_refused:
 	atomic_fetch_add_explicit(&pool->os_failures, 1, memory_order_relaxed);
-	return err == -EAGAIN || err == -EPERM ? -ENOMEM : err;
+	return -ENOMEM; /* whatever the OS said: EAGAIN (mlock), EPERM, EINVAL (valgrind) */
 }
 
 int pool_grow_auto(struct tide_pool *pool, size_t seen, size_t bytes)
@@ -428,17 +455,6 @@ int pool_grow_auto(struct tide_pool *pool, size_t seen, size_t bytes)
 		err = pool_grow_locked(pool, bytes > pool->grow_unit ? bytes : pool->grow_unit);
 	pthread_mutex_unlock(&pool->convert_lock);
 	return err;
-}
-
-/* Give back whole metadata pages that lie entirely inside [lo, hi) of the array at off. */
-static void trim_metadata(struct tide_pool *pool, size_t off, size_t lo, size_t hi)
-{
-	size_t page = pool->page_size;
-	size_t start = align_up(off + lo, page);
-	size_t end = align_down(off + hi, page);
-
-	if (end > start)
-		os_purge((char *)pool->meta + start, end - start);
 }
 
 ssize_t pool_shrink_locked(struct tide_pool *pool, size_t bytes, size_t floor)
@@ -467,17 +483,22 @@ ssize_t pool_shrink_locked(struct tide_pool *pool, size_t bytes, size_t floor)
 
 	addr = pool->base + target;
 	len = cur - target;
+	poison_forget(pool, addr, len); /* ours alone now; the hook may read what it drops */
 	err = call_hook(pool, TIDE_TO_RESERVED, addr, len);
-	if (err)
+	if (err) {
+		poison_range(pool, addr, len); /* vetoed: its blocks are free blocks again */
 		goto restore;
+	}
 	if (pool->flags & TIDE_LOCKED)
 		os_unlock(addr, len);
 	err = os_decommit(addr, len);
 	if (err) {
+		err = -ENOMEM; /* the documented refusal, whatever errno the OS gave */
 		atomic_fetch_add_explicit(&pool->os_failures, 1, memory_order_relaxed);
 		/* The range stays: pages may be zeroed (they were all free), re-lock, re-register.
 		 */
 		os_commit(addr, len);
+		poison_range(pool, addr, len);
 		if (pool->flags & TIDE_LOCKED)
 			os_lock(addr, len);
 		if (pool->hook) {
@@ -491,10 +512,7 @@ ssize_t pool_shrink_locked(struct tide_pool *pool, size_t bytes, size_t floor)
 	atomic_store_explicit(&pool->unreserved, target, memory_order_release);
 	purge_forget_locked(pool, target, cur);
 	pthread_mutex_unlock(&pool->lock);
-	trim_metadata(pool, pool->meta_tags_offset,
-		      (target >> pool->block_shift) * sizeof(uint16_t),
-		      (cur >> pool->block_shift) * sizeof(uint16_t));
-	trim_metadata(pool, 0, (target >> pool->block_shift) / 8, (cur >> pool->block_shift) / 8);
+	meta_decommit(pool, target, cur);
 	atomic_fetch_add_explicit(&pool->shrinks, 1, memory_order_relaxed);
 	return (ssize_t)len;
 
@@ -514,8 +532,9 @@ restore:
  * boundary. All or nothing: on any error the pool is exactly as before.
  *
  * Return: 0; -EINVAL for a NULL pool; -ENOSPC past max_size; -ENOMEM when the OS refuses
- * (mprotect, mlock, populate); -EDEADLK from inside the pool's own hook; or the hook's
- * negative return (-ECANCELED for a positive one).
+ * (mmap, mprotect, mlock, populate; whatever errno it gave) or the grow would pass the
+ * memory limit (tide_pool_config.memory_limit, by default the cgroup's); -EDEADLK from inside the
+ * pool's own hook; or the hook's negative return (-ECANCELED for a positive one).
  */
 int tide_pool_grow(struct tide_pool *pool, size_t bytes)
 {

@@ -279,9 +279,9 @@ int main(void)
 	       persist.points, persist.hit, persist.refusals, persist.leaks);
 	printf("test_faults: hook veto TO_UNRESERVED: %lu points, TO_RESERVED: %lu points\n",
 	       vup.points, vdown.points);
-	if (under_valgrind()) {
-		printf("test_faults: RLIMIT_AS/RLIMIT_DATA children skipped under Valgrind "
-		       "(it manages the address space itself)\n");
+	if (under_valgrind() || under_emulator()) {
+		printf("test_faults: RLIMIT_AS/RLIMIT_DATA children skipped under Valgrind or an "
+		       "emulator (they manage the address space themselves)\n");
 	} else {
 		int rc = run_in_child(child_rlimit_as, NULL);
 

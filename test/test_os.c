@@ -29,7 +29,7 @@ static void test_reserve_release(void)
 	CHECK_EQ(tide_os_calls(), before + 1);
 	CHECK((uintptr_t)p % align == 0);
 	CHECK(maps_any_mapped(p, size));
-	CHECK_EQ(mincore_rss(p, size), 0);
+	CHECK_RSS(mincore_rss(p, size), 0);
 	CHECK_EQ(smaps_rss(p, size), 0);
 	CHECKF(expect_death(touch, p, SIGSEGV), "touching a reserved range must fault");
 	CHECKF(expect_death(touch, (char *)p + size - 1, SIGSEGV), "last byte must fault");
@@ -70,7 +70,7 @@ static void test_commit_decommit(void)
 	CHECK_EQ(os_decommit(p, part), 0);
 	CHECK(tide_os_calls() > before);
 	printf("os: decommit is %lu OS call(s)\n", tide_os_calls() - before);
-	CHECK_EQ(mincore_rss(p, part), 0);
+	CHECK_RSS(mincore_rss(p, part), 0);
 	CHECK_EQ(smaps_rss(p, size), 0);
 	CHECKF(expect_death(touch, p, SIGSEGV), "a decommitted range must fault");
 
@@ -107,9 +107,18 @@ static void test_map_metadata(void)
 	CHECK_EQ(os_map_metadata(size, (void **)&p), 0);
 	REQUIRE(p);
 	CHECK_EQ(mincore_rss(p, size), 0);
+	/* Read-only zeros until committed; writable after; zeros again after decommit. */
 	CHECK(p[0] == 0 && p[size - 1] == 0);
+	CHECKF(expect_death(touch, p + 12345, SIGSEGV),
+	       "uncommitted metadata must not be writable");
+	CHECK_EQ(os_commit(p, MiB), 0);
 	p[12345] = 7;
 	CHECK(p[12345] == 7);
+	CHECK_EQ(os_meta_decommit(p, MiB), 0);
+	CHECK_EQ(mincore_rss(p, MiB), 0);
+	CHECK(p[12345] == 0);
+	CHECKF(expect_death(touch, p + 12345, SIGSEGV),
+	       "decommitted metadata must not be writable");
 	CHECK_EQ(os_release(p, size), 0);
 }
 
@@ -128,9 +137,9 @@ static void test_advice(void)
 		printf("os: MADV_HUGEPAGE not available here (%d)\n", rc);
 
 	CHECK_EQ(os_populate(p, size), 0);
-	CHECK_EQ(mincore_rss(p, size), (long long)size);
+	CHECK_RSS(mincore_rss(p, size), (long long)size);
 	CHECK_EQ(os_decommit(p, size), 0);
-	CHECK_EQ(mincore_rss(p, size), 0);
+	CHECK_RSS(mincore_rss(p, size), 0);
 
 	REQUIRE(os_commit(p, small) == 0);
 	rc = os_lock(p, small);

@@ -53,6 +53,7 @@ static const struct opt opts[] = {
 	{"idle-timeout", SECONDS, O(idle_timeout), 0, 4000000, "seconds (0: never)"},
 	{"connect-timeout", SECONDS, O(connect_timeout), 0, 4000000, "seconds (0: the kernel's)"},
 	{"drain-timeout", SECONDS, O(drain_timeout), 0.001, 4000000, "seconds above 0"},
+	{"stats-timeout", SECONDS, O(stats_timeout), 0.001, 86400, "seconds above 0"},
 	{"help", HELP, 0, 0, 0, NULL},
 	{"version", VERSION, 0, 0, 0, NULL},
 };
@@ -83,6 +84,7 @@ static void usage(FILE *f)
 		"  --drain-timeout SEC    at SIGINT/SIGTERM, how long connections may still run\n"
 		"                         (default 5); a second signal ends them at once\n"
 		"  --stats HOST:PORT      serve /stats (JSON) and /metrics (Prometheus) here\n"
+		"  --stats-timeout SEC    most time one stats request may take (default 5)\n"
 		"  --help, --version\n"
 		"\n"
 		"SIZE takes a K, M or G suffix (powers of 1024).\n"
@@ -228,6 +230,7 @@ int options_parse(int argc, char **argv, struct options *o)
 	o->idle_timeout = 300;
 	o->connect_timeout = 5;
 	o->drain_timeout = 5;
+	o->stats_timeout = 5;
 	memset(longs, 0, sizeof(longs));
 	for (unsigned i = 0; i < NOPTS; i++) {
 		longs[i].name = opts[i].name;

@@ -44,7 +44,7 @@ struct options {
 	unsigned max_conns;
 	size_t pool_max;
 	size_t block_size;
-	double idle_timeout, connect_timeout, drain_timeout;
+	double idle_timeout, connect_timeout, drain_timeout, stats_timeout;
 };
 
 /* Parse the command line into o: 0, or the exit status (2) after a message on stderr;
@@ -59,9 +59,12 @@ struct stats_server;
 void stats_write_json(FILE *f, struct tide_pool *pool, const struct tide_agent *agent);
 void stats_write_prometheus(FILE *f, struct tide_pool *pool, const struct tide_agent *agent);
 
-/* Bind addr ("HOST:PORT", port 0 picks one) and serve from a thread. 0 or -errno. */
-int stats_server_start(const char *addr, struct tide_pool *pool, const struct tide_agent *agent,
-		       struct stats_server **srv);
+/*
+ * Bind addr ("HOST:PORT", port 0 picks one) and serve from a thread, many clients at once,
+ * each given timeout_ms to send its request and take the answer. 0 or -errno.
+ */
+int stats_server_start(const char *addr, unsigned timeout_ms, struct tide_pool *pool,
+		       const struct tide_agent *agent, struct stats_server **srv);
 unsigned stats_server_port(const struct stats_server *srv);
 void stats_server_stop(struct stats_server *srv); /* join and free; NULL is a no-op */
 

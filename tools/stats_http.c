@@ -5,8 +5,14 @@
  *
  * One thread, one request per connection, answered and closed: the endpoint is for a scraper
  * or a person with curl, not for load, so it stays out of the workers' event loops and takes
- * nothing from them but relaxed counter reads (tide_pool_stats, tide_agent_stats). A pipe
- * wakes the thread for shutdown. A client gets one second to send its request line.
+ * nothing from them but relaxed counter reads (tide_pool_stats, tide_agent_stats).
+ *
+ * Every wait is bounded and no client waits for another: the thread polls the listener, a
+ * wake pipe (shutdown) and up to MAX_CLIENTS non-blocking connections at once, each with its
+ * own deadline (the request timeout) for reading its request and writing the answer; a
+ * client past it is closed. More clients than that are closed at once. When accept() fails
+ * for want of descriptors, the listener rests for a moment instead of waking poll again and
+ * again. Shutdown closes whatever is open and returns at once.
  *
  * Both formats walk the same tables of counters (one per JSON object: JSON key,
  * Prometheus name, type and help, where the value sits), so a counter is added in one place
@@ -23,15 +29,29 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "relay.h"
+
+#define MAX_CLIENTS 32
+#define REQ_MAX	    2048
+
+/* One connection: its request as read so far, then the answer as written so far. */
+struct client {
+	int fd;
+	uint64_t deadline_ms;
+	size_t have, off, len;
+	char *out; /* the answer (head and body), once the request is complete */
+	char req[REQ_MAX];
+};
 
 struct stats_server {
 	int fd;
 	int wake[2];
 	unsigned port;
+	unsigned timeout_ms;
+	struct client *c[MAX_CLIENTS];
 	pthread_t thread;
 	struct tide_pool *pool;
 	const struct tide_agent *agent;
@@ -121,7 +141,8 @@ static const struct field traffic_fields[] = {
 	COUNTER("bytes_out", as.bytes_out, "tide_relay_sent_bytes_total", "Bytes sent."),
 	COUNTER("short_sends", as.short_sends, "tide_relay_short_sends_total",
 		"Sends that took less than offered."),
-	COUNTER("pauses", as.pauses, "tide_relay_pauses_total", "Reads stopped by backpressure."),
+	COUNTER("pauses", as.pauses, "tide_relay_pauses_total",
+		"Reads held back (a direction full, or the memory budget spent)."),
 };
 
 /* "ring"; in /stats the "features" object follows it. */
@@ -238,44 +259,25 @@ void stats_write_prometheus(FILE *f, struct tide_pool *pool, const struct tide_a
 	prometheus_fields(f, &s, ring_fields, NFIELDS(ring_fields));
 }
 
-static void write_all(int fd, const char *p, size_t n)
+static uint64_t now_ms(void)
 {
-	while (n) {
-		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+	struct timespec ts;
 
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return;
-		p += w;
-		n -= (size_t)w;
-	}
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static void serve_one(struct stats_server *s, int fd)
+/* The answer to a complete request, head and body in one buffer; NULL without memory. */
+static char *answer(struct stats_server *s, const char *req, size_t *len)
 {
-	struct timeval tv = {1, 0};
-	char req[2048], head[256], *body = NULL;
-	size_t have = 0, blen = 0;
 	const char *type = "text/plain; charset=utf-8", *status = "200 OK";
-	FILE *f;
+	char *body = NULL, *out = NULL;
+	size_t blen = 0;
+	FILE *f = open_memstream(&body, &blen);
+	int n;
 
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	while (have < sizeof(req) - 1) {
-		ssize_t r = recv(fd, req + have, sizeof(req) - 1 - have, 0);
-
-		if (r <= 0)
-			break;
-		have += (size_t)r;
-		req[have] = '\0';
-		if (strstr(req, "\r\n\r\n") || strstr(req, "\n\n"))
-			break;
-	}
-	req[have] = '\0';
-	f = open_memstream(&body, &blen);
 	if (!f)
-		return;
+		return NULL;
 	if (!strncmp(req, "GET /stats", 10) && strchr(" ?", req[10])) {
 		type = "application/json";
 		stats_write_json(f, s->pool, s->agent);
@@ -287,41 +289,122 @@ static void serve_one(struct stats_server *s, int fd)
 		fprintf(f, "try /stats or /metrics\n");
 	}
 	fclose(f);
-	snprintf(head, sizeof(head),
-		 "HTTP/1.0 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-		 "Connection: close\r\n\r\n",
-		 status, type, blen);
-	write_all(fd, head, strlen(head));
-	write_all(fd, body, blen);
+	n = asprintf(&out,
+		     "HTTP/1.0 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+		     "Connection: close\r\n\r\n%s",
+		     status, type, blen, body ? body : "");
 	free(body);
+	if (n < 0)
+		return NULL;
+	*len = (size_t)n;
+	return out;
+}
+
+static void client_close(struct stats_server *s, unsigned i)
+{
+	close(s->c[i]->fd);
+	free(s->c[i]->out);
+	free(s->c[i]);
+	s->c[i] = NULL;
+}
+
+/* Make progress on client i (poll said it may): false when it is done with. */
+static bool client_step(struct stats_server *s, struct client *c)
+{
+	ssize_t n;
+
+	if (!c->out) {
+		n = recv(c->fd, c->req + c->have, sizeof(c->req) - 1 - c->have, 0);
+		if (n < 0)
+			return errno == EAGAIN || errno == EINTR;
+		c->have += (size_t)n;
+		c->req[c->have] = '\0';
+		if (n && c->have < sizeof(c->req) - 1 && !strstr(c->req, "\r\n\r\n") &&
+		    !strstr(c->req, "\n\n"))
+			return true;
+		c->out = answer(s, c->req, &c->len);
+		if (!c->out)
+			return false;
+	}
+	n = send(c->fd, c->out + c->off, c->len - c->off, MSG_NOSIGNAL);
+	if (n < 0)
+		return errno == EAGAIN || errno == EINTR;
+	c->off += (size_t)n;
+	return c->off < c->len;
+}
+
+/* Take a new connection into a free slot (or close it when there is none). */
+static void client_accept(struct stats_server *s, uint64_t now, uint64_t *rest_until)
+{
+	int fd = accept4(s->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	struct client *c;
+
+	if (fd < 0) {
+		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+			*rest_until = now + 100;
+		return;
+	}
+	for (unsigned i = 0; i < MAX_CLIENTS; i++) {
+		if (s->c[i])
+			continue;
+		c = calloc(1, sizeof(*c));
+		if (!c)
+			break;
+		c->fd = fd;
+		c->deadline_ms = now + s->timeout_ms;
+		s->c[i] = c;
+		return;
+	}
+	close(fd);
 }
 
 static void *serve(void *arg)
 {
 	struct stats_server *s = arg;
+	uint64_t rest_until = 0;
 
 	for (;;) {
-		struct pollfd pf[2] = {{s->fd, POLLIN, 0}, {s->wake[0], POLLIN, 0}};
-		int fd;
+		struct pollfd pf[2 + MAX_CLIENTS];
+		unsigned slot[MAX_CLIENTS], n = 2;
+		uint64_t now = now_ms(), next = now + 1000;
 
-		if (poll(pf, 2, -1) < 0) {
-			if (errno == EINTR)
+		pf[0] = (struct pollfd){rest_until > now ? -1 : s->fd, POLLIN, 0};
+		pf[1] = (struct pollfd){s->wake[0], POLLIN, 0};
+		if (rest_until > now && rest_until < next)
+			next = rest_until;
+		for (unsigned i = 0; i < MAX_CLIENTS; i++) {
+			struct client *c = s->c[i];
+
+			if (!c)
 				continue;
-			break;
+			if (now >= c->deadline_ms) {
+				client_close(s, i);
+				continue;
+			}
+			if (c->deadline_ms < next)
+				next = c->deadline_ms;
+			slot[n - 2] = i;
+			pf[n++] = (struct pollfd){c->fd, c->out ? POLLOUT : POLLIN, 0};
 		}
+		if (poll(pf, n, (int)(next - now)) < 0 && errno != EINTR)
+			break;
 		if (pf[1].revents)
 			break;
-		fd = accept4(s->fd, NULL, NULL, SOCK_CLOEXEC);
-		if (fd < 0)
-			continue;
-		serve_one(s, fd);
-		close(fd);
+		now = now_ms();
+		for (unsigned k = 2; k < n; k++)
+			if (pf[k].revents && !client_step(s, s->c[slot[k - 2]]))
+				client_close(s, slot[k - 2]);
+		if (pf[0].revents & POLLIN)
+			client_accept(s, now, &rest_until);
 	}
+	for (unsigned i = 0; i < MAX_CLIENTS; i++)
+		if (s->c[i])
+			client_close(s, i);
 	return NULL;
 }
 
-int stats_server_start(const char *addr, struct tide_pool *pool, const struct tide_agent *agent,
-		       struct stats_server **srvp)
+int stats_server_start(const char *addr, unsigned timeout_ms, struct tide_pool *pool,
+		       const struct tide_agent *agent, struct stats_server **srvp)
 {
 	struct tide_addrs at;
 	struct sockaddr_storage got;
@@ -337,6 +420,7 @@ int stats_server_start(const char *addr, struct tide_pool *pool, const struct ti
 		return -ENOMEM;
 	s->pool = pool;
 	s->agent = agent;
+	s->timeout_ms = timeout_ms ? timeout_ms : 1;
 	s->wake[0] = s->wake[1] = -1;
 	s->fd = socket(at.addr[0].ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (s->fd < 0 || setsockopt(s->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||

@@ -194,7 +194,8 @@ static int start(struct relay *r)
 	int rc;
 
 	if (r->o.stats) {
-		rc = stats_server_start(r->o.stats, r->pool, r->agent, &r->srv);
+		rc = stats_server_start(r->o.stats, ms(r->o.stats_timeout), r->pool, r->agent,
+					&r->srv);
 		if (rc) {
 			fprintf(stderr, "tide-relay: stats on %s: %s\n", r->o.stats,
 				rc == -EINVAL ? "cannot resolve" : strerror(-rc));

@@ -441,6 +441,8 @@ static void case_modes(void)
 		{"TIDE_RELAY_NO_INCREMENTAL", NULL},
 		{"TIDE_RELAY_NO_BUNDLE", NULL},
 		{"TIDE_RELAY_NO_BUNDLE", "TIDE_RELAY_NO_INCREMENTAL"},
+		{"TIDE_RELAY_NO_RECV_LIMIT", NULL},
+		{"TIDE_RELAY_NO_RECV_LIMIT", "TIDE_RELAY_NO_INCREMENTAL"},
 	};
 	const char *args[] = {"--echo", "--block-size", "8K", NULL};
 
@@ -458,6 +460,7 @@ static void case_modes(void)
 		CHECK(strstr(r.log, "live_buffers=0 ") != NULL);
 		unsetenv("TIDE_RELAY_NO_BUNDLE");
 		unsetenv("TIDE_RELAY_NO_INCREMENTAL");
+		unsetenv("TIDE_RELAY_NO_RECV_LIMIT");
 	}
 }
 
@@ -632,7 +635,7 @@ static void case_maxconns(void)
 		close(extra[i]);
 	}
 	CHECK_EQ(closed, 24);
-	CHECK_EQ(stat_num(r.stats_port, "rejected"), 24);
+	CHECK_EQ(stat_wait(r.stats_port, "rejected", 24, 5000), 24);
 	for (int i = 0; i < 8; i++)
 		CHECK(ping(keep[i], (char)('A' + i)));
 	close(keep[0]);
