@@ -97,7 +97,7 @@ struct tide_buf {
  *
  * Return: 0; -EINVAL @data is not in a buffer the agent handed out.
  */
-int tide_buf_get(struct tide_agent *agent, const void *data);
+TIDE_API int tide_buf_get(struct tide_agent *agent, const void *data);
 
 /*
  * tide_buf_put - drop one reference to the pool buffer holding @data; the last one gives the
@@ -105,7 +105,7 @@ int tide_buf_get(struct tide_agent *agent, const void *data);
  *
  * Return: 0; -EINVAL @data is not in a buffer the agent handed out.
  */
-int tide_buf_put(struct tide_agent *agent, const void *data);
+TIDE_API int tide_buf_put(struct tide_agent *agent, const void *data);
 
 /*
  * tide_buf_alloc - a buffer for the application to fill and send: @len bytes (1 up to the
@@ -114,15 +114,15 @@ int tide_buf_put(struct tide_agent *agent, const void *data);
  * Return: 0; -EINVAL a NULL argument or a bad @len; -ENOSPC the worker's quota
  * (worker_quota) or the pool's max_size is reached.
  */
-int tide_buf_alloc(struct tide_worker *w, size_t len, struct tide_buf *buf);
+TIDE_API int tide_buf_alloc(struct tide_worker *w, size_t len, struct tide_buf *buf);
 
 /* ---------------------------------------------------------------- config -- */
 
 enum {
 	TIDE_AGENT_NO_BUNDLE = 1u << 0, /* never use recv bundles, even where the kernel has them */
 	TIDE_AGENT_NO_INCREMENTAL = 1u << 1, /* never use incremental buffer rings (Linux 6.12+) */
-	TIDE_AGENT_NO_RECV_LIMIT = 1u << 2,  /* never use byte-limited multishot receives (Linux
-						6.16+) for tide_conn_recv_limit() */
+	TIDE_AGENT_NO_RECV_LIMIT = 1u << 2   /* never use byte-limited multishot receives (Linux
+						 6.16+) for tide_conn_recv_limit() */
 };
 
 struct tide_agent_config {	  /* zero means default */
@@ -151,7 +151,7 @@ enum tide_end {
 	TIDE_END_RESET,	  /* a reset or error from the peer, a failed send, or tide_conn_abort() */
 	TIDE_END_TIMEOUT, /* idle for idle_timeout_ms */
 	TIDE_END_DRAIN,	  /* still open at the drain deadline, or a second tide_agent_stop() */
-	TIDE_END_CONNECT, /* tide_conn_connect(): no address accepted the connection */
+	TIDE_END_CONNECT  /* tide_conn_connect(): no address accepted the connection */
 };
 
 /* A connection's callbacks, run on its worker's thread; any may be NULL. */
@@ -185,7 +185,7 @@ struct tide_conn_ops {
  * policy); -ENOSYS no io_uring in this kernel; -EOPNOTSUPP the kernel lacks multishot
  * receive or provided-buffer rings (Linux 6.0 or newer is needed); -ENOMEM.
  */
-int tide_agent_probe(char *why, size_t len);
+TIDE_API int tide_agent_probe(char *why, size_t len);
 
 /*
  * tide_agent_create - set up an agent over @pool (whose block size is the buffer size, and
@@ -195,8 +195,8 @@ int tide_agent_probe(char *why, size_t len);
  * over 1024 or an unknown flag; -ENOMEM; or an error of tide_agent_probe() (-EPERM,
  * -ENOSYS, -EOPNOTSUPP).
  */
-int tide_agent_create(struct tide_pool *pool, const struct tide_agent_config *cfg,
-		      struct tide_agent **agent);
+TIDE_API int tide_agent_create(struct tide_pool *pool, const struct tide_agent_config *cfg,
+			       struct tide_agent **agent);
 
 /*
  * tide_agent_listen - before start, bind "HOST:PORT" (one SO_REUSEPORT socket per worker);
@@ -207,8 +207,8 @@ int tide_agent_create(struct tide_pool *pool, const struct tide_agent_config *cf
  * more than 8 listeners; -ENOENT the name does not resolve; -EADDRINUSE and the like from
  * bind().
  */
-int tide_agent_listen(struct tide_agent *agent, const char *hostport,
-		      const struct tide_conn_ops *ops, void *data, unsigned *port);
+TIDE_API int tide_agent_listen(struct tide_agent *agent, const char *hostport,
+			       const struct tide_conn_ops *ops, void *data, unsigned *port);
 
 /*
  * tide_agent_start - start the workers and wait until each has its ring armed.
@@ -217,20 +217,20 @@ int tide_agent_listen(struct tide_agent *agent, const char *hostport,
  * setup error (-EPERM, -ENOMEM, -EOPNOTSUPP, -EAGAIN ...), in which case every worker is
  * stopped again.
  */
-int tide_agent_start(struct tide_agent *agent);
+TIDE_API int tide_agent_start(struct tide_agent *agent);
 
 /*
  * tide_agent_stop - drain: stop accepting, tell each connection (ops->drain), let them run
  * until they end or drain_timeout_ms passes, then end the rest (TIDE_END_DRAIN). A second
  * call ends them at once. Async-signal-safe; returns at once; NULL does nothing.
  */
-void tide_agent_stop(struct tide_agent *agent);
+TIDE_API void tide_agent_stop(struct tide_agent *agent);
 
 /*
  * tide_agent_running - whether a worker still runs: true from tide_agent_start() until the
  * last worker ended (after a stop, once its connections are gone).
  */
-bool tide_agent_running(const struct tide_agent *agent);
+TIDE_API bool tide_agent_running(const struct tide_agent *agent);
 
 /*
  * tide_agent_wait - join the workers after tide_agent_stop(). Every buffer the engine held
@@ -238,14 +238,14 @@ bool tide_agent_running(const struct tide_agent *agent);
  *
  * Return: 0 (also when joined before); -EINVAL a NULL or never started agent.
  */
-int tide_agent_wait(struct tide_agent *agent);
+TIDE_API int tide_agent_wait(struct tide_agent *agent);
 
 /*
  * tide_agent_destroy - stop and join the agent if it runs, close the listeners, destroy the
  * workers' pool users and free the agent. The application must have dropped every buffer
  * it kept (a worker's user still holding some is reported on stderr). NULL does nothing.
  */
-void tide_agent_destroy(struct tide_agent *agent);
+TIDE_API void tide_agent_destroy(struct tide_agent *agent);
 
 /*
  * tide_agent_post - run fn(w, arg) on worker @index's thread on its loop's next turn; any
@@ -255,25 +255,25 @@ void tide_agent_destroy(struct tide_agent *agent);
  * Return: 0; -EINVAL a NULL agent or function, or a bad index; -ESHUTDOWN the worker has
  * ended; -ENOMEM.
  */
-int tide_agent_post(struct tide_agent *agent, unsigned index,
-		    void (*fn)(struct tide_worker *w, void *arg), void *arg);
+TIDE_API int tide_agent_post(struct tide_agent *agent, unsigned index,
+			     void (*fn)(struct tide_worker *w, void *arg), void *arg);
 
 /* ------------------------------------------------------------- workers -- */
 
 /* tide_agent_worker - worker @index of @agent, or NULL for a bad index. */
-struct tide_worker *tide_agent_worker(struct tide_agent *agent, unsigned index);
+TIDE_API struct tide_worker *tide_agent_worker(struct tide_agent *agent, unsigned index);
 /* tide_worker_agent - the agent @w belongs to. */
-struct tide_agent *tide_worker_agent(const struct tide_worker *w);
+TIDE_API struct tide_agent *tide_worker_agent(const struct tide_worker *w);
 /* tide_worker_index - @w's index, 0 .. threads - 1. */
-unsigned tide_worker_index(const struct tide_worker *w);
+TIDE_API unsigned tide_worker_index(const struct tide_worker *w);
 /*
  * tide_worker_held - bytes queued for sending on all of @w's connections, plus what their
  * receive limits (tide_conn_recv_limit()) still let them receive: what @w's connections may
  * hold at most, for sharing memory fairly (@w's thread).
  */
-size_t tide_worker_held(const struct tide_worker *w);
+TIDE_API size_t tide_worker_held(const struct tide_worker *w);
 /* tide_worker_now - the monotonic clock of @w's current loop turn, in milliseconds. */
-uint64_t tide_worker_now(const struct tide_worker *w);
+TIDE_API uint64_t tide_worker_now(const struct tide_worker *w);
 
 /*
  * tide_timer_start - call fn(w, arg) once on @w's thread after @ms milliseconds; call on
@@ -281,15 +281,15 @@ uint64_t tide_worker_now(const struct tide_worker *w);
  *
  * Return: 0; -EINVAL a NULL worker or function; -ENOMEM.
  */
-int tide_timer_start(struct tide_worker *w, unsigned ms, void (*fn)(struct tide_worker *, void *),
-		     void *arg, uint64_t *id);
+TIDE_API int tide_timer_start(struct tide_worker *w, unsigned ms,
+			      void (*fn)(struct tide_worker *, void *), void *arg, uint64_t *id);
 
 /*
  * tide_timer_cancel - cancel timer @id of @w before it fires (on @w's thread).
  *
  * Return: 0; -EINVAL a NULL worker; -ENOENT it fired, was cancelled, or is unknown.
  */
-int tide_timer_cancel(struct tide_worker *w, uint64_t id);
+TIDE_API int tide_timer_cancel(struct tide_worker *w, uint64_t id);
 
 /* ----------------------------------------------------------- addresses -- */
 
@@ -310,7 +310,7 @@ struct tide_addrs {
  * Return: 0; -EINVAL not HOST:PORT, or a bad port; -ENOENT the name does not resolve;
  * -ENOMEM.
  */
-int tide_addrs_resolve(const char *hostport, bool passive, struct tide_addrs *out);
+TIDE_API int tide_addrs_resolve(const char *hostport, bool passive, struct tide_addrs *out);
 
 /* --------------------------------------------------------- connections -- */
 
@@ -325,8 +325,9 @@ int tide_addrs_resolve(const char *hostport, bool passive, struct tide_addrs *ou
  * -ENOMEM; or socket()'s error (-EMFILE ...) for every address (then no connection and no
  * callback).
  */
-int tide_conn_connect(struct tide_worker *w, const struct tide_addrs *to, unsigned timeout_ms,
-		      const struct tide_conn_ops *ops, void *data, struct tide_conn **c);
+TIDE_API int tide_conn_connect(struct tide_worker *w, const struct tide_addrs *to,
+			       unsigned timeout_ms, const struct tide_conn_ops *ops, void *data,
+			       struct tide_conn **c);
 
 /*
  * tide_conn_send - queue @n buffers for sending on @c, in order, from @c's worker's thread;
@@ -335,7 +336,7 @@ int tide_conn_connect(struct tide_worker *w, const struct tide_addrs *to, unsign
  * Return: 0; -EPIPE sending was shut down or failed before; -ENOTCONN @c has ended;
  * -ENOMEM (then @c is reset).
  */
-int tide_conn_send(struct tide_conn *c, const struct tide_buf *bufs, unsigned n);
+TIDE_API int tide_conn_send(struct tide_conn *c, const struct tide_buf *bufs, unsigned n);
 
 /*
  * tide_conn_send_copy - copy @len bytes into pool buffers charged to @c's worker and queue
@@ -343,24 +344,24 @@ int tide_conn_send(struct tide_conn *c, const struct tide_buf *bufs, unsigned n)
  *
  * Return: 0; -EPIPE; -ENOTCONN; -ENOSPC the worker's quota or the pool is full; -ENOMEM.
  */
-int tide_conn_send_copy(struct tide_conn *c, const void *data, size_t len);
+TIDE_API int tide_conn_send_copy(struct tide_conn *c, const void *data, size_t len);
 
 /* tide_conn_queued - bytes queued on @c and not yet sent. */
-size_t tide_conn_queued(const struct tide_conn *c);
+TIDE_API size_t tide_conn_queued(const struct tide_conn *c);
 
 /*
  * tide_conn_notify_below - call ops->drained once @c's send queue holds at most @bytes (at
  * once, from this call, when it does already).
  */
-void tide_conn_notify_below(struct tide_conn *c, size_t bytes);
+TIDE_API void tide_conn_notify_below(struct tide_conn *c, size_t bytes);
 
 /*
  * tide_conn_pause - stop reading @c (backpressure) until tide_conn_resume(); bytes of a
  * receive already completed may still be handed over.
  */
-void tide_conn_pause(struct tide_conn *c);
+TIDE_API void tide_conn_pause(struct tide_conn *c);
 /* tide_conn_resume - read @c again after tide_conn_pause(). */
-void tide_conn_resume(struct tide_conn *c);
+TIDE_API void tide_conn_resume(struct tide_conn *c);
 
 /*
  * tide_conn_recv_limit - let @c receive at most @bytes more (SIZE_MAX: no limit, the
@@ -370,7 +371,7 @@ void tide_conn_resume(struct tide_conn *c);
  *
  * Return: 0; -EBUSY @c is still connecting; -ENOTCONN @c has ended.
  */
-int tide_conn_recv_limit(struct tide_conn *c, size_t bytes);
+TIDE_API int tide_conn_recv_limit(struct tide_conn *c, size_t bytes);
 
 /*
  * tide_conn_shutdown - end sending once everything queued went out: with FIN (@reset
@@ -378,49 +379,49 @@ int tide_conn_recv_limit(struct tide_conn *c, size_t bytes);
  * true; @c ends TIDE_END_RESET, so the peer learns that what it sent was not all taken).
  * Later sends fail with -EPIPE; receiving goes on.
  */
-void tide_conn_shutdown(struct tide_conn *c, bool reset);
+TIDE_API void tide_conn_shutdown(struct tide_conn *c, bool reset);
 
 /*
  * tide_conn_close - send FIN once everything queued went out and end @c then
  * (TIDE_END_CLEAN), without waiting for the peer's FIN (what it sends later is refused).
  */
-void tide_conn_close(struct tide_conn *c);
+TIDE_API void tide_conn_close(struct tide_conn *c);
 
 /* tide_conn_abort - reset @c now, dropping what is queued; ops->end(c, TIDE_END_RESET, 0)
  * runs before it returns. */
-void tide_conn_abort(struct tide_conn *c);
+TIDE_API void tide_conn_abort(struct tide_conn *c);
 
 enum {
-	TIDE_CONN_EOF = 1u << 0,	 /* the peer sent FIN */
-	TIDE_CONN_SHUT = 1u << 1,	 /* FIN was sent */
-	TIDE_CONN_PAUSED = 1u << 2,	 /* tide_conn_pause() */
-	TIDE_CONN_CONNECTING = 1u << 3,	 /* tide_conn_connect() in progress */
-	TIDE_CONN_SEND_FAILED = 1u << 4, /* a send failed (ops->send_error) */
+	TIDE_CONN_EOF = 1u << 0,	/* the peer sent FIN */
+	TIDE_CONN_SHUT = 1u << 1,	/* FIN was sent */
+	TIDE_CONN_PAUSED = 1u << 2,	/* tide_conn_pause() */
+	TIDE_CONN_CONNECTING = 1u << 3, /* tide_conn_connect() in progress */
+	TIDE_CONN_SEND_FAILED = 1u << 4 /* a send failed (ops->send_error) */
 };
 
 /* tide_conn_state - what @c has done so far: TIDE_CONN_* flags. */
-unsigned tide_conn_state(const struct tide_conn *c);
+TIDE_API unsigned tide_conn_state(const struct tide_conn *c);
 
 /* tide_conn_set_data - set @c's application data. */
-void tide_conn_set_data(struct tide_conn *c, void *data);
+TIDE_API void tide_conn_set_data(struct tide_conn *c, void *data);
 /* tide_conn_data - @c's application data. */
-void *tide_conn_data(const struct tide_conn *c);
+TIDE_API void *tide_conn_data(const struct tide_conn *c);
 /* tide_conn_worker - the worker @c lives on. */
-struct tide_worker *tide_conn_worker(const struct tide_conn *c);
+TIDE_API struct tide_worker *tide_conn_worker(const struct tide_conn *c);
 /* tide_conn_fd - @c's socket, for getsockopt() and getpeername() only (the agent reads,
  * writes and closes it); -1 while a connect has no socket. */
-int tide_conn_fd(const struct tide_conn *c);
+TIDE_API int tide_conn_fd(const struct tide_conn *c);
 
 /* ----------------------------------------------------------------- state -- */
 
 /* tide_agent_workers - the worker count, or 0 for NULL. */
-unsigned tide_agent_workers(const struct tide_agent *agent);
+TIDE_API unsigned tide_agent_workers(const struct tide_agent *agent);
 
 /*
  * tide_agent_user - worker @i's pool user, for tide_user_stats(); NULL for a NULL agent, an
  * index out of range, or a worker that has not set up yet.
  */
-struct tide_user *tide_agent_user(const struct tide_agent *agent, unsigned i);
+TIDE_API struct tide_user *tide_agent_user(const struct tide_agent *agent, unsigned i);
 
 struct tide_agent_stats {
 	uint64_t conns_current;	    /* accepted connections open now */
@@ -450,7 +451,7 @@ struct tide_agent_stats {
  * tide_agent_stats - fill @st with the counters summed over the workers, read while they
  * run (all zero for a NULL agent).
  */
-void tide_agent_stats(const struct tide_agent *agent, struct tide_agent_stats *st);
+TIDE_API void tide_agent_stats(const struct tide_agent *agent, struct tide_agent_stats *st);
 
 #ifdef __cplusplus
 }
