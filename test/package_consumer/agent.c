@@ -63,13 +63,18 @@ int main(void)
 		printf("no io_uring here: %s\n", why);
 		return 77;
 	}
-	if (tide_pool_create(&pc, &pool))
+	rc = tide_pool_create(&pc, &pool);
+	if (rc) {
+		printf("tide_pool_create: %s\n", strerror(-rc));
 		return 1;
+	}
 	rc = tide_agent_create(pool, &ac, &agent);
 	if (!rc)
 		rc = tide_agent_listen(agent, "127.0.0.1:0", &ops, NULL, &port);
 	if (!rc)
 		rc = tide_agent_start(agent);
+	if (rc)
+		printf("agent: %s\n", strerror(-rc));
 	if (!rc) {
 		rc = ping(port);
 		printf("echo agent on port %u, %u worker: ping %s\n", port,
