@@ -16,6 +16,24 @@
  *
  * Each function's contract follows it here (kernel-doc), and in its manual page
  * (man 3 tide_alloc ...); man 7 tide describes the model.
+ *
+ * Signal handlers: tide_alloc(), tide_free(), their _bulk and tide_user_ forms,
+ * tide_buffer_size(), tide_pool_base() and tide_pool_boundary() may be called from a
+ * handler, on a thread that has called into the pool at least once before (the first call
+ * on a thread allocates its cache with malloc). When the handler interrupted a call into
+ * the pool on the same thread, the call is refused - NULL, 0 buffers, or -EAGAIN, counted
+ * in tide_stats.reentries - instead of handing out a buffer twice or waiting for a lock
+ * the interrupted code holds; retry outside the handler. Growth from a handler takes
+ * locks another thread may hold for a while and runs the conversion hook: create the pool
+ * without TIDE_AUTO_GROW (or grow it ahead) where a handler allocates. tide_pool_stats()
+ * in such a handler fills in only the configuration and counters; grow, shrink, maintain,
+ * flush, tide_user_create/destroy and tide_pool_set_convert_hook refuse with -EAGAIN (or do
+ * nothing). tide_pool_create() and tide_pool_destroy() are not async-signal-safe.
+ *
+ * fork(): the child may use every pool it inherits (locks are taken around fork,
+ * blocks held by the parent's other threads come back to the pool, the TIDE_BACKGROUND
+ * thread is started again). Buffers the other threads held stay allocated. Do not fork
+ * from inside a signal handler that interrupted a call into the pool.
  */
 #ifndef TIDE_H
 #define TIDE_H
@@ -123,7 +141,8 @@ TIDE_API void tide_pool_destroy(struct tide_pool *pool);
  * TIDE_AUTO_GROW a pool with nothing free grows by a grow_unit (or what the run needs).
  *
  * Return: the buffer, aligned to block_size; NULL for size 0, a NULL pool, or no space
- * (counted in alloc_failures).
+ * (counted in alloc_failures), or a call from a signal handler that interrupted a call
+ * into the pool on the same thread (counted in reentries).
  */
 TIDE_API TIDE_MALLOC void *tide_alloc(struct tide_pool *pool, size_t size);
 /**
@@ -134,7 +153,8 @@ TIDE_API TIDE_MALLOC void *tide_alloc(struct tide_pool *pool, size_t size);
  * Return: 0 (also for NULL); -EINVAL when @buf is not a live buffer of this pool (foreign,
  * interior, above the boundary, already freed) or @pool is NULL; -EPERM when it belongs to
  * a user (free it with tide_user_free()). A refused free changes nothing and is counted
- * in bad_frees.
+ * in bad_frees. -EAGAIN from a signal handler that interrupted a call into the pool on the
+ * same thread (counted in reentries; free the buffer later, outside the handler).
  */
 TIDE_API int tide_free(struct tide_pool *pool, void *buf);
 /**
@@ -143,7 +163,8 @@ TIDE_API int tide_free(struct tide_pool *pool, void *buf);
  * @bufs: room for @n pointers.
  * @n:    how many.
  *
- * Return: how many were taken (0 for bad arguments); the rest of @bufs is untouched.
+ * Return: how many were taken (0 for bad arguments, or inside a signal handler that
+ * interrupted a call into the pool); the rest of @bufs is untouched.
  */
 TIDE_API unsigned tide_alloc_bulk(struct tide_pool *pool, void **bufs, unsigned n);
 /**
@@ -153,7 +174,8 @@ TIDE_API unsigned tide_alloc_bulk(struct tide_pool *pool, void **bufs, unsigned 
  * @n:    how many.
  *
  * Return: 0; or the error of the first buffer refused (as tide_free(): -EINVAL, -EPERM):
- * the ones before it are freed, it and the ones after it are not.
+ * the ones before it are freed, it and the ones after it are not. -EAGAIN (none freed)
+ * from a signal handler that interrupted a call into the pool.
  */
 TIDE_API int tide_free_bulk(struct tide_pool *pool, void *const *bufs, unsigned n);
 /**
@@ -168,7 +190,8 @@ TIDE_API size_t tide_buffer_size(const struct tide_pool *pool, const void *buf);
  * tide_pool_flush_cache() - return this thread's cached free blocks of @pool.
  * @pool: the pool, or NULL.
  *
- * Useful before a thread goes idle for long; thread exit does it by itself.
+ * Useful before a thread goes idle for long; thread exit does it by itself. Does nothing
+ * inside a signal handler that interrupted a call into the pool.
  */
 TIDE_API void tide_pool_flush_cache(struct tide_pool *pool);
 
@@ -185,7 +208,8 @@ TIDE_API void tide_pool_flush_cache(struct tide_pool *pool);
  * Return: 0; -EINVAL for a NULL pool; -ENOSPC past max_size; -ENOMEM when the OS refuses
  * (mmap, mprotect, mlock, populate; whatever errno it gave) or the grow would pass the
  * memory limit (tide_pool_config.memory_limit, by default the cgroup's); -EDEADLK from
- * inside the pool's own hook; or the hook's negative return (-ECANCELED for a positive one).
+ * inside the pool's own hook; -EAGAIN in a signal handler that interrupted a call into the
+ * pool; or the hook's negative return (-ECANCELED for a positive one).
  */
 TIDE_API int tide_pool_grow(struct tide_pool *pool, size_t bytes);
 /**
@@ -200,7 +224,8 @@ TIDE_API int tide_pool_grow(struct tide_pool *pool, size_t bytes);
  *
  * Return: bytes converted (0 when there is nothing unreserved or @bytes is 0); -EINVAL for
  * a NULL pool; -EBUSY when the top grow_unit holds a live buffer; -EDEADLK from inside the
- * pool's own hook; the OS's refusal (-ENOMEM), or the hook's veto, with the pool as before.
+ * pool's own hook; -EAGAIN in a signal handler that interrupted a call into the pool; the
+ * OS's refusal (-ENOMEM), or the hook's veto, with the pool as before.
  */
 TIDE_API ssize_t tide_pool_shrink(struct tide_pool *pool, size_t bytes);
 /**
@@ -212,7 +237,8 @@ TIDE_API ssize_t tide_pool_shrink(struct tide_pool *pool, size_t bytes);
  * when another thread is converting.
  *
  * Return: milliseconds until the next work is due; -1 when nothing is (the pool is at its
- * floor and holds no excess); -EINVAL for a NULL pool.
+ * floor and holds no excess); -EINVAL for a NULL pool; -EAGAIN in a signal handler that
+ * interrupted a call into the pool.
  */
 TIDE_API int tide_pool_maintain(struct tide_pool *pool);
 
@@ -244,7 +270,8 @@ typedef int (*tide_convert_fn)(struct tide_pool *pool, enum tide_convert dir, vo
  * range stays in the pool, which stays consistent; a driver that cannot re-register
  * should fall back to copying).
  *
- * Return: 0; -EINVAL for a NULL pool; -EDEADLK from inside a hook; or the new hook's veto.
+ * Return: 0; -EINVAL for a NULL pool; -EDEADLK from inside a hook; -EAGAIN in a signal
+ * handler that interrupted a call into the pool; or the new hook's veto.
  */
 TIDE_API int tide_pool_set_convert_hook(struct tide_pool *pool, tide_convert_fn fn, void *arg);
 
@@ -284,11 +311,12 @@ struct tide_stats {
 	uint64_t shrinks;	 /* conversions to reserved */
 	uint64_t purges;	 /* purge passes that gave pages back */
 	uint64_t purged_bytes;	 /* bytes given back by purge, in all */
-	uint64_t alloc_failures; /* allocations that returned NULL */
+	uint64_t alloc_failures; /* allocations that found no space (or quota): NULL */
 	uint64_t bad_frees;	 /* frees refused with -EINVAL or -EPERM */
 	uint64_t vetoes;	 /* conversions refused by the hook */
 	uint64_t os_failures;	 /* conversions refused by the OS */
-	unsigned users;		 /* user handles alive */
+	uint64_t reentries; /* calls refused: a signal handler interrupted a call, same thread */
+	unsigned users;	    /* user handles alive */
 };
 
 /**
@@ -298,7 +326,9 @@ struct tide_stats {
  *
  * Sizes are exact at the moment the pool lock is held; counters are read without stopping
  * other threads. peak_live_bytes is exact for a pool used by one thread; with several it
- * may overstate the truth by at most a thread cache (512 blocks) per thread.
+ * may overstate the truth by at most a thread cache (512 blocks) per thread. Inside a
+ * signal handler that interrupted a call into the pool, only the configuration and the
+ * counters are filled in (the sizes need the lock the interrupted call may hold).
  */
 TIDE_API void tide_pool_stats(const struct tide_pool *pool, struct tide_stats *st);
 
@@ -331,7 +361,8 @@ TIDE_API TIDE_NODISCARD int tide_user_create(struct tide_pool *pool,
  * tide_user_destroy() - remove a user.
  * @user: the user.
  *
- * Return: 0; -EINVAL for NULL; -EBUSY while it holds buffers (nothing changes).
+ * Return: 0; -EINVAL for NULL; -EBUSY while it holds buffers (nothing changes); -EAGAIN
+ * from a signal handler that interrupted a call into the pool.
  */
 TIDE_API int tide_user_destroy(struct tide_user *user);
 /**
@@ -343,7 +374,8 @@ TIDE_API int tide_user_destroy(struct tide_user *user);
  * otherwise only what is already unreserved is taken.
  *
  * Return: the buffer; NULL for size 0, a NULL user, no space, or the quota reached
- * (counted in the user's and the pool's alloc_failures).
+ * (counted in the user's and the pool's alloc_failures), or inside a signal handler that
+ * interrupted a call into the pool (counted in the pool's reentries).
  */
 TIDE_API TIDE_MALLOC void *tide_user_alloc(struct tide_user *user, size_t size);
 /**
@@ -352,7 +384,8 @@ TIDE_API TIDE_MALLOC void *tide_user_alloc(struct tide_user *user, size_t size);
  * @buf:  the buffer, or NULL.
  *
  * Return: 0; -EINVAL when @buf is not a live buffer of the pool; -EPERM when another user
- * (or the pool's default user) holds it: the buffer is untouched.
+ * (or the pool's default user) holds it: the buffer is untouched; -EAGAIN inside a signal
+ * handler that interrupted a call into the pool.
  */
 TIDE_API int tide_user_free(struct tide_user *user, void *buf);
 /**
@@ -361,7 +394,8 @@ TIDE_API int tide_user_free(struct tide_user *user, void *buf);
  * @bufs: room for @n pointers.
  * @n:    how many.
  *
- * Return: how many were taken, fewer when the quota or the space runs out.
+ * Return: how many were taken, fewer when the quota or the space runs out (0 inside a
+ * signal handler that interrupted a call into the pool).
  */
 TIDE_API unsigned tide_user_alloc_bulk(struct tide_user *user, void **bufs, unsigned n);
 /**
@@ -371,7 +405,8 @@ TIDE_API unsigned tide_user_alloc_bulk(struct tide_user *user, void **bufs, unsi
  * @n:    how many.
  *
  * Return: 0, or the first refusal (as tide_user_free(): -EINVAL, -EPERM); the ones before
- * it are freed.
+ * it are freed. -EAGAIN (none freed) from a signal handler that interrupted a call into
+ * the pool.
  */
 TIDE_API int tide_user_free_bulk(struct tide_user *user, void *const *bufs, unsigned n);
 

@@ -106,11 +106,6 @@ static inline size_t next_nonfull_word(const struct bitmap *map, size_t from, si
 	return next_word(map->full, ~(uint64_t)0, from, end);
 }
 
-static inline size_t next_nonempty_word(const struct bitmap *map, size_t from, size_t end)
-{
-	return next_word(map->nonempty, 0, from, end);
-}
-
 /* Clear bits of word w that lie below limit. */
 static inline uint64_t clear_bits_below(const struct bitmap *map, size_t w, size_t limit)
 {

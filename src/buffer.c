@@ -15,6 +15,11 @@
  *
  * The pool's own tide_alloc/tide_free act as its default user (id 1), which may grow when
  * the pool has TIDE_AUTO_GROW and keeps no counters of its own (the pool's are its).
+ *
+ * Every public call that touches a thread cache or a lock runs inside the re-entry guard
+ * (one thread-local byte, see internal.h): a signal handler that interrupts such a call
+ * and calls in again on the same thread is refused, since the interrupted code may be
+ * half-way through the same cache or hold the lock the handler would wait for.
  */
 #include <errno.h>
 
@@ -22,6 +27,8 @@
 #include "poison.h"
 
 #define DEFAULT_USER_ID 1 /* user.c gives the pool's default user this id */
+
+_Thread_local unsigned char tide_in_call __attribute__((tls_model("initial-exec")));
 
 static inline bool may_grow(const struct tide_pool *pool, const struct tide_user *user)
 {
@@ -51,20 +58,27 @@ static int bad_free(struct tide_pool *pool, struct tide_user *user, int err)
 /* One block without a cache (this thread has too many pools): straight from the bitmap. */
 static void *alloc_uncached(struct tide_pool *pool, bool grow)
 {
+	bool all =
+		!grow; /* see cache_refill_pop(): idle caches before growth, all before failing */
+
 	for (int attempt = 0; attempt < 4; attempt++) {
 		void *block;
 		size_t seen;
 
 		pthread_mutex_lock(&pool->lock);
-		if (pool_claim_blocks_locked(pool, &block, 1)) {
+		if (pool_claim_blocks_locked(pool, &block, 1) ||
+		    (cache_reclaim_locked(pool, all) &&
+		     pool_claim_blocks_locked(pool, &block, 1))) {
 			cache_sync_peak_locked(pool, NULL);
 			pthread_mutex_unlock(&pool->lock);
 			return block;
 		}
 		seen = pool_unreserved(pool);
 		pthread_mutex_unlock(&pool->lock);
-		if (!grow || pool_grow_auto(pool, seen, pool->block_size))
+		if (all)
 			break;
+		if (pool_grow_auto(pool, seen, pool->block_size))
+			all = true;
 	}
 	return NULL;
 }
@@ -109,7 +123,7 @@ static void *alloc_run(struct tide_pool *pool, struct tide_user *user, size_t n)
 
 		pthread_mutex_lock(&pool->lock);
 		if (pool_claim_run_locked(pool, n, &first) ||
-		    (cache_flush_all_locked(pool), pool_claim_run_locked(pool, n, &first))) {
+		    (cache_reclaim_locked(pool, true) && pool_claim_run_locked(pool, n, &first))) {
 			pool->tags[first] = user->id | TAG_MULTI;
 			for (size_t i = 1; i < n - 1; i++)
 				pool->tags[first + i] = TAG_INTERIOR;
@@ -148,10 +162,10 @@ static void free_run(struct tide_pool *pool, struct tide_user *user, size_t firs
 {
 	size_t n = run_length(pool, first);
 
+	pthread_mutex_lock(&pool->lock); /* tags and bits change together: see fork.c */
 	for (size_t i = 0; i < n; i++)
 		pool->tags[first + i] = TAG_FREE;
 	poison_range(pool, pool->base + (first << pool->block_shift), n << pool->block_shift);
-	pthread_mutex_lock(&pool->lock);
 	pool_release_run_locked(pool, first, n);
 	pool->multi_buffers--;
 	pool->multi_blocks -= n;
@@ -195,18 +209,6 @@ fail:
 	return NULL;
 }
 
-/* Anything but this user's one-block buffer: a multi-block buffer, or a bad free. */
-static int free_slow(struct tide_pool *pool, struct tide_user *user, size_t i, uint16_t tag)
-{
-	if (tag == (user->id | TAG_MULTI)) {
-		free_run(pool, user, i);
-		return 0;
-	}
-	if (!tag_is_head(tag))
-		return bad_free(pool, user, -EINVAL);
-	return bad_free(pool, user, -EPERM);
-}
-
 /* The pointer is a block of the unreserved portion; its index, or SIZE_MAX. */
 static inline size_t checked_index(const struct tide_pool *pool, const void *buf)
 {
@@ -217,19 +219,46 @@ static inline size_t checked_index(const struct tide_pool *pool, const void *buf
 	return off >> pool->block_shift;
 }
 
-__attribute__((noinline)) int pool_free(struct tide_pool *pool, struct tide_user *user, void *buf)
+/*
+ * The check every free makes: buf is a live one-block buffer of the user with this id.
+ * Its block index, or SIZE_MAX for anything else (NULL, a multi-block buffer, a bad free).
+ */
+static inline size_t owned_block(const struct tide_pool *pool, const void *buf, uint16_t id)
+{
+	size_t i = checked_index(pool, buf);
+
+	if (unlikely(i == SIZE_MAX || pool->tags[i] != id))
+		return SIZE_MAX;
+	return i;
+}
+
+/* Anything but this user's one-block buffer: NULL, a multi-block buffer, or a bad free. */
+static int free_slow(struct tide_pool *pool, struct tide_user *user, void *buf)
 {
 	size_t i;
 	uint16_t tag;
 
-	if (unlikely(!buf))
+	if (!buf)
 		return 0;
 	i = checked_index(pool, buf);
-	if (unlikely(i == SIZE_MAX))
+	if (i == SIZE_MAX)
 		return bad_free(pool, user, -EINVAL);
 	tag = pool->tags[i];
-	if (unlikely(tag != user->id))
-		return free_slow(pool, user, i, tag);
+	if (tag == (user->id | TAG_MULTI)) {
+		free_run(pool, user, i);
+		return 0;
+	}
+	if (!tag_is_head(tag))
+		return bad_free(pool, user, -EINVAL);
+	return bad_free(pool, user, -EPERM);
+}
+
+__attribute__((noinline)) int pool_free(struct tide_pool *pool, struct tide_user *user, void *buf)
+{
+	size_t i = owned_block(pool, buf, user->id);
+
+	if (unlikely(i == SIZE_MAX))
+		return free_slow(pool, user, buf);
 	pool->tags[i] = TAG_FREE;
 	if (user->counted)
 		user_uncharge(user, pool->block_size, 1);
@@ -242,7 +271,7 @@ unsigned pool_alloc_bulk(struct tide_pool *pool, struct tide_user *user, void **
 {
 	struct tcache *c;
 	unsigned got = 0;
-	bool grow = may_grow(pool, user);
+	bool all = !may_grow(pool, user); /* as in cache_refill_pop() */
 
 	if (!n || !bufs)
 		return 0;
@@ -266,14 +295,16 @@ unsigned pool_alloc_bulk(struct tide_pool *pool, struct tide_user *user, void **
 	}
 	for (int attempt = 0; got < n && attempt < 4; attempt++) {
 		unsigned before = got;
+		bool reclaimed = false;
 		size_t seen;
 
 		pthread_mutex_lock(&pool->lock);
 		while (got < n) {
 			unsigned more = pool_claim_blocks_locked(pool, bufs + got, n - got);
 
-			if (!more)
+			if (!more && (reclaimed || !cache_reclaim_locked(pool, all)))
 				break;
+			reclaimed |= !more;
 			got += more;
 		}
 		if (c) { /* these did not pass through the stack: count them live here */
@@ -283,9 +314,10 @@ unsigned pool_alloc_bulk(struct tide_pool *pool, struct tide_user *user, void **
 		cache_sync_peak_locked(pool, NULL);
 		seen = pool_unreserved(pool);
 		pthread_mutex_unlock(&pool->lock);
-		if (got == n || !grow ||
-		    pool_grow_auto(pool, seen, (size_t)(n - got) * pool->block_size))
+		if (got == n || all)
 			break;
+		if (pool_grow_auto(pool, seen, (size_t)(n - got) * pool->block_size))
+			all = true;
 	}
 	for (unsigned i = 0; i < got; i++) {
 		unpoison_range(pool, bufs[i], pool->block_size);
@@ -316,10 +348,10 @@ int pool_free_bulk(struct tide_pool *pool, struct tide_user *user, void *const *
 		if (have != UINT_MAX) {
 			unsigned start = i;
 
-			for (; i < n && have < TCACHE_CAP; i++) {
-				size_t k = bufs[i] ? checked_index(pool, bufs[i]) : SIZE_MAX;
+			for (; i < n && have < c->cap; i++) {
+				size_t k = owned_block(pool, bufs[i], user->id);
 
-				if (k == SIZE_MAX || pool->tags[k] != user->id)
+				if (k == SIZE_MAX)
 					break;
 				pool->tags[k] = TAG_FREE;
 				c->slots[have++] = bufs[i];
@@ -358,20 +390,54 @@ static inline void *alloc_fast(struct tide_pool *pool, size_t size)
 	return block;
 }
 
-static inline bool free_fast(struct tide_pool *pool, void *buf)
+enum {
+	FREE_DONE,  /* pushed */
+	FREE_SLOW,  /* untouched: anything but a hit (see pool_free) */
+	FREE_FLUSH, /* tag cleared, cache full or being stolen: push under the lock */
+};
+
+static inline int free_fast(struct tide_pool *pool, void *buf)
 {
 	struct tcache *c = tcache_last;
 	size_t i;
 
 	if (unlikely(!c || atomic_load_explicit(&c->pool, memory_order_relaxed) != pool))
-		return false;
-	i = checked_index(pool, buf);
-	if (unlikely(i == SIZE_MAX || pool->tags[i] != DEFAULT_USER_ID))
-		return false;
+		return FREE_SLOW;
+	i = owned_block(pool, buf, DEFAULT_USER_ID);
+	if (unlikely(i == SIZE_MAX))
+		return FREE_SLOW;
 	pool->tags[i] = TAG_FREE; /* before the block can reach another thread */
 	if (unlikely(!cache_push(c, pool->fence_is_membarrier, buf)))
-		cache_push_flush(pool, c, buf);
-	return true;
+		return FREE_FLUSH;
+	return FREE_DONE;
+}
+
+/*
+ * The slow paths of tide_alloc() and tide_free(), each under a guard of its own, so the
+ * fast paths call nothing while the guard is set (no register to keep across a call).
+ * A signal handler that runs between the two guards finds nothing half-done.
+ */
+static __attribute__((noinline)) void *alloc_slow(struct tide_pool *pool, size_t size)
+{
+	void *block;
+
+	call_guard_set(1);
+	block = pool_alloc(pool, &pool->default_user, size);
+	call_leave();
+	return block;
+}
+
+static __attribute__((noinline)) int free_slow_default(struct tide_pool *pool, void *buf, int fast)
+{
+	int err = 0;
+
+	call_guard_set(1);
+	if (fast == FREE_FLUSH)
+		cache_push_flush(pool, cache_get(pool), buf); /* this thread's cache of pool */
+	else
+		err = pool_free(pool, &pool->default_user, buf);
+	call_leave();
+	return err;
 }
 
 /**
@@ -383,18 +449,20 @@ static inline bool free_fast(struct tide_pool *pool, void *buf)
  * TIDE_AUTO_GROW a pool with nothing free grows by a grow_unit (or what the run needs).
  *
  * Return: the buffer, aligned to block_size; NULL for size 0, a NULL pool, or no space
- * (counted in alloc_failures).
+ * (counted in alloc_failures), or a call from a signal handler that interrupted a call
+ * into the pool on the same thread (counted in reentries).
  */
 void *tide_alloc(struct tide_pool *pool, size_t size)
 {
 	void *block;
 
-	if (unlikely(!pool))
+	if (unlikely(!pool || !call_enter(pool)))
 		return NULL;
 	block = alloc_fast(pool, size);
+	call_leave();
 	if (likely(block))
 		return block;
-	return pool_alloc(pool, &pool->default_user, size);
+	return alloc_slow(pool, size);
 }
 
 /**
@@ -405,15 +473,22 @@ void *tide_alloc(struct tide_pool *pool, size_t size)
  * Return: 0 (also for NULL); -EINVAL when @buf is not a live buffer of this pool (foreign,
  * interior, above the boundary, already freed) or @pool is NULL; -EPERM when it belongs to
  * a user (free it with tide_user_free()). A refused free changes nothing and is counted
- * in bad_frees.
+ * in bad_frees. -EAGAIN from a signal handler that interrupted a call into the pool on the
+ * same thread (counted in reentries; free the buffer later, outside the handler).
  */
 int tide_free(struct tide_pool *pool, void *buf)
 {
+	int fast;
+
 	if (unlikely(!pool))
 		return buf ? -EINVAL : 0;
-	if (likely(free_fast(pool, buf)))
+	if (unlikely(!call_enter(pool)))
+		return -EAGAIN;
+	fast = free_fast(pool, buf);
+	call_leave();
+	if (likely(fast == FREE_DONE))
 		return 0;
-	return pool_free(pool, &pool->default_user, buf);
+	return free_slow_default(pool, buf, fast);
 }
 
 /**
@@ -422,13 +497,18 @@ int tide_free(struct tide_pool *pool, void *buf)
  * @bufs: room for @n pointers.
  * @n:    how many.
  *
- * Return: how many were taken (0 for bad arguments); the rest of @bufs is untouched.
+ * Return: how many were taken (0 for bad arguments, or inside a signal handler that
+ * interrupted a call into the pool); the rest of @bufs is untouched.
  */
 unsigned tide_alloc_bulk(struct tide_pool *pool, void **bufs, unsigned n)
 {
-	if (unlikely(!pool))
+	unsigned got;
+
+	if (unlikely(!pool || !call_enter(pool)))
 		return 0;
-	return pool_alloc_bulk(pool, &pool->default_user, bufs, n);
+	got = pool_alloc_bulk(pool, &pool->default_user, bufs, n);
+	call_leave();
+	return got;
 }
 
 /**
@@ -437,14 +517,21 @@ unsigned tide_alloc_bulk(struct tide_pool *pool, void **bufs, unsigned n)
  * @bufs: the buffers; NULL entries are skipped.
  * @n:    how many.
  *
- * Return: 0; or the error of the first buffer refused (as tide_free()): the ones before
- * it are freed, it and the ones after it are not.
+ * Return: 0; or the error of the first buffer refused (as tide_free(): -EINVAL, -EPERM):
+ * the ones before it are freed, it and the ones after it are not. -EAGAIN (none freed)
+ * from a signal handler that interrupted a call into the pool.
  */
 int tide_free_bulk(struct tide_pool *pool, void *const *bufs, unsigned n)
 {
+	int err;
+
 	if (unlikely(!pool))
 		return -EINVAL;
-	return pool_free_bulk(pool, &pool->default_user, bufs, n);
+	if (unlikely(!call_enter(pool)))
+		return -EAGAIN;
+	err = pool_free_bulk(pool, &pool->default_user, bufs, n);
+	call_leave();
+	return err;
 }
 
 /**
@@ -474,10 +561,13 @@ size_t tide_buffer_size(const struct tide_pool *pool, const void *buf)
  * tide_pool_flush_cache() - return this thread's cached free blocks of @pool.
  * @pool: the pool, or NULL.
  *
- * Useful before a thread goes idle for long; thread exit does it by itself.
+ * Useful before a thread goes idle for long; thread exit does it by itself. Does nothing
+ * inside a signal handler that interrupted a call into the pool.
  */
 void tide_pool_flush_cache(struct tide_pool *pool)
 {
-	if (pool)
+	if (pool && call_enter(pool)) {
 		cache_flush_own(pool);
+		call_leave();
+	}
 }

@@ -2,10 +2,19 @@
 /*
  * cache.c - per-thread caches in front of the bitmap.
  *
- * Each thread keeps, per pool, a stack of up to TCACHE_CAP free blocks that it has
- * claimed from the bitmap. Alloc pops, free pushes; an empty stack is refilled and a full
- * one flushed to TCACHE_HALF under the pool lock, so the lock is taken once per few
- * hundred operations and steady alloc/free pairs never leave the thread.
+ * Each thread keeps, per pool, a stack of up to cap free blocks that it has claimed from
+ * the bitmap: TCACHE_BYTES worth, at most TCACHE_CAP (512 blocks of 2 KiB, 2 blocks of
+ * 1 MiB), so what a cache hoards is bounded in bytes whatever the block size. Alloc pops,
+ * free pushes; an empty stack is refilled and a full one flushed to half under the pool
+ * lock, so the lock is taken once per few hundred operations and steady alloc/free pairs
+ * never leave the thread. An allocation that finds the bitmap empty takes back the blocks
+ * of every idle cache before it grows the pool, and of every cache before it fails (a
+ * steal, below). Idle means unchanged since the last look (maintenance, a reclaim, the
+ * cache's own refill or flush), or its thread asleep in the kernel (blocked in a wait, by
+ * /proc/self/task/<tid>/stat: read only on this path, a few microseconds per cache). A
+ * busy cache (a consumer's, filling) is left alone while the pool may grow: taking it
+ * would cost a membarrier per refill for as long as the pool stays too small, and it
+ * flushes half of itself at its cap anyway.
  *
  * The fast path has no atomic read-modify-write and no fence, and as few stores as it can
  * (every store queues behind the caller's cache-missing stores to its buffers): the owner
@@ -21,13 +30,24 @@
  * stealer that finished in between may see a stale count come back; that is why a steal
  * ends in STEAL_DONE, not STEAL_NONE: the owner settles it under the lock (count 0) and
  * nobody trusts the count of a DONE cache. Without membarrier both sides pay a full fence.
+ * The stealer's wait is bounded spinning, then yielding, then sleeping: the owner may be
+ * unable to run while the stealer spins (a higher real-time priority on the same CPU).
  *
  * Lifetimes: a cache belongs to its thread and is freed at thread exit (pthread key
  * destructor), after flushing its blocks back. A pool destroyed first detaches its caches
- * (pool pointer NULL) under the registry lock, which thread exit also takes.
+ * (pool pointer NULL) under the registry lock, which thread exit also takes. The key is
+ * deleted when the library is unloaded (dlclose), so no destructor outlives the code. When
+ * the key, the cache's memory or its registration cannot be had, the thread goes uncached
+ * (every operation under the pool lock) instead of failing. After fork() only the forking
+ * thread exists: the child drops the other threads' caches and takes their blocks back.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -36,6 +56,7 @@ static _Thread_local struct tcache *tcache_slots[TCACHE_SLOTS];
 
 static pthread_mutex_t registry = PTHREAD_MUTEX_INITIALIZER;
 static pthread_key_t exit_key;
+static bool exit_key_ok; /* pthread_key_create worked: caches can be flushed at thread exit */
 static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
 static bool fence_ok;
 static pthread_once_t fence_once = PTHREAD_ONCE_INIT;
@@ -125,6 +146,7 @@ static void drain_locked(struct tide_pool *pool, struct tcache *c)
 static void thread_exit(void *unused)
 {
 	(void)unused;
+	call_guard_set(1); /* a signal handler now must not make a new cache */
 	pthread_mutex_lock(&registry);
 	for (int i = 0; i < TCACHE_SLOTS; i++) {
 		struct tcache *c = tcache_slots[i];
@@ -144,11 +166,24 @@ static void thread_exit(void *unused)
 	}
 	tcache_last = NULL;
 	pthread_mutex_unlock(&registry);
+	call_guard_set(0); /* a later key destructor may still free a buffer */
 }
 
 static void make_exit_key(void)
 {
-	pthread_key_create(&exit_key, thread_exit);
+	exit_key_ok = pthread_key_create(&exit_key, thread_exit) == 0;
+}
+
+/*
+ * dlclose() of the library (and process exit): a thread exiting later must not find a
+ * destructor in unmapped code. Its caches stay unflushed; every pool is destroyed by then.
+ */
+__attribute__((destructor)) static void delete_exit_key(void)
+{
+	if (exit_key_ok) {
+		exit_key_ok = false;
+		pthread_key_delete(exit_key);
+	}
 }
 
 struct tcache *cache_lookup(struct tide_pool *pool)
@@ -175,12 +210,20 @@ struct tcache *cache_lookup(struct tide_pool *pool)
 		tcache_slots[slot] = NULL;
 	}
 	pthread_once(&exit_key_once, make_exit_key);
+	if (!exit_key_ok)
+		return NULL; /* no way to flush at thread exit: stay uncached */
 	c = aligned_alloc(64, align_up(sizeof(*c), 64));
 	if (!c)
 		return NULL;
+	if (pthread_setspecific(exit_key, (void *)1)) {
+		free(c);
+		return NULL;
+	}
 	atomic_init(&c->state, 0);
 	atomic_init(&c->low, 0);
 	atomic_init(&c->steal, STEAL_NONE);
+	c->cap = pool->cache_cap;
+	c->tid = (pid_t)syscall(SYS_gettid);
 	c->live_base = 0;
 	c->count_base = 0;
 	c->seen_live = 0;
@@ -190,7 +233,6 @@ struct tcache *cache_lookup(struct tide_pool *pool)
 	pthread_mutex_lock(&pool->lock);
 	link_cache_locked(pool, c);
 	pthread_mutex_unlock(&pool->lock);
-	pthread_setspecific(exit_key, (void *)1);
 	tcache_slots[slot] = c;
 	if (likely(!pool->poison))
 		tcache_last = c;
@@ -208,8 +250,44 @@ void cache_sync_peak_locked(struct tide_pool *pool, struct tcache *c)
 		rebase(c, live_of(c), count_of(c));
 }
 
+/* Refill an empty cache with half its capacity from the bitmap; how many it got. */
+static unsigned refill_locked(struct tide_pool *pool, struct tcache *c)
+{
+	long live = live_of(c);
+	unsigned n = pool_claim_blocks_locked(pool, c->slots, c->cap / 2);
+
+	/* The stack pops from its end: put the lowest address there. */
+	for (unsigned i = 0; i < n / 2; i++) {
+		void *t = c->slots[i];
+
+		c->slots[i] = c->slots[n - 1 - i];
+		c->slots[n - 1 - i] = t;
+	}
+	atomic_store_explicit(&c->state, n, memory_order_relaxed);
+	rebase(c, live, n);
+	return n;
+}
+
+/*
+ * c changed since the last look (by maintenance, a reclaim, or its own slow path): note
+ * it and answer false; unchanged, true. pool->lock held.
+ */
+static bool unchanged_since_look(struct tide_pool *pool, struct tcache *c)
+{
+	unsigned count = count_of(c);
+
+	if (c->live_base == c->seen_live && count == c->seen_count)
+		return true;
+	c->seen_live = c->live_base;
+	c->seen_count = count;
+	c->seen_epoch = pool->epoch;
+	return false;
+}
+
 void *cache_refill_pop(struct tide_pool *pool, struct tcache *c, bool may_grow)
 {
+	bool all = !may_grow;
+
 	for (int attempt = 0; attempt < 4; attempt++) {
 		size_t seen;
 		unsigned n;
@@ -217,19 +295,11 @@ void *cache_refill_pop(struct tide_pool *pool, struct tcache *c, bool may_grow)
 		pthread_mutex_lock(&pool->lock);
 		cache_settle_locked(c);
 		n = count_of(c);
-		if (n == 0) {
-			long live = live_of(c);
-
-			n = pool_claim_blocks_locked(pool, c->slots, TCACHE_HALF);
-			/* The stack pops from its end: put the lowest address there. */
-			for (unsigned i = 0; i < n / 2; i++) {
-				void *t = c->slots[i];
-
-				c->slots[i] = c->slots[n - 1 - i];
-				c->slots[n - 1 - i] = t;
-			}
-			atomic_store_explicit(&c->state, n, memory_order_relaxed);
-			rebase(c, live, n);
+		if (n == 0)
+			n = refill_locked(pool, c);
+		if (n == 0 && cache_reclaim_locked(pool, all)) {
+			cache_settle_locked(c);
+			n = refill_locked(pool, c);
 		}
 		if (n) {
 			void *block = c->slots[n - 1];
@@ -237,13 +307,16 @@ void *cache_refill_pop(struct tide_pool *pool, struct tcache *c, bool may_grow)
 			cache_sync_peak_locked(pool, c);
 			atomic_store_explicit(&c->state, n - 1, memory_order_relaxed);
 			cache_note_low(c, n - 1);
+			unchanged_since_look(pool, c); /* a look: idle from here if left alone */
 			pthread_mutex_unlock(&pool->lock);
 			return block;
 		}
 		seen = pool_unreserved(pool);
 		pthread_mutex_unlock(&pool->lock);
-		if (!may_grow || pool_grow_auto(pool, seen, pool->block_size))
+		if (all)
 			return NULL;
+		if (pool_grow_auto(pool, seen, pool->block_size))
+			all = true; /* no growth: every cache is taken back before failing */
 	}
 	return NULL;
 }
@@ -257,18 +330,41 @@ void cache_push_flush(struct tide_pool *pool, struct tcache *c, void *block)
 	cache_settle_locked(c);
 	n = count_of(c);
 	live = live_of(c);
-	if (n == TCACHE_CAP) {
+	if (n >= c->cap) {
 		/* The oldest half goes back: the recent half is what this thread reuses. */
-		pool_release_blocks_locked(pool, c->slots, TCACHE_HALF);
-		memmove(c->slots, c->slots + TCACHE_HALF, (n - TCACHE_HALF) * sizeof(void *));
-		n -= TCACHE_HALF;
+		unsigned out = n - c->cap / 2;
+
+		pool_release_blocks_locked(pool, c->slots, out);
+		memmove(c->slots, c->slots + out, (n - out) * sizeof(void *));
+		n -= out;
 		atomic_store_explicit(&c->state, n, memory_order_relaxed);
 		rebase(c, live, n);
 	}
 	c->slots[n] = block;
 	atomic_store_explicit(&c->state, n + 1, memory_order_relaxed);
 	cache_sync_peak_locked(pool, c);
+	unchanged_since_look(pool, c);
 	pthread_mutex_unlock(&pool->lock);
+}
+
+/*
+ * One round of waiting for another thread: spin a little, then yield, then sleep for
+ * longer and longer (up to 1 ms), so that a thread which cannot run while we spin (a lower
+ * priority on the same CPU, or more threads than CPUs) gets the CPU.
+ */
+static void wait_round(unsigned *round)
+{
+	if (*round < 128) {
+		cpu_relax();
+	} else if (*round < 136) {
+		sched_yield();
+	} else {
+		unsigned shift = *round - 136 < 10 ? *round - 136 : 10;
+		struct timespec ts = {0, 1000L << shift};
+
+		nanosleep(&ts, NULL);
+	}
+	(*round)++;
 }
 
 /* Take back every block of the caches marked STEAL_WANTED; pool->lock held. */
@@ -279,12 +375,12 @@ static void steal_marked_locked(struct tide_pool *pool)
 	else
 		atomic_thread_fence(memory_order_seq_cst);
 	for (struct tcache *c = pool->caches; c; c = c->next) {
-		unsigned state;
+		unsigned round = 0;
 
 		if (atomic_load_explicit(&c->steal, memory_order_relaxed) != STEAL_WANTED)
 			continue;
-		while ((state = atomic_load_explicit(&c->state, memory_order_acquire)) & CACHE_BUSY)
-			cpu_relax();
+		while (atomic_load_explicit(&c->state, memory_order_acquire) & CACHE_BUSY)
+			wait_round(&round);
 		drain_locked(pool, c);
 		atomic_store_explicit(&c->steal, STEAL_DONE, memory_order_release);
 	}
@@ -303,6 +399,56 @@ void cache_flush_all_locked(struct tide_pool *pool)
 		steal_marked_locked(pool);
 }
 
+/*
+ * Is the thread with this id asleep in the kernel (blocked: state S, D, or stopped), by
+ * /proc/self/task/<tid>/stat? A running or runnable thread, or no answer, is not.
+ */
+static bool thread_asleep(pid_t tid)
+{
+	char path[64], buf[512];
+	const char *close_paren;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = 0;
+	close_paren = strrchr(buf, ')'); /* the name may hold spaces and parentheses */
+	if (!close_paren || close_paren[1] != ' ')
+		return false;
+	return strchr("SDTt", close_paren[2]) != NULL;
+}
+
+/*
+ * One look: steal the caches unchanged since the previous look or whose thread is asleep
+ * (or all of them).
+ */
+static bool steal_idle_locked(struct tide_pool *pool, bool all)
+{
+	bool any = false;
+
+	for (struct tcache *c = pool->caches; c; c = c->next)
+		if (count_of(c) &&
+		    (unchanged_since_look(pool, c) || all || thread_asleep(c->tid))) {
+			atomic_store_explicit(&c->steal, STEAL_WANTED, memory_order_relaxed);
+			any = true;
+		}
+	if (any)
+		steal_marked_locked(pool);
+	return any;
+}
+
+bool cache_reclaim_locked(struct tide_pool *pool, bool all)
+{
+	return steal_idle_locked(pool, all);
+}
+
 void cache_flush_idle_locked(struct tide_pool *pool, unsigned idle_epochs)
 {
 	bool any = false;
@@ -310,11 +456,9 @@ void cache_flush_idle_locked(struct tide_pool *pool, unsigned idle_epochs)
 	for (struct tcache *c = pool->caches; c; c = c->next) {
 		unsigned count = count_of(c);
 
-		if (c->live_base != c->seen_live || count != c->seen_count) {
-			c->seen_live = c->live_base;
-			c->seen_count = count;
-			c->seen_epoch = pool->epoch;
-		} else if (count && pool->epoch - c->seen_epoch >= idle_epochs) {
+		if (!unchanged_since_look(pool, c))
+			continue;
+		if (count && pool->epoch - c->seen_epoch >= idle_epochs) {
 			atomic_store_explicit(&c->steal, STEAL_WANTED, memory_order_relaxed);
 			any = true;
 		}
@@ -382,4 +526,54 @@ long cache_excursions_locked(struct tide_pool *pool)
 		sum += count > low ? (long)(count - low) : 0;
 	}
 	return sum;
+}
+
+/* fork(): the registry lock is taken before any pool lock, as thread exit takes them. */
+void cache_fork_prepare(void)
+{
+	pthread_mutex_lock(&registry);
+}
+
+void cache_fork_parent(void) /* and child */
+{
+	pthread_mutex_unlock(&registry);
+}
+
+static bool is_own(const struct tcache *c)
+{
+	for (int i = 0; i < TCACHE_SLOTS; i++)
+		if (tcache_slots[i] == c)
+			return true;
+	return false;
+}
+
+void cache_fork_child_locked(struct tide_pool *pool)
+{
+	struct tcache *c = pool->caches;
+
+	while (c) {
+		struct tcache *next = c->next;
+
+		if (is_own(c)) {
+			cache_settle_locked(c);
+			drain_locked(pool, c);
+			c->tid = (pid_t)syscall(SYS_gettid); /* the child's own id */
+		} else {
+			/*
+			 * Its thread is gone, perhaps in the middle of an operation (CACHE_BUSY):
+			 * the blocks counted are free; one being pushed is found by the caller's
+			 * scan for lost blocks.
+			 */
+			unsigned n =
+				atomic_load_explicit(&c->steal, memory_order_relaxed) == STEAL_DONE
+					? 0
+					: atomic_load_explicit(&c->state, memory_order_relaxed) &
+						  ~CACHE_BUSY;
+
+			pool_release_blocks_locked(pool, c->slots, n);
+			unlink_cache_locked(pool, c);
+			free(c);
+		}
+		c = next;
+	}
 }

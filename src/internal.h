@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/types.h>
 
 #include "tide.h"
 
@@ -63,6 +64,17 @@ static inline void cpu_relax(void)
 #else
 	atomic_signal_fence(memory_order_seq_cst);
 #endif
+}
+
+/* Multiples of any unit (grow_unit need not be a power of two); round_up may wrap past 0. */
+static inline size_t round_up(size_t x, size_t unit)
+{
+	return (x + unit - 1) / unit * unit;
+}
+
+static inline size_t round_down(size_t x, size_t unit)
+{
+	return x / unit * unit;
 }
 
 static inline bool is_pow2(size_t x)
@@ -139,8 +151,8 @@ bool bitmap_check(const struct bitmap *map, size_t limit);
 
 // cache.c -------------------------------------------------------------------------------
 
-#define TCACHE_CAP   512 /* blocks a thread keeps; a refill or a flush leaves TCACHE_HALF */
-#define TCACHE_HALF  256
+#define TCACHE_CAP   512 /* most blocks a thread keeps; a refill or a flush leaves half */
+#define TCACHE_BYTES ((size_t)1 << 20) /* most bytes a thread keeps: cap = this / block */
 #define TCACHE_SLOTS 8 /* pools a thread keeps a cache for at once; more go uncached */
 
 /*
@@ -169,6 +181,8 @@ struct tcache {
 	_Atomic unsigned state;
 	_Atomic unsigned low;
 	_Atomic int steal;
+	unsigned cap;	/* pool->cache_cap: at most TCACHE_BYTES, at most TCACHE_CAP blocks */
+	pid_t tid;	/* the owner's thread id: is it asleep? (see cache_reclaim_locked) */
 	long live_base; /* under pool->lock */
 	unsigned count_base;
 	struct tide_pool *_Atomic pool; /* NULL once the pool is destroyed */
@@ -190,6 +204,17 @@ void cache_settle_locked(struct tcache *c);
 /* Under pool->lock, by the owner: n more live blocks that did not pass through the stack. */
 void cache_add_live_locked(struct tcache *c, long n);
 void cache_flush_all_locked(struct tide_pool *pool); /* steal every cache; pool->lock held */
+/*
+ * The bitmap is empty: take back the blocks of every idle cache (unchanged since the last
+ * look, or its thread asleep; before growing), or of every cache (all: before failing).
+ * True when any were taken; pool->lock held.
+ */
+bool cache_reclaim_locked(struct tide_pool *pool, bool all);
+/* fork child, pool->lock held: drop the caches of threads that do not exist here, give
+ * back what they and this thread's own caches held. */
+void cache_fork_child_locked(struct tide_pool *pool);
+void cache_fork_prepare(void); /* the registry lock, taken before any pool's lock */
+void cache_fork_parent(void);  /* and in the child */
 /* Steal the caches untouched for idle_epochs maintenance samples; pool->lock held. */
 void cache_flush_idle_locked(struct tide_pool *pool, unsigned idle_epochs);
 void cache_flush_own(struct tide_pool *pool);	      /* this thread's cache of pool */
@@ -261,14 +286,36 @@ static inline bool cache_push(struct tcache *c, bool membarrier, void *block)
 {
 	unsigned n = cache_enter(c, membarrier);
 
-	if (unlikely(n >= TCACHE_CAP)) {
-		if (n == TCACHE_CAP)
+	if (unlikely(n >= c->cap)) {
+		if (n != UINT_MAX)
 			cache_leave(c, n);
 		return false;
 	}
 	c->slots[n] = block;
 	cache_leave(c, n + 1);
 	return true;
+}
+
+// buffer.c ------------------------------------------------------------------------------
+
+/*
+ * The re-entry guard: set while this thread is inside a public call that touches a
+ * thread cache or takes a lock. A signal handler that calls into the pool while the code
+ * it interrupted was inside one finds it set and is refused (NULL or -EAGAIN, counted in
+ * reentries) instead of handing out a block twice or waiting on its own lock.
+ */
+extern _Thread_local unsigned char tide_in_call __attribute__((tls_model("initial-exec")));
+
+static inline void call_guard_set(unsigned char v)
+{
+	atomic_signal_fence(memory_order_seq_cst);
+	tide_in_call = v;
+	atomic_signal_fence(memory_order_seq_cst);
+}
+
+static inline void call_leave(void)
+{
+	call_guard_set(0);
 }
 
 // pool.c --------------------------------------------------------------------------------
@@ -390,7 +437,23 @@ struct tide_pool {
 	_Atomic uint64_t bad_frees;
 	_Atomic uint64_t vetoes;
 	_Atomic uint64_t os_failures;
+	_Atomic uint64_t reentries;
+
+	/* fork.c: the registry of live pools, under its lock. */
+	struct tide_pool *fork_next, *fork_prev;
+	unsigned cache_cap; /* blocks a thread cache holds: TCACHE_BYTES, within [2, TCACHE_CAP] */
 };
+
+/* Enter a public call; false (and counted) when this thread is already inside one. */
+static inline bool call_enter(struct tide_pool *pool)
+{
+	if (unlikely(tide_in_call)) {
+		atomic_fetch_add_explicit(&pool->reentries, 1, memory_order_relaxed);
+		return false;
+	}
+	call_guard_set(1);
+	return true;
+}
 
 static inline size_t pool_unreserved(const struct tide_pool *pool)
 {
@@ -413,6 +476,10 @@ bool pool_claim_run_locked(struct tide_pool *pool, size_t n, size_t *first);
 /* Shrink the free top by up to bytes, not below floor; convert_lock held. */
 ssize_t pool_shrink_locked(struct tide_pool *pool, size_t bytes, size_t floor);
 void tide_assert_fail(const char *cond, const char *file, int line);
+/* fork child, pool->lock held: give back blocks claimed but neither tagged nor cached
+ * (in flight in a thread that does not exist here); not while this thread runs the hook. */
+void pool_release_lost_locked(struct tide_pool *pool);
+bool pool_hook_running_here(const struct tide_pool *pool);
 
 /*
  * The invariant checker: bitmap summaries and count agree with the words; the boundary
@@ -462,10 +529,19 @@ int limits_check(struct tide_pool *pool, size_t len);
 
 // maintain.c ----------------------------------------------------------------------------
 
+void maintain_init(struct tide_pool *pool); /* the thread's lock and condition, at create */
 int maintain_start(struct tide_pool *pool); /* the background thread, with TIDE_BACKGROUND */
 void maintain_stop(struct tide_pool *pool);
+void maintain_fork_child_locked(struct tide_pool *pool); /* a fresh condition */
+void maintain_fork_child(struct tide_pool *pool);	 /* the thread started again */
 void purge_unmark_locked(struct tide_pool *pool, size_t block, size_t nblocks);
 void purge_forget_locked(struct tide_pool *pool, size_t lo, size_t hi); /* byte offsets */
+
+// fork.c --------------------------------------------------------------------------------
+
+/* The registry of live pools the fork handlers walk; the handlers are installed once. */
+void fork_register(struct tide_pool *pool);
+void fork_unregister(struct tide_pool *pool);
 
 // stats.c -------------------------------------------------------------------------------
 

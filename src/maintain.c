@@ -244,7 +244,8 @@ static void purge_pass(struct tide_pool *pool)
  * when another thread is converting.
  *
  * Return: milliseconds until the next work is due; -1 when nothing is (the pool is at its
- * floor and holds no excess); -EINVAL for a NULL pool.
+ * floor and holds no excess); -EINVAL for a NULL pool; -EAGAIN in a signal handler that
+ * interrupted a call into the pool.
  */
 int tide_pool_maintain(struct tide_pool *pool)
 {
@@ -257,8 +258,12 @@ int tide_pool_maintain(struct tide_pool *pool)
 	if (!(pool->flags & TIDE_AUTO_SHRINK))
 		return -1;
 	period = sample_period_ns(pool);
-	if (pthread_mutex_trylock(&pool->convert_lock))
+	if (!call_enter(pool))
+		return -EAGAIN;
+	if (pthread_mutex_trylock(&pool->convert_lock)) {
+		call_leave();
 		return (int)(period / 1000000u);
+	}
 	now = os_now_ns();
 	pthread_mutex_lock(&pool->lock);
 	sample_locked(pool, now);
@@ -268,7 +273,7 @@ int tide_pool_maintain(struct tide_pool *pool)
 	pthread_mutex_unlock(&pool->lock);
 
 	if (peak != SIZE_MAX) {
-		target = (peak + pool->grow_unit - 1) / pool->grow_unit * pool->grow_unit;
+		target = round_up(peak, pool->grow_unit);
 		if (target < pool->min_size)
 			target = pool->min_size;
 		if (cur > target)
@@ -279,6 +284,7 @@ int tide_pool_maintain(struct tide_pool *pool)
 	cur = pool_unreserved(pool);
 	excess = cur > pool->min_size;
 	pthread_mutex_unlock(&pool->convert_lock);
+	call_leave();
 	if (!excess)
 		return -1;
 	/* Keep sampling while there is something that could be given back. */
@@ -313,22 +319,51 @@ static void *maintain_thread(void *arg)
 	return NULL;
 }
 
-int maintain_start(struct tide_pool *pool)
+/* The thread's condition, on the monotonic clock. */
+static void init_cond(struct tide_pool *pool)
 {
 	pthread_condattr_t attr;
-	int err;
 
 	pthread_condattr_init(&attr);
 	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	pthread_cond_destroy(&pool->thread_cond);
 	pthread_cond_init(&pool->thread_cond, &attr);
 	pthread_condattr_destroy(&attr);
+}
+
+void maintain_init(struct tide_pool *pool)
+{
+	pthread_mutex_init(&pool->thread_lock, NULL);
+	init_cond(pool);
+}
+
+int maintain_start(struct tide_pool *pool)
+{
+	int err;
+
 	pool->thread_stop = false;
 	err = pthread_create(&pool->thread, NULL, maintain_thread, pool);
 	if (err)
 		return -err;
 	pool->thread_running = true;
 	return 0;
+}
+
+/*
+ * fork child, thread_lock held: the thread is gone, and may have been waiting on the
+ * condition, whose waiter count now never drops (destroying it would wait forever).
+ */
+void maintain_fork_child_locked(struct tide_pool *pool)
+{
+	init_cond(pool);
+}
+
+/* fork child, no lock held: start the thread again where the parent had one. */
+void maintain_fork_child(struct tide_pool *pool)
+{
+	if (pool->thread_running) {
+		pool->thread_running = false;
+		maintain_start(pool); /* on failure the pool stays usable, maintained by calls */
+	}
 }
 
 void maintain_stop(struct tide_pool *pool)

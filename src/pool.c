@@ -50,6 +50,38 @@ void tide_assert_fail(const char *cond, const char *file, int line)
 	abort();
 }
 
+/*
+ * Run a hook on [addr, addr + len). in_hook marks the thread so the hook cannot convert
+ * this pool (convert_lock is held); the hook may allocate and free, so the re-entry guard
+ * is lifted while it runs. 0, or its refusal (a positive return is -ECANCELED).
+ */
+static int run_hook(struct tide_pool *pool, tide_convert_fn fn, void *arg, enum tide_convert dir,
+		    void *addr, size_t len)
+{
+	unsigned char guard = tide_in_call;
+	int ret;
+
+	in_hook = pool;
+	call_guard_set(0);
+	ret = fn(pool, dir, addr, len, arg);
+	call_guard_set(guard);
+	in_hook = NULL;
+	return ret > 0 ? -ECANCELED : ret;
+}
+
+/* The installed hook, if any; a refusal counts as a veto. */
+static int call_hook(struct tide_pool *pool, enum tide_convert dir, void *addr, size_t len)
+{
+	int ret;
+
+	if (!pool->hook)
+		return 0;
+	ret = run_hook(pool, pool->hook, pool->hook_arg, dir, addr, len);
+	if (ret)
+		atomic_fetch_add_explicit(&pool->vetoes, 1, memory_order_relaxed);
+	return ret;
+}
+
 /* Fill in defaults and check every field; 0 or -EINVAL. */
 static int resolve_config(const struct tide_pool_config *in, struct tide_pool_config *out)
 {
@@ -72,22 +104,22 @@ static int resolve_config(const struct tide_pool_config *in, struct tide_pool_co
 		c.reserve_size = DEFAULT_RESERVE_SIZE;
 	if (c.reserve_size > MAX_RESERVE_SIZE || c.reserve_size < c.grow_unit)
 		return -EINVAL;
-	c.reserve_size = (c.reserve_size + c.grow_unit - 1) / c.grow_unit * c.grow_unit;
+	c.reserve_size = round_up(c.reserve_size, c.grow_unit);
 	if (!c.max_size)
 		c.max_size = c.reserve_size;
 	if (c.max_size > c.reserve_size || c.max_size < c.grow_unit)
 		return -EINVAL;
-	c.max_size = c.max_size / c.grow_unit * c.grow_unit;
+	c.max_size = round_down(c.max_size, c.grow_unit);
 	if (c.initial_size > c.max_size)
 		return -EINVAL;
-	c.initial_size = (c.initial_size + c.grow_unit - 1) / c.grow_unit * c.grow_unit;
+	c.initial_size = round_up(c.initial_size, c.grow_unit);
 	if (c.initial_size > c.max_size)
 		return -EINVAL;
 	if (!c.min_size)
 		c.min_size = c.initial_size;
 	if (c.min_size > c.max_size)
 		return -EINVAL;
-	c.min_size = (c.min_size + c.grow_unit - 1) / c.grow_unit * c.grow_unit;
+	c.min_size = round_up(c.min_size, c.grow_unit);
 	if (c.min_size > c.max_size)
 		return -EINVAL;
 	if (!c.shrink_delay_ms)
@@ -204,12 +236,16 @@ int tide_pool_create(const struct tide_pool_config *cfg, struct tide_pool **pool
 	pool->purge_region = pool->purge_chunk > PURGE_REGION ? pool->purge_chunk : PURGE_REGION;
 	if (pool->reserve_size % pool->purge_region)
 		pool->purge_region = pool->purge_chunk;
+	pool->cache_cap = (unsigned)(TCACHE_BYTES >> pool->block_shift);
+	if (pool->cache_cap > TCACHE_CAP)
+		pool->cache_cap = TCACHE_CAP;
+	if (pool->cache_cap < 2)
+		pool->cache_cap = 2;
 	pool->fence_is_membarrier = cache_init_fence();
 	pool->poison = poison_wanted();
 	pthread_mutex_init(&pool->lock, NULL);
 	pthread_mutex_init(&pool->convert_lock, NULL);
-	pthread_cond_init(&pool->thread_cond, NULL);
-	pthread_mutex_init(&pool->thread_lock, NULL);
+	maintain_init(pool);
 	pool->created_ns = os_now_ns();
 
 	pool->base = base;
@@ -236,6 +272,7 @@ int tide_pool_create(const struct tide_pool_config *cfg, struct tide_pool **pool
 		if (err)
 			goto fail_users;
 	}
+	fork_register(pool);
 	*poolp = pool;
 	return 0;
 
@@ -263,15 +300,14 @@ void tide_pool_destroy(struct tide_pool *pool)
 
 	if (!pool)
 		return;
+	fork_unregister(pool);
 	maintain_stop(pool);
 	cache_detach_pool(pool);
 	unreserved = pool_unreserved(pool);
 	poison_forget(pool, pool->base, unreserved); /* the hook may read what it unregisters */
-	if (pool->hook && unreserved) {
-		in_hook = pool;
-		pool->hook(pool, TIDE_TO_RESERVED, pool->base, unreserved, pool->hook_arg);
-		in_hook = NULL;
-	}
+	if (pool->hook && unreserved)
+		run_hook(pool, pool->hook, pool->hook_arg, TIDE_TO_RESERVED, pool->base,
+			 unreserved);
 	user_table_exit(pool);
 	os_release(pool->meta, pool->meta_size);
 	os_release(pool->base, pool->reserve_size);
@@ -368,22 +404,6 @@ static void uncommit(struct tide_pool *pool, char *addr, size_t len)
 	os_decommit(addr, len);
 }
 
-static int call_hook(struct tide_pool *pool, enum tide_convert dir, void *addr, size_t len)
-{
-	int ret;
-
-	if (!pool->hook)
-		return 0;
-	in_hook = pool;
-	ret = pool->hook(pool, dir, addr, len, pool->hook_arg);
-	in_hook = NULL;
-	if (ret > 0)
-		ret = -ECANCELED;
-	if (ret)
-		atomic_fetch_add_explicit(&pool->vetoes, 1, memory_order_relaxed);
-	return ret;
-}
-
 int pool_grow_locked(struct tide_pool *pool, size_t bytes)
 {
 	size_t cur = pool_unreserved(pool);
@@ -391,7 +411,7 @@ int pool_grow_locked(struct tide_pool *pool, size_t bytes)
 	size_t len;
 	int err;
 
-	len = (bytes + pool->grow_unit - 1) / pool->grow_unit * pool->grow_unit;
+	len = round_up(bytes, pool->grow_unit);
 	if (bytes == 0)
 		return 0;
 	if (len < bytes || len > pool->max_size - cur)
@@ -469,11 +489,11 @@ ssize_t pool_shrink_locked(struct tide_pool *pool, size_t bytes, size_t floor)
 	cur = pool_unreserved(pool);
 	cache_flush_all_locked(pool);
 	top = bitmap_top(&pool->map, pool->limit) << pool->block_shift;
-	target = (top + pool->grow_unit - 1) / pool->grow_unit * pool->grow_unit;
+	target = round_up(top, pool->grow_unit);
 	if (target < floor)
 		target = floor;
 	if (bytes < cur && target < cur - bytes)
-		target = cur - (bytes + pool->grow_unit - 1) / pool->grow_unit * pool->grow_unit;
+		target = cur - round_up(bytes, pool->grow_unit);
 	if (target >= cur) {
 		pthread_mutex_unlock(&pool->lock);
 		return cur > floor ? -EBUSY : 0;
@@ -501,11 +521,8 @@ ssize_t pool_shrink_locked(struct tide_pool *pool, size_t bytes, size_t floor)
 		poison_range(pool, addr, len);
 		if (pool->flags & TIDE_LOCKED)
 			os_lock(addr, len);
-		if (pool->hook) {
-			in_hook = pool;
-			pool->hook(pool, TIDE_TO_UNRESERVED, addr, len, pool->hook_arg);
-			in_hook = NULL;
-		}
+		if (pool->hook)
+			run_hook(pool, pool->hook, pool->hook_arg, TIDE_TO_UNRESERVED, addr, len);
 		goto restore;
 	}
 	pthread_mutex_lock(&pool->lock);
@@ -533,8 +550,9 @@ restore:
  *
  * Return: 0; -EINVAL for a NULL pool; -ENOSPC past max_size; -ENOMEM when the OS refuses
  * (mmap, mprotect, mlock, populate; whatever errno it gave) or the grow would pass the
- * memory limit (tide_pool_config.memory_limit, by default the cgroup's); -EDEADLK from inside the
- * pool's own hook; or the hook's negative return (-ECANCELED for a positive one).
+ * memory limit (tide_pool_config.memory_limit, by default the cgroup's); -EDEADLK from
+ * inside the pool's own hook; -EAGAIN in a signal handler that interrupted a call into the
+ * pool; or the hook's negative return (-ECANCELED for a positive one).
  */
 int tide_pool_grow(struct tide_pool *pool, size_t bytes)
 {
@@ -544,9 +562,12 @@ int tide_pool_grow(struct tide_pool *pool, size_t bytes)
 		return -EINVAL;
 	if (in_hook == pool)
 		return -EDEADLK;
+	if (!call_enter(pool))
+		return -EAGAIN;
 	pthread_mutex_lock(&pool->convert_lock);
 	err = pool_grow_locked(pool, bytes);
 	pthread_mutex_unlock(&pool->convert_lock);
+	call_leave();
 	return err;
 }
 
@@ -562,7 +583,8 @@ int tide_pool_grow(struct tide_pool *pool, size_t bytes)
  *
  * Return: bytes converted (0 when there is nothing unreserved or @bytes is 0); -EINVAL for
  * a NULL pool; -EBUSY when the top grow_unit holds a live buffer; -EDEADLK from inside the
- * pool's own hook; the OS's refusal, or the hook's veto, with the pool as before.
+ * pool's own hook; -EAGAIN in a signal handler that interrupted a call into the pool; the
+ * OS's refusal (-ENOMEM), or the hook's veto, with the pool as before.
  */
 ssize_t tide_pool_shrink(struct tide_pool *pool, size_t bytes)
 {
@@ -572,9 +594,12 @@ ssize_t tide_pool_shrink(struct tide_pool *pool, size_t bytes)
 		return -EINVAL;
 	if (in_hook == pool)
 		return -EDEADLK;
+	if (!call_enter(pool))
+		return -EAGAIN;
 	pthread_mutex_lock(&pool->convert_lock);
 	ret = pool_shrink_locked(pool, bytes, 0);
 	pthread_mutex_unlock(&pool->convert_lock);
+	call_leave();
 	return ret;
 }
 
@@ -596,7 +621,8 @@ ssize_t tide_pool_shrink(struct tide_pool *pool, size_t bytes)
  * range stays in the pool, which stays consistent; a driver that cannot re-register
  * should fall back to copying).
  *
- * Return: 0; -EINVAL for a NULL pool; -EDEADLK from inside a hook; or the new hook's veto.
+ * Return: 0; -EINVAL for a NULL pool; -EDEADLK from inside a hook; -EAGAIN in a signal
+ * handler that interrupted a call into the pool; or the new hook's veto.
  */
 int tide_pool_set_convert_hook(struct tide_pool *pool, tide_convert_fn fn, void *arg)
 {
@@ -607,26 +633,48 @@ int tide_pool_set_convert_hook(struct tide_pool *pool, tide_convert_fn fn, void 
 		return -EINVAL;
 	if (in_hook == pool)
 		return -EDEADLK;
+	if (!call_enter(pool))
+		return -EAGAIN;
 	pthread_mutex_lock(&pool->convert_lock);
 	cur = pool_unreserved(pool);
-	if (fn && cur) {
-		in_hook = pool;
-		err = fn(pool, TIDE_TO_UNRESERVED, pool->base, cur, arg);
-		in_hook = NULL;
-		if (err > 0)
-			err = -ECANCELED;
-	}
+	if (fn && cur)
+		err = run_hook(pool, fn, arg, TIDE_TO_UNRESERVED, pool->base, cur);
 	if (!err) {
-		if (pool->hook && cur) {
-			in_hook = pool;
-			pool->hook(pool, TIDE_TO_RESERVED, pool->base, cur, pool->hook_arg);
-			in_hook = NULL;
-		}
+		if (pool->hook && cur)
+			run_hook(pool, pool->hook, pool->hook_arg, TIDE_TO_RESERVED, pool->base,
+				 cur);
 		pool->hook = fn;
 		pool->hook_arg = arg;
 	}
 	pthread_mutex_unlock(&pool->convert_lock);
+	call_leave();
 	return err;
+}
+
+bool pool_hook_running_here(const struct tide_pool *pool)
+{
+	return in_hook == pool;
+}
+
+void pool_release_lost_locked(struct tide_pool *pool)
+{
+	size_t lost[64];
+
+	for (size_t w = 0; w * 64 < pool->limit; w++) {
+		uint64_t bits = pool->map.words[w];
+		size_t n = 0;
+
+		if (pool->limit - w * 64 < 64)
+			bits &= ((uint64_t)1 << (pool->limit - w * 64)) - 1;
+		for (; bits; bits &= bits - 1) {
+			size_t i = w * 64 + (size_t)__builtin_ctzll(bits);
+
+			if (pool->tags[i] == TAG_FREE)
+				lost[n++] = i;
+		}
+		if (n)
+			bitmap_clear_list(&pool->map, lost, n);
+	}
 }
 
 /** tide_pool_base() - the start of the pool's range; NULL for a NULL pool. */

@@ -37,25 +37,11 @@ static size_t metadata_backing(const struct tide_pool *pool, size_t unreserved)
 
 #define LOAD(x) atomic_load_explicit(&pool->x, memory_order_relaxed)
 
-/**
- * tide_pool_stats() - a snapshot of the pool's sizes and counters.
- * @pool: the pool.
- * @st:   filled in; zeroed for a NULL pool.
- *
- * Sizes are exact at the moment the pool lock is held; counters are read without stopping
- * other threads. peak_live_bytes is exact for a pool used by one thread; with several it
- * may overstate the truth by at most a thread cache (512 blocks) per thread.
- */
-void tide_pool_stats(const struct tide_pool *cpool, struct tide_stats *st)
+/* The sizes, under the pool lock. */
+static void stats_sizes(struct tide_pool *pool, struct tide_stats *st)
 {
-	struct tide_pool *pool = (struct tide_pool *)cpool; /* the lock, and the sampled peak */
 	size_t live;
 
-	if (!st)
-		return;
-	memset(st, 0, sizeof(*st));
-	if (!pool)
-		return;
 	pthread_mutex_lock(&pool->lock);
 	cache_sync_peak_locked(pool, NULL);
 	live = stats_live_blocks_locked(pool);
@@ -67,9 +53,34 @@ void tide_pool_stats(const struct tide_pool *cpool, struct tide_stats *st)
 	st->cached_bytes = cache_count_locked(pool) << pool->block_shift;
 	st->users = pool->nusers;
 	pthread_mutex_unlock(&pool->lock);
-
-	st->reserve_size = pool->reserve_size;
 	st->metadata_size = metadata_backing(pool, st->unreserved_size);
+}
+
+/**
+ * tide_pool_stats() - a snapshot of the pool's sizes and counters.
+ * @pool: the pool.
+ * @st:   filled in; zeroed for a NULL pool.
+ *
+ * Sizes are exact at the moment the pool lock is held; counters are read without stopping
+ * other threads. peak_live_bytes is exact for a pool used by one thread; with several it
+ * may overstate the truth by at most a thread cache (512 blocks) per thread. Inside a
+ * signal handler that interrupted a call into the pool, only the configuration and the
+ * counters are filled in (the sizes need the lock the interrupted call may hold).
+ */
+void tide_pool_stats(const struct tide_pool *cpool, struct tide_stats *st)
+{
+	struct tide_pool *pool = (struct tide_pool *)cpool; /* the lock, and the sampled peak */
+
+	if (!st)
+		return;
+	memset(st, 0, sizeof(*st));
+	if (!pool)
+		return;
+	if (call_enter(pool)) {
+		stats_sizes(pool, st);
+		call_leave();
+	}
+	st->reserve_size = pool->reserve_size;
 	st->block_size = pool->block_size;
 	st->grow_unit = pool->grow_unit;
 	st->min_size = pool->min_size;
@@ -82,4 +93,5 @@ void tide_pool_stats(const struct tide_pool *cpool, struct tide_stats *st)
 	st->bad_frees = LOAD(bad_frees);
 	st->vetoes = LOAD(vetoes);
 	st->os_failures = LOAD(os_failures);
+	st->reentries = LOAD(reentries);
 }

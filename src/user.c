@@ -106,7 +106,10 @@ int tide_user_create(struct tide_pool *pool, const struct tide_user_config *cfg,
 	user->counted = true;
 	if (cfg->name)
 		snprintf(user->name, sizeof(user->name), "%s", cfg->name);
-
+	if (!call_enter(pool)) {
+		free(user);
+		return -EAGAIN;
+	}
 	pthread_mutex_lock(&pool->lock);
 	for (id = FIRST_USER_ID; id < pool->users_cap && pool->users[id]; id++)
 		;
@@ -119,6 +122,7 @@ int tide_user_create(struct tide_pool *pool, const struct tide_user_config *cfg,
 		grown = id < cap ? realloc(pool->users, cap * sizeof(*grown)) : NULL;
 		if (!grown) {
 			pthread_mutex_unlock(&pool->lock);
+			call_leave();
 			free(user);
 			return id < cap ? -ENOMEM : -ENOSPC;
 		}
@@ -130,6 +134,7 @@ int tide_user_create(struct tide_pool *pool, const struct tide_user_config *cfg,
 	pool->users[id] = user;
 	pool->nusers++;
 	pthread_mutex_unlock(&pool->lock);
+	call_leave();
 	*userp = user;
 	return 0;
 }
@@ -138,25 +143,31 @@ int tide_user_create(struct tide_pool *pool, const struct tide_user_config *cfg,
  * tide_user_destroy() - remove a user.
  * @user: the user.
  *
- * Return: 0; -EINVAL for NULL; -EBUSY while it holds buffers (nothing changes).
+ * Return: 0; -EINVAL for NULL; -EBUSY while it holds buffers (nothing changes); -EAGAIN
+ * from a signal handler that interrupted a call into the pool.
  */
 int tide_user_destroy(struct tide_user *user)
 {
 	struct tide_pool *pool;
+	int err = 0;
 
 	if (!user || !user->counted)
 		return -EINVAL;
 	pool = user->pool;
+	if (!call_enter(pool))
+		return -EAGAIN;
 	pthread_mutex_lock(&pool->lock);
 	if (atomic_load_explicit(&user->live_buffers, memory_order_relaxed)) {
-		pthread_mutex_unlock(&pool->lock);
-		return -EBUSY;
+		err = -EBUSY;
+	} else {
+		pool->users[user->id] = NULL;
+		pool->nusers--;
 	}
-	pool->users[user->id] = NULL;
-	pool->nusers--;
 	pthread_mutex_unlock(&pool->lock);
-	free(user);
-	return 0;
+	call_leave();
+	if (!err)
+		free(user);
+	return err;
 }
 
 /**
@@ -168,13 +179,18 @@ int tide_user_destroy(struct tide_user *user)
  * otherwise only what is already unreserved is taken.
  *
  * Return: the buffer; NULL for size 0, a NULL user, no space, or the quota reached
- * (counted in the user's and the pool's alloc_failures).
+ * (counted in the user's and the pool's alloc_failures), or inside a signal handler that
+ * interrupted a call into the pool (counted in the pool's reentries).
  */
 void *tide_user_alloc(struct tide_user *user, size_t size)
 {
-	if (!user)
+	void *buf;
+
+	if (!user || !call_enter(user->pool))
 		return NULL;
-	return pool_alloc(user->pool, user, size);
+	buf = pool_alloc(user->pool, user, size);
+	call_leave();
+	return buf;
 }
 
 /**
@@ -183,13 +199,20 @@ void *tide_user_alloc(struct tide_user *user, size_t size)
  * @buf:  the buffer, or NULL.
  *
  * Return: 0; -EINVAL when @buf is not a live buffer of the pool; -EPERM when another user
- * (or the pool's default user) holds it: the buffer is untouched.
+ * (or the pool's default user) holds it: the buffer is untouched; -EAGAIN inside a signal
+ * handler that interrupted a call into the pool.
  */
 int tide_user_free(struct tide_user *user, void *buf)
 {
+	int err;
+
 	if (!user)
 		return buf ? -EINVAL : 0;
-	return pool_free(user->pool, user, buf);
+	if (!call_enter(user->pool))
+		return -EAGAIN;
+	err = pool_free(user->pool, user, buf);
+	call_leave();
+	return err;
 }
 
 /**
@@ -198,13 +221,18 @@ int tide_user_free(struct tide_user *user, void *buf)
  * @bufs: room for @n pointers.
  * @n:    how many.
  *
- * Return: how many were taken, fewer when the quota or the space runs out.
+ * Return: how many were taken, fewer when the quota or the space runs out (0 inside a
+ * signal handler that interrupted a call into the pool).
  */
 unsigned tide_user_alloc_bulk(struct tide_user *user, void **bufs, unsigned n)
 {
-	if (!user)
+	unsigned got;
+
+	if (!user || !call_enter(user->pool))
 		return 0;
-	return pool_alloc_bulk(user->pool, user, bufs, n);
+	got = pool_alloc_bulk(user->pool, user, bufs, n);
+	call_leave();
+	return got;
 }
 
 /**
@@ -213,13 +241,21 @@ unsigned tide_user_alloc_bulk(struct tide_user *user, void **bufs, unsigned n)
  * @bufs: the buffers; NULL entries are skipped.
  * @n:    how many.
  *
- * Return: 0, or the first refusal (as tide_user_free()); the ones before it are freed.
+ * Return: 0, or the first refusal (as tide_user_free(): -EINVAL, -EPERM); the ones before
+ * it are freed. -EAGAIN (none freed) from a signal handler that interrupted a call into
+ * the pool.
  */
 int tide_user_free_bulk(struct tide_user *user, void *const *bufs, unsigned n)
 {
+	int err;
+
 	if (!user)
 		return -EINVAL;
-	return pool_free_bulk(user->pool, user, bufs, n);
+	if (!call_enter(user->pool))
+		return -EAGAIN;
+	err = pool_free_bulk(user->pool, user, bufs, n);
+	call_leave();
+	return err;
 }
 
 /**

@@ -26,6 +26,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static unsigned long checks_run;
@@ -409,5 +410,33 @@ static inline long long self_status_bytes(const char *field)
 #ifndef TEST_ASAN
 #define TEST_ASAN 0
 #endif
+
+/* ------------------------------------------------------------- children -- */
+
+/*
+ * Wait for child pid at most seconds; a child still running then is killed (SIGKILL, with
+ * its process group if it leads one: its own children must not outlive it and hold the
+ * test's output open) and reaped. Returns its wait status, or -1 when it had to be killed.
+ */
+static inline int wait_child(pid_t pid, double seconds)
+{
+	struct timespec tick = {0, 5 * 1000 * 1000};
+	int status;
+
+	for (double waited = 0; waited < seconds; waited += 0.005) {
+		pid_t r = waitpid(pid, &status, WNOHANG);
+
+		if (r == pid)
+			return status;
+		if (r < 0 && errno != EINTR)
+			return -1;
+		nanosleep(&tick, NULL);
+	}
+	kill(-pid, SIGKILL); /* its process group, when the child made one (setpgid) */
+	kill(pid, SIGKILL);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	return -1;
+}
 
 #endif /* TIDE_TEST_HELPERS_H */

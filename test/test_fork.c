@@ -1,0 +1,357 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Description: fork() while the pool is in use (issue 9, kind 1). Three workers allocate
+ * and free (one block, runs, bulk, through a user), grow, shrink, flush and read stats,
+ * while the pool's background thread maintains it; the main thread forks at random
+ * moments. Every child must, within a bound: see no block parked in a cache (the other
+ * threads' caches came back), pass the invariant checker, allocate, free, shrink, pass
+ * the checker again and destroy the pool. A second part forks a single-threaded
+ * TIDE_BACKGROUND pool: the child's pool shrinks by itself after a burst (the maintenance
+ * thread runs again) and its destroy returns. A child that hangs is killed and counted.
+ */
+#include <dirent.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/syscall.h>
+#include <time.h>
+
+#include "helpers.h"
+#include "internal.h"
+
+#define WORKERS	    3
+#define FORKS	    40
+#define HOLD	    64
+#define CHILD_LIMIT 5.0 /* seconds a child may take */
+
+/*
+ * ThreadSanitizer cannot follow a thread started in the child of a threaded fork (the new
+ * thread reuses a vanished one's id): there, no pool has a background thread.
+ */
+#ifdef TIDE_TSAN
+#define BACKGROUND 0
+#else
+#define BACKGROUND TIDE_BACKGROUND
+#endif
+
+static struct tide_pool *pool;
+static struct tide_user *user;
+static _Atomic bool stop;
+
+static void *worker(void *arg)
+{
+	uint64_t rng = 0x9e3779b97f4a7c15ull * ((uintptr_t)arg + 1);
+	void *held[HOLD];
+	unsigned n = 0;
+
+	while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+		unsigned r = (unsigned)rng_below(&rng, 100);
+
+		if (r < 40 && n < HOLD) {
+			void *b = r < 30 ? tide_alloc(pool, 1 + rng_below(&rng, 2048))
+					 : tide_alloc(pool, 2049 + rng_below(&rng, 6000));
+
+			if (b) {
+				memset(b, 0x5a, 16);
+				held[n++] = b;
+			}
+		} else if (r < 80 && n) {
+			unsigned k = (unsigned)rng_below(&rng, n);
+
+			tide_free(pool, held[k]);
+			held[k] = held[--n];
+		} else if (r < 85) {
+			void *v[16];
+			unsigned got = tide_alloc_bulk(pool, v, 16);
+
+			tide_free_bulk(pool, v, got);
+		} else if (r < 88) {
+			void *b = tide_user_alloc(user, 100);
+
+			tide_user_free(user, b);
+		} else if (r < 90) {
+			tide_pool_grow(pool, 2 << 20);
+		} else if (r < 92) {
+			tide_pool_shrink(pool, 4 << 20);
+		} else if (r < 94) {
+			tide_pool_flush_cache(pool);
+		} else if (r < 96) {
+			struct tide_stats st;
+
+			tide_pool_stats(pool, &st);
+		} else {
+			tide_pool_maintain(pool);
+		}
+	}
+	while (n)
+		tide_free(pool, held[--n]);
+	return NULL;
+}
+
+static bool child_check(const char *when)
+{
+	char why[256] = "";
+	int rc = tide_pool_check(pool, why, sizeof(why));
+
+	if (rc)
+		fprintf(stderr, "child %s: tide_pool_check: %d: %s\n", when, rc, why);
+	return rc == 0;
+}
+
+/*
+ * Wait (at most 2 s) until every other thread of this process sleeps in the kernel: a
+ * sanitizer's runtime does not lock its own allocator around fork, so a thread it is
+ * still starting (the maintenance thread the child started again) must be settled first.
+ */
+static void wait_others_asleep(void)
+{
+	for (int round = 0; round < 2000; round++) {
+		char path[300], buf[512], *p;
+		bool busy = false;
+		struct dirent *e;
+		DIR *d = opendir("/proc/self/task");
+
+		while (d && (e = readdir(d))) {
+			FILE *f;
+			size_t n;
+
+			if (e->d_name[0] == '.' || atoi(e->d_name) == (int)syscall(SYS_gettid))
+				continue;
+			snprintf(path, sizeof(path), "/proc/self/task/%s/stat", e->d_name);
+			f = fopen(path, "r");
+			if (!f)
+				continue;
+			n = fread(buf, 1, sizeof(buf) - 1, f);
+			fclose(f);
+			buf[n] = 0;
+			p = strrchr(buf, ')');
+			busy |= !p || p[1] != ' ' || p[2] != 'S';
+		}
+		if (d)
+			closedir(d);
+		if (!busy)
+			return;
+		usleep(1000);
+	}
+}
+
+/* What a child does with the pool it inherited; its exit status. A child of depth 0 may
+ * fork a grandchild of its own first (a fork of a fork, while the parent forks again). */
+static int child_body(int depth, bool grandchild)
+{
+	struct tide_stats st;
+	void *v[64], *runs[8];
+	unsigned got;
+	ssize_t shrunk;
+	int fail = 0;
+
+	tide_pool_stats(pool, &st);
+	if (st.cached_bytes) {
+		fprintf(stderr, "child: %zu bytes still parked in caches\n", st.cached_bytes);
+		fail = 1;
+	}
+	fail |= !child_check("at start");
+	got = tide_alloc_bulk(pool, v, 64);
+	for (int i = 0; i < 8; i++) {
+		runs[i] = tide_alloc(pool, 5000);
+		if (!runs[i])
+			fail = 1;
+		else
+			memset(runs[i], 1, 5000);
+	}
+	if (got != 64)
+		fail = 1;
+	for (unsigned i = 0; i < got; i++)
+		memset(v[i], 2, 2048);
+	fail |= !child_check("with buffers");
+	if (tide_free_bulk(pool, v, got))
+		fail = 1;
+	for (int i = 0; i < 8; i++)
+		if (tide_free(pool, runs[i]))
+			fail = 1;
+	tide_pool_flush_cache(pool);
+	shrunk = tide_pool_shrink(pool, SIZE_MAX);
+	if (shrunk < 0 && shrunk != -EBUSY) /* the vanished threads' live buffers may hold it */
+		fail = 1;
+	fail |= !child_check("after shrink");
+	if (tide_pool_maintain(pool) < -1)
+		fail = 1;
+	if (depth == 0 && grandchild) {
+		pid_t pid;
+		int status;
+
+		wait_others_asleep();
+		fflush(NULL);
+		pid = fork();
+		if (pid == 0)
+			_exit(child_body(1, false));
+		status = pid < 0 ? -1 : wait_child(pid, CHILD_LIMIT);
+		if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status)) {
+			fprintf(stderr, "grandchild: status %#x\n", status);
+			fail = 1;
+		}
+	}
+	tide_pool_destroy(pool);
+	return fail;
+}
+
+static void forks_under_load(void)
+{
+	struct tide_pool_config cfg = {.block_size = 2048,
+				       .reserve_size = 1ul << 30,
+				       .initial_size = 4 << 20,
+				       .shrink_delay_ms = 5,
+				       .flags = TIDE_AUTO_GROW | TIDE_AUTO_SHRINK | BACKGROUND};
+	struct tide_user_config uc = {.name = "u", .flags = TIDE_USER_MAY_GROW};
+	uint64_t rng = test_seed(42);
+	pthread_t t[WORKERS];
+	int hung = 0, bad = 0;
+
+	REQUIRE(tide_pool_create(&cfg, &pool) == 0);
+	REQUIRE(tide_user_create(pool, &uc, &user) == 0);
+	for (long i = 0; i < WORKERS; i++)
+		REQUIRE(pthread_create(&t[i], NULL, worker, (void *)i) == 0);
+	for (int i = 0; i < FORKS; i++) {
+		struct timespec pause = {0, (long)rng_below(&rng, 3000) * 1000};
+		pid_t pid;
+		int status;
+
+		nanosleep(&pause, NULL);
+		fflush(NULL);
+		pid = fork();
+		REQUIRE(pid >= 0);
+		if (pid == 0) {
+			setpgid(0, 0); /* killed with its own child if it hangs */
+			_exit(child_body(0, i % 4 == 0));
+		}
+		status = wait_child(pid, CHILD_LIMIT);
+		if (status == -1)
+			hung++;
+		else if (!WIFEXITED(status) || WEXITSTATUS(status))
+			bad++;
+	}
+	atomic_store(&stop, true);
+	for (int i = 0; i < WORKERS; i++)
+		pthread_join(t[i], NULL);
+	printf("%d forks under load: %d children hung, %d failed\n", FORKS, hung, bad);
+	CHECK_EQ(hung, 0);
+	CHECK_EQ(bad, 0);
+	tide_pool_flush_cache(pool);
+	CHECK_POOL(pool);
+	CHECK(tide_user_destroy(user) == 0);
+	tide_pool_destroy(pool);
+}
+
+/* The child's pool shrinks by itself after a burst: its maintenance thread runs. */
+static int child_background(void)
+{
+	static void *v[8192]; /* 16 MiB of 2 KiB blocks */
+	struct tide_stats st;
+	unsigned got = tide_alloc_bulk(pool, v, 8192);
+
+	if (got != 8192 || tide_free_bulk(pool, v, got))
+		return 1;
+	tide_pool_flush_cache(pool);
+	for (int i = 0; i < 300; i++) { /* 3 s at most; the delay is 20 ms */
+		struct timespec tick = {0, 10 * 1000 * 1000};
+
+		tide_pool_stats(pool, &st);
+		if (st.unreserved_size <= (2u << 20))
+			break;
+		nanosleep(&tick, NULL);
+	}
+	if (st.unreserved_size > (2u << 20)) {
+		fprintf(stderr, "child: %zu bytes unreserved 3 s after the burst\n",
+			st.unreserved_size);
+		return 1;
+	}
+	tide_pool_destroy(pool);
+	return 0;
+}
+
+static void fork_background(void)
+{
+	struct tide_pool_config cfg = {.block_size = 2048,
+				       .shrink_delay_ms = 20,
+				       .flags =
+					       TIDE_AUTO_GROW | TIDE_AUTO_SHRINK | TIDE_BACKGROUND};
+	int status;
+	pid_t pid;
+
+	REQUIRE(tide_pool_create(&cfg, &pool) == 0);
+	tide_free(pool, tide_alloc(pool, 100));
+	usleep(50 * 1000); /* the thread is asleep on its condition */
+	for (int k = 0; k < 2; k++) {
+		fflush(NULL);
+		pid = fork();
+		REQUIRE(pid >= 0);
+		if (pid == 0) {
+			if (k == 0)
+				_exit(child_background());
+			tide_pool_destroy(pool); /* at once: the inherited condition had a waiter */
+			_exit(0);
+		}
+		status = wait_child(pid, CHILD_LIMIT);
+		CHECKF(status != -1, "child %d hung", k);
+		CHECKF(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		       "child %d failed (status %#x)", k, status);
+	}
+	CHECK_POOL(pool);
+	tide_pool_destroy(pool);
+}
+
+/* ------------------------------------------------- fork inside the hook -- */
+
+static _Atomic int hook_forked; /* in the parent: the child's pid; in the child: -1 */
+
+static int forking_hook(struct tide_pool *p, enum tide_convert dir, void *addr, size_t len,
+			void *arg)
+{
+	(void)p, (void)addr, (void)len, (void)arg;
+	if (dir == TIDE_TO_UNRESERVED && !atomic_load(&hook_forked)) {
+		pid_t pid;
+
+		fflush(NULL);
+		pid = fork(); /* this thread holds the conversion lock */
+		atomic_store(&hook_forked, pid == 0 ? -1 : pid);
+	}
+	return 0;
+}
+
+/* A hook that forks (a driver that starts a helper process): both sides go on. */
+static void fork_in_hook(void)
+{
+	struct tide_pool_config cfg = {.block_size = 2048, .flags = TIDE_AUTO_GROW};
+	int status, err;
+	void *b;
+
+	REQUIRE(tide_pool_create(&cfg, &pool) == 0);
+	REQUIRE(tide_pool_set_convert_hook(pool, forking_hook, NULL) == 0);
+	err = tide_pool_grow(pool, 2 << 20);
+	b = tide_alloc(pool, 3000);
+	if (atomic_load(&hook_forked) == -1) { /* the child, back from the hook */
+		int fail = err || !b || tide_free(pool, b) || !child_check("after a hook fork");
+
+		tide_pool_destroy(pool);
+		_exit(fail);
+	}
+	CHECK_EQ(err, 0);
+	CHECK(b != NULL);
+	CHECK_EQ(tide_free(pool, b), 0);
+	REQUIRE(atomic_load(&hook_forked) > 0);
+	status = wait_child(atomic_load(&hook_forked), CHILD_LIMIT);
+	CHECKF(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	       "fork inside the hook: child status %#x", status);
+	CHECK_POOL(pool);
+	tide_pool_destroy(pool);
+}
+
+int main(void)
+{
+	fork_in_hook();
+	forks_under_load();
+	if (BACKGROUND)
+		fork_background();
+	else
+		printf("the background part is skipped under ThreadSanitizer\n");
+	return test_exit("test_fork");
+}
