@@ -10,9 +10,16 @@
  * lets the process use io_uring at all. Errors are negative errnos, and the probe adds a sentence a
  * user can act on, because "Operation not permitted" from io_uring_setup() alone does not say that
  * a sysctl or a container policy is the reason.
+ *
+ * The probe's ring is made and torn down on a thread of its own, never the caller's: a ring's
+ * teardown queues task work to the task that created it, and the kernel delivers that as a
+ * notification that makes the task's blocking socket calls with a timeout (SO_RCVTIMEO,
+ * SO_SNDTIMEO) fail with EINTR. An application that calls tide_agent_create() and then reads a
+ * socket with a timeout must not see that.
  */
 #include <errno.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -153,7 +160,7 @@ static void say(char *why, size_t len, const char *fmt, const char *detail)
 		snprintf(why, len, fmt, detail);
 }
 
-int tide_agent_probe(char *why, size_t len)
+static int probe_here(char *why, size_t len)
 {
 	struct io_uring ring;
 	struct io_uring_probe *probe;
@@ -209,4 +216,29 @@ int tide_agent_probe(char *why, size_t len)
 	}
 	io_uring_queue_exit(&ring);
 	return 0;
+}
+
+struct probe_call {
+	char *why;
+	size_t len;
+	int rc;
+};
+
+static void *probe_thread(void *arg)
+{
+	struct probe_call *call = arg;
+
+	call->rc = probe_here(call->why, call->len);
+	return NULL;
+}
+
+int tide_agent_probe(char *why, size_t len)
+{
+	struct probe_call call = {.why = why, .len = len};
+	pthread_t t;
+
+	if (pthread_create(&t, NULL, probe_thread, &call))
+		return probe_here(why, len); /* no thread to spare: probe here, as before */
+	pthread_join(t, NULL);
+	return call.rc;
 }

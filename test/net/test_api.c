@@ -16,11 +16,13 @@
  *   post     tide_agent_post runs work on the worker's thread, in order; -ESHUTDOWN after
  * Exits 77 when io_uring is not available here. Every wait is bounded.
  */
+#include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 
 #include <tide/net.h>
@@ -490,6 +492,41 @@ static void case_post(void)
 	tide_pool_destroy(pool);
 }
 
+/* ------------------------------------------------------------------ quiet -- */
+
+/*
+ * The caller's thread is the application's: probing and creating agents must leave no io_uring
+ * work for it, whose delivery would make its blocking socket calls with a timeout fail with
+ * EINTR (seen as a lost echo in an application that read its reply with SO_RCVTIMEO).
+ */
+static void case_quiet(void)
+{
+	static const struct tide_conn_ops none = {.end = on_end};
+	struct timeval tv = {0, 20000};
+	int sv[2], interrupted = 0;
+	char byte;
+
+	REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+	REQUIRE(setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == 0);
+	for (int i = 0; i < 30; i++) {
+		REQUIRE(tide_agent_probe(NULL, 0) == 0);
+		if (read(sv[0], &byte, 1) < 0 && errno == EINTR)
+			interrupted++;
+	}
+	start(&none, 0, 0);
+	for (int i = 0; i < 10; i++)
+		if (read(sv[0], &byte, 1) < 0 && errno == EINTR)
+			interrupted++;
+	CHECKF(interrupted == 0, "%d of 40 timed reads on the caller's thread failed with EINTR",
+	       interrupted);
+	tide_agent_stop(agent);
+	tide_agent_wait(agent);
+	tide_agent_destroy(agent);
+	tide_pool_destroy(pool);
+	close(sv[0]);
+	close(sv[1]);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct {
@@ -497,7 +534,7 @@ int main(int argc, char **argv)
 		void (*fn)(void);
 	} cases[] = {
 		{"buffers", case_buffers}, {"connect", case_connect}, {"endings", case_endings},
-		{"limit", case_limit},	   {"post", case_post},
+		{"limit", case_limit},	   {"post", case_post},	      {"quiet", case_quiet},
 	};
 
 	signal(SIGPIPE, SIG_IGN);
@@ -508,6 +545,6 @@ int main(int argc, char **argv)
 			CHECK_EQ(atomic_load(&worker_fails), 0);
 			return test_exit("test_api");
 		}
-	fprintf(stderr, "usage: test_api buffers|connect|endings|limit|post\n");
+	fprintf(stderr, "usage: test_api buffers|connect|endings|limit|post|quiet\n");
 	return 1;
 }
