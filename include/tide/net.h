@@ -340,9 +340,12 @@ TIDE_API int tide_conn_send(struct tide_conn *c, const struct tide_buf *bufs, un
 
 /*
  * tide_conn_send_copy - copy @len bytes into pool buffers charged to @c's worker and queue
- * them: for small replies.
+ * them: for small replies (headers, short answers); any @len works, split into blocks, and 0
+ * queues nothing. @c's worker's thread, like tide_conn_send().
  *
- * Return: 0; -EPIPE; -ENOTCONN; -ENOSPC the worker's quota or the pool is full; -ENOMEM.
+ * Return: 0; -EPIPE; -ENOTCONN; -ENOSPC the worker's quota or the pool is full: nothing was
+ * queued and the buffers taken are back under the quota, so a smaller reply may follow;
+ * -ENOMEM.
  */
 TIDE_API int tide_conn_send_copy(struct tide_conn *c, const void *data, size_t len);
 

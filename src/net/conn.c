@@ -34,6 +34,7 @@
  *    its head. Every live connection is on it.
  */
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -594,7 +595,8 @@ int tide_conn_send(struct tide_conn *c, const struct tide_buf *bufs, unsigned n)
 
 /**
  * tide_conn_send_copy() - copy bytes into pool buffers (charged to the worker's user) and
- * queue them, for small replies.
+ * queue them, for small replies. Every buffer is taken before any is queued, so a copy that
+ * does not fit queues nothing.
  * @c:    the connection (on its worker's thread).
  * @data: the bytes.
  * @len:  how many.
@@ -605,34 +607,40 @@ int tide_conn_send(struct tide_conn *c, const struct tide_buf *bufs, unsigned n)
 int tide_conn_send_copy(struct tide_conn *c, const void *data, size_t len)
 {
 	struct worker *w = c->w;
-	struct tide_buf bufs[16];
+	size_t nbufs = (len + w->bs - 1) / w->bs;
+	struct tide_buf local[16], *bufs = local;
 	const char *p = data;
+	size_t n = 0;
 	int rc = 0;
 
 	if (c->flags & F_ENDED)
 		return -ENOTCONN;
 	if (c->flags & (F_WANT_SHUT | F_TXERR))
 		return -EPIPE;
-	while (len && !rc) {
-		unsigned n = 0;
+	if (!len)
+		return 0;
+	/* All buffers first, then one send: a copy that does not fit queues nothing. */
+	if (nbufs > 16 && (nbufs > UINT_MAX || !(bufs = malloc(nbufs * sizeof(*bufs)))))
+		return -ENOMEM;
+	for (; n < nbufs; n++) {
+		size_t take = len < w->bs ? len : w->bs;
 
-		for (; len && n < 16; n++) {
-			size_t take = len < w->bs ? len : w->bs;
-
-			rc = tide_buf_alloc((struct tide_worker *)w, take, &bufs[n]);
-			if (rc)
-				break;
-			memcpy(bufs[n].data, p, take);
-			p += take;
-			len -= take;
-		}
-		if (rc) {
-			for (unsigned i = 0; i < n; i++)
-				buf_unref(w->agent, bufs[i].data);
+		rc = tide_buf_alloc((struct tide_worker *)w, take, &bufs[n]);
+		if (rc)
 			break;
-		}
-		rc = tide_conn_send(c, bufs, n);
+		memcpy(bufs[n].data, p, take);
+		p += take;
+		len -= take;
 	}
+	if (rc) {
+		for (size_t i = 0; i < n; i++)
+			buf_unref(w->agent, bufs[i].data);
+		frees_flush(w); /* back under the quota now, for a smaller reply */
+	} else {
+		rc = tide_conn_send(c, bufs, (unsigned)nbufs);
+	}
+	if (bufs != local)
+		free(bufs);
 	return rc;
 }
 

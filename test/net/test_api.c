@@ -14,6 +14,8 @@
  *   limit    tide_conn_recv_limit: a connection receives exactly what it is allowed, and
  *            the rest once the limit is raised
  *   post     tide_agent_post runs work on the worker's thread, in order; -ESHUTDOWN after
+ *   copy     tide_conn_send_copy of more than its quota leaves: -ENOSPC and nothing queued,
+ *            also past 16 blocks (the peer gets only the reply sent after it)
  * Exits 77 when io_uring is not available here. Every wait is bounded.
  */
 #include <errno.h>
@@ -32,6 +34,8 @@
 static struct tide_pool *pool;
 static struct tide_agent *agent;
 static unsigned port;
+static size_t quota;	    /* worker_quota of the next start() */
+static unsigned ring_slots; /* ring_entries and ring_min of the next start() */
 
 static _Atomic int ends[5]; /* per enum tide_end */
 static _Atomic int last_err;
@@ -85,7 +89,11 @@ static void on_end(struct tide_conn *c, enum tide_end why, int err)
 static void start(const struct tide_conn_ops *ops, unsigned idle_ms, unsigned drain_ms)
 {
 	struct tide_pool_config pc = {.block_size = 16384, .flags = TIDE_AUTO_GROW};
-	struct tide_agent_config ac = {.idle_timeout_ms = idle_ms, .drain_timeout_ms = drain_ms};
+	struct tide_agent_config ac = {.idle_timeout_ms = idle_ms,
+				       .drain_timeout_ms = drain_ms,
+				       .worker_quota = quota,
+				       .ring_entries = ring_slots,
+				       .ring_min = ring_slots};
 	char why[256];
 
 	if (tide_agent_probe(why, sizeof(why)))
@@ -456,6 +464,44 @@ static void case_limit(void)
 	finish();
 }
 
+/* ------------------------------------------------------------------- copy -- */
+
+/* 64 blocks of quota, a ring of 16: a copy of 128 blocks cannot fit, but its first 16-block
+ * chunks could. */
+#define COPY_BLOCKS 128
+
+static void copy_open(struct tide_conn *c)
+{
+	static char big[COPY_BLOCKS * 16384];
+	int rc = tide_conn_send_copy(c, big, sizeof(big));
+
+	WCHECK(rc == -ENOSPC);
+	WCHECK(tide_conn_queued(c) == 0);
+	WCHECK(tide_conn_send_copy(c, "ok", 2) == 0);
+	tide_conn_close(c);
+	atomic_fetch_add(&opened, 1);
+}
+
+static void case_copy(void)
+{
+	static const struct tide_conn_ops ops = {.open = copy_open, .end = on_end};
+	char buf[16];
+	ssize_t n;
+	int fd;
+
+	quota = 64 * 16384;
+	ring_slots = 16;
+	start(&ops, 0, 0);
+	fd = connect_port(port);
+	CHECK(wait_for(&opened, 1, 5000));
+	CHECK(read_all(fd, buf, 2) && memcmp(buf, "ok", 2) == 0);
+	n = read(fd, buf, sizeof(buf));
+	CHECKF(n == 0, "after the reply: %zd more bytes, not the end", n);
+	close(fd);
+	CHECK(wait_for(&ends[TIDE_END_CLEAN], 1, 5000));
+	finish();
+}
+
 /* ------------------------------------------------------------------- post -- */
 
 static _Atomic int posted;
@@ -535,6 +581,7 @@ int main(int argc, char **argv)
 	} cases[] = {
 		{"buffers", case_buffers}, {"connect", case_connect}, {"endings", case_endings},
 		{"limit", case_limit},	   {"post", case_post},	      {"quiet", case_quiet},
+		{"copy", case_copy},
 	};
 
 	signal(SIGPIPE, SIG_IGN);
@@ -545,6 +592,6 @@ int main(int argc, char **argv)
 			CHECK_EQ(atomic_load(&worker_fails), 0);
 			return test_exit("test_api");
 		}
-	fprintf(stderr, "usage: test_api buffers|connect|endings|limit|post|quiet\n");
+	fprintf(stderr, "usage: test_api buffers|connect|endings|limit|post|quiet|copy\n");
 	return 1;
 }
