@@ -85,7 +85,8 @@ struct tide_conn;   /* opaque: one TCP connection, on one worker */
 
 /* -------------------------------------------------------------- buffers -- */
 
-/* Bytes inside one pool buffer, with one reference to that buffer. */
+/* Bytes inside one pool buffer, with one reference to that buffer: any range of it, so
+ * several pieces of one buffer (one reference each) may be sent or kept. */
 struct tide_buf {
 	void *data;   /* the first byte */
 	uint32_t len; /* how many */
@@ -101,7 +102,8 @@ TIDE_API int tide_buf_get(struct tide_agent *agent, const void *data);
 
 /*
  * tide_buf_put - drop one reference to the pool buffer holding @data; the last one gives the
- * buffer back (to its worker's ring, or to the pool). Any thread.
+ * buffer back (to its worker's ring, or to the pool). Any thread; on the buffer's worker's
+ * thread the quota it held is free again from the loop's next turn.
  *
  * Return: 0; -EINVAL @data is not in a buffer the agent handed out.
  */
@@ -159,7 +161,8 @@ struct tide_conn_ops {
 	/* Accepted, or connected (tide_conn_connect()): reading starts after it returns. */
 	void (*open)(struct tide_conn *c);
 	/* Bytes received, in order: the application owns one reference per buffer (to send,
-	 * keep, or drop with tide_buf_put()). NULL: they are dropped. */
+	 * keep, or drop with tide_buf_put()). A message may be split over pieces and calls;
+	 * one call hands over at most recv_max bytes. NULL: they are dropped. */
 	void (*recv)(struct tide_conn *c, struct tide_buf *bufs, unsigned n);
 	/* The peer sent FIN: nothing more will be received. */
 	void (*eof)(struct tide_conn *c);
@@ -168,10 +171,15 @@ struct tide_conn_ops {
 	void (*send_error)(struct tide_conn *c, int err);
 	/* The send queue fell to the mark of tide_conn_notify_below() (once per request). */
 	void (*drained)(struct tide_conn *c);
-	/* The agent began draining (tide_agent_stop()); the connection may finish its work. */
+	/* The agent began draining (tide_agent_stop()); the connection may finish its work.
+	 * One that does not end by itself is reset at the drain deadline (TIDE_END_DRAIN), so a
+	 * server ends its idle keep-alive connections here (tide_conn_shutdown()). */
 	void (*drain)(struct tide_conn *c);
 	/* The connection ended (err: the error, or 0); the handle is invalid after it. Every
-	 * ending but TIDE_END_CLEAN resets the socket. */
+	 * ending but TIDE_END_CLEAN resets the socket. It may run inside tide_conn_abort(),
+	 * tide_conn_shutdown(), tide_conn_close() (nothing queued) and tide_conn_send() (-ENOMEM),
+	 * before they return: inside a callback of @c the handle stays valid until it returns,
+	 * but what end freed does not. */
 	void (*end)(struct tide_conn *c, enum tide_end why, int err);
 };
 
@@ -193,7 +201,8 @@ TIDE_API int tide_agent_probe(char *why, size_t len);
  *
  * Return: 0; -EINVAL a NULL argument, ring_entries not a power of two in 16..32768, threads
  * over 1024 or an unknown flag; -ENOMEM; or an error of tide_agent_probe() (-EPERM,
- * -ENOSYS, -EOPNOTSUPP).
+ * -ENOSYS, -EOPNOTSUPP). On an error *@agent is NULL (unless @agent is), so
+ * tide_agent_destroy() on it is harmless.
  */
 TIDE_API int tide_agent_create(struct tide_pool *pool, const struct tide_agent_config *cfg,
 			       struct tide_agent **agent);
@@ -331,10 +340,11 @@ TIDE_API int tide_conn_connect(struct tide_worker *w, const struct tide_addrs *t
 
 /*
  * tide_conn_send - queue @n buffers for sending on @c, in order, from @c's worker's thread;
- * @c takes their references, also when it fails (then they are dropped).
+ * @c takes their references, also when it fails (then they are dropped). Each piece needs
+ * its own reference, also several pieces of one buffer (tide_buf_get()).
  *
  * Return: 0; -EPIPE sending was shut down or failed before; -ENOTCONN @c has ended;
- * -ENOMEM (then @c is reset).
+ * -ENOMEM (then @c is reset: ops->end has run).
  */
 TIDE_API int tide_conn_send(struct tide_conn *c, const struct tide_buf *bufs, unsigned n);
 
@@ -353,8 +363,8 @@ TIDE_API int tide_conn_send_copy(struct tide_conn *c, const void *data, size_t l
 TIDE_API size_t tide_conn_queued(const struct tide_conn *c);
 
 /*
- * tide_conn_notify_below - call ops->drained once @c's send queue holds at most @bytes (at
- * once, from this call, when it does already).
+ * tide_conn_notify_below - call ops->drained once @c's send queue holds at most @bytes; when
+ * it does already, drained runs at once, inside this call (mind re-entering the caller).
  */
 TIDE_API void tide_conn_notify_below(struct tide_conn *c, size_t bytes);
 
@@ -380,13 +390,15 @@ TIDE_API int tide_conn_recv_limit(struct tide_conn *c, size_t bytes);
  * tide_conn_shutdown - end sending once everything queued went out: with FIN (@reset
  * false; @c ends TIDE_END_CLEAN when the peer's FIN came too), or with a reset (@reset
  * true; @c ends TIDE_END_RESET, so the peer learns that what it sent was not all taken).
- * Later sends fail with -EPIPE; receiving goes on.
+ * Later sends fail with -EPIPE; receiving goes on. ops->end runs inside this call when
+ * nothing is queued and the peer's FIN came (FIN) or always (reset, nothing queued).
  */
 TIDE_API void tide_conn_shutdown(struct tide_conn *c, bool reset);
 
 /*
  * tide_conn_close - send FIN once everything queued went out and end @c then
  * (TIDE_END_CLEAN), without waiting for the peer's FIN (what it sends later is refused).
+ * ops->end runs inside this call when nothing is queued.
  */
 TIDE_API void tide_conn_close(struct tide_conn *c);
 
