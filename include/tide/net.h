@@ -23,7 +23,7 @@
  * connect (TIDE_END_CONNECT). Every ending but CLEAN resets the socket, so the peer learns
  * that data may have been lost. After the end callback the handle is gone.
  *
- * Usage: an echo server (see examples/ and tools/ for more).
+ * Usage: an echo server (see examples/fanout.c, examples/http.c and tools/ for more).
  *
  *	static void on_recv(struct tide_conn *c, struct tide_buf *bufs, unsigned n)
  *	{
@@ -45,7 +45,7 @@
  *					       .flags = TIDE_AUTO_GROW | TIDE_AUTO_SHRINK };
  *		struct tide_agent_config ac = { .threads = 2, .idle_timeout_ms = 60000 };
  *		struct tide_pool *pool;
- *		struct tide_agent *agent;
+ *		struct tide_agent *agent = NULL;
  *		unsigned port;
  *
  *		if (tide_pool_create(&pc, &pool))
