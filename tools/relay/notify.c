@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * notify.c - telling systemd what the relay is doing (Type=notify), through libsystemd.
+ *
+ * READY=1 once every listener is open (and after each reload), RELOADING=1 with
+ * MONOTONIC_USEC when a SIGHUP reload starts (systemd 253's reload protocol: the manager
+ * waits for READY=1 again), STOPPING=1 when a drain starts, STATUS= a one-line summary for
+ * `systemctl status`. Outside systemd (no NOTIFY_SOCKET) each call does nothing and returns 0.
+ *
+ * libsystemd is optional at build time (TIDE_HAVE_LIBSYSTEMD): without it the calls still
+ * return 0 outside systemd, and -ENOSYS when NOTIFY_SOCKET is set, so a Type=notify unit run
+ * with such a build fails loudly instead of timing out silently.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "ops.h"
+
+#ifdef TIDE_HAVE_LIBSYSTEMD
+#include <systemd/sd-daemon.h>
+
+static int send_state(const char *state)
+{
+	int rc = sd_notify(0, state);
+
+	return rc < 0 ? rc : 0; /* > 0 sent, 0 not under systemd */
+}
+
+bool relay_notify_available(void)
+{
+	return true;
+}
+#else
+static int send_state(const char *state)
+{
+	(void)state;
+	return getenv("NOTIFY_SOCKET") ? -ENOSYS : 0;
+}
+
+bool relay_notify_available(void)
+{
+	return false;
+}
+#endif
+
+int relay_notify_ready(void)
+{
+	return send_state("READY=1");
+}
+
+int relay_notify_reloading(void)
+{
+	struct timespec ts;
+	char msg[64];
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	snprintf(msg, sizeof(msg), "RELOADING=1\nMONOTONIC_USEC=%llu",
+		 (unsigned long long)ts.tv_sec * 1000000ull +
+			 (unsigned long long)ts.tv_nsec / 1000);
+	return send_state(msg);
+}
+
+int relay_notify_stopping(void)
+{
+	return send_state("STOPPING=1");
+}
+
+int relay_notify_status(const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	int n = snprintf(msg, sizeof(msg), "STATUS=");
+
+	va_start(ap, fmt);
+	vsnprintf(msg + n, sizeof(msg) - (size_t)n, fmt, ap);
+	va_end(ap);
+	for (char *p = msg; *p; p++)
+		if (*p == '\n')
+			*p = ' '; /* one line: a newline would start another assignment */
+	return send_state(msg);
+}

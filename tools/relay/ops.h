@@ -1,0 +1,384 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ops.h - the relay's operator features, as a static library (tide-relay-ops) the program
+ * links: options and the config file, logs, the PROXY protocol, balancing and health,
+ * systemd notify, privilege drop, per-IP limits, socket options, process metrics.
+ *
+ * None of it touches the agent: each part takes addresses, file descriptors and counters,
+ * so the relay calls it from its accept, connect and close paths and from SIGHUP (see the
+ * design note at the top of each file). Sections follow the file that defines them.
+ * Actions return 0 or -errno and never set errno for the caller to read.
+ */
+#ifndef TIDE_RELAY_OPS_H
+#define TIDE_RELAY_OPS_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#define RELAY_MAX_LISTEN   64
+#define RELAY_MAX_UPSTREAM 256
+#define RELAY_HOST_MAX	   256
+
+// addr.c --------------------------------------------------------------------------------
+
+/* "HOST:PORT" as given: HOST a name, an IPv4 address or a bracketed IPv6 address. */
+struct relay_endpoint {
+	char host[RELAY_HOST_MAX];
+	uint16_t port;
+};
+
+/* Split "HOST:PORT" / "[V6]:PORT"; port_min is 0 for listeners, 1 for upstreams. 0 or -EINVAL
+ * with a reason in err. */
+int relay_endpoint_parse(const char *text, unsigned port_min, struct relay_endpoint *ep, char *err,
+			 size_t errlen);
+/* Resolve to the first address (AI_PASSIVE for listeners). 0, -ENOENT, -EINVAL. */
+int relay_endpoint_resolve(const struct relay_endpoint *ep, bool passive,
+			   struct sockaddr_storage *sa, socklen_t *len);
+/* "1.2.3.4:80" or "[::1]:80"; writes at most n bytes, NUL-terminated. Returns buf. */
+char *relay_addr_format(const struct sockaddr *sa, char *buf, size_t n);
+/* Whether two socket addresses are the same address and port (v4-mapped equal v4). */
+bool relay_addr_equal(const struct sockaddr *a, const struct sockaddr *b);
+/* The 4 or 16 address bytes of sa, v4-mapped IPv6 folded to IPv4. Length, 0 if not IP. */
+size_t relay_addr_ip(const struct sockaddr *sa, uint8_t out[16]);
+
+// options.c -----------------------------------------------------------------------------
+
+enum relay_balance {
+	RELAY_BALANCE_ROUNDROBIN,
+	RELAY_BALANCE_LEASTCONN,
+	RELAY_BALANCE_SOURCE
+};
+enum relay_log_level {
+	RELAY_LOG_ERROR,
+	RELAY_LOG_WARN,
+	RELAY_LOG_INFO,
+	RELAY_LOG_DEBUG
+};
+
+struct relay_upstream_spec {
+	struct relay_endpoint ep;
+	unsigned weight; /* 1..256, default 1 */
+};
+
+/* Everything the command line and the config file say. Plain data: copy, compare, swap. */
+struct relay_config {
+	struct relay_endpoint listen[RELAY_MAX_LISTEN];
+	unsigned n_listen;
+	struct relay_upstream_spec upstream[RELAY_MAX_UPSTREAM];
+	unsigned n_upstream;
+	bool echo;
+	enum relay_balance balance;
+	unsigned connect_timeout_ms; /* default 5000 */
+	unsigned drain_timeout_ms;   /* default 2000 */
+	unsigned health_interval_ms; /* 0: no active checks (default) */
+	unsigned idle_timeout_ms;    /* default 300000; 0: never */
+	unsigned send_proxy;	     /* 0 off, 1 or 2: PROXY protocol version */
+	bool accept_proxy;
+	char config_path[4096];
+	bool check;
+	enum relay_log_level log_level; /* default info */
+	bool syslog;
+	bool access_log;	    /* --access-log given */
+	char access_log_path[4096]; /* "" : to the log (stderr or syslog) */
+	char user[64];
+	unsigned max_conns_per_ip; /* 0: no limit */
+	bool keepalive;
+	bool reuse_port;
+	unsigned threads;
+	unsigned max_conns;
+	size_t pool_max;
+	size_t block_size;
+	bool has_stats;
+	struct relay_endpoint stats;
+	bool help, version; /* --help / --version: print and exit 0 */
+};
+
+/* One option of the relay: its long name, argument, and the help text (--help is made from
+ * this table, and the config file takes the same names). */
+struct relay_option {
+	const char *name;
+	const char *arg;   /* the metavariable, or NULL for a flag */
+	bool arg_optional; /* --access-log [FILE] */
+	bool repeatable;   /* --listen, --upstream: each use adds one */
+	bool cli_only;	   /* --config, --check, --help, --version: not in a file */
+	bool restart_only; /* a reload keeps the running value */
+	const char *dflt;
+	const char *help;
+	int (*set)(struct relay_config *c, const char *val, char *err, size_t errlen);
+};
+
+extern const struct relay_option relay_options[];
+extern const size_t relay_n_options;
+
+/* Defaults: no listener, no upstream, roundrobin, info, 1 thread, 1 GiB pool, 64 KiB blocks. */
+void relay_config_init(struct relay_config *c);
+/*
+ * Build a configuration from argv (and the --config file it names): defaults, then the file,
+ * then the command line over it (a list given on the command line replaces the file's).
+ * Every problem is written to diag as "WHERE: message" (WHERE: "FILE:LINE" or "command
+ * line") and counted; parsing goes on so that one run shows them all. With check_only the
+ * final checks (a listener, an upstream or --echo, ...) still run.
+ * Return: the number of problems (0: c is usable).
+ */
+unsigned relay_config_load(int argc, char *const argv[], struct relay_config *c, FILE *diag);
+/* Read one config file into c (the same setters). Problems as above. */
+unsigned relay_config_read_file(const char *path, struct relay_config *c, FILE *diag);
+/* Cross-option checks, after everything is read. Problems as above. */
+unsigned relay_config_validate(const struct relay_config *c, FILE *diag);
+/*
+ * Reload: build a fresh configuration from the same argv into fresh. If it has problems,
+ * they go to diag and *fresh is not to be used (return > 0); the caller keeps cur. Options a
+ * reload cannot change (threads, pool, block size, user, stats, reuse-port) are kept from
+ * cur and each kept difference is reported as one line in diag (not counted as a problem).
+ */
+unsigned relay_config_reload(const struct relay_config *cur, int argc, char *const argv[],
+			     struct relay_config *fresh, FILE *diag);
+/* --help text made from the option table, man-page style. */
+void relay_options_usage(FILE *f);
+/* What --check prints and returns: 0 when c loaded without problems, 2 otherwise. */
+int relay_config_check_exit(unsigned problems, const struct relay_config *c, FILE *out);
+
+// log.c ---------------------------------------------------------------------------------
+
+struct relay_log_config {
+	enum relay_log_level level;
+	bool syslog;		    /* syslog(3), facility daemon, ident tide-relay */
+	int fd;			    /* where lines go without syslog; -1: stderr */
+	bool access;		    /* write access lines at all */
+	const char *access_path;    /* NULL or "": with the event log; else appended to */
+	unsigned burst;		    /* rate limit: lines per key per interval (default 5) */
+	unsigned interval_ms;	    /* default 1000 */
+	uint64_t (*clock_ms)(void); /* monotonic ms; NULL: CLOCK_MONOTONIC (tests inject) */
+};
+
+/* How a connection ended, in the access log. Names are stable: clean reset timeout drain
+ * refused (a limit turned it away) unreachable (no upstream took it) error. */
+enum relay_end {
+	RELAY_END_CLEAN,
+	RELAY_END_RESET,
+	RELAY_END_TIMEOUT,
+	RELAY_END_DRAIN,
+	RELAY_END_REFUSED,
+	RELAY_END_UNREACHABLE,
+	RELAY_END_ERROR,
+};
+
+struct relay_access {
+	const struct sockaddr *client;	 /* the original client (after --accept-proxy) */
+	const struct sockaddr *listener; /* the address it came in on; NULL: "-" */
+	const struct sockaddr *upstream; /* NULL: "-" (none reached) */
+	uint64_t bytes_up;		 /* client -> upstream */
+	uint64_t bytes_down;		 /* upstream -> client */
+	uint64_t duration_us;
+	enum relay_end end;
+};
+
+/* Set up (or, on reload, switch) where lines go. 0 or -errno (opening the access file). */
+int relay_log_open(const struct relay_log_config *cfg);
+void relay_log_close(void);
+/* Reopen the access log file (after logrotate; SIGHUP). 0 or -errno (old file kept). */
+int relay_log_reopen(void);
+/* Whether a line at this level would be written (skip building expensive arguments). */
+bool relay_log_enabled(enum relay_log_level level);
+/* One line: "2026-01-02T03:04:05.678Z LEVEL message". Thread-safe. */
+void relay_log(enum relay_log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* As relay_log, but at most `burst` lines per key per interval; the first line after a
+ * suppressed stretch is preceded by "suppressed K lines: KEY". Returns whether it logged. */
+bool relay_log_limited(enum relay_log_level level, const char *key, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Report suppressed counts of finished intervals now (call from a timer). */
+void relay_log_flush_suppressed(void);
+/* One access line (format in log.c). Thread-safe. */
+void relay_log_access(const struct relay_access *a);
+const char *relay_end_name(enum relay_end end);
+const char *relay_log_level_name(enum relay_log_level level);
+/* "2026-01-02T03:04:05.678Z" for a CLOCK_REALTIME time in ms; buf at least 25 bytes. */
+void relay_log_timestamp(int64_t realtime_ms, char *buf, size_t n);
+
+// proxy_protocol.c ----------------------------------------------------------------------
+
+#define RELAY_PP_V1_MAX 107  /* the spec's longest v1 line, CRLF included */
+#define RELAY_PP_V2_MAX 4096 /* the longest v2 header we accept (16 + addresses + TLVs) */
+
+/*
+ * Encode a PROXY header for the connection src -> dst (what the upstream should see as the
+ * client and as the address it connected to). version 1 (text) or 2 (binary). NULL or
+ * non-IP addresses give UNKNOWN (v1) / UNSPEC (v2); local (v2 only) gives the LOCAL command.
+ * Mixed IPv4/IPv6 pairs are sent as TCP6 with the IPv4 side v4-mapped.
+ * Return: bytes written, -EINVAL (bad version), -ENOSPC (out too small; 108 and 52 suffice).
+ */
+ssize_t relay_pp_encode(unsigned version, const struct sockaddr *src, const struct sockaddr *dst,
+			bool local, void *out, size_t cap);
+
+struct relay_pp_result {
+	unsigned version; /* 1 or 2 */
+	bool local;	  /* v2 LOCAL: use the connection's own addresses */
+	bool known;	  /* src and dst hold addresses (TCP4/TCP6) */
+	struct sockaddr_storage src, dst;
+	size_t header_len; /* bytes of the header; what follows is payload */
+};
+
+/* Incremental parser state: init once per connection, feed what arrives. */
+struct relay_pp_parser {
+	uint8_t buf[256]; /* the header so far, up to the addresses (TLVs are skipped) */
+	size_t have;	  /* bytes seen */
+	size_t need;	  /* v2: total header length once known, else 0 */
+	char err[128];
+};
+
+void relay_pp_parser_init(struct relay_pp_parser *p);
+/*
+ * Feed len bytes. *used is set to how many of them belong to the header.
+ * Return: 1 the header is complete (*res filled; data[*used..] is payload), 0 more bytes
+ * needed (all used), -EPROTO not a PROXY header or a malformed one (p->err says why; close
+ * the connection), -EMSGSIZE longer than the limits above.
+ */
+int relay_pp_parse(struct relay_pp_parser *p, const void *data, size_t len, size_t *used,
+		   struct relay_pp_result *res);
+
+// balance.c -----------------------------------------------------------------------------
+
+struct relay_balancer;
+
+/* One upstream's counters, for /stats and /metrics (a snapshot). */
+struct relay_upstream_stats {
+	char name[RELAY_HOST_MAX + 8];
+	unsigned weight;
+	bool up;
+	unsigned active;	   /* connections now */
+	uint64_t connects;	   /* connections established */
+	uint64_t connect_failures; /* refused, timed out, unreachable */
+	uint64_t health_failures;  /* active checks that failed */
+	uint64_t downs;		   /* times it was taken out */
+	uint64_t bytes_up, bytes_down;
+	unsigned consecutive_failures;
+};
+
+struct relay_balancer_config {
+	enum relay_balance policy;
+	unsigned fail_threshold; /* consecutive failures that take a server out (default 3) */
+	unsigned down_ms;	 /* passive only: how long it stays out (default 10000) */
+	bool active_checks;	 /* out until a check succeeds instead of for down_ms */
+	/* Told of every state change (outside the balancer's lock); may be NULL. */
+	void (*on_change)(const char *name, bool up, const char *why, void *arg);
+	void *arg;
+};
+
+/* A set of upstreams with its policy; n addresses with weights (NULL: all 1). -EINVAL, -ENOMEM */
+int relay_balancer_create(const struct relay_balancer_config *cfg,
+			  const struct sockaddr_storage *addrs, const socklen_t *lens,
+			  const char *const *names, const unsigned *weights, unsigned n,
+			  struct relay_balancer **out);
+/* Take over health state and counters of same-named servers from old (on reload). */
+void relay_balancer_inherit(struct relay_balancer *b, const struct relay_balancer *old);
+/* References: a connection holds one from pick to close, so a reload can swap sets. */
+void relay_balancer_get(struct relay_balancer *b);
+void relay_balancer_put(struct relay_balancer *b); /* the last put frees */
+unsigned relay_balancer_count(const struct relay_balancer *b);
+const struct sockaddr *relay_balancer_addr(const struct relay_balancer *b, unsigned i,
+					   socklen_t *len);
+const char *relay_balancer_name(const struct relay_balancer *b, unsigned i);
+/*
+ * The order to try servers in for one client: order[0] by the policy, then the next servers
+ * after it (in list order, skipping those that are out); when every server is out, all of
+ * them in order, so a connection still gets a chance. Returns how many were written.
+ */
+unsigned relay_balancer_pick(struct relay_balancer *b, const struct sockaddr *client,
+			     uint64_t now_ms, unsigned *order, unsigned max);
+/* The connect path reports on server i: started (counts as active for leastconn), then
+ * exactly one of ok / failed; a connection that was ok ends with closed. */
+void relay_balancer_connect_start(struct relay_balancer *b, unsigned i);
+void relay_balancer_connect_ok(struct relay_balancer *b, unsigned i, uint64_t now_ms);
+void relay_balancer_connect_failed(struct relay_balancer *b, unsigned i, int err, uint64_t now_ms);
+void relay_balancer_closed(struct relay_balancer *b, unsigned i, uint64_t bytes_up,
+			   uint64_t bytes_down);
+/* An active check's result (health.c). */
+void relay_balancer_health_result(struct relay_balancer *b, unsigned i, int err, uint64_t now_ms);
+bool relay_balancer_is_up(struct relay_balancer *b, unsigned i, uint64_t now_ms);
+void relay_balancer_stats(struct relay_balancer *b, unsigned i, uint64_t now_ms,
+			  struct relay_upstream_stats *st);
+/* The per-upstream block of /metrics (Prometheus text) and of /stats (a JSON array). */
+void relay_balancer_write_prometheus(FILE *f, struct relay_balancer *b, uint64_t now_ms);
+void relay_balancer_write_json(FILE *f, struct relay_balancer *b, uint64_t now_ms);
+/* CLOCK_MONOTONIC in ms: the now_ms the functions above take. */
+uint64_t relay_now_ms(void);
+
+// health.c ------------------------------------------------------------------------------
+
+struct relay_health;
+
+/* One TCP connect to sa, bounded by timeout_ms. 0, or -errno (-ETIMEDOUT, -ECONNREFUSED..). */
+int relay_health_probe(const struct sockaddr *sa, socklen_t len, unsigned timeout_ms);
+/* Probe every server of b once and report each result to it. */
+void relay_health_check_all(struct relay_balancer *b, unsigned timeout_ms);
+/* A thread that runs relay_health_check_all every interval_ms until stopped. -errno. */
+int relay_health_start(struct relay_balancer *b, unsigned interval_ms, unsigned timeout_ms,
+		       struct relay_health **out);
+void relay_health_stop(struct relay_health *h); /* joins; NULL is a no-op */
+
+// notify.c ------------------------------------------------------------------------------
+
+/* The service manager's notify protocol (sd_notify(3)); each is 0 when not run by systemd.
+ * Return: 0 sent or nothing to send to, -errno from sending, -ENOSYS when NOTIFY_SOCKET is set
+ * but this build has no libsystemd. */
+int relay_notify_ready(void);
+int relay_notify_reloading(void); /* RELOADING=1 with MONOTONIC_USEC; READY=1 ends it */
+int relay_notify_stopping(void);
+int relay_notify_status(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+bool relay_notify_available(void); /* built with libsystemd */
+
+// privdrop.c ----------------------------------------------------------------------------
+
+/*
+ * Become user (its uid, primary gid and supplementary groups) for good; call after binding.
+ * Refuses to carry on as root: after the switch, regaining uid 0 must fail.
+ * Return: 0, -ENOENT (no such user), -EPERM (not root and not already that user, or the
+ * switch did not hold), -errno of setgroups/setgid/setuid. err says which.
+ */
+int relay_privdrop(const char *user, char *err, size_t errlen);
+
+// peer_limit.c --------------------------------------------------------------------------
+
+struct relay_peer_limit;
+
+/* Connections per client IP, at most max each (0: no limit, every acquire succeeds). */
+int relay_peer_limit_create(unsigned max, struct relay_peer_limit **out);
+void relay_peer_limit_destroy(struct relay_peer_limit *pl);
+void relay_peer_limit_set_max(struct relay_peer_limit *pl, unsigned max); /* reload */
+/* Count one more connection from sa's IP; false (nothing counted) when at the limit. */
+bool relay_peer_limit_acquire(struct relay_peer_limit *pl, const struct sockaddr *sa);
+/* One connection from sa's IP ended (each successful acquire gets exactly one release). */
+void relay_peer_limit_release(struct relay_peer_limit *pl, const struct sockaddr *sa);
+unsigned relay_peer_limit_count(struct relay_peer_limit *pl, const struct sockaddr *sa);
+size_t relay_peer_limit_ips(struct relay_peer_limit *pl); /* distinct IPs with connections */
+
+// sockopt.c -----------------------------------------------------------------------------
+
+struct relay_listen_opts {
+	bool reuse_port; /* SO_REUSEPORT: share the port with other sockets that also set it */
+	int backlog;	 /* 0: SOMAXCONN */
+};
+
+/* A non-blocking, close-on-exec listening socket on sa. SO_REUSEADDR always (restart over
+ * TIME_WAIT), SO_REUSEPORT only when asked, IPV6_V6ONLY on IPv6.
+ * Return: 0 and *fd, or -EADDRINUSE (taken; without reuse_port always), -EACCES, -errno. */
+int relay_listen_open(const struct sockaddr *sa, socklen_t len, const struct relay_listen_opts *o,
+		      int *fd);
+/* TCP keepalive on fd: probes after idle_s idle, every intvl_s, cnt unanswered probes end it
+ * (0 each: 60, 10, 6). 0 or -errno. */
+int relay_socket_keepalive(int fd, unsigned idle_s, unsigned intvl_s, unsigned cnt);
+
+// process_metrics.c ---------------------------------------------------------------------
+
+/* tide_build_info{version=...} 1 and the process_* metrics of the Prometheus client
+ * conventions (cpu, resident and virtual memory, fds, start time), from /proc/self. */
+void relay_write_build_info(FILE *f, const char *version);
+int relay_write_process_metrics(FILE *f); /* 0, or -errno when /proc could not be read */
+
+#endif /* TIDE_RELAY_OPS_H */

@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * sockopt.c - listening sockets and TCP keepalive, as the operator asked for them.
+ *
+ * A listener gets SO_REUSEADDR (a restarted relay may bind over connections in TIME_WAIT;
+ * on Linux it never lets two listeners share a port) and SO_REUSEPORT only with
+ * --reuse-port. Without it a port another socket holds is EADDRINUSE, so a second instance,
+ * a stale one or a typo in a unit file is an error at startup instead of the kernel quietly
+ * splitting connections between two processes. Workers of one relay share one listening
+ * socket (each ring accepts on the same fd), which needs no SO_REUSEPORT. IPv6 listeners
+ * are IPV6_V6ONLY, so "[::]:80" and "0.0.0.0:80" are two separate listeners, as in nginx.
+ *
+ * Keepalive (--keepalive, both legs): SO_KEEPALIVE with TCP_KEEPIDLE/INTVL/CNT, so a peer that
+ * vanished (power loss, a NAT that forgot us) is found in idle + intvl * cnt seconds rather
+ * than the kernel's two hours.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "ops.h"
+
+static int set_int(int fd, int level, int name, int v)
+{
+	return setsockopt(fd, level, name, &v, sizeof(v)) ? -errno : 0;
+}
+
+int relay_listen_open(const struct sockaddr *sa, socklen_t len, const struct relay_listen_opts *o,
+		      int *fd_out)
+{
+	int fd, rc;
+
+	if (!sa || !fd_out || (sa->sa_family != AF_INET && sa->sa_family != AF_INET6))
+		return -EINVAL;
+	fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	rc = set_int(fd, SOL_SOCKET, SO_REUSEADDR, 1);
+	if (!rc && o && o->reuse_port)
+		rc = set_int(fd, SOL_SOCKET, SO_REUSEPORT, 1);
+	if (!rc && sa->sa_family == AF_INET6)
+		rc = set_int(fd, IPPROTO_IPV6, IPV6_V6ONLY, 1);
+	if (!rc && bind(fd, sa, len))
+		rc = -errno;
+	if (!rc && listen(fd, o && o->backlog > 0 ? o->backlog : SOMAXCONN))
+		rc = -errno;
+	if (rc) {
+		close(fd);
+		return rc;
+	}
+	*fd_out = fd;
+	return 0;
+}
+
+int relay_socket_keepalive(int fd, unsigned idle_s, unsigned intvl_s, unsigned cnt)
+{
+	int rc = set_int(fd, SOL_SOCKET, SO_KEEPALIVE, 1);
+
+	if (!rc)
+		rc = set_int(fd, IPPROTO_TCP, TCP_KEEPIDLE, (int)(idle_s ? idle_s : 60));
+	if (!rc)
+		rc = set_int(fd, IPPROTO_TCP, TCP_KEEPINTVL, (int)(intvl_s ? intvl_s : 10));
+	if (!rc)
+		rc = set_int(fd, IPPROTO_TCP, TCP_KEEPCNT, (int)(cnt ? cnt : 6));
+	return rc;
+}
