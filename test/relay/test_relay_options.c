@@ -1,0 +1,340 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Description: tide-relay's options (tools/relay/options.c): the command line and the
+ * config file through one table; repeatable --listen/--upstream; numbers, ports and names
+ * checked with clear messages and file:line; --check's exit status; reload keeps the old
+ * configuration when the new one is bad and keeps restart-only values; --help covers every
+ * option.
+ */
+#include "helpers.h"
+#include "ops.h"
+
+static char diag_buf[1 << 16];
+
+/* Load argv (NULL-terminated list) with problems captured into diag_buf. */
+static unsigned load(struct relay_config *c, const char *const *args)
+{
+	char *argv[64];
+	int argc = 0;
+	FILE *f = fmemopen(diag_buf, sizeof(diag_buf), "w");
+
+	argv[argc++] = "tide-relay";
+	while (*args)
+		argv[argc++] = (char *)*args++;
+	argv[argc] = NULL;
+	REQUIRE(f);
+	unsigned n = relay_config_load(argc, argv, c, f);
+	fclose(f);
+	return n;
+}
+
+#define LOAD(c, ...) load(c, (const char *const[]){__VA_ARGS__, NULL})
+
+static bool said(const char *needle)
+{
+	bool ok = strstr(diag_buf, needle) != NULL;
+
+	if (!ok)
+		fprintf(stderr, "  expected '%s' in:\n%s", needle, diag_buf);
+	return ok;
+}
+
+static char tmpdir[] = "/tmp/tide-options-XXXXXX";
+
+static const char *write_file(const char *name, const char *text)
+{
+	static char path[4][256];
+	static int k;
+	char *p = path[k++ % 4];
+	FILE *f;
+
+	snprintf(p, 256, "%s/%s", tmpdir, name);
+	f = fopen(p, "w");
+	REQUIRE(f);
+	fputs(text, f);
+	fclose(f);
+	return p;
+}
+
+static void test_command_line(void)
+{
+	struct relay_config c;
+
+	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:7000", "--listen", "[::1]:7001", "--upstream",
+		      "127.0.0.1:8080", "--upstream", "127.0.0.1:8081,weight=3", "--upstream",
+		      "localhost:8082 weight=2", "--balance", "leastconn", "--connect-timeout",
+		      "250ms", "--drain-timeout", "1.5", "--health-interval", "2s", "--send-proxy",
+		      "v2", "--accept-proxy", "--log-level", "debug", "--access-log",
+		      "--max-conns-per-ip", "10", "--keepalive", "--reuse-port", "--threads", "2",
+		      "--pool-max", "64M", "--block-size", "16K", "--idle-timeout", "0", "--stats",
+		      "127.0.0.1:0"),
+		 0);
+	CHECK_EQ(c.n_listen, 2);
+	CHECK(!strcmp(c.listen[1].host, "::1") && c.listen[1].port == 7001);
+	CHECK_EQ(c.n_upstream, 3);
+	CHECK_EQ(c.upstream[0].weight, 1);
+	CHECK_EQ(c.upstream[1].weight, 3);
+	CHECK(!strcmp(c.upstream[2].ep.host, "localhost") && c.upstream[2].weight == 2);
+	CHECK_EQ(c.balance, RELAY_BALANCE_LEASTCONN);
+	CHECK_EQ(c.connect_timeout_ms, 250);
+	CHECK_EQ(c.drain_timeout_ms, 1500);
+	CHECK_EQ(c.health_interval_ms, 2000);
+	CHECK_EQ(c.send_proxy, 2);
+	CHECK(c.accept_proxy && c.keepalive && c.reuse_port && c.access_log);
+	CHECK_EQ(c.access_log_path[0], 0);
+	CHECK_EQ(c.log_level, RELAY_LOG_DEBUG);
+	CHECK_EQ(c.max_conns_per_ip, 10);
+	CHECK_EQ(c.threads, 2);
+	CHECK_EQ(c.pool_max, 64 << 20);
+	CHECK_EQ(c.block_size, 16 << 10);
+	CHECK_EQ(c.idle_timeout_ms, 0);
+	CHECK(c.has_stats && c.stats.port == 0);
+
+	/* --access-log FILE as two words, and --access-log=FILE */
+	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--access-log", "/tmp/a.log"), 0);
+	CHECK(!strcmp(c.access_log_path, "/tmp/a.log"));
+	CHECK_EQ(LOAD(&c, "--listen=127.0.0.1:1", "--echo", "--access-log=/tmp/b.log"), 0);
+	CHECK(!strcmp(c.access_log_path, "/tmp/b.log"));
+
+	/* defaults */
+	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--upstream", "127.0.0.1:2"), 0);
+	CHECK_EQ(c.balance, RELAY_BALANCE_ROUNDROBIN);
+	CHECK_EQ(c.connect_timeout_ms, 5000);
+	CHECK_EQ(c.log_level, RELAY_LOG_INFO);
+	CHECK(!c.reuse_port && !c.send_proxy && !c.access_log);
+}
+
+static void test_command_line_problems(void)
+{
+	struct relay_config c;
+
+	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:70000", "--echo"), 1);
+	CHECK(said("command line: --listen: '127.0.0.1:70000': port 70000 out of range"));
+	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--upstream", "127.0.0.1:0"), 1);
+	CHECK(said("port 0 out of range (1 to 65535)"));
+	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:http", "--echo"), 1);
+	CHECK(said("the port is not a number"));
+	CHECK_EQ(LOAD(&c, "--listen", "::1:80", "--echo"), 1);
+	CHECK(said("an IPv6 address goes in brackets"));
+	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--threads", "0"), 1);
+	CHECK(said("--threads: wants a number from 1 to 1024, not '0'"));
+	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--max-conns", "12x"), 1);
+	CHECK(said("--max-conns: wants a number"));
+	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--connect-timeout", "-1"), 1);
+	CHECK(said("--connect-timeout: wants seconds above 0"));
+	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--balance", "random"), 1);
+	CHECK(said("wants roundrobin, leastconn or source, not 'random'"));
+	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--send-proxy", "v3"), 1);
+	CHECK(said("wants v1 or v2"));
+	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--upstream", "127.0.0.1:2,weight=0"), 1);
+	CHECK(said("weight=N (1 to 256)"));
+	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--bogus"), 1);
+	CHECK(said("unknown option '--bogus'"));
+	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--threads"), 1);
+	CHECK(said("option '--threads' wants a value"));
+	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "stray"), 1);
+	CHECK(said("unexpected argument 'stray'"));
+	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--balance", "source", "--balance",
+		      "leastconn"),
+		 1);
+	CHECK(said("'balance' given twice"));
+	/* every problem is reported, not only the first */
+	CHECK_EQ(LOAD(&c, "--listen", "x", "--threads", "x", "--block-size", "3000"), 3);
+	/* cross-option checks */
+	CHECK_EQ(LOAD(&c, "--echo"), 1);
+	CHECK(said("no listen"));
+	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1"), 1);
+	CHECK(said("no upstream"));
+	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--upstream", "127.0.0.1:2"), 1);
+	CHECK(said("not both"));
+	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--listen", "127.0.0.1:1", "--echo"), 1);
+	CHECK(said("listen 127.0.0.1:1 given twice"));
+	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--upstream", "h:2", "--upstream", "h:2"), 1);
+	CHECK(said("upstream h:2 given twice"));
+	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--send-proxy", "v1"), 1);
+	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--user", "no-such-user-tide"), 1);
+	CHECK(said("no user 'no-such-user-tide'"));
+	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--pool-max", "2M", "--block-size",
+		      "1M"),
+		 0);
+	/* --help needs nothing else */
+	CHECK_EQ(LOAD(&c, "--help"), 0);
+	CHECK(c.help);
+}
+
+static void test_file(void)
+{
+	struct relay_config c;
+	const char *good = write_file("good.conf", "# a comment\n"
+						   "\n"
+						   "listen 127.0.0.1:7000   # trailing comment\n"
+						   "  listen   [::1]:7000\n"
+						   "upstream 127.0.0.1:8080\n"
+						   "upstream 127.0.0.1:8081 weight=4\n"
+						   "balance source\n"
+						   "keepalive\n"
+						   "reuse-port no\n"
+						   "access-log\n"
+						   "log-level warn\r\n"
+						   "--threads 3\n");
+	const char *bad = write_file("bad.conf", "listen 127.0.0.1:7000\n"
+						 "upstream 127.0.0.1:99999\n"
+						 "# fine\n"
+						 "balanse roundrobin\n"
+						 "threads many\n"
+						 "keepalive maybe\n"
+						 "check\n"
+						 "log-level\n");
+
+	CHECK_EQ(LOAD(&c, "--config", good), 0);
+	CHECK_EQ(c.n_listen, 2);
+	CHECK_EQ(c.n_upstream, 2);
+	CHECK_EQ(c.upstream[1].weight, 4);
+	CHECK_EQ(c.balance, RELAY_BALANCE_SOURCE);
+	CHECK(c.keepalive && !c.reuse_port && c.access_log);
+	CHECK_EQ(c.log_level, RELAY_LOG_WARN);
+	CHECK_EQ(c.threads, 3);
+	CHECK(!strcmp(c.config_path, good));
+
+	/* the command line overrides the file; its list replaces the file's list */
+	CHECK_EQ(LOAD(&c, "--config", good, "--upstream", "127.0.0.1:9000", "--threads", "4",
+		      "--balance", "roundrobin"),
+		 0);
+	CHECK_EQ(c.n_upstream, 1);
+	CHECK_EQ(c.upstream[0].ep.port, 9000);
+	CHECK_EQ(c.n_listen, 2); /* not given on the command line: the file's */
+	CHECK_EQ(c.threads, 4);
+	CHECK_EQ(c.balance, RELAY_BALANCE_ROUNDROBIN);
+
+	/* every problem with its line */
+	CHECK_EQ(LOAD(&c, "--config", bad), 6);
+	char where[300];
+
+	snprintf(where, sizeof(where), "%s:2: upstream: '127.0.0.1:99999': port 99999 out of range",
+		 bad);
+	CHECK(said(where));
+	snprintf(where, sizeof(where), "%s:4: unknown option 'balanse'", bad);
+	CHECK(said(where));
+	snprintf(where, sizeof(where), "%s:5: threads: wants a number from 1 to 1024", bad);
+	CHECK(said(where));
+	snprintf(where, sizeof(where), "%s:6: keepalive: wants no value or yes/no", bad);
+	CHECK(said(where));
+	snprintf(where, sizeof(where), "%s:7: 'check' is for the command line only", bad);
+	CHECK(said(where));
+	snprintf(where, sizeof(where), "%s:8: 'log-level' wants a value", bad);
+	CHECK(said(where));
+	CHECK(!strstr(diag_buf, ":3:"));
+
+	/* a file that is not there */
+	CHECK_EQ(LOAD(&c, "--config", "/nonexistent/tide.conf"), 1);
+	CHECK(said("/nonexistent/tide.conf: cannot read: No such file or directory"));
+
+	/* the example shipped with the unit passes --check */
+	CHECK_EQ(LOAD(&c, "--config", TIDE_SOURCE_DIR "/tools/relay/relay.conf.example", "--check"),
+		 0);
+	CHECK(c.check);
+	CHECK_EQ(c.n_upstream, 3);
+}
+
+static void test_check_exit(void)
+{
+	struct relay_config c;
+	char out[512];
+	FILE *f;
+
+	f = fmemopen(out, sizeof(out), "w");
+	CHECK_EQ(relay_config_check_exit(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--check"),
+					 &c, f),
+		 0);
+	fclose(f);
+	CHECK(strstr(out, "configuration OK: 1 listener, 0 upstreams (echo)"));
+	f = fmemopen(out, sizeof(out), "w");
+	CHECK_EQ(relay_config_check_exit(LOAD(&c, "--listen", "127.0.0.1:1", "--check"), &c, f), 2);
+	fclose(f);
+	CHECK(strstr(out, "1 problem in the configuration"));
+}
+
+static void test_reload(void)
+{
+	struct relay_config cur, fresh;
+	char *argv[] = {"tide-relay", "--config", NULL, NULL};
+	FILE *f;
+	unsigned n;
+
+	argv[2] = (char *)write_file("reload.conf", "listen 127.0.0.1:7000\n"
+						    "upstream 127.0.0.1:8080\n"
+						    "threads 2\n");
+	REQUIRE(relay_config_load(3, argv, &cur, NULL) == 0);
+
+	/* a good edit: new upstreams apply; threads is restart-only and is kept */
+	write_file("reload.conf", "listen 127.0.0.1:7000\n"
+				  "listen 127.0.0.1:7002\n"
+				  "upstream 127.0.0.1:8081\n"
+				  "upstream 127.0.0.1:8082\n"
+				  "threads 4\n");
+	f = fmemopen(diag_buf, sizeof(diag_buf), "w");
+	n = relay_config_reload(&cur, 3, argv, &fresh, f);
+	fclose(f);
+	CHECK_EQ(n, 0);
+	CHECK_EQ(fresh.n_upstream, 2);
+	CHECK_EQ(fresh.n_listen, 2);
+	CHECK_EQ(fresh.threads, 2);
+	CHECK(said("threads changes only at restart"));
+	cur = fresh;
+
+	/* a bad edit: problems reported, the running configuration stays what it was */
+	write_file("reload.conf", "listen 127.0.0.1:7000\nupstream 127.0.0.1:0\n");
+	f = fmemopen(diag_buf, sizeof(diag_buf), "w");
+	n = relay_config_reload(&cur, 3, argv, &fresh, f);
+	fclose(f);
+	CHECK(n > 0);
+	CHECK(said("reload.conf:2: upstream"));
+	CHECK_EQ(cur.n_upstream, 2);
+	CHECK_EQ(cur.upstream[0].ep.port, 8081);
+}
+
+static void test_help(void)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	const char *fixed[] = {"listen",	  "upstream",	   "balance",
+			       "connect-timeout", "drain-timeout", "health-interval",
+			       "send-proxy",	  "accept-proxy",  "config",
+			       "check",		  "log-level",	   "syslog",
+			       "access-log",	  "user",	   "max-conns-per-ip",
+			       "keepalive",	  "reuse-port",	   "echo",
+			       "threads",	  "max-conns",	   "pool-max",
+			       "block-size",	  "idle-timeout",  "stats"};
+
+	relay_options_usage(f);
+	fclose(f);
+	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
+		char opt[64];
+
+		snprintf(opt, sizeof(opt), "\n  --%s", fixed[i]);
+		CHECKF(strstr(text, opt), "--help lacks --%s", fixed[i]);
+	}
+	for (size_t i = 0; i < relay_n_options; i++)
+		CHECKF(relay_options[i].help && strlen(relay_options[i].help) > 20,
+		       "--%s has no help", relay_options[i].name);
+	CHECK(strstr(text, "--access-log [FILE]"));
+	free(text);
+}
+
+int main(void)
+{
+	REQUIRE(mkdtemp(tmpdir));
+	test_command_line();
+	test_command_line_problems();
+	test_file();
+	test_check_exit();
+	test_reload();
+	test_help();
+	char cmd[300];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
+	if (system(cmd))
+		fprintf(stderr, "could not remove %s\n", tmpdir);
+	return test_exit("test_relay_options");
+}
