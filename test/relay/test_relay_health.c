@@ -42,6 +42,14 @@ static void on_change(const char *name, bool up, const char *why, void *arg)
 	__atomic_add_fetch(up ? &c->ups : &c->downs, 1, __ATOMIC_SEQ_CST);
 }
 
+/* The callback runs after the state changed: wait for the count, bounded. */
+static unsigned count_of(unsigned *n, unsigned want)
+{
+	for (int k = 0; k < 300 && __atomic_load_n(n, __ATOMIC_SEQ_CST) != want; k++)
+		usleep(10000);
+	return __atomic_load_n(n, __ATOMIC_SEQ_CST);
+}
+
 static bool wait_for(struct relay_balancer *b, unsigned i, bool up)
 {
 	for (int k = 0; k < 300; k++) { /* at most 3 s */
@@ -91,10 +99,10 @@ int main(void)
 		       dead_port);
 	} else {
 		CHECK(wait_for(b, 1, true));
-		CHECK_EQ(ch.ups, 1);
+		CHECK_EQ(count_of(&ch.ups, 1), 1);
 		close(dfd);
 		CHECK(wait_for(b, 1, false));
-		CHECK_EQ(ch.downs, 2);
+		CHECK_EQ(count_of(&ch.downs, 2), 2);
 	}
 	CHECK(relay_balancer_is_up(b, 0, relay_now_ms()));
 	relay_health_stop(h);
