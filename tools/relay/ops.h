@@ -12,6 +12,7 @@
 #ifndef TIDE_RELAY_OPS_H
 #define TIDE_RELAY_OPS_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -380,5 +381,61 @@ int relay_socket_keepalive(int fd, unsigned idle_s, unsigned intvl_s, unsigned c
  * conventions (cpu, resident and virtual memory, fds, start time), from /proc/self. */
 void relay_write_build_info(FILE *f, const char *version);
 int relay_write_process_metrics(FILE *f); /* 0, or -errno when /proc could not be read */
+
+// runtime.c -----------------------------------------------------------------------------
+
+/* What the engine does with listeners the runtime opens and closes (the agent API). */
+struct relay_runtime_ops {
+	/* Start accepting on fd (listener i of cfg); 0 or -errno (the reload is undone). */
+	int (*listener_add)(int fd, const struct relay_endpoint *ep, void *arg);
+	/* Stop accepting on fd; the runtime closes it after this returns. */
+	void (*listener_remove)(int fd, void *arg);
+	void *arg;
+};
+
+struct relay_listener {
+	struct relay_endpoint ep;
+	int fd;
+};
+
+/* The relay's running state outside the engine: configuration, upstream set, health
+ * checker, per-IP counts, listeners. Fields are the main thread's; workers use the calls. */
+struct relay_runtime {
+	struct relay_config cfg;
+	struct relay_listener listeners[RELAY_MAX_LISTEN];
+	unsigned n_listeners;
+	struct relay_peer_limit *peers;
+	struct relay_health *health;
+	struct relay_runtime_ops ops;
+	unsigned reloads, failed_reloads;
+	/* the current balancer, behind a lock so that get+swap cannot race a put */
+	struct relay_balancer *balancer;
+	pthread_mutex_t lock;
+};
+
+/*
+ * Start from a validated cfg: open the logs, resolve the upstreams into a balancer, start
+ * health checks, open every listener (relay_listen_open, honouring reuse-port) and hand it
+ * to ops. Everything opened is closed again on failure. Problems are logged.
+ * Return: 0, -ENOENT (an upstream or listener name did not resolve), -EADDRINUSE, -errno.
+ */
+int relay_runtime_start(struct relay_runtime *rt, const struct relay_config *cfg,
+			const struct relay_runtime_ops *ops);
+/*
+ * SIGHUP: tell systemd (RELOADING=1), read argv and the config file again into a fresh
+ * configuration; if it has problems, or a new listener cannot be opened, or an upstream does
+ * not resolve, log why, keep everything as it was and return -EINVAL (or the -errno).
+ * Otherwise apply: logs reopened, new listeners added, removed ones closed (unchanged ones
+ * untouched), a new balancer (state inherited) for new connections, the per-IP limit, the
+ * health checker. READY=1 at the end either way. Established connections keep the balancer
+ * reference they hold.
+ */
+int relay_runtime_reload(struct relay_runtime *rt, int argc, char *const argv[]);
+/* The current balancer, with a reference the caller puts (the connect path, per connection). */
+struct relay_balancer *relay_runtime_balancer(struct relay_runtime *rt);
+/* Close listeners (through ops), stop checks, drop the balancer and counts, close logs. */
+void relay_runtime_stop(struct relay_runtime *rt);
+/* The log setup cfg asks for (level, syslog, access log). */
+void relay_runtime_log_config(const struct relay_config *cfg, struct relay_log_config *lc);
 
 #endif /* TIDE_RELAY_OPS_H */

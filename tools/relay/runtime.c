@@ -1,0 +1,325 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * runtime.c - the relay's running configuration, and SIGHUP reload as one transaction.
+ *
+ * The runtime ties the other files together the way the relay's main thread uses them:
+ * at start it opens the logs, resolves the upstreams into a balancer, starts health checks,
+ * opens each listener and gives it to the engine through two callbacks (the only
+ * engine-specific part). On SIGHUP it builds everything new beside the old (a fresh config,
+ * new listeners, a new balancer that inherits the old one's state) and only when all of it
+ * succeeded swaps it in and closes what is gone; any failure undoes what this reload opened
+ * and leaves the running relay exactly as it was, with the reason logged. Unchanged
+ * listeners (same HOST:PORT text) keep their socket, so their accept queues lose nothing.
+ *
+ * Workers take the current balancer with relay_runtime_balancer (a reference, under a
+ * mutex so a swap cannot free it between the load and the get) and put it when their
+ * connection closes; a connection established before a reload thus keeps its server and
+ * its counters, and the old set is freed with its last connection.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ops.h"
+
+void relay_runtime_log_config(const struct relay_config *cfg, struct relay_log_config *lc)
+{
+	memset(lc, 0, sizeof(*lc));
+	lc->level = cfg->log_level;
+	lc->syslog = cfg->syslog;
+	lc->fd = -1;
+	lc->access = cfg->access_log;
+	lc->access_path = cfg->access_log_path;
+}
+
+static void on_change(const char *name, bool up, const char *why, void *arg)
+{
+	char key[RELAY_HOST_MAX + 32];
+
+	snprintf(key, sizeof(key), "upstream %s %s", name, up ? "up" : "down");
+	relay_log_limited(up ? RELAY_LOG_INFO : RELAY_LOG_WARN, key, "upstream %s is %s: %s", name,
+			  up ? "back in rotation" : "out of rotation", why);
+}
+
+/* Resolve cfg's upstreams into a new balancer (inheriting from old). 0 or -errno, logged. */
+static int make_balancer(const struct relay_config *cfg, const struct relay_balancer *old,
+			 struct relay_balancer **out)
+{
+	struct relay_balancer_config bc = {.policy = cfg->balance,
+					   .active_checks = cfg->health_interval_ms > 0,
+					   .on_change = on_change};
+	struct sockaddr_storage *addrs;
+	socklen_t *lens;
+	unsigned *weights;
+	char(*names)[RELAY_HOST_MAX + 8];
+	const char **np;
+	int rc = 0;
+
+	*out = NULL;
+	if (!cfg->n_upstream)
+		return 0; /* echo */
+	addrs = calloc(cfg->n_upstream, sizeof(*addrs));
+	lens = calloc(cfg->n_upstream, sizeof(*lens));
+	weights = calloc(cfg->n_upstream, sizeof(*weights));
+	names = calloc(cfg->n_upstream, sizeof(*names));
+	np = calloc(cfg->n_upstream, sizeof(*np));
+	if (!addrs || !lens || !weights || !names || !np) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (unsigned i = 0; i < cfg->n_upstream && !rc; i++) {
+		const struct relay_endpoint *ep = &cfg->upstream[i].ep;
+
+		rc = relay_endpoint_resolve(ep, false, &addrs[i], &lens[i]);
+		if (rc)
+			relay_log(RELAY_LOG_ERROR, "upstream %s:%u: cannot resolve", ep->host,
+				  ep->port);
+		snprintf(names[i], sizeof(names[i]), strchr(ep->host, ':') ? "[%s]:%u" : "%s:%u",
+			 ep->host, ep->port);
+		np[i] = names[i];
+		weights[i] = cfg->upstream[i].weight;
+	}
+	if (!rc)
+		rc = relay_balancer_create(&bc, addrs, lens, np, weights, cfg->n_upstream, out);
+	if (!rc)
+		relay_balancer_inherit(*out, old);
+out:
+	free(addrs), free(lens), free(weights), free(names), free(np);
+	return rc;
+}
+
+static bool same_endpoint(const struct relay_endpoint *a, const struct relay_endpoint *b)
+{
+	return a->port == b->port && !strcmp(a->host, b->host);
+}
+
+/* Open and hand over one listener. 0 or -errno, logged. */
+static int open_listener(struct relay_runtime *rt, const struct relay_config *cfg,
+			 const struct relay_endpoint *ep, struct relay_listener *l)
+{
+	struct relay_listen_opts o = {.reuse_port = cfg->reuse_port};
+	struct sockaddr_storage sa;
+	socklen_t len;
+	int rc = relay_endpoint_resolve(ep, true, &sa, &len);
+
+	if (!rc)
+		rc = relay_listen_open((struct sockaddr *)&sa, len, &o, &l->fd);
+	if (!rc && rt->ops.listener_add) {
+		rc = rt->ops.listener_add(l->fd, ep, rt->ops.arg);
+		if (rc)
+			close(l->fd);
+	}
+	if (rc) {
+		relay_log(RELAY_LOG_ERROR, "listen %s:%u: %s%s", ep->host, ep->port,
+			  rc == -ENOENT ? "cannot resolve" : strerror(-rc),
+			  rc == -EADDRINUSE && !cfg->reuse_port
+				  ? " (another socket holds the port; --reuse-port shares it)"
+				  : "");
+		return rc;
+	}
+	l->ep = *ep;
+	return 0;
+}
+
+static void close_listener(struct relay_runtime *rt, struct relay_listener *l)
+{
+	if (rt->ops.listener_remove)
+		rt->ops.listener_remove(l->fd, rt->ops.arg);
+	close(l->fd);
+	l->fd = -1;
+}
+
+static int start_health(const struct relay_config *cfg, struct relay_balancer *b,
+			struct relay_health **out)
+{
+	*out = NULL;
+	if (!b || !cfg->health_interval_ms)
+		return 0;
+	return relay_health_start(b, cfg->health_interval_ms, cfg->connect_timeout_ms, out);
+}
+
+int relay_runtime_start(struct relay_runtime *rt, const struct relay_config *cfg,
+			const struct relay_runtime_ops *ops)
+{
+	struct relay_log_config lc;
+	int rc;
+
+	memset(rt, 0, sizeof(*rt));
+	pthread_mutex_init(&rt->lock, NULL);
+	rt->cfg = *cfg;
+	if (ops)
+		rt->ops = *ops;
+	relay_runtime_log_config(cfg, &lc);
+	rc = relay_log_open(&lc);
+	if (rc) {
+		relay_log(RELAY_LOG_ERROR, "access log %s: %s", cfg->access_log_path,
+			  strerror(-rc));
+		goto fail;
+	}
+	rc = relay_peer_limit_create(cfg->max_conns_per_ip, &rt->peers);
+	if (!rc)
+		rc = make_balancer(cfg, NULL, &rt->balancer);
+	if (!rc)
+		rc = start_health(cfg, rt->balancer, &rt->health);
+	for (unsigned i = 0; !rc && i < cfg->n_listen; i++) {
+		rc = open_listener(rt, cfg, &cfg->listen[i], &rt->listeners[i]);
+		if (!rc)
+			rt->n_listeners++;
+	}
+	if (!rc)
+		return 0;
+fail:
+	relay_runtime_stop(rt);
+	return rc;
+}
+
+struct relay_balancer *relay_runtime_balancer(struct relay_runtime *rt)
+{
+	struct relay_balancer *b;
+
+	pthread_mutex_lock(&rt->lock);
+	b = rt->balancer;
+	if (b)
+		relay_balancer_get(b);
+	pthread_mutex_unlock(&rt->lock);
+	return b;
+}
+
+/* Log a reload's problems (what relay_config_reload wrote), one line each. */
+static void log_lines(enum relay_log_level level, const char *prefix, char *text)
+{
+	char *save = NULL;
+
+	for (char *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
+		relay_log(level, "%s%s", prefix, l);
+}
+
+/* Build the new listener set: unchanged ones carried over, new ones opened into next[]. */
+static int plan_listeners(struct relay_runtime *rt, const struct relay_config *fresh,
+			  struct relay_listener *next, bool *opened)
+{
+	for (unsigned i = 0; i < fresh->n_listen; i++) {
+		const struct relay_endpoint *ep = &fresh->listen[i];
+		int rc;
+
+		opened[i] = false;
+		for (unsigned j = 0; j < rt->n_listeners; j++)
+			if (same_endpoint(ep, &rt->listeners[j].ep)) {
+				next[i] = rt->listeners[j];
+				break;
+			}
+		if (next[i].fd >= 0)
+			continue;
+		rc = open_listener(rt, fresh, ep, &next[i]);
+		if (rc) {
+			for (unsigned k = 0; k < i; k++)
+				if (opened[k])
+					close_listener(rt, &next[k]);
+			return rc;
+		}
+		opened[i] = true;
+	}
+	return 0;
+}
+
+int relay_runtime_reload(struct relay_runtime *rt, int argc, char *const argv[])
+{
+	struct relay_config *fresh = malloc(sizeof(*fresh));
+	struct relay_listener next[RELAY_MAX_LISTEN];
+	bool opened[RELAY_MAX_LISTEN];
+	struct relay_balancer *nb = NULL, *old;
+	struct relay_health *nh = NULL;
+	struct relay_log_config lc;
+	char *text = NULL;
+	size_t len = 0;
+	FILE *diag = open_memstream(&text, &len);
+	unsigned problems;
+	int rc = 0;
+
+	relay_notify_reloading();
+	if (!fresh || !diag) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	problems = relay_config_reload(&rt->cfg, argc, argv, fresh, diag);
+	fclose(diag);
+	diag = NULL;
+	log_lines(problems ? RELAY_LOG_ERROR : RELAY_LOG_WARN, "reload: ", text);
+	if (problems) {
+		rc = -EINVAL;
+		goto out;
+	}
+	for (unsigned i = 0; i < RELAY_MAX_LISTEN; i++)
+		next[i].fd = -1;
+	rc = make_balancer(fresh, rt->balancer, &nb);
+	if (!rc)
+		rc = plan_listeners(rt, fresh, next, opened);
+	if (rc)
+		goto out;
+	rc = start_health(fresh, nb, &nh);
+	if (rc) {
+		for (unsigned k = 0; k < fresh->n_listen; k++)
+			if (opened[k])
+				close_listener(rt, &next[k]);
+		goto out;
+	}
+	/* everything new is in hand: swap, then let go of what is gone */
+	relay_runtime_log_config(fresh, &lc);
+	if (relay_log_open(&lc))
+		relay_log(RELAY_LOG_ERROR, "reload: access log %s: keeping the old one",
+			  fresh->access_log_path);
+	for (unsigned j = 0; j < rt->n_listeners; j++) {
+		bool kept = false;
+
+		for (unsigned i = 0; i < fresh->n_listen; i++)
+			kept |= next[i].fd == rt->listeners[j].fd;
+		if (!kept)
+			close_listener(rt, &rt->listeners[j]);
+	}
+	memcpy(rt->listeners, next, sizeof(next));
+	rt->n_listeners = fresh->n_listen;
+	relay_health_stop(rt->health);
+	rt->health = nh;
+	pthread_mutex_lock(&rt->lock);
+	old = rt->balancer;
+	rt->balancer = nb;
+	nb = NULL;
+	pthread_mutex_unlock(&rt->lock);
+	relay_balancer_put(old); /* freed with the last connection that holds it */
+	relay_peer_limit_set_max(rt->peers, fresh->max_conns_per_ip);
+	rt->cfg = *fresh;
+out:
+	if (diag)
+		fclose(diag);
+	relay_balancer_put(nb);
+	if (rc) {
+		rt->failed_reloads++;
+		relay_log(RELAY_LOG_ERROR, "reload failed (%s); the running configuration stays",
+			  rc == -EINVAL ? "bad configuration" : strerror(-rc));
+	} else {
+		rt->reloads++;
+		relay_log(RELAY_LOG_INFO, "reloaded: %u listener%s, %u upstream%s", rt->n_listeners,
+			  rt->n_listeners == 1 ? "" : "s", rt->cfg.n_upstream,
+			  rt->cfg.n_upstream == 1 ? "" : "s");
+	}
+	relay_notify_ready();
+	free(text);
+	free(fresh);
+	return rc;
+}
+
+void relay_runtime_stop(struct relay_runtime *rt)
+{
+	for (unsigned i = 0; i < rt->n_listeners; i++)
+		close_listener(rt, &rt->listeners[i]);
+	rt->n_listeners = 0;
+	relay_health_stop(rt->health);
+	rt->health = NULL;
+	relay_balancer_put(rt->balancer);
+	rt->balancer = NULL;
+	relay_peer_limit_destroy(rt->peers);
+	rt->peers = NULL;
+	relay_log_close();
+	pthread_mutex_destroy(&rt->lock);
+}
