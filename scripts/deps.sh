@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # deps.sh GROUP... - the Debian packages a make target needs, checked all at once.
 #
-# Groups: build (compiler, CMake, liburing), test (sanitizer runtimes, valgrind, groff),
-# cross (the arm64 stage of make test: Debian's aarch64 cross gcc and qemu-user), demo
-# (gnuplot), bench (the peers: DPDK, the mallocs), relay-bench (haproxy, nginx, socat,
-# iperf3, wrk), fuzz (clang). A make target names every group it needs in one call
+# Groups: build (compiler, CMake, liburing, libsystemd for sd_notify), test (sanitizer
+# runtimes, valgrind, groff; nginx and haproxy for the PROXY protocol check, promtool from
+# prometheus for /metrics, systemd-analyze for the unit file), cross (the arm64 stage of
+# make test: Debian's aarch64 cross gcc and qemu-user), demo (gnuplot), bench (the peers:
+# DPDK, the mallocs), relay-bench (haproxy, nginx, socat, iperf3, wrk), fuzz (clang). A
+# make target names every group it needs in one call
 # (make demo: build demo), so that what is missing is said once, in one line.
 #
 # As root: apt-get update, then apt-get install of everything missing. As another user:
@@ -18,8 +20,8 @@ optional_group() { [ "$1" = bench ] || [ "$1" = relay-bench ] || [ "$1" = cross 
 
 pkgs_for() {
 	case "$1" in
-	build) echo "build-essential cmake pkg-config liburing-dev" ;;
-	test) echo "valgrind clang libclang-rt-14-dev iproute2 python3 groff-base" ;;
+	build) echo "build-essential cmake pkg-config liburing-dev libsystemd-dev" ;;
+	test) echo "valgrind clang libclang-rt-14-dev iproute2 python3 groff-base nginx haproxy prometheus systemd" ;;
 	cross) echo "gcc-aarch64-linux-gnu libc6-dev-arm64-cross binutils-aarch64-linux-gnu qemu-user" ;;
 	demo) echo "gnuplot-nox iproute2" ;;
 	bench) echo "dpdk-dev libdpdk-dev libjemalloc-dev libmimalloc-dev libgoogle-perftools-dev gnuplot-nox" ;;
