@@ -20,6 +20,7 @@ if(TARGET tide-relay-ops)
   relay_ops_test(test_relay_sockopt LABELS unit)
   relay_ops_test(test_relay_metrics LABELS unit)
   relay_ops_test(test_relay_reload LABELS "unit;threads")
+  relay_ops_test(test_relay_signals LABELS unit)
   relay_ops_test(test_proxy_interop LABELS relay-interop)
   add_test(NAME test_relay_unit_file
            COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/relay/check_unit_file.sh

@@ -13,6 +13,7 @@
 #define TIDE_RELAY_OPS_H
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -437,5 +438,19 @@ struct relay_balancer *relay_runtime_balancer(struct relay_runtime *rt);
 void relay_runtime_stop(struct relay_runtime *rt);
 /* The log setup cfg asks for (level, syslog, access log). */
 void relay_runtime_log_config(const struct relay_config *cfg, struct relay_log_config *lc);
+
+// signals.c -----------------------------------------------------------------------------
+
+/* Block SIGHUP, SIGINT and SIGTERM in the calling thread (before any thread starts, so
+ * every thread inherits it) and ignore SIGPIPE; *set gets the three for relay_signals_wait.
+ * Return: 0 or -errno. */
+int relay_signals_block(sigset_t *set);
+/*
+ * The main thread's loop: SIGHUP reloads (relay_runtime_reload with argv) and reopens the
+ * access log; once a second suppressed log counts are flushed; SIGINT or SIGTERM say
+ * STOPPING=1 to systemd, log the drain, and end the loop.
+ * Return: the signal that stopped it (SIGINT or SIGTERM).
+ */
+int relay_signals_wait(struct relay_runtime *rt, const sigset_t *set, int argc, char *const argv[]);
 
 #endif /* TIDE_RELAY_OPS_H */

@@ -475,6 +475,8 @@ const struct relay_option relay_options[] = {
 };
 /* clang-format on */
 const size_t relay_n_options = sizeof(relay_options) / sizeof(relay_options[0]);
+_Static_assert(sizeof(relay_options) / sizeof(relay_options[0]) <= 64,
+	       "struct source counts uses of at most 64 options");
 
 void relay_config_init(struct relay_config *c)
 {
