@@ -353,6 +353,60 @@ static void test_random_splits(void)
 	}
 }
 
+/* Random bytes behind a valid signature prefix: whole or split, the parser gives the same
+ * answer, never reads past what it was given, and never takes more than the limits. */
+static void test_garbage(void)
+{
+	uint64_t seed = test_seed(0xbad);
+	static uint8_t buf[RELAY_PP_V2_MAX + 64];
+
+	for (int i = 0; i < 3000; i++) {
+		size_t len = 1 + (size_t)rng_below(&seed, i % 10 ? 140 : sizeof(buf) - 1);
+		struct relay_pp_parser p1, p2;
+		struct relay_pp_result r1, r2;
+		size_t used1, used2 = 0, off = 0, used;
+		int rc1, rc2 = 0;
+
+		for (size_t k = 0; k < len; k++)
+			buf[k] = (uint8_t)rng_next(&seed);
+		switch (rng_below(&seed, 3)) {
+		case 0:
+			memcpy(buf, "PROXY ", len < 6 ? len : 6);
+			break;
+		case 1:
+			memcpy(buf, SIG, len < 12 ? len : 12);
+			if (len > 12)
+				buf[12] = (uint8_t)(0x20 | rng_below(&seed, 2));
+			if (len > 13)
+				buf[13] = (uint8_t)(rng_below(&seed, 4) << 4 | rng_below(&seed, 3));
+			if (len > 14)
+				buf[14] = (uint8_t)rng_below(&seed, 17);
+			break;
+		}
+		relay_pp_parser_init(&p1);
+		rc1 = relay_pp_parse(&p1, buf, len, &used1, &r1);
+		CHECK(rc1 == 0 || rc1 == 1 || rc1 == -EPROTO || rc1 == -EMSGSIZE);
+		CHECK(used1 <= len);
+		relay_pp_parser_init(&p2);
+		while (rc2 == 0 && off < len) {
+			size_t n = 1 + (size_t)rng_below(&seed, 24);
+
+			if (n > len - off)
+				n = len - off;
+			rc2 = relay_pp_parse(&p2, buf + off, n, &used, &r2);
+			used2 += used;
+			off += n;
+		}
+		CHECK_EQ(rc2, rc1);
+		if (rc1 == 1) {
+			CHECK_EQ(used2, used1);
+			CHECK_EQ(r1.header_len, used1);
+			CHECK(used1 <= RELAY_PP_V2_MAX);
+			CHECK_EQ(r1.known, r2.known);
+		}
+	}
+}
+
 int main(void)
 {
 	test_v1_spec();
@@ -361,5 +415,6 @@ int main(void)
 	test_v2_bad();
 	test_encoder();
 	test_random_splits();
+	test_garbage();
 	return test_exit("test_proxy_protocol");
 }
