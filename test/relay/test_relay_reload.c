@@ -110,6 +110,45 @@ static int listener_fd(const struct relay_runtime *rt, unsigned p)
 	return -1;
 }
 
+/* An engine that binds its own SO_REUSEPORT listeners (no listener_add): the runtime refuses a
+ * port another process holds, even one that set SO_REUSEPORT (a second relay), unless
+ * reuse-port is asked for; a reload keeps the listeners and says so. */
+static void test_engine_listens(int saved_err)
+{
+	struct relay_runtime rt;
+	struct relay_config cfg;
+	char *argv[] = {"tide-relay", "--config", conf, NULL}, *t;
+	struct sockaddr_in a = {.sin_family = AF_INET,
+				.sin_port = htons((uint16_t)port[3]),
+				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	int other = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+	off_t start;
+
+	REQUIRE(dup2(log_fd, 2) == 2);
+	start = lseek(log_fd, 0, SEEK_END);
+	setsockopt(other, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+	REQUIRE(bind(other, (void *)&a, sizeof(a)) == 0 && listen(other, 1) == 0);
+	write_conf("listen 127.0.0.1:%u\nupstream 127.0.0.1:1\n", port[3]);
+	REQUIRE(relay_config_load(3, argv, &cfg, stderr) == 0);
+	CHECK_EQ(relay_runtime_start(&rt, &cfg, NULL), -EADDRINUSE);
+	write_conf("listen 127.0.0.1:%u\nupstream 127.0.0.1:1\nreuse-port\n", port[3]);
+	REQUIRE(relay_config_load(3, argv, &cfg, stderr) == 0);
+	CHECK_EQ(relay_runtime_start(&rt, &cfg, NULL), 0);
+	CHECK_EQ(rt.n_listeners, 1);
+	CHECK_EQ(rt.listeners[0].fd, -1);
+	write_conf("listen 127.0.0.1:%u\nupstream 127.0.0.1:2\nreuse-port\n", port[2]);
+	CHECK_EQ(relay_runtime_reload(&rt, 3, argv), 0);
+	CHECK_EQ(rt.cfg.listen[0].port, port[3]);
+	CHECK_EQ(rt.cfg.upstream[0].ep.port, 2);
+	relay_runtime_stop(&rt);
+	close(other);
+	t = log_text();
+	dup2(saved_err, 2);
+	CHECK(strstr(t + start, "Address already in use (another socket holds the port"));
+	CHECK(strstr(t + start, "warn reload: listen changes only at restart with this engine"));
+	free(t);
+}
+
 int main(void)
 {
 	struct relay_runtime rt;
@@ -224,6 +263,7 @@ int main(void)
 	CHECK_EQ(removes, 4); /* 1 by the reload, 1 undone by a failed one, 2 at stop */
 	CHECK_EQ(adds, removes);
 	CHECK(!can_connect(port[1]));
+	test_engine_listens(saved_err);
 	unsetenv("NOTIFY_SOCKET");
 	close(notify_fd);
 	unlink(na.sun_path);

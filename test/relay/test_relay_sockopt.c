@@ -3,7 +3,8 @@
  * Description: listeners and keepalive (tools/relay/sockopt.c): a port another listener
  * holds is EADDRINUSE unless both asked for SO_REUSEPORT (--reuse-port), over IPv4 and
  * IPv6 (when ::1 is there); [::] and 0.0.0.0 on one port are two listeners (IPV6_V6ONLY);
- * keepalive sets SO_KEEPALIVE and the idle/interval/count given (or 60/10/6).
+ * relay_port_probe sees a port held with SO_REUSEPORT as taken; keepalive sets SO_KEEPALIVE and the
+ * idle/interval/count given (or 60/10/6).
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -39,8 +40,11 @@ static void family(struct sockaddr_storage *ss, socklen_t len)
 	CHECK_EQ(getint(a, SOL_SOCKET, SO_REUSEPORT), 1);
 	CHECK_EQ(relay_listen_open((void *)ss, len, &reuse, &b), 0);
 	CHECK_EQ(relay_listen_open((void *)ss, len, &plain, &c), -EADDRINUSE);
+	/* the probe an engine's own SO_REUSEPORT listeners need: taken is taken */
+	CHECK_EQ(relay_port_probe((void *)ss, len), -EADDRINUSE);
 	close(a);
 	close(b);
+	CHECK_EQ(relay_port_probe((void *)ss, len), 0);
 	/* the listener accepts */
 	REQUIRE(relay_listen_open((void *)ss, len, &plain, &a) == 0);
 	c = socket(ss->ss_family, SOCK_STREAM, 0);

@@ -375,6 +375,9 @@ int relay_listen_open(const struct sockaddr *sa, socklen_t len, const struct rel
 /* TCP keepalive on fd: probes after idle_s idle, every intvl_s, cnt unanswered probes end it
  * (0 each: 60, 10, 6). 0 or -errno. */
 int relay_socket_keepalive(int fd, unsigned idle_s, unsigned intvl_s, unsigned cnt);
+/* Whether sa could be bound without SO_REUSEPORT now: a bind, closed at once.
+ * Return: 0 free, -EADDRINUSE taken (also by sockets that set SO_REUSEPORT), -errno. */
+int relay_port_probe(const struct sockaddr *sa, socklen_t len);
 
 // process_metrics.c ---------------------------------------------------------------------
 
@@ -385,7 +388,10 @@ int relay_write_process_metrics(FILE *f); /* 0, or -errno when /proc could not b
 
 // runtime.c -----------------------------------------------------------------------------
 
-/* What the engine does with listeners the runtime opens and closes (the agent API). */
+/* What the engine does with listeners the runtime opens and closes (the agent API).
+ * listener_add NULL: the engine binds listeners itself, at start only (tide_agent_listen);
+ * the runtime then checks at start that each port is free (a bind without SO_REUSEPORT,
+ * closed at once; skipped with reuse-port), and a reload keeps the listener list (logged). */
 struct relay_runtime_ops {
 	/* Start accepting on fd (listener i of cfg); 0 or -errno (the reload is undone). */
 	int (*listener_add)(int fd, const struct relay_endpoint *ep, void *arg);

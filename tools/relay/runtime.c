@@ -11,6 +11,10 @@
  * and leaves the running relay exactly as it was, with the reason logged. Unchanged
  * listeners (same HOST:PORT text) keep their socket, so their accept queues lose nothing.
  *
+ * With an engine that binds its listeners itself at start (ops without listener_add), the
+ * runtime only checks each port is free before the engine binds it, and a reload keeps the
+ * listener list (and says so).
+ *
  * Workers take the current balancer with relay_runtime_balancer (a reference, under a
  * mutex so a swap cannot free it between the load and the get) and put it when their
  * connection closes; a connection established before a reload thus keeps its server and
@@ -94,6 +98,16 @@ static bool same_endpoint(const struct relay_endpoint *a, const struct relay_end
 	return a->port == b->port && !strcmp(a->host, b->host);
 }
 
+static bool same_listeners(const struct relay_config *a, const struct relay_config *b)
+{
+	if (a->n_listen != b->n_listen)
+		return false;
+	for (unsigned i = 0; i < a->n_listen; i++)
+		if (!same_endpoint(&a->listen[i], &b->listen[i]))
+			return false;
+	return true;
+}
+
 /* Open and hand over one listener. 0 or -errno, logged. */
 static int open_listener(struct relay_runtime *rt, const struct relay_config *cfg,
 			 const struct relay_endpoint *ep, struct relay_listener *l)
@@ -103,7 +117,10 @@ static int open_listener(struct relay_runtime *rt, const struct relay_config *cf
 	socklen_t len;
 	int rc = relay_endpoint_resolve(ep, true, &sa, &len);
 
-	if (!rc)
+	l->fd = -1;
+	if (!rc && !rt->ops.listener_add && !cfg->reuse_port)
+		rc = relay_port_probe((struct sockaddr *)&sa, len); /* the engine binds later */
+	else if (!rc && rt->ops.listener_add)
 		rc = relay_listen_open((struct sockaddr *)&sa, len, &o, &l->fd);
 	if (!rc && rt->ops.listener_add) {
 		rc = rt->ops.listener_add(l->fd, ep, rt->ops.arg);
@@ -124,6 +141,8 @@ static int open_listener(struct relay_runtime *rt, const struct relay_config *cf
 
 static void close_listener(struct relay_runtime *rt, struct relay_listener *l)
 {
+	if (l->fd < 0)
+		return;
 	if (rt->ops.listener_remove)
 		rt->ops.listener_remove(l->fd, rt->ops.arg);
 	close(l->fd);
@@ -203,13 +222,15 @@ static int plan_listeners(struct relay_runtime *rt, const struct relay_config *f
 		const struct relay_endpoint *ep = &fresh->listen[i];
 		int rc;
 
+		bool found = false;
+
 		opened[i] = false;
-		for (unsigned j = 0; j < rt->n_listeners; j++)
+		for (unsigned j = 0; j < rt->n_listeners && !found; j++)
 			if (same_endpoint(ep, &rt->listeners[j].ep)) {
 				next[i] = rt->listeners[j];
-				break;
+				found = true;
 			}
-		if (next[i].fd >= 0)
+		if (found)
 			continue;
 		rc = open_listener(rt, fresh, ep, &next[i]);
 		if (rc) {
@@ -252,6 +273,12 @@ int relay_runtime_reload(struct relay_runtime *rt, int argc, char *const argv[])
 	}
 	for (unsigned i = 0; i < RELAY_MAX_LISTEN; i++)
 		next[i].fd = -1;
+	if (!rt->ops.listener_add && !same_listeners(&rt->cfg, fresh)) {
+		relay_log(RELAY_LOG_WARN, "reload: listen changes only at restart with this "
+					  "engine; keeping the running listeners");
+		memcpy(fresh->listen, rt->cfg.listen, sizeof(fresh->listen));
+		fresh->n_listen = rt->cfg.n_listen;
+	}
 	rc = make_balancer(fresh, rt->balancer, &nb);
 	if (!rc)
 		rc = plan_listeners(rt, fresh, next, opened);
@@ -273,7 +300,7 @@ int relay_runtime_reload(struct relay_runtime *rt, int argc, char *const argv[])
 		bool kept = false;
 
 		for (unsigned i = 0; i < fresh->n_listen; i++)
-			kept |= next[i].fd == rt->listeners[j].fd;
+			kept |= same_endpoint(&next[i].ep, &rt->listeners[j].ep);
 		if (!kept)
 			close_listener(rt, &rt->listeners[j]);
 	}

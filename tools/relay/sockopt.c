@@ -10,6 +10,9 @@
  * socket (each ring accepts on the same fd), which needs no SO_REUSEPORT. IPv6 listeners
  * are IPV6_V6ONLY, so "[::]:80" and "0.0.0.0:80" are two separate listeners, as in nginx.
  *
+ * An engine that binds its own SO_REUSEPORT socket per worker can still refuse a taken port:
+ * relay_port_probe binds without SO_REUSEPORT first, which fails against any holder.
+ *
  * Keepalive (--keepalive, both legs): SO_KEEPALIVE with TCP_KEEPIDLE/INTVL/CNT, so a peer that
  * vanished (power loss, a NAT that forgot us) is found in idle + intvl * cnt seconds rather
  * than the kernel's two hours.
@@ -52,6 +55,24 @@ int relay_listen_open(const struct sockaddr *sa, socklen_t len, const struct rel
 	}
 	*fd_out = fd;
 	return 0;
+}
+
+int relay_port_probe(const struct sockaddr *sa, socklen_t len)
+{
+	int fd, rc;
+
+	if (!sa || (sa->sa_family != AF_INET && sa->sa_family != AF_INET6))
+		return -EINVAL;
+	fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	rc = set_int(fd, SOL_SOCKET, SO_REUSEADDR, 1);
+	if (!rc && sa->sa_family == AF_INET6)
+		rc = set_int(fd, IPPROTO_IPV6, IPV6_V6ONLY, 1);
+	if (!rc && bind(fd, sa, len))
+		rc = -errno;
+	close(fd);
+	return rc;
 }
 
 int relay_socket_keepalive(int fd, unsigned idle_s, unsigned intvl_s, unsigned cnt)
