@@ -274,6 +274,24 @@ static void test_active_mode_and_inherit(void)
 	relay_balancer_put(b);
 	relay_balancer_put(nb);
 
+	/* a name's further addresses: kept in order, bounded */
+	struct sockaddr_in extra = {.sin_family = AF_INET, .sin_port = htons(9999)};
+	struct sockaddr_storage got[RELAY_ADDRS_MAX];
+	socklen_t got_len[RELAY_ADDRS_MAX];
+
+	REQUIRE(relay_balancer_create(&c, addrs, lens, NULL, NULL, N, &nb) == 0);
+	CHECK_EQ(relay_balancer_addrs(nb, 1, got, got_len, RELAY_ADDRS_MAX), 1);
+	CHECK_EQ(relay_balancer_add_address(nb, 1, (void *)&extra, sizeof(extra)), 0);
+	CHECK_EQ(relay_balancer_addrs(nb, 1, got, got_len, RELAY_ADDRS_MAX), 2);
+	CHECK(relay_addr_equal((void *)&got[0], (void *)&addrs[1]));
+	CHECK(relay_addr_equal((void *)&got[1], (void *)&extra));
+	CHECK_EQ(relay_balancer_addrs(nb, 1, got, got_len, 1), 1);
+	for (int k = 2; k < RELAY_ADDRS_MAX; k++)
+		CHECK_EQ(relay_balancer_add_address(nb, 1, (void *)&extra, sizeof(extra)), 0);
+	CHECK_EQ(relay_balancer_add_address(nb, 1, (void *)&extra, sizeof(extra)), -EINVAL);
+	CHECK_EQ(relay_balancer_addrs(nb, 1, got, got_len, RELAY_ADDRS_MAX), RELAY_ADDRS_MAX);
+	relay_balancer_put(nb);
+
 	/* bad arguments */
 	const unsigned zero[N] = {1, 0, 1};
 

@@ -114,6 +114,19 @@ int main(void)
 	relay_balancer_stats(b, 1, relay_now_ms(), &st);
 	CHECK(st.health_failures >= 4);
 	relay_balancer_put(b);
+
+	/* a name whose first address is dead and second alive is healthy (any address) */
+	memcpy(&addrs[0], &dead, sizeof(dead));
+	REQUIRE(relay_balancer_create(&c, addrs, lens, NULL, NULL, 1, &b) == 0);
+	if (relay_health_probe((void *)&dead, sizeof(dead), 500) == -ECONNREFUSED) {
+		relay_health_check_all(b, 500);
+		relay_health_check_all(b, 500);
+		CHECK(!relay_balancer_is_up(b, 0, relay_now_ms()));
+		CHECK_EQ(relay_balancer_add_address(b, 0, (void *)&live, sizeof(live)), 0);
+		relay_health_check_all(b, 500);
+		CHECK(relay_balancer_is_up(b, 0, relay_now_ms()));
+	}
+	relay_balancer_put(b);
 	close(lfd);
 	return test_exit("test_relay_health");
 }

@@ -236,6 +236,26 @@ static void test_file(void)
 	CHECK_EQ(c.n_upstream, 3);
 }
 
+static void test_resolve(void)
+{
+	struct relay_endpoint ep = {.host = "localhost", .port = 80};
+	struct sockaddr_storage sa[RELAY_ADDRS_MAX];
+	socklen_t len[RELAY_ADDRS_MAX];
+	unsigned n = 0;
+
+	CHECK_EQ(relay_endpoint_resolve_all(&ep, false, sa, len, RELAY_ADDRS_MAX, &n), 0);
+	CHECK(n >= 1);
+	for (unsigned i = 0; i < n; i++)
+		for (unsigned j = 0; j < i; j++)
+			CHECK(!relay_addr_equal((void *)&sa[i],
+						(void *)&sa[j])); /* no duplicates */
+	snprintf(ep.host, sizeof(ep.host), "127.0.0.1");
+	CHECK_EQ(relay_endpoint_resolve_all(&ep, false, sa, len, RELAY_ADDRS_MAX, &n), 0);
+	CHECK_EQ(n, 1);
+	snprintf(ep.host, sizeof(ep.host), "no-such-host.invalid");
+	CHECK(relay_endpoint_resolve(&ep, false, sa, len) < 0); /* -ENOENT, or -EAGAIN offline */
+}
+
 static void test_check_exit(void)
 {
 	struct relay_config c;
@@ -328,6 +348,7 @@ int main(void)
 	test_command_line();
 	test_command_line_problems();
 	test_file();
+	test_resolve();
 	test_check_exit();
 	test_reload();
 	test_help();

@@ -4,8 +4,9 @@
  *
  * Parsing keeps the host as text and checks the port (decimal, in range, no sign or
  * suffix), so the config file can be validated without the network; resolving is a
- * separate step (getaddrinfo, first address: the relay binds and connects to what a name
- * gives first, as nginx and haproxy do at startup). IPv6 literals are bracketed, "[::1]:80",
+ * separate step (getaddrinfo: every address for an upstream, which a connect tries in turn,
+ * so "localhost" works whether the server listens on ::1 or 127.0.0.1; the first for a
+ * listener, as nginx and haproxy bind). IPv6 literals are bracketed, "[::1]:80",
  * as in URLs. Formatting folds v4-mapped IPv6 to IPv4 so that logs and the PROXY protocol
  * show the address a person expects.
  */
@@ -80,8 +81,9 @@ int relay_endpoint_parse(const char *text, unsigned port_min, struct relay_endpo
 	return 0;
 }
 
-int relay_endpoint_resolve(const struct relay_endpoint *ep, bool passive,
-			   struct sockaddr_storage *sa, socklen_t *len)
+int relay_endpoint_resolve_all(const struct relay_endpoint *ep, bool passive,
+			       struct sockaddr_storage *sa, socklen_t *len, unsigned max,
+			       unsigned *n)
 {
 	struct addrinfo hints, *res = NULL;
 	char port[8];
@@ -93,16 +95,33 @@ int relay_endpoint_resolve(const struct relay_endpoint *ep, bool passive,
 	snprintf(port, sizeof(port), "%u", ep->port);
 	rc = getaddrinfo(ep->host, port, &hints, &res);
 	if (rc)
-		return rc == EAI_NONAME || rc == EAI_NODATA || rc == EAI_FAIL ? -ENOENT : -EINVAL;
-	if (res->ai_addrlen > sizeof(*sa)) {
-		freeaddrinfo(res);
-		return -EINVAL;
+		return rc == EAI_NONAME || rc == EAI_NODATA || rc == EAI_FAIL ? -ENOENT
+		       : rc == EAI_AGAIN				      ? -EAGAIN
+									      : -EINVAL;
+	*n = 0;
+	for (struct addrinfo *ai = res; ai && *n < max; ai = ai->ai_next) {
+		bool dup = false;
+
+		if (ai->ai_addrlen > sizeof(*sa))
+			continue;
+		for (unsigned k = 0; k < *n && !dup; k++)
+			dup = len[k] == ai->ai_addrlen && !memcmp(&sa[k], ai->ai_addr, len[k]);
+		if (dup)
+			continue;
+		memset(&sa[*n], 0, sizeof(*sa));
+		memcpy(&sa[*n], ai->ai_addr, ai->ai_addrlen);
+		len[(*n)++] = ai->ai_addrlen;
 	}
-	memset(sa, 0, sizeof(*sa));
-	memcpy(sa, res->ai_addr, res->ai_addrlen);
-	*len = res->ai_addrlen;
 	freeaddrinfo(res);
-	return 0;
+	return *n ? 0 : -ENOENT;
+}
+
+int relay_endpoint_resolve(const struct relay_endpoint *ep, bool passive,
+			   struct sockaddr_storage *sa, socklen_t *len)
+{
+	unsigned n;
+
+	return relay_endpoint_resolve_all(ep, passive, sa, len, 1, &n);
 }
 
 size_t relay_addr_ip(const struct sockaddr *sa, uint8_t out[16])

@@ -2,7 +2,9 @@
 /*
  * balance.c - choosing an upstream server per connection, and each server's health.
  *
- * A balancer is one immutable list of servers (address, name, weight) with a policy:
+ * A balancer is one immutable list of servers (name, weight, and every address the name
+ * resolved to: a connect tries them in turn, so a name whose first address is not served
+ * still works) with a policy:
  *   roundrobin  smooth weighted round robin (nginx's): each pick adds every eligible
  *               server's weight to its credit and takes the one with the most, which then
  *               pays the total; weights 5,1,1 give a a b a c a a, never five in a row.
@@ -38,6 +40,9 @@
 struct server {
 	struct sockaddr_storage addr;
 	socklen_t len;
+	struct sockaddr_storage *more; /* further addresses of the same name (malloc) */
+	socklen_t *more_len;
+	unsigned n_more;
 	char name[RELAY_HOST_MAX + 8];
 	unsigned weight;
 	/* under the lock */
@@ -121,6 +126,10 @@ void relay_balancer_put(struct relay_balancer *b)
 {
 	if (!b || atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1)
 		return;
+	for (unsigned i = 0; i < b->n; i++) {
+		free(b->s[i].more);
+		free(b->s[i].more_len);
+	}
 	pthread_mutex_destroy(&b->lock);
 	free(b);
 }
@@ -136,6 +145,46 @@ const struct sockaddr *relay_balancer_addr(const struct relay_balancer *b, unsig
 	if (len)
 		*len = b->s[i].len;
 	return (const struct sockaddr *)&b->s[i].addr;
+}
+
+int relay_balancer_add_address(struct relay_balancer *b, unsigned i, const struct sockaddr *sa,
+			       socklen_t len)
+{
+	struct server *s = &b->s[i];
+	struct sockaddr_storage *more;
+	socklen_t *lens;
+
+	if (i >= b->n || len > sizeof(*more) || s->n_more + 1 >= RELAY_ADDRS_MAX)
+		return -EINVAL;
+	more = realloc(s->more, (s->n_more + 1) * sizeof(*more));
+	if (!more)
+		return -ENOMEM;
+	s->more = more;
+	lens = realloc(s->more_len, (s->n_more + 1) * sizeof(*lens));
+	if (!lens)
+		return -ENOMEM;
+	s->more_len = lens;
+	memset(&more[s->n_more], 0, sizeof(*more));
+	memcpy(&more[s->n_more], sa, len);
+	lens[s->n_more++] = len;
+	return 0;
+}
+
+unsigned relay_balancer_addrs(const struct relay_balancer *b, unsigned i,
+			      struct sockaddr_storage *addrs, socklen_t *lens, unsigned max)
+{
+	const struct server *s = &b->s[i];
+	unsigned n = 0;
+
+	if (max) {
+		memcpy(&addrs[0], &s->addr, sizeof(s->addr));
+		lens[n++] = s->len;
+	}
+	for (unsigned k = 0; k < s->n_more && n < max; k++, n++) {
+		memcpy(&addrs[n], &s->more[k], sizeof(s->more[k]));
+		lens[n] = s->more_len[k];
+	}
+	return n;
 }
 
 const char *relay_balancer_name(const struct relay_balancer *b, unsigned i)

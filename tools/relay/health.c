@@ -2,7 +2,8 @@
 /*
  * health.c - active health checks (--health-interval): a TCP connect to every upstream.
  *
- * A check is a non-blocking connect bounded by the connect timeout: accepted is healthy,
+ * A check is a non-blocking connect bounded by the connect timeout, to each address of the
+ * server's name in turn until one accepts (as a client connection would): accepted is healthy,
  * refused, unreachable or timed out is not (the same test a client connection would face,
  * and what haproxy's plain "check" does). Results go to the balancer, which keeps the state
  * (balance.c: a few failures in a row take a server out, one success brings it back).
@@ -75,10 +76,13 @@ out:
 void relay_health_check_all(struct relay_balancer *b, unsigned timeout_ms)
 {
 	for (unsigned i = 0; i < relay_balancer_count(b); i++) {
-		socklen_t len;
-		const struct sockaddr *sa = relay_balancer_addr(b, i, &len);
-		int rc = relay_health_probe(sa, len, timeout_ms);
+		struct sockaddr_storage addrs[RELAY_ADDRS_MAX];
+		socklen_t lens[RELAY_ADDRS_MAX];
+		unsigned n = relay_balancer_addrs(b, i, addrs, lens, RELAY_ADDRS_MAX);
+		int rc = -ENOENT;
 
+		for (unsigned k = 0; k < n && rc; k++) /* healthy if any address answers */
+			rc = relay_health_probe((struct sockaddr *)&addrs[k], lens[k], timeout_ms);
 		relay_balancer_health_result(b, i, rc, relay_now_ms());
 	}
 }

@@ -25,6 +25,7 @@
 #define RELAY_MAX_LISTEN   64
 #define RELAY_MAX_UPSTREAM 256
 #define RELAY_HOST_MAX	   256
+#define RELAY_ADDRS_MAX	   16 /* addresses kept per name */
 
 // addr.c --------------------------------------------------------------------------------
 
@@ -41,6 +42,11 @@ int relay_endpoint_parse(const char *text, unsigned port_min, struct relay_endpo
 /* Resolve to the first address (AI_PASSIVE for listeners). 0, -ENOENT, -EINVAL. */
 int relay_endpoint_resolve(const struct relay_endpoint *ep, bool passive,
 			   struct sockaddr_storage *sa, socklen_t *len);
+/* Resolve to every address, in the resolver's order (duplicates dropped), at most max;
+ * *n gets the count. 0, -ENOENT (no such name), -EAGAIN (the resolver failed for now), -EINVAL. */
+int relay_endpoint_resolve_all(const struct relay_endpoint *ep, bool passive,
+			       struct sockaddr_storage *sa, socklen_t *len, unsigned max,
+			       unsigned *n);
 /* "1.2.3.4:80" or "[::1]:80"; writes at most n bytes, NUL-terminated. Returns buf. */
 char *relay_addr_format(const struct sockaddr *sa, char *buf, size_t n);
 /* Whether two socket addresses are the same address and port (v4-mapped equal v4). */
@@ -286,6 +292,13 @@ unsigned relay_balancer_count(const struct relay_balancer *b);
 const struct sockaddr *relay_balancer_addr(const struct relay_balancer *b, unsigned i,
 					   socklen_t *len);
 const char *relay_balancer_name(const struct relay_balancer *b, unsigned i);
+/* Give server i another address of its name (before use). 0, -EINVAL (over RELAY_ADDRS_MAX),
+ * -ENOMEM. */
+int relay_balancer_add_address(struct relay_balancer *b, unsigned i, const struct sockaddr *sa,
+			       socklen_t len);
+/* Server i's addresses, first one first, at most max; returns how many. */
+unsigned relay_balancer_addrs(const struct relay_balancer *b, unsigned i,
+			      struct sockaddr_storage *addrs, socklen_t *lens, unsigned max);
 /*
  * The order to try servers in for one client: order[0] by the policy, then the next servers
  * after it (in list order, skipping those that are out); when every server is out, all of

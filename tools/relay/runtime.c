@@ -75,7 +75,7 @@ static int make_balancer(const struct relay_config *cfg, const struct relay_bala
 	for (unsigned i = 0; i < cfg->n_upstream && !rc; i++) {
 		const struct relay_endpoint *ep = &cfg->upstream[i].ep;
 
-		rc = relay_endpoint_resolve(ep, false, &addrs[i], &lens[i]);
+		rc = relay_endpoint_resolve(ep, false, &addrs[i], &lens[i]); /* more below */
 		if (rc)
 			relay_log(RELAY_LOG_ERROR, "upstream %s:%u: cannot resolve", ep->host,
 				  ep->port);
@@ -86,6 +86,21 @@ static int make_balancer(const struct relay_config *cfg, const struct relay_bala
 	}
 	if (!rc)
 		rc = relay_balancer_create(&bc, addrs, lens, np, weights, cfg->n_upstream, out);
+	for (unsigned i = 0; i < cfg->n_upstream && !rc; i++) { /* the name's other addresses */
+		struct sockaddr_storage all[RELAY_ADDRS_MAX];
+		socklen_t all_len[RELAY_ADDRS_MAX];
+		unsigned n = 0;
+
+		relay_endpoint_resolve_all(&cfg->upstream[i].ep, false, all, all_len,
+					   RELAY_ADDRS_MAX, &n);
+		for (unsigned k = 1; k < n && !rc; k++)
+			rc = relay_balancer_add_address(*out, i, (struct sockaddr *)&all[k],
+							all_len[k]);
+	}
+	if (rc && *out) {
+		relay_balancer_put(*out);
+		*out = NULL;
+	}
 	if (!rc)
 		relay_balancer_inherit(*out, old);
 out:
