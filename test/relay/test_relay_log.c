@@ -169,7 +169,10 @@ static void test_rate_limit(void)
 	CHECK_EQ(count(t, " info event of key "), 200 * 3);
 	CHECK_EQ(count(t, "suppressed 2 lines: key "), 200 - 64); /* the evicted ones */
 	free(t);
-	relay_log_close();
+	relay_log_close(); /* and the ones still in the table, at close */
+	t = slurp(fd);
+	CHECK_EQ(count(t, "suppressed 2 lines: key "), 200);
+	free(t);
 	close(fd);
 }
 

@@ -19,8 +19,8 @@
  * Rate limiting: a repeated event (an upstream refusing, a client over its limit) is keyed
  * by the caller; each key may log `burst` lines per interval. Later ones in the interval are
  * counted, not written, and the next line for that key (or relay_log_flush_suppressed, from
- * a timer) first writes "suppressed K lines: KEY". Keys live in a small table with
- * least-recently-used replacement, so a flood of distinct keys costs bounded memory (a
+ * a timer, or closing the log) first writes "suppressed K lines: KEY". Keys live in a small table
+ * with least-recently-used replacement, so a flood of distinct keys costs bounded memory (a
  * replaced key reports what it suppressed before it goes).
  *
  * Thread-safety: every line is formatted into a local buffer and written with one write(2)
@@ -180,9 +180,24 @@ int relay_log_open(const struct relay_log_config *cfg)
 	return 0;
 }
 
+/* Under L.lock: say what k suppressed, and forget it. */
+static void report_suppressed(struct limit_key *k)
+{
+	char msg[KEY_LEN + 64];
+
+	if (!k->suppressed)
+		return;
+	snprintf(msg, sizeof(msg), "suppressed %llu line%s: %s", k->suppressed,
+		 k->suppressed == 1 ? "" : "s", k->key);
+	emit(k->level, msg);
+	k->suppressed = 0;
+}
+
 void relay_log_close(void)
 {
 	pthread_mutex_lock(&L.lock);
+	for (unsigned i = 0; i < KEYS && L.keys[i].key[0]; i++)
+		report_suppressed(&L.keys[i]); /* a count is never lost at exit */
 	if (L.access_fd >= 0)
 		close(L.access_fd);
 	L.access_fd = -1;
@@ -241,19 +256,6 @@ void relay_log(enum relay_log_level level, const char *fmt, ...)
 		va_end(ap);
 	}
 	pthread_mutex_unlock(&L.lock);
-}
-
-/* Under L.lock: say what k suppressed, and forget it. */
-static void report_suppressed(struct limit_key *k)
-{
-	char msg[KEY_LEN + 64];
-
-	if (!k->suppressed)
-		return;
-	snprintf(msg, sizeof(msg), "suppressed %llu line%s: %s", k->suppressed,
-		 k->suppressed == 1 ? "" : "s", k->key);
-	emit(k->level, msg);
-	k->suppressed = 0;
 }
 
 /* Under L.lock: the slot of key, taking the least recently used one if it is new. */
