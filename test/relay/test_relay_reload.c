@@ -11,6 +11,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/un.h>
 
@@ -149,6 +150,30 @@ static void test_engine_listens(int saved_err)
 	free(t);
 }
 
+/* A worker's view during reloads: balancer references and settings, never rt->cfg. */
+static int readers_stop;
+static unsigned long reads;
+
+static void *reader(void *arg)
+{
+	struct relay_runtime *rt = arg;
+
+	while (!__atomic_load_n(&readers_stop, __ATOMIC_SEQ_CST)) {
+		struct relay_conn_settings s;
+		struct relay_balancer *b = relay_runtime_balancer(rt);
+
+		relay_runtime_settings(rt, &s);
+		if (b) {
+			unsigned o[8];
+
+			relay_balancer_pick(b, NULL, relay_now_ms(), o, 8);
+			relay_balancer_put(b);
+		}
+		__atomic_add_fetch(&reads, 1, __ATOMIC_RELAXED);
+	}
+	return NULL;
+}
+
 int main(void)
 {
 	struct relay_runtime rt;
@@ -187,6 +212,14 @@ int main(void)
 	relay_balancer_connect_start(held, 1);
 	relay_balancer_connect_ok(held, 1, relay_now_ms());
 
+	/* readers (workers) run through every reload below */
+	pthread_t rd;
+	struct relay_conn_settings set;
+
+	relay_runtime_settings(&rt, &set);
+	CHECK_EQ(set.max_conns_per_ip, 0);
+	REQUIRE(pthread_create(&rd, NULL, reader, &rt) == 0);
+
 	/* a good edit */
 	write_conf("listen 127.0.0.1:%u\nlisten 127.0.0.1:%u\n"
 		   "upstream 127.0.0.1:10\nupstream 127.0.0.1:11\nbalance leastconn\n"
@@ -204,6 +237,8 @@ int main(void)
 	CHECK_EQ(rt.cfg.balance, RELAY_BALANCE_LEASTCONN);
 	CHECK_EQ(rt.cfg.threads, 1); /* restart only */
 	CHECK_EQ(rt.cfg.max_conns_per_ip, 5);
+	relay_runtime_settings(&rt, &set);
+	CHECK_EQ(set.max_conns_per_ip, 5);
 	b = relay_runtime_balancer(&rt);
 	REQUIRE(b && b != held);
 	CHECK(!strcmp(relay_balancer_name(b, 0), "127.0.0.1:10"));
@@ -245,6 +280,9 @@ int main(void)
 	CHECK_EQ(rt.failed_reloads, 2);
 	close(blocker);
 
+	__atomic_store_n(&readers_stop, 1, __ATOMIC_SEQ_CST);
+	pthread_join(rd, NULL);
+	CHECK(__atomic_load_n(&reads, __ATOMIC_RELAXED) > 0);
 	t = log_text();
 	dup2(saved_err, 2);
 	char want[400];

@@ -418,8 +418,17 @@ struct relay_listener {
 	int fd;
 };
 
+/* What a new connection needs to know of the configuration (reload changes it). */
+struct relay_conn_settings {
+	unsigned connect_timeout_ms;
+	unsigned send_proxy; /* 0, 1, 2 */
+	unsigned max_conns_per_ip;
+	bool accept_proxy, keepalive, echo, access_log;
+};
+
 /* The relay's running state outside the engine: configuration, upstream set, health
- * checker, per-IP counts, listeners. Fields are the main thread's; workers use the calls. */
+ * checker, per-IP counts, listeners. Fields are the main thread's (reload writes them);
+ * workers use the calls below, never the fields. */
 struct relay_runtime {
 	struct relay_config cfg;
 	struct relay_listener listeners[RELAY_MAX_LISTEN];
@@ -428,8 +437,9 @@ struct relay_runtime {
 	struct relay_health *health;
 	struct relay_runtime_ops ops;
 	unsigned reloads, failed_reloads;
-	/* the current balancer, behind a lock so that get+swap cannot race a put */
+	/* what workers read, behind a lock so that get+swap cannot race a put */
 	struct relay_balancer *balancer;
+	struct relay_conn_settings settings;
 	pthread_mutex_t lock;
 };
 
@@ -451,8 +461,11 @@ int relay_runtime_start(struct relay_runtime *rt, const struct relay_config *cfg
  * reference they hold.
  */
 int relay_runtime_reload(struct relay_runtime *rt, int argc, char *const argv[]);
-/* The current balancer, with a reference the caller puts (the connect path, per connection). */
+/* The current balancer, with a reference the caller puts (the connect path, per connection);
+ * NULL with --echo. Any thread. */
 struct relay_balancer *relay_runtime_balancer(struct relay_runtime *rt);
+/* A copy of the settings new connections use now (any thread; the accept path). */
+void relay_runtime_settings(struct relay_runtime *rt, struct relay_conn_settings *s);
 /* Close listeners (through ops), stop checks, drop the balancer and counts, close logs. */
 void relay_runtime_stop(struct relay_runtime *rt);
 /* The log setup cfg asks for (level, syslog, access log). */

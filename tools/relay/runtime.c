@@ -15,10 +15,12 @@
  * runtime only checks each port is free before the engine binds it, and a reload keeps the
  * listener list (and says so).
  *
- * Workers take the current balancer with relay_runtime_balancer (a reference, under a
- * mutex so a swap cannot free it between the load and the get) and put it when their
- * connection closes; a connection established before a reload thus keeps its server and
- * its counters, and the old set is freed with its last connection.
+ * Workers never read rt->cfg (a reload rewrites it on the main thread): they take the
+ * current balancer with relay_runtime_balancer (a reference, under a mutex so a swap cannot
+ * free it between the load and the get) and a copy of the few settings a connection needs
+ * with relay_runtime_settings, and put the balancer when their connection closes; a
+ * connection established before a reload thus keeps its server and its counters, and the
+ * old set is freed with its last connection.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -173,6 +175,17 @@ static int start_health(const struct relay_config *cfg, struct relay_balancer *b
 	return relay_health_start(b, cfg->health_interval_ms, cfg->connect_timeout_ms, out);
 }
 
+static void settings_of(const struct relay_config *c, struct relay_conn_settings *s)
+{
+	s->connect_timeout_ms = c->connect_timeout_ms;
+	s->send_proxy = c->send_proxy;
+	s->max_conns_per_ip = c->max_conns_per_ip;
+	s->accept_proxy = c->accept_proxy;
+	s->keepalive = c->keepalive;
+	s->echo = c->echo;
+	s->access_log = c->access_log;
+}
+
 int relay_runtime_start(struct relay_runtime *rt, const struct relay_config *cfg,
 			const struct relay_runtime_ops *ops)
 {
@@ -182,6 +195,7 @@ int relay_runtime_start(struct relay_runtime *rt, const struct relay_config *cfg
 	memset(rt, 0, sizeof(*rt));
 	pthread_mutex_init(&rt->lock, NULL);
 	rt->cfg = *cfg;
+	settings_of(cfg, &rt->settings);
 	if (ops)
 		rt->ops = *ops;
 	relay_runtime_log_config(cfg, &lc);
@@ -206,6 +220,13 @@ int relay_runtime_start(struct relay_runtime *rt, const struct relay_config *cfg
 fail:
 	relay_runtime_stop(rt);
 	return rc;
+}
+
+void relay_runtime_settings(struct relay_runtime *rt, struct relay_conn_settings *s)
+{
+	pthread_mutex_lock(&rt->lock);
+	*s = rt->settings;
+	pthread_mutex_unlock(&rt->lock);
 }
 
 struct relay_balancer *relay_runtime_balancer(struct relay_runtime *rt)
@@ -327,6 +348,7 @@ int relay_runtime_reload(struct relay_runtime *rt, int argc, char *const argv[])
 	old = rt->balancer;
 	rt->balancer = nb;
 	nb = NULL;
+	settings_of(fresh, &rt->settings);
 	pthread_mutex_unlock(&rt->lock);
 	relay_balancer_put(old); /* freed with the last connection that holds it */
 	relay_peer_limit_set_max(rt->peers, fresh->max_conns_per_ip);
