@@ -121,7 +121,7 @@ static void test_command_line_problems(void)
 	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--max-conns", "12x"), 1);
 	CHECK(said("--max-conns: wants a number"));
 	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--connect-timeout", "-1"), 1);
-	CHECK(said("--connect-timeout: wants seconds above 0"));
+	CHECK(said("--connect-timeout: wants seconds (e.g. 5, 0.5, 250ms; 0: the kernel's own)"));
 	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--balance", "random"), 1);
 	CHECK(said("wants roundrobin, leastconn or source, not 'random'"));
 	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--send-proxy", "v3"), 1);
@@ -138,6 +138,13 @@ static void test_command_line_problems(void)
 		      "leastconn"),
 		 1);
 	CHECK(said("'balance' given twice"));
+	/* the agent's limit of listeners */
+	CHECK_EQ(LOAD(&c, "--echo", "--listen", "127.0.0.1:1", "--listen", "127.0.0.1:2",
+		      "--listen", "127.0.0.1:3", "--listen", "127.0.0.1:4", "--listen",
+		      "127.0.0.1:5", "--listen", "127.0.0.1:6", "--listen", "127.0.0.1:7",
+		      "--listen", "127.0.0.1:8", "--listen", "127.0.0.1:9"),
+		 1);
+	CHECK(said("--listen: more than 8 listeners"));
 	/* every problem is reported, not only the first */
 	CHECK_EQ(LOAD(&c, "--listen", "x", "--threads", "x", "--block-size", "3000"), 3);
 	/* cross-option checks */

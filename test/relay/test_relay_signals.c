@@ -63,7 +63,7 @@ int main(void)
 	dup2(saved, 2);
 	CHECKF(strstr(text, "info SIGHUP: reloading\n") &&
 		       strstr(text, "info reloaded: 1 listener, 1 upstream\n") &&
-		       strstr(text, "info Terminated: draining for up to 2000 ms\n"),
+		       strstr(text, "info Terminated: draining for up to 5000 ms\n"),
 	       "log:\n%s", text);
 	free(text);
 	if (relay_notify_available()) {

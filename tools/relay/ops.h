@@ -22,7 +22,7 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
-#define RELAY_MAX_LISTEN   64
+#define RELAY_MAX_LISTEN   8 /* the agent's limit (tide_agent_listen: -ENOSPC past 8) */
 #define RELAY_MAX_UPSTREAM 256
 #define RELAY_HOST_MAX	   256
 #define RELAY_ADDRS_MAX	   16 /* addresses kept per name */
@@ -81,8 +81,8 @@ struct relay_config {
 	unsigned n_upstream;
 	bool echo;
 	enum relay_balance balance;
-	unsigned connect_timeout_ms; /* default 5000 */
-	unsigned drain_timeout_ms;   /* default 2000 */
+	unsigned connect_timeout_ms; /* default 5000; 0: the kernel's own */
+	unsigned drain_timeout_ms;   /* default 5000 */
 	unsigned health_interval_ms; /* 0: no active checks (default) */
 	unsigned idle_timeout_ms;    /* default 300000; 0: never */
 	unsigned send_proxy;	     /* 0 off, 1 or 2: PROXY protocol version */

@@ -227,7 +227,8 @@ static int seconds(unsigned *field, const char *val, unsigned min_ms, const char
 	{                                                                                          \
 		return seconds(&c->field, val, min_ms, what, err, n);                              \
 	}
-SECONDS_SETTER(set_connect_timeout, connect_timeout_ms, 1, "seconds above 0 (e.g. 5, 0.5, 250ms)")
+SECONDS_SETTER(set_connect_timeout, connect_timeout_ms, 0,
+	       "seconds (e.g. 5, 0.5, 250ms; 0: the kernel's own)")
 SECONDS_SETTER(set_drain_timeout, drain_timeout_ms, 0, "seconds (e.g. 2, 0.5, 250ms)")
 SECONDS_SETTER(set_health_interval, health_interval_ms, 0, "seconds (0: no active checks)")
 SECONDS_SETTER(set_idle_timeout, idle_timeout_ms, 0, "seconds (0: never)")
@@ -388,9 +389,10 @@ const struct relay_option relay_options[] = {
 	 set_balance},
 	{"connect-timeout", "SEC", false, false, false, false, "5",
 	 "How long a connect to a server may take before the next one is tried.\n"
-	 "SEC is a decimal number of seconds, or ends in ms (250ms).",
+	 "SEC is a decimal number of seconds, or ends in ms (250ms); 0 leaves it\n"
+	 "to the kernel's own SYN retries.",
 	 set_connect_timeout},
-	{"drain-timeout", "SEC", false, false, false, false, "2",
+	{"drain-timeout", "SEC", false, false, false, false, "5",
 	 "On SIGINT or SIGTERM, stop accepting and give open connections this long\n"
 	 "to finish; those still open are then reset (logged as 'drain').",
 	 set_drain_timeout},
@@ -483,7 +485,7 @@ void relay_config_init(struct relay_config *c)
 	memset(c, 0, sizeof(*c));
 	c->balance = RELAY_BALANCE_ROUNDROBIN;
 	c->connect_timeout_ms = 5000;
-	c->drain_timeout_ms = 2000;
+	c->drain_timeout_ms = 5000;
 	c->idle_timeout_ms = 300000;
 	c->log_level = RELAY_LOG_INFO;
 	c->threads = 1;
