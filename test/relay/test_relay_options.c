@@ -132,6 +132,8 @@ static void test_command_line_problems(void)
 	CHECK(said("unknown option '--bogus'"));
 	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--threads"), 1);
 	CHECK(said("option '--threads' wants a value"));
+	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--keepalive=no"), 1);
+	CHECK(said("option '--keepalive' takes no value"));
 	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "stray"), 1);
 	CHECK(said("unexpected argument 'stray'"));
 	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--balance", "source", "--balance",

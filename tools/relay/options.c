@@ -688,6 +688,9 @@ static size_t scan_argv(int argc, char *const argv[], struct cli_value *out, str
 			problem(s, "unexpected argument '%s'", optarg);
 		} else if (ch == ':') {
 			problem(s, "option '%s' wants a value", argv[optind - 1]);
+		} else if (ch == '?' && optopt >= 256) { /* --flag=value */
+			problem(s, "option '--%s' takes no value (in a file: yes or no)",
+				relay_options[optopt - 256].name);
 		} else if (ch == '?') {
 			problem(s, "unknown option '%s'", argv[optind - 1]);
 		} else if (ch >= 256 && n < (size_t)argc) {
