@@ -254,6 +254,45 @@ static int v2_header(struct relay_pp_parser *p)
 	return 0;
 }
 
+/* The signature so far: 0, or -EPROTO at the first byte that differs. */
+static int check_signature(struct relay_pp_parser *p, uint8_t c, bool v2)
+{
+	if (!v2 && p->have < 6 && c != (uint8_t)v1_sig[p->have])
+		return reject(p, -EPROTO, "not a PROXY protocol header (byte %u differs)",
+			      (unsigned)p->have);
+	if (v2 && p->have < 12 && c != v2_sig[p->have])
+		return reject(p, -EPROTO, "not a PROXY protocol v2 signature (byte %u differs)",
+			      (unsigned)p->have);
+	return 0;
+}
+
+/* v1, after byte c was taken: 1 the line is complete, 0 more, or an error. */
+static int v1_step(struct relay_pp_parser *p, uint8_t c, struct relay_pp_result *res)
+{
+	if (c == '\n') {
+		if (p->buf[p->have - 2] != '\r')
+			return reject(p, -EPROTO, "PROXY v1: LF without CR");
+		memset(res, 0, sizeof(*res));
+		res->version = 1;
+		return finish_v1(p, res);
+	}
+	if (p->have >= RELAY_PP_V1_MAX)
+		return reject(p, -EMSGSIZE, "PROXY v1: no CRLF within %u bytes", RELAY_PP_V1_MAX);
+	return 0;
+}
+
+/* v2, after a byte was taken: the fixed header checked at 16 bytes, the end recognised. */
+static int v2_step(struct relay_pp_parser *p, struct relay_pp_result *res)
+{
+	int rc = p->have == V2_HDR ? v2_header(p) : 0;
+
+	if (rc || !p->need || p->have != p->need)
+		return rc;
+	memset(res, 0, sizeof(*res));
+	res->version = 2;
+	return finish_v2(p, res);
+}
+
 int relay_pp_parse(struct relay_pp_parser *p, const void *data, size_t len, size_t *used,
 		   struct relay_pp_result *res)
 {
@@ -264,67 +303,25 @@ int relay_pp_parse(struct relay_pp_parser *p, const void *data, size_t len, size
 	*used = 0;
 	if (p->err[0])
 		return -EPROTO;
-	while (i < len) {
+	while (i < len && rc == 0) {
 		uint8_t c = d[i];
 		bool v2 = p->have ? p->buf[0] == v2_sig[0] : c == v2_sig[0];
 
-		if (!v2 && p->have < 6) { /* the v1 signature, byte by byte */
-			if (c != (uint8_t)v1_sig[p->have]) {
-				rc = reject(p, -EPROTO,
-					    "not a PROXY protocol header (byte %u differs)",
-					    (unsigned)p->have);
-				break;
-			}
-		} else if (v2 && p->have < 12 && c != v2_sig[p->have]) {
-			rc = reject(p, -EPROTO,
-				    "not a PROXY protocol v2 signature (byte %u differs)",
-				    (unsigned)p->have);
+		rc = check_signature(p, c, v2);
+		if (rc)
 			break;
-		}
 		if (p->have < sizeof(p->buf))
 			p->buf[p->have] = c;
 		p->have++;
 		i++;
-		if (!v2) {
-			if (c == '\n') {
-				if (p->buf[p->have - 2] != '\r') {
-					rc = reject(p, -EPROTO, "PROXY v1: LF without CR");
-					break;
-				}
-				memset(res, 0, sizeof(*res));
-				res->version = 1;
-				rc = finish_v1(p, res);
-				break;
-			}
-			if (p->have >= RELAY_PP_V1_MAX) {
-				rc = reject(p, -EMSGSIZE, "PROXY v1: no CRLF within %u bytes",
-					    RELAY_PP_V1_MAX);
-				break;
-			}
-			continue;
-		}
-		if (p->have == V2_HDR) {
-			rc = v2_header(p);
-			if (rc)
-				break;
-		}
-		if (p->need && p->have == p->need) {
-			memset(res, 0, sizeof(*res));
-			res->version = 2;
-			rc = finish_v2(p, res);
-			break;
-		}
-		if (p->need && p->have >= sizeof(p->buf)) { /* TLVs: skip without keeping */
+		rc = v2 ? v2_step(p, res) : v1_step(p, c, res);
+		if (rc == 0 && v2 && p->need && p->have >= sizeof(p->buf)) {
+			/* TLVs past what is kept: count them without copying, all but the last
+			 * byte, which the loop takes so that the end is seen in one place */
 			size_t skip = p->need - p->have < len - i ? p->need - p->have : len - i;
 
-			p->have += skip;
-			i += skip;
-			if (p->have == p->need) {
-				memset(res, 0, sizeof(*res));
-				res->version = 2;
-				rc = finish_v2(p, res);
-				break;
-			}
+			p->have += skip - (skip ? 1 : 0);
+			i += skip - (skip ? 1 : 0);
 		}
 	}
 	*used = i;

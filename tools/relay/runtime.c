@@ -280,54 +280,71 @@ static int plan_listeners(struct relay_runtime *rt, const struct relay_config *f
 	return 0;
 }
 
-int relay_runtime_reload(struct relay_runtime *rt, int argc, char *const argv[])
+/* Read argv and the file again into fresh; its problems are logged. 0, -EINVAL, -ENOMEM. */
+static int read_fresh(struct relay_runtime *rt, int argc, char *const argv[],
+		      struct relay_config *fresh)
 {
-	struct relay_config *fresh = malloc(sizeof(*fresh));
-	struct relay_listener next[RELAY_MAX_LISTEN];
-	bool opened[RELAY_MAX_LISTEN];
-	struct relay_balancer *nb = NULL, *old;
-	struct relay_health *nh = NULL;
-	struct relay_log_config lc;
 	char *text = NULL;
 	size_t len = 0;
 	FILE *diag = open_memstream(&text, &len);
 	unsigned problems;
-	int rc = 0;
 
-	relay_notify_reloading();
-	if (!fresh || !diag) {
-		rc = -ENOMEM;
-		goto out;
-	}
+	if (!diag)
+		return -ENOMEM;
 	problems = relay_config_reload(&rt->cfg, argc, argv, fresh, diag);
 	fclose(diag);
-	diag = NULL;
 	log_lines(problems ? RELAY_LOG_ERROR : RELAY_LOG_WARN, "reload: ", text);
-	if (problems) {
-		rc = -EINVAL;
-		goto out;
-	}
-	for (unsigned i = 0; i < RELAY_MAX_LISTEN; i++)
-		next[i].fd = -1;
+	free(text);
+	if (problems)
+		return -EINVAL;
 	if (!rt->ops.listener_add && !same_listeners(&rt->cfg, fresh)) {
 		relay_log(RELAY_LOG_WARN, "reload: listen changes only at restart with this "
 					  "engine; keeping the running listeners");
 		memcpy(fresh->listen, rt->cfg.listen, sizeof(fresh->listen));
 		fresh->n_listen = rt->cfg.n_listen;
 	}
-	rc = make_balancer(fresh, rt->balancer, &nb);
+	return 0;
+}
+
+/* What a reload builds beside the running state before anything is swapped. */
+struct next_state {
+	struct relay_listener listeners[RELAY_MAX_LISTEN];
+	bool opened[RELAY_MAX_LISTEN];
+	struct relay_balancer *balancer;
+	struct relay_health *health;
+};
+
+/* Balancer, listeners, health checker for fresh; on failure nothing is left open. */
+static int build_next(struct relay_runtime *rt, const struct relay_config *fresh,
+		      struct next_state *n)
+{
+	int rc;
+
+	for (unsigned i = 0; i < RELAY_MAX_LISTEN; i++)
+		n->listeners[i].fd = -1;
+	rc = make_balancer(fresh, rt->balancer, &n->balancer);
 	if (!rc)
-		rc = plan_listeners(rt, fresh, next, opened);
+		rc = plan_listeners(rt, fresh, n->listeners, n->opened);
 	if (rc)
-		goto out;
-	rc = start_health(fresh, nb, &nh);
-	if (rc) {
-		for (unsigned k = 0; k < fresh->n_listen; k++)
-			if (opened[k])
-				close_listener(rt, &next[k]);
-		goto out;
-	}
-	/* everything new is in hand: swap, then let go of what is gone */
+		goto fail;
+	rc = start_health(fresh, n->balancer, &n->health);
+	if (!rc)
+		return 0;
+	for (unsigned k = 0; k < fresh->n_listen; k++)
+		if (n->opened[k])
+			close_listener(rt, &n->listeners[k]);
+fail:
+	relay_balancer_put(n->balancer);
+	return rc;
+}
+
+/* Everything new is in hand: swap it in, then let go of what is gone. */
+static void swap_in(struct relay_runtime *rt, const struct relay_config *fresh,
+		    struct next_state *n)
+{
+	struct relay_log_config lc;
+	struct relay_balancer *old;
+
 	relay_runtime_log_config(fresh, &lc);
 	if (relay_log_open(&lc))
 		relay_log(RELAY_LOG_ERROR, "reload: access log %s: keeping the old one",
@@ -336,27 +353,37 @@ int relay_runtime_reload(struct relay_runtime *rt, int argc, char *const argv[])
 		bool kept = false;
 
 		for (unsigned i = 0; i < fresh->n_listen; i++)
-			kept |= same_endpoint(&next[i].ep, &rt->listeners[j].ep);
+			kept |= same_endpoint(&n->listeners[i].ep, &rt->listeners[j].ep);
 		if (!kept)
 			close_listener(rt, &rt->listeners[j]);
 	}
-	memcpy(rt->listeners, next, sizeof(next));
+	memcpy(rt->listeners, n->listeners, sizeof(n->listeners));
 	rt->n_listeners = fresh->n_listen;
 	relay_health_stop(rt->health);
-	rt->health = nh;
+	rt->health = n->health;
 	pthread_mutex_lock(&rt->lock);
 	old = rt->balancer;
-	rt->balancer = nb;
-	nb = NULL;
+	rt->balancer = n->balancer;
 	settings_of(fresh, &rt->settings);
 	pthread_mutex_unlock(&rt->lock);
 	relay_balancer_put(old); /* freed with the last connection that holds it */
 	relay_peer_limit_set_max(rt->peers, fresh->max_conns_per_ip);
 	rt->cfg = *fresh;
-out:
-	if (diag)
-		fclose(diag);
-	relay_balancer_put(nb);
+}
+
+int relay_runtime_reload(struct relay_runtime *rt, int argc, char *const argv[])
+{
+	struct relay_config *fresh = malloc(sizeof(*fresh));
+	struct next_state n = {0};
+	int rc = fresh ? 0 : -ENOMEM;
+
+	relay_notify_reloading();
+	if (!rc)
+		rc = read_fresh(rt, argc, argv, fresh);
+	if (!rc)
+		rc = build_next(rt, fresh, &n);
+	if (!rc)
+		swap_in(rt, fresh, &n);
 	if (rc) {
 		rt->failed_reloads++;
 		relay_log(RELAY_LOG_ERROR, "reload failed (%s); the running configuration stays",
@@ -368,7 +395,6 @@ out:
 			  rt->cfg.n_upstream == 1 ? "" : "s");
 	}
 	relay_notify_ready();
-	free(text);
 	free(fresh);
 	return rc;
 }
