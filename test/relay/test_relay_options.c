@@ -67,7 +67,7 @@ static void test_command_line(void)
 		      "v2", "--accept-proxy", "--log-level", "debug", "--access-log",
 		      "--max-conns-per-ip", "10", "--keepalive", "--reuse-port", "--threads", "2",
 		      "--pool-max", "64M", "--block-size", "16K", "--idle-timeout", "0", "--stats",
-		      "127.0.0.1:0"),
+		      "127.0.0.1:0", "--stats-timeout", "0.5"),
 		 0);
 	CHECK_EQ(c.n_listen, 2);
 	CHECK(!strcmp(c.listen[1].host, "::1") && c.listen[1].port == 7001);
@@ -89,6 +89,7 @@ static void test_command_line(void)
 	CHECK_EQ(c.block_size, 16 << 10);
 	CHECK_EQ(c.idle_timeout_ms, 0);
 	CHECK(c.has_stats && c.stats.port == 0);
+	CHECK_EQ(c.stats_timeout_ms, 500);
 
 	/* --access-log FILE as two words, and --access-log=FILE */
 	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--access-log", "/tmp/a.log"), 0);
@@ -334,7 +335,8 @@ static void test_help(void)
 			       "access-log",	  "user",	   "max-conns-per-ip",
 			       "keepalive",	  "reuse-port",	   "echo",
 			       "threads",	  "max-conns",	   "pool-max",
-			       "block-size",	  "idle-timeout",  "stats"};
+			       "block-size",	  "idle-timeout",  "stats",
+			       "stats-timeout"};
 
 	relay_options_usage(f);
 	fclose(f);

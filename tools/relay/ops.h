@@ -103,7 +103,8 @@ struct relay_config {
 	size_t block_size;
 	bool has_stats;
 	struct relay_endpoint stats;
-	bool help, version; /* --help / --version: print and exit 0 */
+	unsigned stats_timeout_ms; /* default 5000 */
+	bool help, version;	   /* --help / --version: print and exit 0 */
 };
 
 /* One option of the relay: its long name, argument, and the help text (--help is made from

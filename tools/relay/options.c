@@ -232,6 +232,7 @@ SECONDS_SETTER(set_connect_timeout, connect_timeout_ms, 0,
 SECONDS_SETTER(set_drain_timeout, drain_timeout_ms, 0, "seconds (e.g. 2, 0.5, 250ms)")
 SECONDS_SETTER(set_health_interval, health_interval_ms, 0, "seconds (0: no active checks)")
 SECONDS_SETTER(set_idle_timeout, idle_timeout_ms, 0, "seconds (0: never)")
+SECONDS_SETTER(set_stats_timeout, stats_timeout_ms, 1, "seconds above 0")
 
 static int set_send_proxy(struct relay_config *c, const char *val, char *err, size_t n)
 {
@@ -471,6 +472,9 @@ const struct relay_option relay_options[] = {
 	{"stats", "HOST:PORT", false, false, false, true, NULL,
 	 "Serve /stats (JSON) and /metrics (Prometheus text) over HTTP here.",
 	 set_stats},
+	{"stats-timeout", "SEC", false, false, false, true, "5",
+	 "The most time one stats request may take.",
+	 set_stats_timeout},
 	{"help", NULL, false, false, true, false, NULL, "Print this help and exit.", set_help},
 	{"version", NULL, false, false, true, false, NULL, "Print the version and exit.",
 	 set_version},
@@ -487,6 +491,7 @@ void relay_config_init(struct relay_config *c)
 	c->connect_timeout_ms = 5000;
 	c->drain_timeout_ms = 5000;
 	c->idle_timeout_ms = 300000;
+	c->stats_timeout_ms = 5000;
 	c->log_level = RELAY_LOG_INFO;
 	c->threads = 1;
 	c->pool_max = (size_t)1 << 30;
@@ -757,6 +762,7 @@ static void keep_restart_only(const struct relay_config *cur, struct relay_confi
 	     "stats", stats);
 	fresh->has_stats = cur->has_stats;
 	KEEP(cur->echo != fresh->echo, "echo", echo);
+	KEEP(cur->stats_timeout_ms != fresh->stats_timeout_ms, "stats-timeout", stats_timeout_ms);
 #undef KEEP
 }
 
