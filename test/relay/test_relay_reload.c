@@ -248,6 +248,17 @@ int main(void)
 	relay_balancer_closed(held, 1, 10, 20); /* the old connection ends: old set freed */
 	relay_balancer_put(held);
 
+	/* the names resolved again: a new set, same names, state kept */
+	b = relay_runtime_balancer(&rt);
+	CHECK_EQ(relay_runtime_resolve(&rt), 0);
+	held = relay_runtime_balancer(&rt);
+	CHECK(held != b);
+	CHECK(!strcmp(relay_balancer_name(held, 0), "127.0.0.1:10"));
+	relay_balancer_stats(held, 0, relay_now_ms(), &st);
+	CHECK_EQ(st.connects, 1);
+	relay_balancer_put(held);
+	relay_balancer_put(b);
+
 	/* a bad file: nothing changes */
 	write_conf("listen 127.0.0.1:%u\nupstream 127.0.0.1:0\n", port[3]);
 	fds = open_fds();
@@ -292,6 +303,7 @@ int main(void)
 	CHECKF(strstr(t, want), "log lacks '%s':\n%s", want, t);
 	CHECK(strstr(t, "warn reload: threads changes only at restart"));
 	CHECK(strstr(t, "info reloaded: 2 listeners, 2 upstreams"));
+	CHECK(strstr(t, "info upstream names resolved again"));
 	CHECK(strstr(t,
 		     "error reload failed (bad configuration); the running configuration stays"));
 	CHECK(strstr(t, "Address already in use (another socket holds the port; --reuse-port"));

@@ -462,6 +462,12 @@ int relay_runtime_start(struct relay_runtime *rt, const struct relay_config *cfg
  * reference they hold.
  */
 int relay_runtime_reload(struct relay_runtime *rt, int argc, char *const argv[]);
+/*
+ * Resolve the upstream names again into a new balancer (state and counters inherited) and
+ * swap it in, as a reload would but without reading the configuration: for a name that
+ * moved (every server failed). Main thread. 0, or -errno with the running set kept (logged).
+ */
+int relay_runtime_resolve(struct relay_runtime *rt);
 /* The current balancer, with a reference the caller puts (the connect path, per connection);
  * NULL with --echo. Any thread. */
 struct relay_balancer *relay_runtime_balancer(struct relay_runtime *rt);

@@ -399,6 +399,33 @@ int relay_runtime_reload(struct relay_runtime *rt, int argc, char *const argv[])
 	return rc;
 }
 
+int relay_runtime_resolve(struct relay_runtime *rt)
+{
+	struct relay_balancer *nb, *old;
+	int rc = make_balancer(&rt->cfg, rt->balancer, &nb);
+
+	if (rc) {
+		relay_log(RELAY_LOG_ERROR,
+			  "resolving the upstreams again failed (%s); keeping the "
+			  "addresses in use",
+			  strerror(-rc));
+		return rc;
+	}
+	if (rt->health) { /* the checker follows the new set */
+		relay_health_stop(rt->health);
+		rt->health = NULL;
+		if (start_health(&rt->cfg, nb, &rt->health))
+			relay_log(RELAY_LOG_ERROR, "health checks could not restart");
+	}
+	pthread_mutex_lock(&rt->lock);
+	old = rt->balancer;
+	rt->balancer = nb;
+	pthread_mutex_unlock(&rt->lock);
+	relay_balancer_put(old);
+	relay_log(RELAY_LOG_INFO, "upstream names resolved again");
+	return 0;
+}
+
 void relay_runtime_stop(struct relay_runtime *rt)
 {
 	for (unsigned i = 0; i < rt->n_listeners; i++)
