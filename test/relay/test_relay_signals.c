@@ -24,8 +24,15 @@ static void write_conf(unsigned upstream_port)
 	fclose(f);
 }
 
+static void on_tick(void *arg)
+{
+	++*(unsigned *)arg;
+}
+
 int main(void)
 {
+	unsigned ticks = 0;
+
 	struct relay_runtime rt;
 	struct relay_config cfg;
 	sigset_t set;
@@ -50,8 +57,9 @@ int main(void)
 	write_conf(2000);
 	kill(getpid(), SIGHUP); /* pending until the loop takes it */
 	kill(getpid(), SIGTERM);
-	sig = relay_signals_wait(&rt, &set, 3, argv);
+	sig = relay_signals_wait(&rt, &set, 3, argv, on_tick, &ticks);
 	CHECK_EQ(sig, SIGTERM);
+	CHECK(ticks >= 1); /* the tick runs after each wake-up, signals included */
 	CHECK_EQ(rt.reloads, 1);
 	CHECK_EQ(rt.cfg.upstream[0].ep.port, 2000);
 	relay_runtime_stop(&rt);

@@ -486,10 +486,12 @@ void relay_runtime_log_config(const struct relay_config *cfg, struct relay_log_c
 int relay_signals_block(sigset_t *set);
 /*
  * The main thread's loop: SIGHUP reloads (relay_runtime_reload with argv) and reopens the
- * access log; once a second suppressed log counts are flushed; SIGINT or SIGTERM say
- * STOPPING=1 to systemd, log the drain, and end the loop.
+ * access log; every 200 ms suppressed log counts of finished intervals are said and
+ * tick(arg) runs (may be NULL: the relay's own periodic work, e.g. resolving names again);
+ * SIGINT or SIGTERM say STOPPING=1 to systemd, log the drain, and end the loop.
  * Return: the signal that stopped it (SIGINT or SIGTERM).
  */
-int relay_signals_wait(struct relay_runtime *rt, const sigset_t *set, int argc, char *const argv[]);
+int relay_signals_wait(struct relay_runtime *rt, const sigset_t *set, int argc, char *const argv[],
+		       void (*tick)(void *arg), void *arg);
 
 #endif /* TIDE_RELAY_OPS_H */

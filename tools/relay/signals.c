@@ -5,7 +5,8 @@
  * The signals are blocked in every thread (the mask is set before the workers start and
  * inherited), and the main thread takes them with sigtimedwait, so nothing runs in a
  * signal handler: a reload is ordinary code that may allocate, lock and log. The wait has
- * a one-second bound, which is also the rate limiter's clock tick for "suppressed K" lines.
+ * a 200 ms bound, the tick of the rate limiter's "suppressed K" lines and of the relay's own
+ * periodic work (a callback).
  * A SIGHUP that arrives during a reload stays pending and runs the next reload after it;
  * several pending SIGHUPs collapse into one (POSIX signals do not queue), which is what an
  * operator who pressed reload twice wants.
@@ -31,14 +32,17 @@ int relay_signals_block(sigset_t *set)
 	return 0;
 }
 
-int relay_signals_wait(struct relay_runtime *rt, const sigset_t *set, int argc, char *const argv[])
+int relay_signals_wait(struct relay_runtime *rt, const sigset_t *set, int argc, char *const argv[],
+		       void (*tick)(void *arg), void *arg)
 {
-	const struct timespec tick = {.tv_sec = 1};
+	const struct timespec period = {.tv_nsec = 200 * 1000000L};
 
 	for (;;) {
-		int sig = sigtimedwait(set, NULL, &tick);
+		int sig = sigtimedwait(set, NULL, &period);
 
 		relay_log_flush_suppressed();
+		if (tick)
+			tick(arg);
 		if (sig == SIGHUP) {
 			relay_log(RELAY_LOG_INFO, "SIGHUP: reloading");
 			relay_runtime_reload(rt, argc, argv);
