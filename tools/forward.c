@@ -3,41 +3,181 @@
  * forward.c - tide-relay's forwarding: pairs of connections (client, upstream) or one
  * connection echoed onto itself, on the public agent API (tide/net.h) only. Application side.
  *
- * Each connection's application data is its peer: the upstream for a client, the client for
- * an upstream, itself in echo mode, NULL once the peer ended. The same callbacks serve every
- * case:
+ * Each pair is one struct pair, the application data of both its connections. The data
+ * path is as before:
  *  - recv: the received buffers go to the peer's send queue as they are (no copy); this
  *    side may then receive only what the queue has room for under the flow limit
- *    (tide_conn_recv_limit: the kernel is asked for no more), and with no room it waits
- *    until the peer's queue is back under half the limit (tide_conn_notify_below ->
- *    drained). So a direction holds at most the limit, exactly; and once a worker's queues
- *    hold its budget, only directions holding less than `small` receive (the reserve).
+ *    (tide_conn_recv_limit), with a worker-wide budget and a reserve for directions that
+ *    hold little (allow()); with no room it waits for the peer's queue to halve (drained).
+ *  - drain: a pair whose exchange is over (a FIN passed on, nothing queued) closes at once.
  *  - eof: FIN is passed on, after the bytes before it (tide_conn_shutdown(peer, false)).
- *  - send_error: the bytes toward this side are lost, so the peer stops being read; what
- *    this side still receives is forwarded; its end resets the peer (below).
- *  - drain: a pair whose exchange is over (a FIN passed on, nothing queued) closes at once
- *    instead of holding the drain to its deadline; the others run until they end.
- *  - end: a clean end leaves the peer to finish by itself; any other (reset, timeout, drain,
- *    connect failure) resets the peer after what it has queued went out, so the peer gets
- *    every byte that was received for it and then learns that the rest was cut.
- * The upstream connect tries every address of the name in turn, each for the connect
- * timeout; the client's bytes wait in the upstream's queue meanwhile (bounded as above).
- * When every address failed, the main thread resolves the name again (tide-relay.c).
+ *  - send_error: the bytes toward this side are lost, so the peer stops being read.
+ *  - end: a clean end leaves the peer to finish by itself; any other resets the peer after
+ *    what it has queued went out.
+ * The operator's side (tools/relay, through the runtime):
+ *  - accept: the client's address (from getpeername, or a PROXY header with --accept-proxy)
+ *    is counted per IP (--max-conns-per-ip: refused over the limit); keepalive if asked.
+ *  - connect: the balancer gives an order of servers; each is tried in turn, one address
+ *    per attempt, for the connect timeout, and each failure is told to the balancer
+ *    (passive health) and logged, rate-limited. The client is not read until an upstream
+ *    accepted, so no byte is queued on an attempt that may fail. --send-proxy queues the
+ *    PROXY header first on each attempt.
+ *  - close: when both sides have ended, the access line is written, the balancer told
+ *    (bytes, active count), the per-IP count released, the balancer reference dropped.
  */
+#include <errno.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "relay.h"
 
 static const struct forward_config *fwd;
 static _Atomic bool draining; /* set by the first drain callback; read on every worker */
 
-static void drop(struct tide_conn *c, struct tide_buf *bufs, unsigned n)
-{
-	struct tide_agent *a = tide_worker_agent(tide_conn_worker(c));
+/* What --accept-proxy needs until the header is complete (then freed). */
+struct proxy_wait {
+	struct relay_pp_parser pp;
+	struct tide_buf pending[16]; /* payload that came with the header */
+	unsigned n_pending;
+};
 
+/* One client and its upstream; small, as it lives as long as the connection (idle ones too). */
+struct pair {
+	struct tide_conn *client, *up; /* NULL once that side ended (or before it exists) */
+	struct relay_balancer *b;      /* a reference, from the pick to the end */
+	uint16_t *order;	       /* servers to try, while connecting */
+	struct tide_addrs *to;	       /* the attempt's addresses (the agent keeps the pointer) */
+	struct proxy_wait *pw;	       /* --accept-proxy, until the header is in */
+	uint64_t start_ms, bytes_up, bytes_down;
+	struct sockaddr_in6 client_addr, local_addr; /* IPv4 too (same start) */
+	uint32_t connect_timeout_ms;		     /* the settings it was accepted with */
+	int16_t server;				     /* index in b of the attempt, -1 none */
+	uint16_t n_order, attempt;
+	uint8_t end, send_proxy;
+	uint8_t depth; /* our callbacks running on it: finish() waits for them to return */
+	bool echo : 1, counted : 1, up_open : 1, connected : 1, end_set : 1, keepalive : 1,
+		dead : 1;
+};
+
+static struct tide_agent *agent_of(struct tide_conn *c)
+{
+	return tide_worker_agent(tide_conn_worker(c));
+}
+
+static void drop(struct tide_agent *a, struct tide_buf *bufs, unsigned n)
+{
 	for (unsigned i = 0; i < n; i++)
 		tide_buf_put(a, bufs[i].data);
+}
+
+/* p NULL: a plain echo connection (no access log, limit or PROXY header): no pair at all. */
+static struct tide_conn *peer_of(struct pair *p, struct tide_conn *c)
+{
+	if (!p)
+		return c;
+	if (p->echo)
+		return c == p->client ? c : NULL;
+	if (c == p->client)
+		return p->up_open ? p->up : NULL;
+	return c == p->up ? p->client : NULL; /* NULL too once c has ended */
+}
+
+static void set_end(struct pair *p, enum relay_end end)
+{
+	if (!p->end_set || (p->end == RELAY_END_CLEAN && end != RELAY_END_CLEAN)) {
+		p->end = (uint8_t)end;
+		p->end_set = true;
+	}
+}
+
+static enum relay_end end_of(enum tide_end why)
+{
+	switch (why) {
+	case TIDE_END_CLEAN:
+		return RELAY_END_CLEAN;
+	case TIDE_END_TIMEOUT:
+		return RELAY_END_TIMEOUT;
+	case TIDE_END_DRAIN:
+		return RELAY_END_DRAIN;
+	case TIDE_END_CONNECT:
+		return RELAY_END_UNREACHABLE;
+	default:
+		return RELAY_END_RESET;
+	}
+}
+
+/* Both sides are gone: the access line, the counters, and free. */
+static void finish(struct pair *p)
+{
+	struct relay_access a = {
+		.client = (struct sockaddr *)&p->client_addr,
+		.listener = (struct sockaddr *)&p->local_addr,
+		.bytes_up = p->bytes_up,
+		.bytes_down = p->bytes_down,
+		.duration_us = (relay_now_ms() - p->start_ms) * 1000,
+		.end = p->end_set ? (enum relay_end)p->end : RELAY_END_CLEAN,
+	};
+
+	if (p->b && p->server >= 0) {
+		a.upstream = relay_balancer_addr(p->b, (unsigned)p->server, NULL);
+		if (p->connected)
+			relay_balancer_closed(p->b, (unsigned)p->server, p->bytes_up,
+					      p->bytes_down);
+	}
+	relay_log_access(&a);
+	if (p->counted)
+		relay_peer_limit_release(fwd->rt->peers, (struct sockaddr *)&p->client_addr);
+	relay_balancer_put(p->b);
+	if (p->pw)
+		for (unsigned i = 0; i < p->pw->n_pending; i++)
+			tide_buf_put(fwd->agent, p->pw->pending[i].data);
+	free(p->pw);
+	p->pw = NULL;
+	free(p->order);
+	p->order = NULL;
+	free(p->to);
+	p->to = NULL;
+	if (p->depth)
+		p->dead = true; /* a callback of ours is still running on it: it frees */
+	else
+		free(p);
+}
+
+/*
+ * A callback that may end connections (a shutdown or an abort can run the end callbacks at
+ * once, and the last end finishes the pair) holds the pair until it returns.
+ */
+static struct pair *hold(struct tide_conn *c)
+{
+	struct pair *p = tide_conn_data(c);
+
+	if (p)
+		p->depth++;
+	return p;
+}
+
+static void release(struct pair *p)
+{
+	if (p && !--p->depth && p->dead)
+		free(p);
+}
+
+static void on_recv(struct tide_conn *c, struct tide_buf *bufs, unsigned n);
+
+static void count(struct pair *p, struct tide_conn *c, const struct tide_buf *bufs, unsigned n)
+{
+	uint64_t sum = 0;
+
+	for (unsigned i = 0; i < n; i++)
+		sum += bufs[i].len;
+	if (c == p->client)
+		p->bytes_up += sum;
+	else
+		p->bytes_down += sum;
 }
 
 /*
@@ -65,14 +205,16 @@ static void allow(struct tide_conn *src, struct tide_conn *peer)
 		tide_conn_notify_below(peer, q >= fwd->flow_limit ? fwd->flow_limit / 2 : q / 2);
 }
 
-static void on_recv(struct tide_conn *c, struct tide_buf *bufs, unsigned n)
+static void forward(struct pair *p, struct tide_conn *c, struct tide_buf *bufs, unsigned n)
 {
-	struct tide_conn *peer = tide_conn_data(c);
+	struct tide_conn *peer = peer_of(p, c);
 
 	if (!peer) {
-		drop(c, bufs, n); /* the peer is gone; this side is reset once flushed */
+		drop(agent_of(c), bufs, n); /* the peer is gone; this side is reset once flushed */
 		return;
 	}
+	if (p)
+		count(p, c, bufs, n);
 	if (tide_conn_send(peer, bufs, n))
 		return; /* the peer cannot take it: its end resets this side */
 	allow(c, peer);
@@ -81,12 +223,12 @@ static void on_recv(struct tide_conn *c, struct tide_buf *bufs, unsigned n)
 /*
  * While draining, a pair one of whose directions passed its FIN on, with nothing queued
  * either way, has finished its exchange: close both sides normally rather than hold the
- * drain to its deadline (a client that keeps its side open after the upstream's answer).
- * While something is queued, the check runs again when the queue is empty (drained).
+ * drain to its deadline. While something is queued, the check runs again when the queue is
+ * empty (drained).
  */
 static void drain_check(struct tide_conn *c)
 {
-	struct tide_conn *peer = tide_conn_data(c);
+	struct tide_conn *peer = peer_of(tide_conn_data(c), c);
 
 	if (!atomic_load_explicit(&draining, memory_order_relaxed) || !peer)
 		return;
@@ -105,99 +247,366 @@ static void drain_check(struct tide_conn *c)
 	tide_conn_close(c);
 }
 
-/* The peer's queue drained: read from it again (c's data is the side that fills c). */
-static void on_drained(struct tide_conn *c)
+static void on_drain_body(struct tide_conn *c)
 {
-	struct tide_conn *src = tide_conn_data(c);
+	atomic_store_explicit(&draining, true, memory_order_relaxed);
+	drain_check(c);
+}
+
+static void on_drain(struct tide_conn *c)
+{
+	struct pair *p = hold(c);
+
+	on_drain_body(c);
+	release(p);
+}
+
+static const struct tide_conn_ops upstream_ops;
+
+/* Try the next server in the order; false when none is left (the client is reset). */
+static bool try_next(struct pair *p)
+{
+	uint8_t hdr[128];
+	ssize_t len;
+
+	while (p->attempt < p->n_order) {
+		unsigned i = p->order[p->attempt++];
+
+		if (!p->to && !(p->to = malloc(sizeof(*p->to))))
+			break;
+		p->to->n = relay_balancer_addrs(p->b, i, p->to->addr, p->to->len, TIDE_ADDRS_MAX);
+		p->server = (int16_t)i;
+		relay_balancer_connect_start(p->b, i);
+		if (tide_conn_connect(tide_conn_worker(p->client), p->to, p->connect_timeout_ms,
+				      &upstream_ops, p, &p->up)) {
+			p->up = NULL; /* no connection and no callback: the next server */
+			relay_balancer_connect_failed(p->b, i, -ENOMEM, relay_now_ms());
+			continue;
+		}
+		if (p->send_proxy) {
+			len = relay_pp_encode(p->send_proxy, (struct sockaddr *)&p->client_addr,
+					      (struct sockaddr *)&p->local_addr, false, hdr,
+					      sizeof(hdr));
+			if (len > 0)
+				tide_conn_send_copy(p->up, hdr, (size_t)len);
+		}
+		return true;
+	}
+	p->server = -1;
+	p->up = NULL;
+	atomic_store_explicit(&((struct forward_config *)fwd)->resolve, true,
+			      memory_order_relaxed); /* the names may have moved */
+	relay_log_limited(RELAY_LOG_ERROR, "no upstream",
+			  "no upstream took a connection (%u tried)", p->n_order);
+	set_end(p, RELAY_END_UNREACHABLE);
+	tide_conn_abort(p->client);
+	return false;
+}
+
+static void start_connect(struct pair *p)
+{
+	unsigned order[RELAY_MAX_UPSTREAM], n;
+
+	p->b = relay_runtime_balancer(fwd->rt);
+	n = relay_balancer_pick(p->b, (struct sockaddr *)&p->client_addr, relay_now_ms(), order,
+				RELAY_MAX_UPSTREAM);
+	p->order = malloc(n * sizeof(*p->order));
+	for (unsigned k = 0; p->order && k < n; k++)
+		p->order[k] = (uint16_t)order[k];
+	p->n_order = p->order ? (uint16_t)n : 0;
+	p->attempt = 0;
+	tide_conn_pause(p->client); /* its bytes wait in its socket until an upstream accepts */
+	try_next(p);
+}
+
+/* The client's address is known: the per-IP limit, then the upstream. */
+static void admitted(struct pair *p)
+{
+	char who[64];
+
+	if (!relay_peer_limit_acquire(fwd->rt->peers, (struct sockaddr *)&p->client_addr)) {
+		relay_addr_format((struct sockaddr *)&p->client_addr, who, sizeof(who));
+		relay_log_limited(RELAY_LOG_WARN, "max-conns-per-ip",
+				  "%s is over --max-conns-per-ip: closed", who);
+		set_end(p, RELAY_END_REFUSED);
+		tide_conn_abort(p->client);
+		return;
+	}
+	p->counted = true;
+	if (p->echo) {
+		if (p->pw) { /* what came behind the PROXY header goes back first */
+			count(p, p->client, p->pw->pending, p->pw->n_pending);
+			tide_conn_send(p->client, p->pw->pending, p->pw->n_pending);
+			free(p->pw);
+			p->pw = NULL;
+		}
+		allow(p->client, p->client);
+		return;
+	}
+	start_connect(p);
+}
+
+/* --accept-proxy: feed the header parser; the rest of the bytes wait for the upstream. */
+static void proxy_header(struct pair *p, struct tide_conn *c, struct tide_buf *bufs, unsigned n)
+{
+	struct relay_pp_result res;
+	unsigned i = 0;
+	size_t used;
+	int rc = 0;
+	char who[64];
+
+	for (; i < n && rc == 0; i++) {
+		rc = relay_pp_parse(&p->pw->pp, bufs[i].data, bufs[i].len, &used, &res);
+		if (rc == 1 && used < bufs[i].len) {
+			p->pw->pending[p->pw->n_pending].data = (char *)bufs[i].data + used;
+			p->pw->pending[p->pw->n_pending++].len = bufs[i].len - (uint32_t)used;
+		} else {
+			tide_buf_put(agent_of(c), bufs[i].data);
+		}
+	}
+	for (; i < n; i++) /* more buffers of the same receive: payload */
+		if (p->pw->n_pending < 16)
+			p->pw->pending[p->pw->n_pending++] = bufs[i];
+		else
+			tide_buf_put(agent_of(c), bufs[i].data), rc = -ENOBUFS;
+	if (rc == 0)
+		return;
+	if (rc < 0) {
+		relay_addr_format((struct sockaddr *)&p->client_addr, who, sizeof(who));
+		relay_log_limited(RELAY_LOG_WARN, "bad proxy header", "%s: %s", who,
+				  rc == -ENOBUFS ? "too much data behind the PROXY header"
+						 : p->pw->pp.err);
+		set_end(p, RELAY_END_ERROR);
+		tide_conn_abort(c);
+		return;
+	}
+	if (res.known && !res.local) {
+		memcpy(&p->client_addr, &res.src, sizeof(p->client_addr));
+		memcpy(&p->local_addr, &res.dst, sizeof(p->local_addr));
+	}
+	if (!p->pw->n_pending) {
+		free(p->pw);
+		p->pw = NULL;
+	}
+	admitted(p);
+}
+
+static void on_recv_body(struct tide_conn *c, struct tide_buf *bufs, unsigned n)
+{
+	struct pair *p = tide_conn_data(c);
+
+	if (p && p->pw && !p->counted && c == p->client) { /* --accept-proxy: the header first */
+		proxy_header(p, c, bufs, n);
+		return;
+	}
+	forward(p, c, bufs, n);
+}
+
+static void on_recv(struct tide_conn *c, struct tide_buf *bufs, unsigned n)
+{
+	struct pair *p = hold(c);
+
+	on_recv_body(c, bufs, n);
+	release(p);
+}
+
+/* The peer's queue drained: let the side that fills c read again. */
+static void on_drained_body(struct tide_conn *c)
+{
+	struct pair *p = tide_conn_data(c);
+	struct tide_conn *src = peer_of(p, c);
 
 	if (src)
 		allow(src, c);
 	drain_check(c);
 }
 
-static void on_eof(struct tide_conn *c)
+static void on_drained(struct tide_conn *c)
 {
-	struct tide_conn *peer = tide_conn_data(c);
+	struct pair *p = hold(c);
+
+	on_drained_body(c);
+	release(p);
+}
+
+static void on_eof_body(struct tide_conn *c)
+{
+	struct pair *p = tide_conn_data(c);
+	struct tide_conn *peer = peer_of(p, c);
 
 	if (peer)
 		tide_conn_shutdown(peer, false);
 	drain_check(c);
 }
 
-static void on_drain(struct tide_conn *c)
+static void on_eof(struct tide_conn *c)
 {
-	atomic_store_explicit(&draining, true, memory_order_relaxed);
-	drain_check(c);
+	struct pair *p = hold(c);
+
+	on_eof_body(c);
+	release(p);
 }
 
-static void on_send_error(struct tide_conn *c, int err)
+static void on_send_error_body(struct tide_conn *c, int err)
 {
-	struct tide_conn *peer = tide_conn_data(c);
+	struct pair *p = tide_conn_data(c);
+	struct tide_conn *peer = peer_of(p, c);
 
 	(void)err;
-	if (peer == c)
+	if (!p || p->echo)
 		tide_conn_abort(c); /* echo: nothing can go back to the client */
 	else if (peer)
 		tide_conn_pause(peer);
 }
 
-static void on_end(struct tide_conn *c, enum tide_end why, int err)
+static void on_send_error(struct tide_conn *c, int err)
 {
-	struct tide_conn *peer = tide_conn_data(c);
+	struct pair *p = hold(c);
 
-	(void)err;
-	if (why == TIDE_END_CONNECT) /* the name may have moved: resolve it again */
-		atomic_store_explicit(&((struct forward_config *)fwd)->resolve, true,
-				      memory_order_relaxed);
-	if (!peer || peer == c)
-		return;
-	tide_conn_set_data(peer, NULL);
-	if (why == TIDE_END_CLEAN)
-		return;
-	tide_conn_pause(peer);
-	tide_conn_shutdown(peer, true);
+	on_send_error_body(c, err);
+	release(p);
 }
 
-/* Connected (or, for echo, accepted): receive what the queue toward the peer has room for.
- * An upstream's peer is its client; a client opens before its upstream exists (itself). */
-static void limit_open(struct tide_conn *c)
+static void upstream_open_body(struct tide_conn *c)
 {
-	struct tide_conn *peer = tide_conn_data(c);
+	struct pair *p = tide_conn_data(c);
 
-	allow(c, peer ? peer : c);
+	p->up_open = p->connected = true;
+	relay_balancer_connect_ok(p->b, (unsigned)p->server, relay_now_ms());
+	if (p->keepalive)
+		relay_socket_keepalive(tide_conn_fd(c), 0, 0, 0);
+	if (!p->client) {
+		tide_conn_abort(c); /* the client left while we connected */
+		return;
+	}
+	free(p->order); /* connected: no more servers to try */
+	p->order = NULL;
+	free(p->to); /* the agent is done with the addresses once open ran */
+	p->to = NULL;
+	if (p->pw) {
+		count(p, p->client, p->pw->pending, p->pw->n_pending);
+		tide_conn_send(c, p->pw->pending, p->pw->n_pending);
+		free(p->pw);
+		p->pw = NULL;
+	}
+	allow(c, p->client);
+	allow(p->client, c);
+	tide_conn_resume(p->client);
+}
+
+static void upstream_open(struct tide_conn *c)
+{
+	struct pair *p = hold(c);
+
+	upstream_open_body(c);
+	release(p);
+}
+
+static void upstream_end(struct tide_conn *c, enum tide_end why, int err)
+{
+	struct pair *p = tide_conn_data(c);
+	unsigned i = (unsigned)p->server;
+	char who[64];
+
+	p->up = NULL;
+	if (!p->connected && !p->client) { /* the client left while we connected */
+		relay_balancer_closed(p->b, i, 0, 0);
+		finish(p);
+		return;
+	}
+	if (!p->connected) { /* the connect failed: tell the balancer, try the next server */
+		relay_balancer_connect_failed(p->b, i, err ? err : -ECONNRESET, relay_now_ms());
+		relay_addr_format(relay_balancer_addr(p->b, i, NULL), who, sizeof(who));
+		relay_log_limited(RELAY_LOG_WARN, who, "upstream %s: connect failed: %s%s", who,
+				  strerror(err ? -err : ECONNRESET),
+				  p->attempt < p->n_order ? " (trying the next)" : "");
+		try_next(p); /* a new attempt, or the client is reset (and p finished): done */
+		return;
+	}
+	p->up_open = false; /* the client's later bytes are dropped */
+	set_end(p, end_of(why));
+	if (!p->client) {
+		finish(p);
+		return;
+	}
+	if (why != TIDE_END_CLEAN) {
+		tide_conn_pause(p->client);
+		tide_conn_shutdown(p->client, true);
+	}
+}
+
+static void client_end(struct tide_conn *c, enum tide_end why, int err)
+{
+	struct pair *p = tide_conn_data(c);
+
+	(void)err;
+	if (!p)
+		return; /* plain echo */
+	p->client = NULL;
+	set_end(p, end_of(why));
+	if (p->up) { /* connecting or open: it ends too, then the pair is finished */
+		if (why != TIDE_END_CLEAN || !p->up_open) {
+			tide_conn_pause(p->up);
+			tide_conn_shutdown(p->up, true);
+		}
+		return;
+	}
+	finish(p);
+}
+
+static void client_open(struct tide_conn *c)
+{
+	struct relay_conn_settings set, *cfg = &set;
+	struct pair *p;
+	socklen_t len = sizeof(p->client_addr);
+
+	relay_runtime_settings(fwd->rt,
+			       &set); /* a reload may change them: one copy per connection */
+	if (cfg->keepalive)
+		relay_socket_keepalive(tide_conn_fd(c), 0, 0, 0);
+	if (cfg->echo && !cfg->access_log && !cfg->max_conns_per_ip && !cfg->accept_proxy) {
+		tide_conn_set_data(c, NULL); /* plain echo: nothing to remember */
+		allow(c, c);
+		return;
+	}
+	p = calloc(1, sizeof(*p));
+	if (!p) {
+		tide_conn_abort(c);
+		return;
+	}
+	tide_conn_set_data(c, p);
+	p->client = c;
+	p->server = -1;
+	p->echo = cfg->echo;
+	p->keepalive = cfg->keepalive;
+	p->send_proxy = (uint8_t)cfg->send_proxy;
+	p->connect_timeout_ms = cfg->connect_timeout_ms;
+	p->start_ms = relay_now_ms();
+	getpeername(tide_conn_fd(c), (struct sockaddr *)&p->client_addr, &len);
+	len = sizeof(p->local_addr);
+	getsockname(tide_conn_fd(c), (struct sockaddr *)&p->local_addr, &len);
+	if (cfg->accept_proxy) {
+		p->pw = calloc(1, sizeof(*p->pw));
+		if (!p->pw) {
+			tide_conn_abort(c);
+			return;
+		}
+		relay_pp_parser_init(&p->pw->pp);
+		allow(c, c); /* the header arrives before there is a peer */
+		return;
+	}
+	admitted(p);
 }
 
 static const struct tide_conn_ops upstream_ops = {
-	.open = limit_open,
+	.open = upstream_open,
 	.recv = on_recv,
 	.eof = on_eof,
 	.send_error = on_send_error,
 	.drained = on_drained,
 	.drain = on_drain,
-	.end = on_end,
+	.end = upstream_end,
 };
-
-static void client_open(struct tide_conn *c)
-{
-	struct tide_conn *up;
-
-	const struct tide_addrs *to = atomic_load_explicit(&fwd->upstream, memory_order_acquire);
-
-	if (tide_conn_connect(tide_conn_worker(c), to, fwd->connect_timeout_ms, &upstream_ops, c,
-			      &up)) {
-		tide_conn_set_data(c, NULL);
-		tide_conn_abort(c);
-		return;
-	}
-	tide_conn_set_data(c, up);
-	limit_open(c);
-}
-
-static void echo_open(struct tide_conn *c)
-{
-	tide_conn_set_data(c, c);
-	limit_open(c);
-}
 
 static const struct tide_conn_ops client_ops = {
 	.open = client_open,
@@ -206,21 +615,11 @@ static const struct tide_conn_ops client_ops = {
 	.send_error = on_send_error,
 	.drained = on_drained,
 	.drain = on_drain,
-	.end = on_end,
-};
-
-static const struct tide_conn_ops echo_ops = {
-	.open = echo_open,
-	.recv = on_recv,
-	.eof = on_eof,
-	.send_error = on_send_error,
-	.drained = on_drained,
-	.drain = on_drain,
-	.end = on_end,
+	.end = client_end,
 };
 
 const struct tide_conn_ops *forward_ops(const struct forward_config *cfg)
 {
 	fwd = cfg;
-	return atomic_load(&cfg->upstream) ? &client_ops : &echo_ops;
+	return &client_ops;
 }

@@ -113,10 +113,16 @@ static const struct field pool_fields[] = {
 	COUNTER("shrinks", ps.shrinks, "tide_pool_shrinks_total", "Conversions to reserved."),
 	COUNTER("purges", ps.purges, "tide_pool_purges_total",
 		"Purge passes that gave pages back."),
-	JSON_ONLY("purged_bytes", ps.purged_bytes),
+	COUNTER("purged_bytes", ps.purged_bytes, "tide_pool_purged_bytes_total",
+		"Bytes given back by purge."),
 	COUNTER("alloc_failures", ps.alloc_failures, "tide_pool_alloc_failures_total",
 		"Allocations that failed."),
-	JSON_ONLY("bad_frees", ps.bad_frees),
+	COUNTER("bad_frees", ps.bad_frees, "tide_pool_bad_frees_total",
+		"Frees refused with -EINVAL or -EPERM."),
+	COUNTER("vetoes", ps.vetoes, "tide_pool_vetoes_total",
+		"Conversions refused by the conversion hook."),
+	COUNTER("os_failures", ps.os_failures, "tide_pool_os_failures_total",
+		"Conversions refused by the OS."),
 	JSON_ONLY("users", ps.users),
 };
 
@@ -155,12 +161,20 @@ static const struct field ring_fields[] = {
 		"Receives that found the ring empty."),
 	COUNTER("resets", as.ring_resets, "tide_ring_resets_total",
 		"Idle rings that gave buffers back."),
-	JSON_ONLY("forced_grows", as.forced_grows),
+	COUNTER("forced_grows", as.forced_grows, "tide_agent_forced_grows_total",
+		"Pool grows the agent asked for when allocation fell short."),
 	GAUGE("buffers", as.ring_buffers, "tide_ring_buffers", "Buffers in the rings now."),
 	GAUGE("target", as.ring_target, "tide_ring_target_buffers", "Sum of the rings' targets."),
 };
 
 #define NFIELDS(t) (sizeof(t) / sizeof((t)[0]))
+
+static struct relay_runtime *runtime;
+
+void stats_set_runtime(struct relay_runtime *rt)
+{
+	runtime = rt;
+}
 
 static void take_snapshot(struct snapshot *s, struct tide_pool *pool,
 			  const struct tide_agent *agent)
@@ -221,6 +235,16 @@ void stats_write_json(FILE *f, struct tide_pool *pool, const struct tide_agent *
 	json_object(f, "connections", connection_fields, NFIELDS(connection_fields), &s);
 	json_object(f, "traffic", traffic_fields, NFIELDS(traffic_fields), &s);
 	json_object(f, "ring", ring_fields, NFIELDS(ring_fields), &s);
+	if (runtime) {
+		struct relay_balancer *b = relay_runtime_balancer(runtime);
+
+		if (b) {
+			fprintf(f, "\"upstreams\":");
+			relay_balancer_write_json(f, b, relay_now_ms());
+			fprintf(f, ",\n");
+			relay_balancer_put(b);
+		}
+	}
 	fprintf(f,
 		"\"features\":{\"workers\":%u,\"recv_bundles\":%s,\"incremental_rings\":%s,"
 		"\"defer_taskrun\":%s}}\n",
@@ -257,6 +281,16 @@ void stats_write_prometheus(FILE *f, struct tide_pool *pool, const struct tide_a
 	prometheus_fields(f, &s, connection_fields, NFIELDS(connection_fields));
 	prometheus_fields(f, &s, traffic_fields, NFIELDS(traffic_fields));
 	prometheus_fields(f, &s, ring_fields, NFIELDS(ring_fields));
+	relay_write_build_info(f, TIDE_VERSION_STRING);
+	relay_write_process_metrics(f);
+	if (runtime) {
+		struct relay_balancer *b = relay_runtime_balancer(runtime);
+
+		if (b) {
+			relay_balancer_write_prometheus(f, b, relay_now_ms());
+			relay_balancer_put(b);
+		}
+	}
 }
 
 static uint64_t now_ms(void)
@@ -276,12 +310,15 @@ static char *answer(struct stats_server *s, const char *req, size_t *len)
 	FILE *f = open_memstream(&body, &blen);
 	int n;
 
+	bool head_only = !strncmp(req, "HEAD ", 5); /* the same head, no body */
+	const char *path = head_only ? req + 5 : !strncmp(req, "GET ", 4) ? req + 4 : "";
+
 	if (!f)
 		return NULL;
-	if (!strncmp(req, "GET /stats", 10) && strchr(" ?", req[10])) {
+	if (!strncmp(path, "/stats", 6) && strchr(" ?", path[6])) {
 		type = "application/json";
 		stats_write_json(f, s->pool, s->agent);
-	} else if (!strncmp(req, "GET /metrics", 12) && strchr(" ?", req[12])) {
+	} else if (!strncmp(path, "/metrics", 8) && strchr(" ?", path[8])) {
 		type = "text/plain; version=0.0.4";
 		stats_write_prometheus(f, s->pool, s->agent);
 	} else {
@@ -292,7 +329,7 @@ static char *answer(struct stats_server *s, const char *req, size_t *len)
 	n = asprintf(&out,
 		     "HTTP/1.0 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
 		     "Connection: close\r\n\r\n%s",
-		     status, type, blen, body ? body : "");
+		     status, type, blen, body && !head_only ? body : "");
 	free(body);
 	if (n < 0)
 		return NULL;

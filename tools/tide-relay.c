@@ -1,54 +1,50 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * tide-relay.c - a TCP relay (or echo server): a program on the public agent API.
- * Application side: it includes tide.h and tide/net.h only (through relay.h).
+ * Application side: it includes tide.h and tide/net.h only (through relay.h), and the
+ * operator's features from tools/relay (ops.h).
  *
- * The program parses the command line (options.c), creates the pool (TIDE_AUTO_GROW |
- * TIDE_AUTO_SHRINK, so buffer memory follows in-flight data), makes an agent whose accepted
- * connections are forwarded (forward.c), starts it and the optional stats endpoint, then
- * waits for SIGINT or SIGTERM in sigwait() on the main thread (the signals are blocked
- * everywhere else, so no handler runs on a worker). The first signal drains (connections
- * may run for --drain-timeout), a second ends them at once. The relay then checks that
- * every buffer came back to the pool (live buffers 0), says so on stderr, and exits 0 only
- * if it did.
+ * The program reads its options (command line and --config file, tools/relay/options.c;
+ * --check stops there), blocks SIGHUP/SIGINT/SIGTERM, starts the runtime (logs, the
+ * upstream set and its health checks, per-IP counts; each port checked free), creates the
+ * pool (TIDE_AUTO_GROW | TIDE_AUTO_SHRINK) and an agent whose accepted connections are
+ * forwarded (forward.c), starts it and the optional stats endpoint, drops privileges
+ * (--user), tells systemd it is ready, and then waits on the main thread: SIGHUP reloads,
+ * SIGINT/SIGTERM drain (a second one ends connections at once). It then checks that every
+ * buffer came back to the pool (live buffers 0), says so, and exits 0 only if it did.
  *
- * Lines on stderr that scripts may rely on:
+ * Lines on stderr that scripts may rely on (after the timestamp and level):
  *   tide-relay: listening on HOST:PORT (...)           once per --listen; PORT is the real one
  *   tide-relay: stats on HOST:PORT                     with --stats
  *   tide-relay: shutdown: live_buffers=N live_bytes=N ...   at exit
- * Environment: TIDE_RELAY_NO_BUNDLE, TIDE_RELAY_NO_INCREMENTAL, TIDE_RELAY_NO_RECV_LIMIT (any
- * value) turn those kernel features off, for tests and comparisons.
+ * Environment: TIDE_RELAY_NO_BUNDLE, TIDE_RELAY_NO_INCREMENTAL (any value) turn those kernel
+ * features off, for tests and comparisons.
  * Exit status: 0 clean, 1 runtime failure or buffers not returned, 2 bad arguments,
  * 3 io_uring unavailable here.
  */
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
 
 #include "relay.h"
 
 #define EXIT_USAGE    2
 #define EXIT_NO_URING 3
 
-/* Address lists of the upstream, newest first: older ones stay until exit, since a connect
- * in progress keeps the list it started with. A new one is kept only when it differs. */
-struct addrs_list {
-	struct addrs_list *older;
-	struct tide_addrs addrs;
-};
-
 struct relay {
-	struct options o;
+	struct relay_config *cfg; /* as loaded; the runtime keeps the running copy */
+	struct relay_runtime rt;
 	struct forward_config fwd;
-	struct addrs_list *lists;
-	struct timespec last_resolve;
 	struct tide_pool *pool;
 	struct tide_agent *agent;
 	struct stats_server *srv;
 	unsigned port[RELAY_MAX_LISTEN];
+	char listen_text[RELAY_MAX_LISTEN][RELAY_HOST_MAX + 8];
+	char stats_text[RELAY_HOST_MAX + 8];
+	uint64_t last_resolve_ms;
 };
 
 static void raise_nofile(void)
@@ -61,93 +57,36 @@ static void raise_nofile(void)
 	}
 }
 
-static unsigned ms(double sec)
+static void endpoint_text(const struct relay_endpoint *ep, char *buf, size_t n)
 {
-	unsigned v = (unsigned)(sec * 1000 + 0.5);
-
-	return sec > 0 && !v ? 1 : v;
-}
-
-static const char *host_of(const char *addr, char *buf, size_t len)
-{
-	const char *colon = strrchr(addr, ':');
-	size_t n = (size_t)(colon - addr);
-
-	if (n >= len)
-		n = len - 1;
-	memcpy(buf, addr, n);
-	buf[n] = '\0';
-	return buf;
+	snprintf(buf, n, strchr(ep->host, ':') ? "[%s]:%u" : "%s:%u", ep->host, ep->port);
 }
 
 static int make_pool(struct relay *r)
 {
 	struct tide_pool_config pc = {
-		.block_size = r->o.block_size,
-		.max_size = r->o.pool_max,
+		.block_size = r->cfg->block_size,
+		.max_size = r->cfg->pool_max,
 		.flags = TIDE_AUTO_GROW | TIDE_AUTO_SHRINK,
 	};
 	int rc = tide_pool_create(&pc, &r->pool);
 
 	if (rc)
-		fprintf(stderr, "tide-relay: creating the buffer pool: %s\n", strerror(-rc));
+		relay_log(RELAY_LOG_ERROR, "tide-relay: creating the buffer pool: %s",
+			  strerror(-rc));
 	return rc ? 1 : 0;
 }
 
-/* Resolve --upstream; publish the list when it is new or differs from the last. 0 or -errno. */
-static int resolve(struct relay *r)
-{
-	struct addrs_list *l = calloc(1, sizeof(*l));
-	int rc;
-
-	clock_gettime(CLOCK_MONOTONIC, &r->last_resolve);
-	if (!l)
-		return -ENOMEM;
-	rc = tide_addrs_resolve(r->o.upstream, false, &l->addrs);
-	if (rc || (r->lists && !memcmp(&r->lists->addrs, &l->addrs, sizeof(l->addrs)))) {
-		free(l);
-		return rc;
-	}
-	l->older = r->lists;
-	r->lists = l;
-	atomic_store_explicit(&r->fwd.upstream, &l->addrs, memory_order_release);
-	return 0;
-}
-
-static void lists_free(struct relay *r)
-{
-	while (r->lists) {
-		struct addrs_list *l = r->lists;
-
-		r->lists = l->older;
-		free(l);
-	}
-}
-
-/* Every address failed a connect: resolve the name again, at most once a second. */
-static void maybe_resolve(struct relay *r)
-{
-	struct timespec now;
-
-	if (!atomic_load_explicit(&r->fwd.resolve, memory_order_relaxed))
-		return;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	if (now.tv_sec - r->last_resolve.tv_sec < 1)
-		return;
-	atomic_store_explicit(&r->fwd.resolve, false, memory_order_relaxed);
-	resolve(r);
-}
-
-/* The agent, its listeners and the upstream's addresses: 0 or the exit status. */
+/* The agent and its listeners: 0 or the exit status. */
 static int make_agent(struct relay *r)
 {
+	const struct relay_config *c = r->cfg;
 	struct tide_agent_config ac = {
-		.threads = r->o.threads,
-		.max_conns = r->o.max_conns,
-		.idle_timeout_ms = ms(r->o.idle_timeout),
-		.drain_timeout_ms = ms(r->o.drain_timeout),
+		.threads = c->threads,
+		.max_conns = c->max_conns,
+		.idle_timeout_ms = c->idle_timeout_ms,
+		.drain_timeout_ms = c->drain_timeout_ms,
 	};
-	const struct tide_conn_ops *ops;
 	int rc;
 
 	/* For tests and benchmarks: turn newer kernel features off without a CLI change. */
@@ -157,33 +96,30 @@ static int make_agent(struct relay *r)
 		ac.flags |= TIDE_AGENT_NO_INCREMENTAL;
 	if (getenv("TIDE_RELAY_NO_RECV_LIMIT"))
 		ac.flags |= TIDE_AGENT_NO_RECV_LIMIT;
-	r->fwd.connect_timeout_ms = ms(r->o.connect_timeout);
-	r->fwd.flow_limit = 16 * r->o.block_size > (1 << 20) ? 16 * r->o.block_size : 1 << 20;
+	r->fwd.rt = &r->rt;
+	r->fwd.flow_limit = 16 * c->block_size > (1 << 20) ? 16 * c->block_size : 1 << 20;
 	ac.recv_max = r->fwd.flow_limit;
 	/* Fairness (forward.c): each worker's queues may fill 3/4 of its share of the pool; the
 	 * last quarter is the reserve for directions holding under two blocks. */
-	r->fwd.budget = r->o.pool_max / r->o.threads / 4 * 3;
-	r->fwd.small = 2 * r->o.block_size;
-	if (r->o.upstream && resolve(r)) {
-		fprintf(stderr, "tide-relay: cannot resolve '%s'\n", r->o.upstream);
-		return EXIT_USAGE;
-	}
+	r->fwd.budget = c->pool_max / c->threads / 4 * 3;
+	r->fwd.small = 2 * c->block_size;
 	rc = tide_agent_create(r->pool, &ac, &r->agent);
 	if (rc) {
-		fprintf(stderr, "tide-relay: creating the agent: %s\n", strerror(-rc));
+		relay_log(RELAY_LOG_ERROR, "tide-relay: creating the agent: %s", strerror(-rc));
 		return 1;
 	}
-	ops = forward_ops(&r->fwd);
-	for (unsigned i = 0; i < r->o.nlisten; i++) {
-		rc = tide_agent_listen(r->agent, r->o.listen[i], ops, NULL, &r->port[i]);
-		if (rc == -EINVAL || rc == -ENOENT) {
-			fprintf(stderr, "tide-relay: cannot resolve '%s'\n", r->o.listen[i]);
-			return EXIT_USAGE;
-		}
+	r->fwd.agent = r->agent;
+	for (unsigned i = 0; i < c->n_listen; i++) {
+		endpoint_text(&c->listen[i], r->listen_text[i], sizeof(r->listen_text[i]));
+		r->port[i] = c->listen[i].port;
+		rc = tide_agent_listen(r->agent, r->listen_text[i], forward_ops(&r->fwd), NULL,
+				       &r->port[i]);
 		if (rc) {
-			fprintf(stderr, "tide-relay: listening on %s: %s\n", r->o.listen[i],
-				strerror(-rc));
-			return 1;
+			relay_log(RELAY_LOG_ERROR, "tide-relay: listening on %s: %s",
+				  r->listen_text[i],
+				  rc == -EINVAL || rc == -ENOENT ? "cannot resolve"
+								 : strerror(-rc));
+			return rc == -EINVAL || rc == -ENOENT ? EXIT_USAGE : 1;
 		}
 	}
 	return 0;
@@ -193,62 +129,101 @@ static int start(struct relay *r)
 {
 	int rc;
 
-	if (r->o.stats) {
-		rc = stats_server_start(r->o.stats, ms(r->o.stats_timeout), r->pool, r->agent,
+	if (r->cfg->has_stats) {
+		endpoint_text(&r->cfg->stats, r->stats_text, sizeof(r->stats_text));
+		stats_set_runtime(&r->rt);
+		rc = stats_server_start(r->stats_text, r->cfg->stats_timeout_ms, r->pool, r->agent,
 					&r->srv);
 		if (rc) {
-			fprintf(stderr, "tide-relay: stats on %s: %s\n", r->o.stats,
-				rc == -EINVAL ? "cannot resolve" : strerror(-rc));
+			relay_log(RELAY_LOG_ERROR, "tide-relay: stats on %s: %s", r->stats_text,
+				  rc == -EINVAL ? "cannot resolve" : strerror(-rc));
 			return rc == -EINVAL ? EXIT_USAGE : 1;
 		}
 	}
 	rc = tide_agent_start(r->agent);
 	if (rc) {
-		fprintf(stderr, "tide-relay: starting the workers: %s%s\n", strerror(-rc),
-			rc == -EPERM ? " (io_uring refused)" : "");
+		relay_log(RELAY_LOG_ERROR, "tide-relay: starting the workers: %s%s", strerror(-rc),
+			  rc == -EPERM ? " (io_uring refused)" : "");
 		return rc == -EPERM || rc == -ENOSYS || rc == -EOPNOTSUPP ? EXIT_NO_URING : 1;
+	}
+	if (r->cfg->user[0]) {
+		char why[256];
+
+		rc = relay_privdrop(r->cfg->user, why, sizeof(why));
+		if (rc) {
+			relay_log(RELAY_LOG_ERROR, "tide-relay: --user: %s", why);
+			return 1;
+		}
+	} else if (geteuid() == 0) {
+		relay_log(RELAY_LOG_WARN, "tide-relay: running as root; --user NAME drops "
+					  "privileges after binding");
 	}
 	return 0;
 }
 
 static void say_listening(const struct relay *r)
 {
-	const struct options *o = &r->o;
+	const struct relay_config *c = r->cfg;
 	struct tide_agent_stats as;
-	char host[256];
+	char host[RELAY_HOST_MAX + 2];
 
 	tide_agent_stats(r->agent, &as);
-	for (unsigned i = 0; i < o->nlisten; i++)
-		fprintf(stderr,
-			"tide-relay: listening on %s:%u (%s%s, %u thread%s, block %zu, pool max "
-			"%zu, recv bundles %s, incremental rings %s, max conns %u, idle timeout "
-			"%gs, connect timeout %gs, drain timeout %gs)\n",
-			host_of(o->listen[i], host, sizeof(host)), r->port[i],
-			o->echo ? "echo" : "upstream ", o->echo ? "" : o->upstream, o->threads,
-			o->threads == 1 ? "" : "s", o->block_size, o->pool_max,
-			as.bundles ? "on" : "off", as.incremental ? "on" : "off", o->max_conns,
-			o->idle_timeout, o->connect_timeout, o->drain_timeout);
-	if (r->srv)
-		fprintf(stderr, "tide-relay: stats on %s:%u\n",
-			host_of(o->stats, host, sizeof(host)), stats_server_port(r->srv));
-	fflush(stderr);
+	for (unsigned i = 0; i < c->n_listen; i++) {
+		snprintf(host, sizeof(host), strchr(c->listen[i].host, ':') ? "[%s]" : "%s",
+			 c->listen[i].host);
+		relay_log(RELAY_LOG_INFO,
+			  "tide-relay: listening on %s:%u (%s, %u upstream%s, balance %s, %u "
+			  "thread%s, block %zu, pool max %zu, recv bundles %s, incremental rings "
+			  "%s, max conns %u, idle timeout %gs, connect timeout %gs, drain timeout "
+			  "%gs)",
+			  host, r->port[i], c->echo ? "echo" : "relay", c->n_upstream,
+			  c->n_upstream == 1 ? "" : "s",
+			  c->balance == RELAY_BALANCE_ROUNDROBIN  ? "roundrobin"
+			  : c->balance == RELAY_BALANCE_LEASTCONN ? "leastconn"
+								  : "source",
+			  c->threads, c->threads == 1 ? "" : "s", c->block_size, c->pool_max,
+			  as.bundles ? "on" : "off", as.incremental ? "on" : "off", c->max_conns,
+			  c->idle_timeout_ms / 1000.0, c->connect_timeout_ms / 1000.0,
+			  c->drain_timeout_ms / 1000.0);
+	}
+	if (r->srv) {
+		snprintf(host, sizeof(host), strchr(c->stats.host, ':') ? "[%s]" : "%s",
+			 c->stats.host);
+		relay_log(RELAY_LOG_INFO, "tide-relay: stats on %s:%u", host,
+			  stats_server_port(r->srv));
+	}
+	relay_notify_ready();
+	relay_notify_status("%u listener%s, %u upstream%s", c->n_listen,
+			    c->n_listen == 1 ? "" : "s", c->n_upstream,
+			    c->n_upstream == 1 ? "" : "s");
 }
 
-/* Drain on the first signal, end at once on a second; join the workers. */
-static void run_until_signal(struct relay *r, const sigset_t *set)
+/* Every server failed a connect: resolve the names again, at most once a second. */
+static void maybe_resolve(void *arg)
 {
-	struct timespec tick = {0, 50 * 1000000L}, rest = {0, 200 * 1000000L};
-	siginfo_t si;
-	int sig;
+	struct relay *r = arg;
+	uint64_t now = relay_now_ms();
 
-	while ((sig = sigtimedwait(set, &si, &rest)) < 0)
-		maybe_resolve(r); /* the main thread's only other work */
-	fprintf(stderr, "tide-relay: %s: draining\n", strsignal(sig));
+	if (!atomic_load_explicit(&r->fwd.resolve, memory_order_relaxed) ||
+	    now - r->last_resolve_ms < 1000)
+		return;
+	atomic_store_explicit(&r->fwd.resolve, false, memory_order_relaxed);
+	r->last_resolve_ms = now;
+	relay_runtime_resolve(&r->rt);
+}
+
+/* SIGHUP reloads; the first SIGINT/SIGTERM drains, a second ends at once. */
+static void run_until_signal(struct relay *r, const sigset_t *set, int argc, char **argv)
+{
+	struct timespec tick = {0, 50 * 1000000L};
+	siginfo_t si;
+
+	relay_signals_wait(&r->rt, set, argc, argv, maybe_resolve, r);
 	tide_agent_stop(r->agent);
 	while (tide_agent_running(r->agent)) {
-		if (sigtimedwait(set, &si, &tick) > 0) {
-			fprintf(stderr, "tide-relay: %s again: ending now\n",
-				strsignal(si.si_signo));
+		if (sigtimedwait(set, &si, &tick) > 0 && si.si_signo != SIGHUP) {
+			relay_log(RELAY_LOG_WARN, "tide-relay: %s again: ending now",
+				  strsignal(si.si_signo));
 			tide_agent_stop(r->agent);
 		}
 	}
@@ -266,51 +241,75 @@ static int finish(struct relay *r)
 	tide_agent_destroy(r->agent);
 	tide_pool_flush_cache(r->pool);
 	tide_pool_stats(r->pool, &ps);
-	fprintf(stderr,
-		"tide-relay: shutdown: live_buffers=%zu live_bytes=%zu connections_total=%llu "
-		"bytes_in=%llu bytes_out=%llu grows=%llu shrinks=%llu peak_live_bytes=%zu%s\n",
-		ps.live_buffers, ps.live_bytes, (unsigned long long)as.conns_accepted,
-		(unsigned long long)as.bytes_in, (unsigned long long)as.bytes_out,
-		(unsigned long long)ps.grows, (unsigned long long)ps.shrinks, ps.peak_live_bytes,
-		ps.live_buffers ? " (BUFFERS NOT RETURNED)" : "");
+	relay_log(ps.live_buffers ? RELAY_LOG_ERROR : RELAY_LOG_INFO,
+		  "tide-relay: shutdown: live_buffers=%zu live_bytes=%zu connections_total=%llu "
+		  "bytes_in=%llu bytes_out=%llu grows=%llu shrinks=%llu peak_live_bytes=%zu%s",
+		  ps.live_buffers, ps.live_bytes, (unsigned long long)as.conns_accepted,
+		  (unsigned long long)as.bytes_in, (unsigned long long)as.bytes_out,
+		  (unsigned long long)ps.grows, (unsigned long long)ps.shrinks, ps.peak_live_bytes,
+		  ps.live_buffers ? " (BUFFERS NOT RETURNED)" : "");
+	relay_runtime_stop(&r->rt);
 	tide_pool_destroy(r->pool);
-	lists_free(r);
 	return ps.live_buffers ? 1 : 0;
+}
+
+/* Options: 0 to go on, or the exit status (after --help, --version, --check, problems). */
+static int load(int argc, char **argv, struct relay_config *c)
+{
+	unsigned problems = relay_config_load(argc, argv, c, stderr);
+
+	if (c->help) {
+		relay_options_usage(stdout);
+		exit(0);
+	}
+	if (c->version) {
+		printf("tide-relay %s\n", TIDE_VERSION_STRING);
+		exit(0);
+	}
+	if (c->check)
+		exit(relay_config_check_exit(problems, c, problems ? stderr : stdout));
+	if (problems) {
+		fprintf(stderr, "tide-relay: try 'tide-relay --help'\n");
+		return EXIT_USAGE;
+	}
+	return 0;
 }
 
 int main(int argc, char **argv)
 {
-	struct relay r = {0};
+	static struct relay_config cfg; /* large: not on the stack */
+	static struct relay relay;
+	struct relay *r = &relay;
 	char why[256];
 	sigset_t set;
 	int rc;
 
-	rc = options_parse(argc, argv, &r.o);
+	r->cfg = &cfg;
+	rc = load(argc, argv, r->cfg);
 	if (rc)
 		return rc;
 	raise_nofile();
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	relay_signals_block(&set);
 	if (tide_agent_probe(why, sizeof(why))) {
 		fprintf(stderr, "tide-relay: %s\n", why);
 		return EXIT_NO_URING;
 	}
-	rc = make_pool(&r);
+	rc = relay_runtime_start(&r->rt, r->cfg, NULL);
+	if (rc)
+		return rc == -ENOENT ? EXIT_USAGE : 1;
+	rc = make_pool(r);
 	if (!rc)
-		rc = make_agent(&r);
+		rc = make_agent(r);
 	if (!rc)
-		rc = start(&r);
+		rc = start(r);
 	if (rc) {
-		stats_server_stop(r.srv);
-		tide_agent_destroy(r.agent);
-		tide_pool_destroy(r.pool);
-		lists_free(&r);
+		stats_server_stop(r->srv);
+		tide_agent_destroy(r->agent);
+		relay_runtime_stop(&r->rt);
+		tide_pool_destroy(r->pool);
 		return rc;
 	}
-	say_listening(&r);
-	run_until_signal(&r, &set);
-	return finish(&r);
+	say_listening(r);
+	run_until_signal(r, &set, argc, argv);
+	return finish(r);
 }
