@@ -67,8 +67,7 @@ static void *alloc_uncached(struct tide_pool *pool, bool grow)
 
 		pthread_mutex_lock(&pool->lock);
 		if (pool_claim_blocks_locked(pool, &block, 1) ||
-		    (cache_reclaim_locked(pool, all) &&
-		     pool_claim_blocks_locked(pool, &block, 1))) {
+		    (cache_reclaim_locked(pool) && pool_claim_blocks_locked(pool, &block, 1))) {
 			cache_sync_peak_locked(pool, NULL);
 			pthread_mutex_unlock(&pool->lock);
 			return block;
@@ -123,7 +122,7 @@ static void *alloc_run(struct tide_pool *pool, struct tide_user *user, size_t n)
 
 		pthread_mutex_lock(&pool->lock);
 		if (pool_claim_run_locked(pool, n, &first) ||
-		    (cache_reclaim_locked(pool, true) && pool_claim_run_locked(pool, n, &first))) {
+		    (cache_reclaim_locked(pool) && pool_claim_run_locked(pool, n, &first))) {
 			pool->tags[first] = user->id | TAG_MULTI;
 			for (size_t i = 1; i < n - 1; i++)
 				pool->tags[first + i] = TAG_INTERIOR;
@@ -302,7 +301,7 @@ unsigned pool_alloc_bulk(struct tide_pool *pool, struct tide_user *user, void **
 		while (got < n) {
 			unsigned more = pool_claim_blocks_locked(pool, bufs + got, n - got);
 
-			if (!more && (reclaimed || !cache_reclaim_locked(pool, all)))
+			if (!more && (reclaimed || !cache_reclaim_locked(pool)))
 				break;
 			reclaimed |= !more;
 			got += more;

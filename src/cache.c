@@ -42,10 +42,8 @@
  * thread exists: the child drops the other threads' caches and takes their blocks back.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <sched.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -53,11 +51,14 @@
 
 _Thread_local struct tcache *tcache_last __attribute__((tls_model("initial-exec")));
 static _Thread_local struct tcache *tcache_slots[TCACHE_SLOTS];
+static _Thread_local bool tcache_exiting; /* thread_exit ran: no cache from here on */
 
 static pthread_mutex_t registry = PTHREAD_MUTEX_INITIALIZER;
 static pthread_key_t exit_key;
 static bool exit_key_ok; /* pthread_key_create worked: caches can be flushed at thread exit */
 static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
+static struct tcache *orphans; /* caches of destroyed pools, under registry */
+static atomic_long attached;   /* caches linked to a live pool */
 static bool fence_ok;
 static pthread_once_t fence_once = PTHREAD_ONCE_INIT;
 
@@ -142,11 +143,33 @@ static void drain_locked(struct tide_pool *pool, struct tcache *c)
 	rebase(c, live, 0);
 }
 
+/* The orphan list (registry held) reuses the links of the pool's list, which c has left. */
+static void link_orphan_locked(struct tcache *c)
+{
+	c->prev = NULL;
+	c->next = orphans;
+	if (orphans)
+		orphans->prev = c;
+	orphans = c;
+}
+
+static void unlink_orphan_locked(struct tcache *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		orphans = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->next = c->prev = NULL;
+}
+
 /* Thread exit: flush and free this thread's caches. */
 static void thread_exit(void *unused)
 {
 	(void)unused;
-	call_guard_set(1); /* a signal handler now must not make a new cache */
+	call_guard_set(1);     /* a signal handler now must not make a new cache */
+	tcache_exiting = true; /* a later key destructor's calls go uncached: none stranded */
 	pthread_mutex_lock(&registry);
 	for (int i = 0; i < TCACHE_SLOTS; i++) {
 		struct tcache *c = tcache_slots[i];
@@ -160,6 +183,9 @@ static void thread_exit(void *unused)
 			drain_locked(pool, c);
 			unlink_cache_locked(pool, c);
 			pthread_mutex_unlock(&pool->lock);
+			atomic_fetch_sub_explicit(&attached, 1, memory_order_relaxed);
+		} else {
+			unlink_orphan_locked(c);
 		}
 		free(c);
 		tcache_slots[i] = NULL;
@@ -176,7 +202,10 @@ static void make_exit_key(void)
 
 /*
  * dlclose() of the library (and process exit): a thread exiting later must not find a
- * destructor in unmapped code. Its caches stay unflushed; every pool is destroyed by then.
+ * destructor in unmapped code, and the caches other threads made for pools since destroyed
+ * (orphans) would have no owner left to free them: they are freed here when no cache of a
+ * live pool is left (every pool is destroyed before dlclose; no thread can call into
+ * unloaded code, so the dead pointers in their thread-local slots are never read).
  */
 __attribute__((destructor)) static void delete_exit_key(void)
 {
@@ -184,6 +213,34 @@ __attribute__((destructor)) static void delete_exit_key(void)
 		exit_key_ok = false;
 		pthread_key_delete(exit_key);
 	}
+	pthread_mutex_lock(&registry);
+	if (atomic_load_explicit(&attached, memory_order_relaxed) == 0) {
+		while (orphans) {
+			struct tcache *c = orphans;
+
+			unlink_orphan_locked(c);
+			for (int i = 0; i < TCACHE_SLOTS; i++)
+				if (tcache_slots[i] == c)
+					tcache_slots[i] = NULL;
+			if (tcache_last == c)
+				tcache_last = NULL;
+			free(c);
+		}
+	}
+	pthread_mutex_unlock(&registry);
+}
+
+/*
+ * A cache's capacity: pool->cache_cap (TCACHE_BYTES), but at most 1/TCACHE_SHARE of the
+ * unreserved portion, so that the caches of a few threads never hold a small pool.
+ */
+static unsigned cap_for(const struct tide_pool *pool)
+{
+	size_t share = (pool_unreserved(pool) >> pool->block_shift) / TCACHE_SHARE;
+
+	if (share < 2)
+		return 2;
+	return share < pool->cache_cap ? (unsigned)share : pool->cache_cap;
 }
 
 struct tcache *cache_lookup(struct tide_pool *pool)
@@ -201,12 +258,15 @@ struct tcache *cache_lookup(struct tide_pool *pool)
 		if (slot < 0 && (!c || !atomic_load_explicit(&c->pool, memory_order_relaxed)))
 			slot = i;
 	}
-	if (slot < 0)
-		return NULL; /* this thread uses too many pools: the rest go through the lock */
+	if (slot < 0 || tcache_exiting)
+		return NULL; /* too many pools, or past thread exit: through the lock */
 	if (tcache_slots[slot]) {
 		if (tcache_last == tcache_slots[slot])
 			tcache_last = NULL;
-		free(tcache_slots[slot]); /* orphaned by a destroyed pool */
+		pthread_mutex_lock(&registry);
+		unlink_orphan_locked(tcache_slots[slot]); /* orphaned by a destroyed pool */
+		pthread_mutex_unlock(&registry);
+		free(tcache_slots[slot]);
 		tcache_slots[slot] = NULL;
 	}
 	pthread_once(&exit_key_once, make_exit_key);
@@ -222,15 +282,15 @@ struct tcache *cache_lookup(struct tide_pool *pool)
 	atomic_init(&c->state, 0);
 	atomic_init(&c->low, 0);
 	atomic_init(&c->steal, STEAL_NONE);
-	c->cap = pool->cache_cap;
-	c->tid = (pid_t)syscall(SYS_gettid);
 	c->live_base = 0;
 	c->count_base = 0;
 	c->seen_live = 0;
 	c->seen_count = 0;
 	c->seen_epoch = 0;
 	atomic_init(&c->pool, pool);
+	atomic_fetch_add_explicit(&attached, 1, memory_order_relaxed);
 	pthread_mutex_lock(&pool->lock);
+	c->cap = cap_for(pool);
 	link_cache_locked(pool, c);
 	pthread_mutex_unlock(&pool->lock);
 	tcache_slots[slot] = c;
@@ -254,7 +314,10 @@ void cache_sync_peak_locked(struct tide_pool *pool, struct tcache *c)
 static unsigned refill_locked(struct tide_pool *pool, struct tcache *c)
 {
 	long live = live_of(c);
-	unsigned n = pool_claim_blocks_locked(pool, c->slots, c->cap / 2);
+	unsigned n;
+
+	c->cap = cap_for(pool); /* the pool may have grown or shrunk */
+	n = pool_claim_blocks_locked(pool, c->slots, c->cap / 2);
 
 	/* The stack pops from its end: put the lowest address there. */
 	for (unsigned i = 0; i < n / 2; i++) {
@@ -297,7 +360,7 @@ void *cache_refill_pop(struct tide_pool *pool, struct tcache *c, bool may_grow)
 		n = count_of(c);
 		if (n == 0)
 			n = refill_locked(pool, c);
-		if (n == 0 && cache_reclaim_locked(pool, all)) {
+		if (n == 0 && cache_reclaim_locked(pool)) {
 			cache_settle_locked(c);
 			n = refill_locked(pool, c);
 		}
@@ -330,6 +393,7 @@ void cache_push_flush(struct tide_pool *pool, struct tcache *c, void *block)
 	cache_settle_locked(c);
 	n = count_of(c);
 	live = live_of(c);
+	c->cap = cap_for(pool);
 	if (n >= c->cap) {
 		/* The oldest half goes back: the recent half is what this thread reuses. */
 		unsigned out = n - c->cap / 2;
@@ -388,6 +452,16 @@ static void steal_marked_locked(struct tide_pool *pool)
 
 void cache_flush_all_locked(struct tide_pool *pool)
 {
+	cache_reclaim_locked(pool);
+}
+
+/*
+ * The bitmap is empty: take back every cache's blocks before the pool grows or an
+ * allocation fails. One fence for all of them; an owner inside an operation is waited for
+ * (a few instructions), its next operation backs off to the lock.
+ */
+bool cache_reclaim_locked(struct tide_pool *pool)
+{
 	bool any = false;
 
 	for (struct tcache *c = pool->caches; c; c = c->next)
@@ -397,56 +471,7 @@ void cache_flush_all_locked(struct tide_pool *pool)
 		}
 	if (any)
 		steal_marked_locked(pool);
-}
-
-/*
- * Is the thread with this id asleep in the kernel (blocked: state S, D, or stopped), by
- * /proc/self/task/<tid>/stat? A running or runnable thread, or no answer, is not.
- */
-static bool thread_asleep(pid_t tid)
-{
-	char path[64], buf[512];
-	const char *close_paren;
-	ssize_t n;
-	int fd;
-
-	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return false;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return false;
-	buf[n] = 0;
-	close_paren = strrchr(buf, ')'); /* the name may hold spaces and parentheses */
-	if (!close_paren || close_paren[1] != ' ')
-		return false;
-	return strchr("SDTt", close_paren[2]) != NULL;
-}
-
-/*
- * One look: steal the caches unchanged since the previous look or whose thread is asleep
- * (or all of them).
- */
-static bool steal_idle_locked(struct tide_pool *pool, bool all)
-{
-	bool any = false;
-
-	for (struct tcache *c = pool->caches; c; c = c->next)
-		if (count_of(c) &&
-		    (unchanged_since_look(pool, c) || all || thread_asleep(c->tid))) {
-			atomic_store_explicit(&c->steal, STEAL_WANTED, memory_order_relaxed);
-			any = true;
-		}
-	if (any)
-		steal_marked_locked(pool);
 	return any;
-}
-
-bool cache_reclaim_locked(struct tide_pool *pool, bool all)
-{
-	return steal_idle_locked(pool, all);
 }
 
 void cache_flush_idle_locked(struct tide_pool *pool, unsigned idle_epochs)
@@ -489,16 +514,22 @@ void cache_detach_pool(struct tide_pool *pool)
 		struct tcache *c = pool->caches;
 
 		unlink_cache_locked(pool, c);
+		link_orphan_locked(c);
+		atomic_fetch_sub_explicit(&attached, 1, memory_order_relaxed);
 		atomic_store_explicit(&c->pool, NULL, memory_order_relaxed);
 	}
 	pthread_mutex_unlock(&pool->lock);
-	/* This thread's own orphans can go now; other threads free theirs at exit. */
+	/*
+	 * This thread's own orphans can go now; other threads free theirs at their next
+	 * cache lookup or at exit, and the library's destructor frees what is left.
+	 */
 	for (int i = 0; i < TCACHE_SLOTS; i++) {
 		struct tcache *c = tcache_slots[i];
 
 		if (c && !atomic_load_explicit(&c->pool, memory_order_relaxed)) {
 			if (tcache_last == c)
 				tcache_last = NULL;
+			unlink_orphan_locked(c);
 			free(c);
 			tcache_slots[i] = NULL;
 		}
@@ -557,7 +588,6 @@ void cache_fork_child_locked(struct tide_pool *pool)
 		if (is_own(c)) {
 			cache_settle_locked(c);
 			drain_locked(pool, c);
-			c->tid = (pid_t)syscall(SYS_gettid); /* the child's own id */
 		} else {
 			/*
 			 * Its thread is gone, perhaps in the middle of an operation (CACHE_BUSY):
@@ -572,6 +602,7 @@ void cache_fork_child_locked(struct tide_pool *pool)
 
 			pool_release_blocks_locked(pool, c->slots, n);
 			unlink_cache_locked(pool, c);
+			atomic_fetch_sub_explicit(&attached, 1, memory_order_relaxed);
 			free(c);
 		}
 		c = next;

@@ -153,7 +153,8 @@ bool bitmap_check(const struct bitmap *map, size_t limit);
 
 #define TCACHE_CAP   512 /* most blocks a thread keeps; a refill or a flush leaves half */
 #define TCACHE_BYTES ((size_t)1 << 20) /* most bytes a thread keeps: cap = this / block */
-#define TCACHE_SLOTS 8 /* pools a thread keeps a cache for at once; more go uncached */
+#define TCACHE_SLOTS 8	/* pools a thread keeps a cache for at once; more go uncached */
+#define TCACHE_SHARE 16 /* a cache holds at most 1/16 of the unreserved portion */
 
 /*
  * A thread's stack of free, claimed blocks of one pool.
@@ -181,8 +182,7 @@ struct tcache {
 	_Atomic unsigned state;
 	_Atomic unsigned low;
 	_Atomic int steal;
-	unsigned cap;	/* pool->cache_cap: at most TCACHE_BYTES, at most TCACHE_CAP blocks */
-	pid_t tid;	/* the owner's thread id: is it asleep? (see cache_reclaim_locked) */
+	unsigned cap;	/* see cap_for(): owner, under pool->lock; read by the owner's fast path */
 	long live_base; /* under pool->lock */
 	unsigned count_base;
 	struct tide_pool *_Atomic pool; /* NULL once the pool is destroyed */
@@ -205,11 +205,10 @@ void cache_settle_locked(struct tcache *c);
 void cache_add_live_locked(struct tcache *c, long n);
 void cache_flush_all_locked(struct tide_pool *pool); /* steal every cache; pool->lock held */
 /*
- * The bitmap is empty: take back the blocks of every idle cache (unchanged since the last
- * look, or its thread asleep; before growing), or of every cache (all: before failing).
- * True when any were taken; pool->lock held.
+ * The bitmap is empty: take back the blocks of every cache, before growing and before
+ * failing. True when any were taken; pool->lock held.
  */
-bool cache_reclaim_locked(struct tide_pool *pool, bool all);
+bool cache_reclaim_locked(struct tide_pool *pool);
 /* fork child, pool->lock held: drop the caches of threads that do not exist here, give
  * back what they and this thread's own caches held. */
 void cache_fork_child_locked(struct tide_pool *pool);
