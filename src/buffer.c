@@ -19,7 +19,9 @@
  * Every public call that touches a thread cache or a lock runs inside the re-entry guard
  * (one thread-local byte, see internal.h): a signal handler that interrupts such a call
  * and calls in again on the same thread is refused, since the interrupted code may be
- * half-way through the same cache or hold the lock the handler would wait for.
+ * half-way through the same cache or hold the lock the handler would wait for. The fast
+ * paths test the byte and set it only for their cache window (CALL_WINDOW), which is
+ * also the mark a stealer waits on: the guard costs them one load and a branch.
  */
 #include <errno.h>
 
@@ -28,7 +30,7 @@
 
 #define DEFAULT_USER_ID 1 /* user.c gives the pool's default user this id */
 
-_Thread_local unsigned char tide_in_call __attribute__((tls_model("initial-exec")));
+_Thread_local struct tide_thread tide_thread __attribute__((tls_model("initial-exec")));
 
 static inline bool may_grow(const struct tide_pool *pool, const struct tide_user *user)
 {
@@ -89,7 +91,7 @@ static inline void *alloc_block(struct tide_pool *pool, bool grow)
 
 	if (unlikely(!c))
 		return alloc_uncached(pool, grow);
-	block = cache_pop(c, pool->fence_is_membarrier);
+	block = cache_pop(c, pool->fence_is_membarrier, CALL_IN);
 	if (unlikely(!block))
 		block = cache_refill_pop(pool, c, grow);
 	return block;
@@ -105,7 +107,7 @@ static inline void free_block(struct tide_pool *pool, void *block)
 		pthread_mutex_unlock(&pool->lock);
 		return;
 	}
-	if (unlikely(!cache_push(c, pool->fence_is_membarrier, block)))
+	if (unlikely(!cache_push(c, pool->fence_is_membarrier, block, CALL_IN)))
 		cache_push_flush(pool, c, block);
 }
 
@@ -283,13 +285,13 @@ unsigned pool_alloc_bulk(struct tide_pool *pool, struct tide_user *user, void **
 	}
 	c = cache_get(pool);
 	if (likely(c)) {
-		unsigned have = cache_enter(c, pool->fence_is_membarrier);
+		unsigned have = cache_enter(c, pool->fence_is_membarrier, CALL_IN);
 
 		if (have != UINT_MAX) {
 			while (got < n && have)
 				bufs[got++] = c->slots[--have];
-			cache_leave(c, have);
 			cache_note_low(c, have);
+			cache_leave(c, have, CALL_IN);
 		}
 	}
 	for (int attempt = 0; got < n && attempt < 4; attempt++) {
@@ -341,8 +343,9 @@ int pool_free_bulk(struct tide_pool *pool, struct tide_user *user, void *const *
 	while (i < n) {
 		/* Push as many plain one-block buffers as fit in one cache window (a pool that
 		 * poisons frees one by one through pool_free). */
-		unsigned have =
-			c && !pool->poison ? cache_enter(c, pool->fence_is_membarrier) : UINT_MAX;
+		unsigned have = c && !pool->poison
+					? cache_enter(c, pool->fence_is_membarrier, CALL_IN)
+					: UINT_MAX;
 
 		if (have != UINT_MAX) {
 			unsigned start = i;
@@ -355,7 +358,7 @@ int pool_free_bulk(struct tide_pool *pool, struct tide_user *user, void *const *
 				pool->tags[k] = TAG_FREE;
 				c->slots[have++] = bufs[i];
 			}
-			cache_leave(c, have);
+			cache_leave(c, have, CALL_IN);
 			pushed += i - start;
 		}
 		if (i < n) {
@@ -370,68 +373,36 @@ int pool_free_bulk(struct tide_pool *pool, struct tide_user *user, void *const *
 	return err;
 }
 
-/*
- * The default user's fast paths: a hit in this thread's cache, no counters but the cache's.
- * Everything else (no cache yet, empty or full cache, a steal under way, sizes above a
- * block, bad pointers) goes to the general functions above.
- */
-static inline void *alloc_fast(struct tide_pool *pool, size_t size)
+static __attribute__((noinline, cold)) void *reentry(struct tide_pool *pool)
 {
-	struct tcache *c = tcache_last;
-	void *block;
-
-	if (unlikely(size - 1 >= pool->block_size || !c ||
-		     atomic_load_explicit(&c->pool, memory_order_relaxed) != pool))
-		return NULL;
-	block = cache_pop(c, pool->fence_is_membarrier);
-	if (likely(block))
-		pool->tags[block_index(pool, block)] = DEFAULT_USER_ID;
-	return block;
-}
-
-enum {
-	FREE_DONE,  /* pushed */
-	FREE_SLOW,  /* untouched: anything but a hit (see pool_free) */
-	FREE_FLUSH, /* tag cleared, cache full or being stolen: push under the lock */
-};
-
-static inline int free_fast(struct tide_pool *pool, void *buf)
-{
-	struct tcache *c = tcache_last;
-	size_t i;
-
-	if (unlikely(!c || atomic_load_explicit(&c->pool, memory_order_relaxed) != pool))
-		return FREE_SLOW;
-	i = owned_block(pool, buf, DEFAULT_USER_ID);
-	if (unlikely(i == SIZE_MAX))
-		return FREE_SLOW;
-	pool->tags[i] = TAG_FREE; /* before the block can reach another thread */
-	if (unlikely(!cache_push(c, pool->fence_is_membarrier, buf)))
-		return FREE_FLUSH;
-	return FREE_DONE;
+	atomic_fetch_add_explicit(&pool->reentries, 1, memory_order_relaxed);
+	return NULL;
 }
 
 /*
- * The slow paths of tide_alloc() and tide_free(), each under a guard of its own, so the
- * fast paths call nothing while the guard is set (no register to keep across a call).
- * A signal handler that runs between the two guards finds nothing half-done.
+ * The slow paths of tide_alloc() and tide_free(), each under the guard (CALL_IN). The fast
+ * paths only test the guard: their cache window (CALL_WINDOW) is the guard while they
+ * touch the cache, and a signal handler that runs outside the window finds nothing
+ * half-done.
  */
 static __attribute__((noinline)) void *alloc_slow(struct tide_pool *pool, size_t size)
 {
 	void *block;
 
-	call_guard_set(1);
+	call_guard_set(CALL_IN);
 	block = pool_alloc(pool, &pool->default_user, size);
 	call_leave();
 	return block;
 }
 
-static __attribute__((noinline)) int free_slow_default(struct tide_pool *pool, void *buf, int fast)
+/* flush: the tag is cleared already, push under the lock; else the general free. */
+static __attribute__((noinline)) int free_slow_default(struct tide_pool *pool, void *buf,
+						       bool flush)
 {
 	int err = 0;
 
-	call_guard_set(1);
-	if (fast == FREE_FLUSH)
+	call_guard_set(CALL_IN);
+	if (flush)
 		cache_push_flush(pool, cache_get(pool), buf); /* this thread's cache of pool */
 	else
 		err = pool_free(pool, &pool->default_user, buf);
@@ -447,27 +418,49 @@ static __attribute__((noinline)) int free_slow_default(struct tide_pool *pool, v
  * Lowest address first, from this thread's cache, refilled from the bitmap; with
  * TIDE_AUTO_GROW a pool with nothing free grows by a grow_unit (or what the run needs).
  *
+ * The fast path is the default user's hit in this thread's cache, with no counters but the
+ * cache's; everything else (no cache yet, an empty cache, a steal under way, sizes above a
+ * block) goes to pool_alloc().
+ *
  * Return: the buffer, aligned to block_size; NULL for size 0, a NULL pool, or no space
  * (counted in alloc_failures), or a call from a signal handler that interrupted a call
  * into the pool on the same thread (counted in reentries).
  */
 void *tide_alloc(struct tide_pool *pool, size_t size)
 {
+	struct tcache *c;
+	unsigned n;
 	void *block;
 
-	if (unlikely(!pool || !call_enter(pool)))
+	if (unlikely(!pool))
 		return NULL;
-	block = alloc_fast(pool, size);
-	call_leave();
-	if (likely(block))
-		return block;
-	return alloc_slow(pool, size);
+	if (unlikely(call_guard_held()))
+		return reentry(pool);
+	c = tcache_last;
+	if (unlikely(size - 1 >= pool->block_size || !c ||
+		     atomic_load_explicit(&c->pool, memory_order_relaxed) != pool))
+		return alloc_slow(pool, size);
+	n = cache_enter(c, pool->fence_is_membarrier, 0);
+	if (unlikely(n - 1 >= TCACHE_CAP)) { /* empty, or a steal (window closed) */
+		if (n == 0)
+			cache_close(0);
+		return alloc_slow(pool, size);
+	}
+	block = c->slots[n - 1];
+	cache_note_low(c, n - 1);
+	cache_leave(c, n - 1, 0);
+	pool->tags[block_index(pool, block)] = DEFAULT_USER_ID;
+	return block;
 }
 
 /**
  * tide_free() - give a buffer back.
  * @pool: the pool it came from.
  * @buf:  the buffer, or NULL.
+ *
+ * The fast path is a live one-block buffer of the default user pushed on this thread's
+ * cache; anything else (NULL, a run, a full cache, a steal, a bad pointer) goes to
+ * pool_free() or a flush under the lock.
  *
  * Return: 0 (also for NULL); -EINVAL when @buf is not a live buffer of this pool (foreign,
  * interior, above the boundary, already freed) or @pool is NULL; -EPERM when it belongs to
@@ -477,17 +470,25 @@ void *tide_alloc(struct tide_pool *pool, size_t size)
  */
 int tide_free(struct tide_pool *pool, void *buf)
 {
-	int fast;
+	struct tcache *c;
+	size_t i;
 
 	if (unlikely(!pool))
 		return buf ? -EINVAL : 0;
-	if (unlikely(!call_enter(pool)))
+	if (unlikely(call_guard_held())) {
+		reentry(pool);
 		return -EAGAIN;
-	fast = free_fast(pool, buf);
-	call_leave();
-	if (likely(fast == FREE_DONE))
-		return 0;
-	return free_slow_default(pool, buf, fast);
+	}
+	c = tcache_last;
+	if (unlikely(!c || atomic_load_explicit(&c->pool, memory_order_relaxed) != pool))
+		return free_slow_default(pool, buf, false);
+	i = owned_block(pool, buf, DEFAULT_USER_ID);
+	if (unlikely(i == SIZE_MAX))
+		return free_slow_default(pool, buf, false);
+	pool->tags[i] = TAG_FREE; /* before the block can reach another thread */
+	if (unlikely(!cache_push(c, pool->fence_is_membarrier, buf, 0)))
+		return free_slow_default(pool, buf, true);
+	return 0;
 }
 
 /**

@@ -49,7 +49,6 @@
 
 #include "internal.h"
 
-_Thread_local struct tcache *tcache_last __attribute__((tls_model("initial-exec")));
 static _Thread_local struct tcache *tcache_slots[TCACHE_SLOTS];
 static _Thread_local bool tcache_exiting; /* thread_exit ran: no cache from here on */
 
@@ -101,7 +100,7 @@ static inline unsigned count_of(const struct tcache *c)
 {
 	if (atomic_load_explicit(&c->steal, memory_order_relaxed) == STEAL_DONE)
 		return 0;
-	return atomic_load_explicit(&c->state, memory_order_relaxed) & ~CACHE_BUSY;
+	return atomic_load_explicit(&c->state, memory_order_relaxed);
 }
 
 /* This thread's live blocks (may be negative: it freed others' buffers); pool->lock held. */
@@ -168,8 +167,8 @@ static void unlink_orphan_locked(struct tcache *c)
 static void thread_exit(void *unused)
 {
 	(void)unused;
-	call_guard_set(1);     /* a signal handler now must not make a new cache */
-	tcache_exiting = true; /* a later key destructor's calls go uncached: none stranded */
+	call_guard_set(CALL_IN); /* a signal handler now must not make a new cache */
+	tcache_exiting = true;	 /* a later key destructor's calls go uncached: none stranded */
 	pthread_mutex_lock(&registry);
 	for (int i = 0; i < TCACHE_SLOTS; i++) {
 		struct tcache *c = tcache_slots[i];
@@ -282,6 +281,7 @@ struct tcache *cache_lookup(struct tide_pool *pool)
 	atomic_init(&c->state, 0);
 	atomic_init(&c->low, 0);
 	atomic_init(&c->steal, STEAL_NONE);
+	c->owner_call = &tide_in_call;
 	c->live_base = 0;
 	c->count_base = 0;
 	c->seen_live = 0;
@@ -443,7 +443,7 @@ static void steal_marked_locked(struct tide_pool *pool)
 
 		if (atomic_load_explicit(&c->steal, memory_order_relaxed) != STEAL_WANTED)
 			continue;
-		while (atomic_load_explicit(&c->state, memory_order_acquire) & CACHE_BUSY)
+		while (atomic_load_explicit(c->owner_call, memory_order_acquire) == CALL_WINDOW)
 			wait_round(&round);
 		drain_locked(pool, c);
 		atomic_store_explicit(&c->steal, STEAL_DONE, memory_order_release);
@@ -590,15 +590,14 @@ void cache_fork_child_locked(struct tide_pool *pool)
 			drain_locked(pool, c);
 		} else {
 			/*
-			 * Its thread is gone, perhaps in the middle of an operation (CACHE_BUSY):
+			 * Its thread is gone, perhaps in the middle of an operation (a window):
 			 * the blocks counted are free; one being pushed is found by the caller's
 			 * scan for lost blocks.
 			 */
 			unsigned n =
 				atomic_load_explicit(&c->steal, memory_order_relaxed) == STEAL_DONE
 					? 0
-					: atomic_load_explicit(&c->state, memory_order_relaxed) &
-						  ~CACHE_BUSY;
+					: atomic_load_explicit(&c->state, memory_order_relaxed);
 
 			pool_release_blocks_locked(pool, c->slots, n);
 			unlink_cache_locked(pool, c);

@@ -157,21 +157,60 @@ bool bitmap_check(const struct bitmap *map, size_t limit);
 #define TCACHE_SHARE 16 /* a cache holds at most 1/16 of the unreserved portion */
 
 /*
+ * The re-entry guard and the owner's busy mark in one thread-local byte: CALL_IN while the
+ * thread is inside a public call that touches a thread cache or takes a lock (a slow
+ * path), CALL_WINDOW while it is inside an operation on one of its caches (the fast path
+ * sets nothing else). A signal handler that calls into the pool while the code it
+ * interrupted was inside either finds it non-zero and is refused (NULL or -EAGAIN, counted
+ * in reentries) instead of handing out a block twice or waiting on its own lock. A
+ * stealer reads the byte through the cache (owner_call) and waits while it is CALL_WINDOW.
+ * call_enter()/call_guard_set() mark a thread as inside a call for any other window that
+ * must not be re-entered (fork).
+ */
+#define CALL_IN	    1
+#define CALL_WINDOW 2
+struct tcache;
+/* One thread-local object, so the fast paths find both with one address. */
+struct tide_thread {
+	struct tcache *last;	       /* tcache_last: the cache used last (see cache_get) */
+	_Atomic unsigned char in_call; /* tide_in_call */
+};
+extern _Thread_local struct tide_thread tide_thread __attribute__((tls_model("initial-exec")));
+#define tide_in_call (tide_thread.in_call)
+#define tcache_last  (tide_thread.last)
+
+static inline void call_guard_set(unsigned char v)
+{
+	atomic_signal_fence(memory_order_seq_cst);
+	atomic_store_explicit(&tide_in_call, v, memory_order_relaxed);
+	atomic_signal_fence(memory_order_seq_cst);
+}
+
+static inline bool call_guard_held(void)
+{
+	return atomic_load_explicit(&tide_in_call, memory_order_relaxed) != 0;
+}
+
+static inline void call_leave(void)
+{
+	call_guard_set(0);
+}
+
+/*
  * A thread's stack of free, claimed blocks of one pool.
  *
- * state is the number of blocks held, with CACHE_BUSY set while the owner is inside an
- * operation; only the owner pushes and pops, between its two stores to state. Another
- * thread takes the blocks back (a steal) holding the pool lock: it raises steal to
- * STEAL_WANTED, runs an asymmetric fence (membarrier), waits for CACHE_BUSY to clear,
- * empties the stack, and leaves STEAL_DONE for the owner, whose next operation sees it,
- * backs off, and settles under the lock. See cache.c for why this is safe.
+ * state is the number of blocks held; only the owner pushes and pops, inside a window
+ * (its tide_in_call byte at CALL_WINDOW). Another thread takes the blocks back (a steal)
+ * holding the pool lock: it raises steal to STEAL_WANTED, runs an asymmetric fence
+ * (membarrier), waits until the owner's byte is not CALL_WINDOW, empties the stack, and
+ * leaves STEAL_DONE for the owner, whose next operation sees it, backs off, and settles
+ * under the lock. See cache.c for why this is safe.
  *
  * The thread's live count is derived, not counted: live = live_base + count_base - count,
  * rebased under the lock whenever count moves for another reason than an alloc or a free.
  * low is the lowest count since the last rebase, so count - low is how far this thread's
  * live count rose above where it is now: the pool's peak is exact for one thread.
  */
-#define CACHE_BUSY 0x80000000u
 enum {
 	STEAL_NONE,
 	STEAL_WANTED,
@@ -182,8 +221,9 @@ struct tcache {
 	_Atomic unsigned state;
 	_Atomic unsigned low;
 	_Atomic int steal;
-	unsigned cap;	/* see cap_for(): owner, under pool->lock; read by the owner's fast path */
-	long live_base; /* under pool->lock */
+	unsigned cap;			   /* see cap_for(): the owner's, under pool->lock */
+	_Atomic unsigned char *owner_call; /* the owner's tide_in_call: in a window? */
+	long live_base;			   /* under pool->lock */
 	unsigned count_base;
 	struct tide_pool *_Atomic pool; /* NULL once the pool is destroyed */
 	long seen_live;			/* maintenance's last look, under pool->lock */
@@ -192,8 +232,6 @@ struct tcache {
 	struct tcache *next, *prev; /* the pool's list, under pool->lock */
 	void *slots[TCACHE_CAP];
 };
-
-extern _Thread_local struct tcache *tcache_last __attribute__((tls_model("initial-exec")));
 
 struct tcache *cache_lookup(struct tide_pool *pool); /* find or create; NULL: none to be had */
 /* Slow paths, pool->lock taken inside: refill and pop one; push one and flush half. */
@@ -234,27 +272,34 @@ static inline struct tcache *cache_get(struct tide_pool *pool)
 
 /*
  * Open the owner's window: the number of blocks held, or UINT_MAX when a steal is under
- * way or done (take the slow path, which waits on the pool lock and settles).
+ * way or done (the window is closed again, to outer; take the slow path, which waits on
+ * the pool lock and settles). outer is what the byte was: 0 on the fast path, CALL_IN
+ * inside a slow path.
  */
-static inline unsigned cache_enter(struct tcache *c, bool membarrier)
+static inline unsigned cache_enter(struct tcache *c, bool membarrier, unsigned char outer)
 {
-	unsigned n = atomic_load_explicit(&c->state, memory_order_relaxed);
-
-	atomic_store_explicit(&c->state, n | CACHE_BUSY, memory_order_relaxed);
+	atomic_store_explicit(&tide_in_call, CALL_WINDOW, memory_order_relaxed);
 	if (likely(membarrier))
 		atomic_signal_fence(memory_order_seq_cst);
 	else
 		atomic_thread_fence(memory_order_seq_cst);
 	if (likely(!atomic_load_explicit(&c->steal, memory_order_acquire)))
-		return n;
-	atomic_store_explicit(&c->state, n, memory_order_release);
+		return atomic_load_explicit(&c->state, memory_order_relaxed);
+	atomic_store_explicit(&tide_in_call, outer, memory_order_release); /* cache_close */
 	return UINT_MAX;
 }
 
-/* Close the window with n blocks held. */
-static inline void cache_leave(struct tcache *c, unsigned n)
+/* Close the window, the count unchanged. */
+static inline void cache_close(unsigned char outer)
 {
-	atomic_store_explicit(&c->state, n, memory_order_release);
+	atomic_store_explicit(&tide_in_call, outer, memory_order_release);
+}
+
+/* Close the window with n blocks held. */
+static inline void cache_leave(struct tcache *c, unsigned n, unsigned char outer)
+{
+	atomic_store_explicit(&c->state, n, memory_order_relaxed);
+	cache_close(outer);
 }
 
 static inline void cache_note_low(struct tcache *c, unsigned n)
@@ -264,58 +309,40 @@ static inline void cache_note_low(struct tcache *c, unsigned n)
 }
 
 /* Pop a block, or NULL when the cache is empty or being stolen. */
-static inline void *cache_pop(struct tcache *c, bool membarrier)
+static inline void *cache_pop(struct tcache *c, bool membarrier, unsigned char outer)
 {
-	unsigned n = cache_enter(c, membarrier);
+	unsigned n = cache_enter(c, membarrier, outer);
 	void *block;
 
 	if (unlikely(n - 1 >= TCACHE_CAP)) { /* 0, or UINT_MAX */
 		if (n == 0)
-			cache_leave(c, 0);
+			cache_close(outer);
 		return NULL;
 	}
 	block = c->slots[n - 1];
-	cache_leave(c, n - 1);
 	cache_note_low(c, n - 1);
+	cache_leave(c, n - 1, outer);
 	return block;
 }
 
 /* Push a block; false when the cache is full or being stolen. */
-static inline bool cache_push(struct tcache *c, bool membarrier, void *block)
+static inline bool cache_push(struct tcache *c, bool membarrier, void *block, unsigned char outer)
 {
-	unsigned n = cache_enter(c, membarrier);
+	unsigned n = cache_enter(c, membarrier, outer);
 
 	if (unlikely(n >= c->cap)) {
 		if (n != UINT_MAX)
-			cache_leave(c, n);
+			cache_close(outer);
 		return false;
 	}
 	c->slots[n] = block;
-	cache_leave(c, n + 1);
+	cache_leave(c, n + 1, outer);
 	return true;
 }
 
 // buffer.c ------------------------------------------------------------------------------
 
-/*
- * The re-entry guard: set while this thread is inside a public call that touches a
- * thread cache or takes a lock. A signal handler that calls into the pool while the code
- * it interrupted was inside one finds it set and is refused (NULL or -EAGAIN, counted in
- * reentries) instead of handing out a block twice or waiting on its own lock.
- */
-extern _Thread_local unsigned char tide_in_call __attribute__((tls_model("initial-exec")));
-
-static inline void call_guard_set(unsigned char v)
-{
-	atomic_signal_fence(memory_order_seq_cst);
-	tide_in_call = v;
-	atomic_signal_fence(memory_order_seq_cst);
-}
-
-static inline void call_leave(void)
-{
-	call_guard_set(0);
-}
+/* The re-entry guard: tide_in_call, see cache.c's section above. */
 
 // pool.c --------------------------------------------------------------------------------
 
@@ -446,11 +473,11 @@ struct tide_pool {
 /* Enter a public call; false (and counted) when this thread is already inside one. */
 static inline bool call_enter(struct tide_pool *pool)
 {
-	if (unlikely(tide_in_call)) {
+	if (unlikely(call_guard_held())) {
 		atomic_fetch_add_explicit(&pool->reentries, 1, memory_order_relaxed);
 		return false;
 	}
-	call_guard_set(1);
+	call_guard_set(CALL_IN);
 	return true;
 }
 
