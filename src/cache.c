@@ -4,42 +4,57 @@
  *
  * Each thread keeps, per pool, a stack of up to cap free blocks that it has claimed from
  * the bitmap: TCACHE_BYTES worth, at most TCACHE_CAP (512 blocks of 2 KiB, 2 blocks of
- * 1 MiB), so what a cache hoards is bounded in bytes whatever the block size. Alloc pops,
- * free pushes; an empty stack is refilled and a full one flushed to half under the pool
- * lock, so the lock is taken once per few hundred operations and steady alloc/free pairs
- * never leave the thread. An allocation that finds the bitmap empty takes back the blocks
- * of every idle cache before it grows the pool, and of every cache before it fails (a
- * steal, below). Idle means unchanged since the last look (maintenance, a reclaim, the
- * cache's own refill or flush), or its thread asleep in the kernel (blocked in a wait, by
- * /proc/self/task/<tid>/stat: read only on this path, a few microseconds per cache). A
- * busy cache (a consumer's, filling) is left alone while the pool may grow: taking it
- * would cost a membarrier per refill for as long as the pool stays too small, and it
- * flushes half of itself at its cap anyway.
+ * 1 MiB), and at most 1/TCACHE_SHARE of the pool's unreserved portion (re-read at every
+ * refill and flush, so it follows grows and shrinks), so what a cache hoards is bounded in
+ * bytes whatever the block size, and a few threads' caches never hold a small pool. Alloc
+ * pops, free pushes; an empty stack is refilled and a full one flushed to half under the
+ * pool lock, so the lock is taken once per few dozen to few hundred operations and steady
+ * alloc/free pairs never leave the thread. A thread that only frees (a consumer) thus
+ * hands its excess back to the bitmap every cap/2 frees, where the allocating thread's
+ * refill finds it.
+ *
+ * An allocation that finds the bitmap empty takes back the blocks of every cache, busy or
+ * idle, before it grows the pool or fails (a steal, below): an allocation never grows the
+ * pool while free blocks sit in other threads' caches. That costs one membarrier per
+ * reclaim, but a reclaim only happens when the bitmap is empty, and with every cache
+ * bounded to a fraction of the pool the bitmap only runs empty when live buffers fill most
+ * of it (or many threads each hold their share) - the point where the pool would
+ * otherwise grow, which costs far more (page faults, a hook) than one fence. Maintenance
+ * separately takes back caches left unchanged for a while (cache_flush_idle_locked).
  *
  * The fast path has no atomic read-modify-write and no fence, and as few stores as it can
  * (every store queues behind the caller's cache-missing stores to its buffers): the owner
- * marks its operation with CACHE_BUSY in the same word that holds the count. A shrink
+ * marks its operation by setting its thread-local call byte (tide_in_call, which is also
+ * the re-entry guard) to CALL_WINDOW; each cache points at its owner's byte. A shrink
  * must be able to take back every cached block, even of a thread that sleeps, so the
  * stealer (holding the pool lock) raises the cache's steal flag, runs
  * membarrier(PRIVATE_EXPEDITED) - a full fence on every running thread of the process -
- * and then waits for CACHE_BUSY to clear. Either the owner's busy store came before the
- * fence (the stealer sees it and waits for the operation to end) or the owner's load of
- * steal comes after it (the owner sees the flag, puts back the count it read, and takes
- * the slow path, which queues on the pool lock). This is the asymmetric Dekker pattern of
- * userspace RCU. The owner's busy store is blind (it rewrites the count it read), so a
- * stealer that finished in between may see a stale count come back; that is why a steal
- * ends in STEAL_DONE, not STEAL_NONE: the owner settles it under the lock (count 0) and
- * nobody trusts the count of a DONE cache. Without membarrier both sides pay a full fence.
- * The stealer's wait is bounded spinning, then yielding, then sleeping: the owner may be
- * unable to run while the stealer spins (a higher real-time priority on the same CPU).
+ * and then waits while the owner's byte is CALL_WINDOW. Either the owner's window store
+ * came before the fence (the stealer sees it and waits for the operation to end) or the
+ * owner's load of steal comes after it (the owner sees the flag, closes the window, and
+ * takes the slow path, which queues on the pool lock). This is the asymmetric Dekker
+ * pattern of userspace RCU. A steal ends in STEAL_DONE, not STEAL_NONE: the owner settles
+ * it under the lock (count 0) and nobody trusts the count of a DONE cache. Without
+ * membarrier both sides pay a full fence. The stealer's wait is bounded spinning, then
+ * yielding, then sleeping: the owner may be unable to run while the stealer spins (a
+ * higher real-time priority on the same CPU). Because the window byte is the re-entry
+ * guard, a signal handler on the owner's thread that interrupts a window is refused; one
+ * that runs before the window opens finds the cache consistent (the count is read only
+ * after the byte is set).
  *
  * Lifetimes: a cache belongs to its thread and is freed at thread exit (pthread key
- * destructor), after flushing its blocks back. A pool destroyed first detaches its caches
- * (pool pointer NULL) under the registry lock, which thread exit also takes. The key is
- * deleted when the library is unloaded (dlclose), so no destructor outlives the code. When
- * the key, the cache's memory or its registration cannot be had, the thread goes uncached
- * (every operation under the pool lock) instead of failing. After fork() only the forking
- * thread exists: the child drops the other threads' caches and takes their blocks back.
+ * destructor), after flushing its blocks back. From then on the thread is marked exiting
+ * and goes uncached: a later key destructor of the application (glibc runs up to
+ * PTHREAD_DESTRUCTOR_ITERATIONS rounds) may still allocate and free, through the lock,
+ * and strands nothing. A pool destroyed first detaches its caches (pool pointer NULL)
+ * under the registry lock, which thread exit also takes, and keeps them on the registry's
+ * orphan list: their thread frees them at its next lookup or at exit, and the library's
+ * destructor (dlclose) frees the rest when no cache of a live pool is left - a thread of
+ * an unloaded library can no longer reach them. The key is deleted there too, so no
+ * destructor outlives the code. When the key, the cache's memory or its registration
+ * cannot be had, the thread goes uncached (every operation under the pool lock) instead
+ * of failing. After fork() only the forking thread exists: the child drops the other
+ * threads' caches and takes their blocks back.
  */
 #include <errno.h>
 #include <sched.h>
