@@ -12,8 +12,15 @@
  *    uncached, nobody else's key is touched, and nothing is lost at thread exit.
  *  - dlopen, use, destroy, dlclose, then the thread exits: no crash (argv[1] is the
  *    shared library; without it that part is skipped).
+ *  - An application key destructor that uses the pool in the last destructor round, after
+ *    the library's own ran: nothing stays cached and no cache is left behind per thread.
+ *  - dlopen, create, use from live worker threads, destroy, dlclose, many times: the C
+ *    heap does not grow with the cycles (glibc's heap; not measured under a sanitizer's).
+ *  - One thread allocates, another frees, 64 in flight, in a 1 MiB pool: the pool never
+ *    grows (the consumer's cache is bounded by the pool's size and flushes its excess).
  */
 #include <dlfcn.h>
+#include <malloc.h>
 #include <sys/syscall.h>
 #include <limits.h>
 #include <pthread.h>
@@ -389,6 +396,269 @@ static void dlclose_then_exit(const char *path)
 		printf("dlclose then thread exit: %s\n", WIFSIGNALED(status) ? "crashed" : "ok");
 }
 
+/* ------------------------------------------- late key destructor -- */
+
+static pthread_key_t late_key;
+
+/* Re-arm until the last round, then use the pool as a connection's last flush would. */
+static void late_dtor(void *v)
+{
+	long round = (long)v;
+
+	if (round < PTHREAD_DESTRUCTOR_ITERATIONS) {
+		pthread_setspecific(late_key, (void *)(round + 1));
+		return;
+	}
+	if (tide_free(pool, tide_alloc(pool, 100)))
+		atomic_fetch_add(&handoff_failures, 1);
+}
+
+static void *late_user(void *arg)
+{
+	(void)arg;
+	if (tide_free(pool, tide_alloc(pool, 100))) /* the library's key is set from here */
+		atomic_fetch_add(&handoff_failures, 1);
+	pthread_setspecific(late_key, (void *)1L);
+	return NULL;
+}
+
+static void late_key_destructor(void)
+{
+	struct tide_pool_config cfg = {.block_size = 2048, .flags = TIDE_AUTO_GROW};
+	struct tide_stats st;
+	size_t caches = 0;
+	pthread_t t;
+
+	REQUIRE(tide_pool_create(&cfg, &pool) == 0);
+	REQUIRE(pthread_create(&t, NULL, late_user, NULL) == 0); /* the library's key first */
+	pthread_join(t, NULL);
+	REQUIRE(pthread_key_create(&late_key, late_dtor) == 0);
+	atomic_store(&handoff_failures, 0);
+	for (int i = 0; i < 50; i++) {
+		REQUIRE(pthread_create(&t, NULL, late_user, NULL) == 0);
+		pthread_join(t, NULL);
+	}
+	tide_pool_stats(pool, &st);
+	pthread_mutex_lock(&pool->lock);
+	for (struct tcache *c = pool->caches; c; c = c->next)
+		caches++;
+	pthread_mutex_unlock(&pool->lock);
+	printf("pool used in the last key destructor round of 50 threads: cached %zu, caches "
+	       "left %zu, live %zu\n",
+	       st.cached_bytes, caches, st.live_bytes);
+	CHECK_EQ(st.cached_bytes, 0);
+	CHECK_EQ(caches, 0);
+	CHECK_EQ(st.live_bytes, 0);
+	CHECK_EQ(atomic_load(&handoff_failures), 0);
+	pthread_key_delete(late_key);
+	CHECK_POOL(pool);
+	tide_pool_destroy(pool);
+}
+
+/* ----------------------------------------------- producer/consumer -- */
+
+#define QN 64
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+static void *_Atomic queue[QN];
+static atomic_uint q_head, q_tail;
+static atomic_bool q_stop;
+
+static void *queue_producer(void *arg)
+{
+	unsigned total = (unsigned)(size_t)arg;
+	double end = now_s() + 3;
+
+	while (atomic_load(&q_head) < total && now_s() < end) {
+		void *b;
+
+		if (atomic_load(&q_head) - atomic_load(&q_tail) >= QN) {
+			sched_yield();
+			continue;
+		}
+		b = tide_alloc(pool, 1500);
+		if (!b) {
+			atomic_fetch_add(&handoff_failures, 1);
+			continue;
+		}
+		atomic_store(&queue[atomic_load(&q_head) % QN], b);
+		atomic_fetch_add(&q_head, 1);
+	}
+	atomic_store(&q_stop, true);
+	return NULL;
+}
+
+static void *queue_consumer(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&q_stop) || atomic_load(&q_tail) != atomic_load(&q_head)) {
+		if (atomic_load(&q_tail) == atomic_load(&q_head)) {
+			sched_yield();
+			continue;
+		}
+		if (tide_free(pool, atomic_load(&queue[atomic_load(&q_tail) % QN])))
+			atomic_fetch_add(&handoff_failures, 1);
+		atomic_fetch_add(&q_tail, 1);
+	}
+	return NULL;
+}
+
+static void producer_consumer_small_pool(void)
+{
+	struct tide_pool_config cfg = {.block_size = 2048,
+				       .initial_size = 1 << 20,
+				       .grow_unit = 1 << 20,
+				       .flags = TIDE_AUTO_GROW,
+				       .memory_limit = TIDE_NO_MEMORY_LIMIT};
+	struct tide_stats st0, st;
+	pthread_t p, c;
+
+	REQUIRE(tide_pool_create(&cfg, &pool) == 0);
+	tide_pool_stats(pool, &st0);
+	atomic_store(&handoff_failures, 0);
+	atomic_store(&q_stop, false);
+	REQUIRE(pthread_create(&c, NULL, queue_consumer, NULL) == 0);
+	REQUIRE(pthread_create(&p, NULL, queue_producer, (void *)(size_t)300000) == 0);
+	pthread_join(p, NULL);
+	pthread_join(c, NULL);
+	tide_pool_stats(pool, &st);
+	printf("1 MiB pool, producer -> consumer, %u handoffs, <= %d in flight: grows %llu -> "
+	       "%llu, unreserved %zu KiB, peak live %zu KiB\n",
+	       atomic_load(&q_head), QN, (unsigned long long)st0.grows,
+	       (unsigned long long)st.grows, st.unreserved_size >> 10, st.peak_live_bytes >> 10);
+	CHECK_EQ(st.grows, st0.grows);
+	CHECK_EQ(atomic_load(&handoff_failures), 0);
+	CHECK_EQ(st.live_bytes, 0);
+	CHECK_POOL(pool);
+	tide_pool_destroy(pool);
+}
+
+/* ----------------------------------------------- dlclose in cycles -- */
+
+#define WORKERS 4
+struct plugin_api {
+	struct tide_pool *pool;
+	void *(*alloc)(struct tide_pool *, size_t);
+	int (*release)(struct tide_pool *, void *);
+};
+static struct plugin_api api;
+static pthread_barrier_t cycle_start, cycle_done;
+static atomic_bool cycles_over;
+
+static void *cycle_worker(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		void *v[100];
+
+		pthread_barrier_wait(&cycle_start);
+		if (atomic_load(&cycles_over))
+			return NULL;
+		for (int i = 0; i < 100; i++)
+			v[i] = api.alloc(api.pool, 100);
+		for (int i = 0; i < 100; i++)
+			api.release(api.pool, v[i]);
+		pthread_barrier_wait(&cycle_done);
+	}
+}
+
+/* One cycle: load, create, use from every worker, destroy, unload. 0, or 77. */
+static int plugin_cycle(const char *path)
+{
+	int (*create)(const struct tide_pool_config *, struct tide_pool **);
+	void (*destroy)(struct tide_pool *);
+	struct tide_pool_config cfg = {.flags = TIDE_AUTO_GROW};
+	void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+
+	if (!h)
+		return 77;
+	*(void **)&create = dlsym(h, "tide_pool_create");
+	*(void **)&destroy = dlsym(h, "tide_pool_destroy");
+	*(void **)&api.alloc = dlsym(h, "tide_alloc");
+	*(void **)&api.release = dlsym(h, "tide_free");
+	if (!create || !destroy || !api.alloc || !api.release || create(&cfg, &api.pool))
+		return 77;
+	pthread_barrier_wait(&cycle_start);
+	pthread_barrier_wait(&cycle_done);
+	destroy(api.pool);
+	dlclose(h);
+	return 0;
+}
+
+/* In a child: 0 pass, 1 the heap grew, 77 cannot run here. */
+static int dlclose_cycles_child(const char *path)
+{
+	pthread_t t[WORKERS];
+	struct mallinfo2 m0, m1;
+	char *volatile probe;
+	size_t grew;
+	int cycles = 40, rc = 0;
+
+	pthread_barrier_init(&cycle_start, NULL, WORKERS + 1);
+	pthread_barrier_init(&cycle_done, NULL, WORKERS + 1);
+	for (int i = 0; i < WORKERS; i++)
+		if (pthread_create(&t[i], NULL, cycle_worker, NULL))
+			return 77;
+	for (int i = 0; i < 3 && !rc; i++) /* warm up: dlopen's own first-time allocations */
+		rc = plugin_cycle(path);
+	m0 = mallinfo2();
+	for (int i = 0; i < cycles && !rc; i++)
+		rc = plugin_cycle(path);
+	m1 = mallinfo2();
+	atomic_store(&cycles_over, true);
+	pthread_barrier_wait(&cycle_start);
+	for (int i = 0; i < WORKERS; i++)
+		pthread_join(t[i], NULL);
+	if (rc)
+		return rc;
+	grew = m1.uordblks > m0.uordblks ? m1.uordblks - m0.uordblks : 0;
+	probe = malloc(64 << 10); /* below the mmap threshold */
+	if (probe)
+		probe[0] = 1;
+	m0 = mallinfo2();
+	free(probe);
+	m1 = mallinfo2();
+	if (m0.uordblks - m1.uordblks < (64 << 10)) {
+		printf("dlclose cycles: the heap is not glibc's here (a sanitizer): not "
+		       "measured\n");
+		return 0;
+	}
+	printf("dlclose cycles: heap grew by %zu KiB over %d cycles with %d live workers "
+	       "(bound 128 KiB)\n",
+	       grew >> 10, cycles, WORKERS);
+	fflush(stdout);
+	return grew < (128 << 10) ? 0 : 1;
+}
+
+static void dlclose_cycles(const char *path)
+{
+	int status;
+	pid_t pid;
+
+	if (!path)
+		return;
+	fflush(NULL);
+	pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		int rc = dlclose_cycles_child(path);
+
+		if (rc == 77)
+			printf("dlclose cycles: could not load or create, skipped\n");
+		fflush(stdout);
+		_exit(rc);
+	}
+	status = wait_child(pid, 60);
+	CHECKF(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) != 1,
+	       "dlclose cycles: status %#x", status);
+}
+
 int main(int argc, char **argv)
 {
 	no_keys_left(); /* first: this process has made no cache yet */
@@ -403,5 +673,8 @@ int main(int argc, char **argv)
 	large_blocks_in_flight();
 	run_uncached(true);
 	dlclose_then_exit(argc > 1 ? argv[1] : NULL);
+	late_key_destructor();
+	producer_consumer_small_pool();
+	dlclose_cycles(argc > 1 ? argv[1] : NULL);
 	return test_exit("test_caches");
 }
