@@ -413,12 +413,13 @@ static void late_dtor(void *v)
 		atomic_fetch_add(&handoff_failures, 1);
 }
 
+/* arg: late_key exists, arm it. */
 static void *late_user(void *arg)
 {
-	(void)arg;
 	if (tide_free(pool, tide_alloc(pool, 100))) /* the library's key is set from here */
 		atomic_fetch_add(&handoff_failures, 1);
-	pthread_setspecific(late_key, (void *)1L);
+	if (arg)
+		pthread_setspecific(late_key, (void *)1L);
 	return NULL;
 }
 
@@ -435,7 +436,7 @@ static void late_key_destructor(void)
 	REQUIRE(pthread_key_create(&late_key, late_dtor) == 0);
 	atomic_store(&handoff_failures, 0);
 	for (int i = 0; i < 50; i++) {
-		REQUIRE(pthread_create(&t, NULL, late_user, NULL) == 0);
+		REQUIRE(pthread_create(&t, NULL, late_user, &late_key) == 0);
 		pthread_join(t, NULL);
 	}
 	tide_pool_stats(pool, &st);
