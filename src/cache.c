@@ -6,7 +6,7 @@
  * the bitmap: TCACHE_BYTES worth, at most TCACHE_CAP (512 blocks of 2 KiB, 2 blocks of
  * 1 MiB), and at most 1/TCACHE_SHARE of the pool's unreserved portion (re-read at every
  * refill and flush, so it follows grows and shrinks), so what a cache hoards is bounded in
- * bytes whatever the block size, and a few threads' caches never hold a small pool. Alloc
+ * bytes whatever the block size, and one thread never holds most of a small pool. Alloc
  * pops, free pushes; an empty stack is refilled and a full one flushed to half under the
  * pool lock, so the lock is taken once per few dozen to few hundred operations and steady
  * alloc/free pairs never leave the thread. A thread that only frees (a consumer) thus
@@ -246,7 +246,7 @@ __attribute__((destructor)) static void delete_exit_key(void)
 
 /*
  * A cache's capacity: pool->cache_cap (TCACHE_BYTES), but at most 1/TCACHE_SHARE of the
- * unreserved portion, so that the caches of a few threads never hold a small pool.
+ * unreserved portion, so that one thread never holds most of a small pool.
  */
 static unsigned cap_for(const struct tide_pool *pool)
 {
