@@ -32,6 +32,8 @@
 static struct tide_pool *pool;
 static pthread_barrier_t took, done;
 static bool give_back; /* holders free their buffer before they sleep */
+static bool spin;      /* holders stay runnable (yield in a loop) instead of sleeping */
+static atomic_bool released;
 static _Atomic pid_t holder_tid[4];
 
 /* The scheduler state of one of this process's threads (R, S, ...), or 0. */
@@ -73,7 +75,11 @@ static void *idle_holder(void *arg)
 		b = NULL;
 	}
 	pthread_barrier_wait(&took);
-	pthread_barrier_wait(&done); /* asleep with one buffer and a full cache */
+	if (spin) /* busy elsewhere: running, its cache untouched (bounded by the test) */
+		while (!atomic_load(&released))
+			sched_yield();
+	else
+		pthread_barrier_wait(&done); /* asleep with one buffer and a full cache */
 	tide_free(pool, b);
 	return NULL;
 }
@@ -98,7 +104,7 @@ static void *late(void *arg)
 	return NULL;
 }
 
-static void idle_caches(unsigned flags, size_t max, bool freed)
+static void idle_caches(unsigned flags, size_t max, bool freed, bool spinning)
 {
 	struct tide_pool_config cfg = {
 		.block_size = 2048, .initial_size = 2 << 20, .max_size = max, .flags = flags};
@@ -108,19 +114,24 @@ static void idle_caches(unsigned flags, size_t max, bool freed)
 
 	REQUIRE(tide_pool_create(&cfg, &pool) == 0);
 	give_back = freed;
+	spin = spinning;
+	atomic_store(&released, false);
 	want = 1024 - (freed ? 0 : 4) - 1; /* 2 MiB of blocks, less those held, less one */
 	pthread_barrier_init(&took, NULL, 5);
 	pthread_barrier_init(&done, NULL, 5);
 	for (int i = 0; i < 4; i++)
 		REQUIRE(pthread_create(&t[i], NULL, idle_holder, (void *)(intptr_t)i) == 0);
 	pthread_barrier_wait(&took);
-	wait_holders_asleep();
+	if (!spin)
+		wait_holders_asleep();
 	tide_pool_stats(pool, &before);
 	REQUIRE(pthread_create(&l, NULL, late, &r) == 0);
 	pthread_join(l, NULL);
 	tide_pool_stats(pool, &after);
-	printf("idle caches (%s, %s): cached %zu KiB before; one %s, bulk %u of %u, run %s; "
+	atomic_store(&released, true);
+	printf("%s caches (%s, %s): cached %zu KiB before; one %s, bulk %u of %u, run %s; "
 	       "unreserved %zu -> %zu KiB\n",
+	       spin ? "running holders'" : "idle",
 	       !max    ? "growable"
 	       : flags ? "may grow, at max_size"
 		       : "at max_size",
@@ -133,7 +144,8 @@ static void idle_caches(unsigned flags, size_t max, bool freed)
 	CHECK(r.run != NULL);
 	CHECK_EQ(after.unreserved_size, before.unreserved_size);
 	CHECK_EQ(after.alloc_failures, 0);
-	pthread_barrier_wait(&done);
+	if (!spin)
+		pthread_barrier_wait(&done);
 	for (int i = 0; i < 4; i++)
 		pthread_join(t[i], NULL);
 	CHECK_POOL(pool);
@@ -670,10 +682,12 @@ int main(int argc, char **argv)
 {
 	no_keys_left(); /* first: this process has made no cache yet */
 	for (int freed = 0; freed < 2; freed++) {
-		idle_caches(0, 2 << 20, freed);
-		idle_caches(TIDE_AUTO_GROW, 0, freed);
-		idle_caches(TIDE_AUTO_GROW, 2 << 20, freed);
+		idle_caches(0, 2 << 20, freed, false);
+		idle_caches(TIDE_AUTO_GROW, 0, freed, false);
+		idle_caches(TIDE_AUTO_GROW, 2 << 20, freed, false);
 	}
+	idle_caches(TIDE_AUTO_GROW, 0, true, true); /* busy caches are taken back too */
+	idle_caches(0, 2 << 20, true, true);
 	cache_bytes(2048);
 	cache_bytes(64 << 10);
 	cache_bytes(1 << 20);
