@@ -164,8 +164,9 @@ bool bitmap_check(const struct bitmap *map, size_t limit);
  * interrupted was inside either finds it non-zero and is refused (NULL or -EAGAIN, counted
  * in reentries) instead of handing out a block twice or waiting on its own lock. A
  * stealer reads the byte through the cache (owner_call) and waits while it is CALL_WINDOW.
- * call_enter()/call_guard_set() mark a thread as inside a call for any other window that
- * must not be re-entered (fork).
+ * call_enter()/call_guard_set(CALL_IN)/call_leave() mark a thread as inside a call for
+ * any other window that must not be re-entered (fork); only the cache operations use
+ * CALL_WINDOW, since a stealer holding the pool lock waits for it to end.
  */
 #define CALL_IN	    1
 #define CALL_WINDOW 2
