@@ -153,7 +153,7 @@ bool bitmap_check(const struct bitmap *map, size_t limit);
 
 #define TCACHE_CAP   512 /* most blocks a thread keeps; a refill or a flush leaves half */
 #define TCACHE_BYTES ((size_t)1 << 20) /* most bytes a thread keeps: cap = this / block */
-#define TCACHE_SLOTS 8	/* pools a thread keeps a cache for at once; more go uncached */
+#define TCACHE_SLOTS 8 /* pools a thread keeps a cache for at once; more go uncached */
 #define TCACHE_SHARE 4 /* a cache holds at most 1/4 of the unreserved portion */
 
 /*
