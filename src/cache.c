@@ -446,7 +446,11 @@ static bool steal_idle_locked(struct tide_pool *pool, bool all)
 
 bool cache_reclaim_locked(struct tide_pool *pool, bool all)
 {
-	return steal_idle_locked(pool, all);
+	int cancel = cancel_off(); /* /proc reads and the steal wait, pool->lock held */
+	bool any = steal_idle_locked(pool, all);
+
+	cancel_restore(cancel);
+	return any;
 }
 
 void cache_flush_idle_locked(struct tide_pool *pool, unsigned idle_epochs)
