@@ -98,9 +98,11 @@ static void relock_child(struct tide_pool *p)
 
 /*
  * The pool's lock and convert_lock may be priority-inheriting (pool_locks_init): such a
- * mutex names its owner by thread id, and the child's thread has a new one, so an unlock
- * here would be refused. Every lock is held by this thread and nobody else exists: they
- * are made anew, and a convert_lock that a hook running here holds is taken again.
+ * mutex names its owner by thread id, and the child's thread has a new one, so the kernel
+ * refuses the unlock and the mutex would stay locked. Every lock is held by this thread
+ * and nobody else exists: each is unlocked (for the record of whoever watches, as
+ * ThreadSanitizer does) and made anew, and a convert_lock that a hook running here holds
+ * is taken again.
  */
 static void child(void)
 {
@@ -114,12 +116,16 @@ static void child(void)
 	}
 	for (struct tide_pool *p = pools; p; p = p->fork_next) {
 		pthread_mutex_unlock(&p->thread_lock);
+		pthread_mutex_unlock(&p->lock);
+		pthread_mutex_unlock(&p->convert_lock);
 		pool_locks_init(p);
-		if (pool_hook_running_here(p))
-			pthread_mutex_lock(&p->convert_lock);
 	}
 	cache_fork_parent();
 	leave_fork();
+	/* Alone still (no maintenance thread yet): the hook's lock after the others, in order. */
+	for (struct tide_pool *p = pools; p; p = p->fork_next)
+		if (pool_hook_running_here(p))
+			pthread_mutex_lock(&p->convert_lock);
 	for (struct tide_pool *p = pools; p; p = p->fork_next)
 		maintain_fork_child(p);
 }
