@@ -384,15 +384,19 @@ static bool pin_fifo_attr(pthread_attr_t *a, int prio)
 	       !pthread_attr_setaffinity_np(a, sizeof(one), &one);
 }
 
-/* The holder's hook keeps the conversion lock until the high thread waits for it. */
+/*
+ * The holder's hook keeps the conversion lock until the high thread waits for it. It polls
+ * with short sleeps, so it does not hold CPU 0 while the main thread starts the others;
+ * each wake-up needs the CPU, which the spinner has unless the holder is boosted.
+ */
 static int pi_hook(struct tide_pool *p, enum tide_convert dir, void *addr, size_t len, void *arg)
 {
 	(void)p, (void)dir, (void)addr, (void)len, (void)arg;
 	if (!pi_is_holder)
 		return 0;
 	atomic_store(&pi_holder_in_hook, true);
-	for (unsigned i = 0; i < 4 * PI_SPINS && !atomic_load(&pi_high_waiting); i++)
-		cpu_relax();
+	for (unsigned i = 0; i < 200000 && !atomic_load(&pi_high_waiting); i++)
+		nanosleep(&(struct timespec){0, 20 * 1000}, NULL);
 	return 0;
 }
 
