@@ -41,7 +41,9 @@
  * registered before the library was loaded) calls on the forking thread are refused as
  * above (-EAGAIN, NULL, counted in reentries). Only fork() (and posix_spawn(), vfork()
  * followed by exec) is supported: a child made by the raw clone system call, or by vfork()
- * then anything but exec, skips the atfork handlers and may find a lock held for ever.
+ * then anything but exec, skips the atfork handlers: a call into the pool there may wait
+ * for ever on a lock another thread held, or abort in the C library (the locks are
+ * priority-inheriting and name their owner by a thread id the child does not have).
  *
  * Cancellation: the calls that may wait or read files (grow, shrink, maintain, an
  * allocation that grows the pool or takes back other threads' caches, the conversion

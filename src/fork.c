@@ -34,7 +34,8 @@
  *
  * Children made without fork()'s handlers - the raw clone system call, or vfork() and
  * then anything but exec - are not supported (as with every malloc): a lock another
- * thread held stays held. posix_spawn() and vfork()+exec are fine.
+ * thread held stays held (a priority-inheriting one makes the C library abort: its owner
+ * is a thread of another process). posix_spawn() and vfork()+exec are fine.
  */
 #include "internal.h"
 
