@@ -32,8 +32,23 @@
  *
  * fork(): the child may use every pool it inherits (locks are taken around fork,
  * blocks held by the parent's other threads come back to the pool, the TIDE_BACKGROUND
- * thread is started again). Buffers the other threads held stay allocated. Do not fork
- * from inside a signal handler that interrupted a call into the pool.
+ * thread is started again, a TIDE_LOCKED pool is locked again - a refusal is counted in
+ * os_failures). Buffers the other threads held stay allocated. Do not fork from inside a
+ * signal handler that interrupted a call into the pool. The library registers its
+ * pthread_atfork handlers when it is loaded: atfork handlers the program registers after
+ * that may use the pool; while fork holds the pool's locks (between the library's prepare
+ * and its parent/child handlers: a signal handler interrupting fork, atfork handlers
+ * registered before the library was loaded) calls on the forking thread are refused as
+ * above (-EAGAIN, NULL, counted in reentries). Only fork() (and posix_spawn(), vfork()
+ * followed by exec) is supported: a child made by the raw clone system call, or by vfork()
+ * then anything but exec, skips the atfork handlers: a call into the pool there may wait
+ * for ever on a lock another thread held, or abort in the C library (the locks are
+ * priority-inheriting and name their owner by a thread id the child does not have).
+ *
+ * Cancellation: the calls that may wait or read files (grow, shrink, maintain, an
+ * allocation that grows the pool or takes back other threads' caches, the conversion
+ * hook) run with cancellation disabled, so a thread cancelled by pthread_cancel() never
+ * leaves a pool lock held; a pending cancel acts at the thread's next cancellation point.
  */
 #ifndef TIDE_H
 #define TIDE_H

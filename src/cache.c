@@ -484,8 +484,12 @@ bool cache_reclaim_locked(struct tide_pool *pool)
 			atomic_store_explicit(&c->steal, STEAL_WANTED, memory_order_relaxed);
 			any = true;
 		}
-	if (any)
+	if (any) {
+		int cancel = cancel_off(); /* the steal wait may sleep, pool->lock held */
+
 		steal_marked_locked(pool);
+		cancel_restore(cancel);
+	}
 	return any;
 }
 

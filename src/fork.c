@@ -20,19 +20,37 @@
  * have been pushing or popping, or a bulk allocation not yet tagged). The child frees
  * those caches and gives their blocks back, and gives back every block that is claimed
  * but neither tagged nor cached (it was in flight in a thread that does not exist here).
- * Then it releases the locks as the parent does: the thread that took them is the one
- * that goes on in the child. The maintenance thread's condition may count the vanished
- * thread as a waiter, so it is made anew, and the thread is started again.
+ * Then it releases the locks: the thread that took them is the one that goes on in the
+ * child (the pool's two locks are made anew, see child()). The maintenance thread's
+ * condition may count the vanished thread as a waiter, so it is made anew, and the thread
+ * is started again. Memory locks are not inherited: TIDE_LOCKED pools are locked again.
+ *
+ * From prepare to parent/child the forking thread holds every lock, so a call into the
+ * pool on that thread - a signal handler that interrupts fork, an atfork handler that runs
+ * inside the window - would wait for itself: the window counts as a call into the pool
+ * (the re-entry guard is set) and such calls are refused (NULL or -EAGAIN, counted in
+ * reentries). The handlers are registered at load (fork_load()), so the program's own
+ * atfork handlers, registered later, run outside the window and may use the pool.
+ *
+ * Children made without fork()'s handlers - the raw clone system call, or vfork() and
+ * then anything but exec - are not supported (as with every malloc): a lock another
+ * thread held stays held (a priority-inheriting one makes the C library abort: its owner
+ * is a thread of another process). posix_spawn() and vfork()+exec are fine.
  */
 #include "internal.h"
 
 static pthread_mutex_t registry = PTHREAD_MUTEX_INITIALIZER;
-static struct tide_pool *pools; /* live pools, newest first */
+static struct tide_pool *pools;	   /* live pools, newest first */
+static unsigned char guard_before; /* the forking thread's re-entry guard; under registry */
 static pthread_once_t handlers_once = PTHREAD_ONCE_INIT;
 
 static void prepare(void)
 {
+	unsigned char guard = tide_in_call;
+
+	call_guard_set(CALL_IN); /* first: a handler interrupting fork from here on is refused */
 	pthread_mutex_lock(&registry);
+	guard_before = guard;
 	for (struct tide_pool *p = pools; p; p = p->fork_next)
 		if (!pool_hook_running_here(p))
 			pthread_mutex_lock(&p->convert_lock);
@@ -43,7 +61,16 @@ static void prepare(void)
 		pthread_mutex_lock(&p->thread_lock);
 }
 
-static void unlock_all(void)
+/* Release the registry and give the forking thread its guard back: calls are open again. */
+static void leave_fork(void)
+{
+	unsigned char guard = guard_before;
+
+	pthread_mutex_unlock(&registry);
+	call_guard_set(guard);
+}
+
+static void parent(void)
 {
 	for (struct tide_pool *p = pools; p; p = p->fork_next)
 		pthread_mutex_unlock(&p->thread_lock);
@@ -53,14 +80,31 @@ static void unlock_all(void)
 	for (struct tide_pool *p = pools; p; p = p->fork_next)
 		if (!pool_hook_running_here(p))
 			pthread_mutex_unlock(&p->convert_lock);
-	pthread_mutex_unlock(&registry);
+	leave_fork();
 }
 
-static void parent(void)
+/*
+ * fork(2): memory locks are not inherited. A TIDE_LOCKED pool's unreserved portion is
+ * locked again; mlock breaks copy-on-write, so the child then has its own copy of those
+ * pages, as pinned memory must be. A refusal (RLIMIT_MEMLOCK, no memory) is counted in
+ * os_failures; the pool stays usable, unpinned.
+ */
+static void relock_child(struct tide_pool *p)
 {
-	unlock_all();
+	size_t len = pool_unreserved(p);
+
+	if ((p->flags & TIDE_LOCKED) && len && os_lock(p->base, len))
+		atomic_fetch_add_explicit(&p->os_failures, 1, memory_order_relaxed);
 }
 
+/*
+ * The pool's lock and convert_lock may be priority-inheriting (pool_locks_init): such a
+ * mutex names its owner by thread id, and the child's thread has a new one, so the kernel
+ * refuses the unlock and the mutex would stay locked. Every lock is held by this thread
+ * and nobody else exists: each is unlocked (for the record of whoever watches, as
+ * ThreadSanitizer does) and made anew, and a convert_lock that a hook running here holds
+ * is taken again.
+ */
 static void child(void)
 {
 	for (struct tide_pool *p = pools; p; p = p->fork_next) {
@@ -69,8 +113,20 @@ static void child(void)
 		if (!pool_hook_running_here(p))
 			pool_release_lost_locked(p);
 		maintain_fork_child_locked(p);
+		relock_child(p);
 	}
-	unlock_all();
+	for (struct tide_pool *p = pools; p; p = p->fork_next) {
+		pthread_mutex_unlock(&p->thread_lock);
+		pthread_mutex_unlock(&p->lock);
+		pthread_mutex_unlock(&p->convert_lock);
+		pool_locks_init(p);
+	}
+	cache_fork_parent();
+	leave_fork();
+	/* Alone still (no maintenance thread yet): the hook's lock after the others, in order. */
+	for (struct tide_pool *p = pools; p; p = p->fork_next)
+		if (pool_hook_running_here(p))
+			pthread_mutex_lock(&p->convert_lock);
 	for (struct tide_pool *p = pools; p; p = p->fork_next)
 		maintain_fork_child(p);
 }
@@ -78,6 +134,18 @@ static void child(void)
 static void install_handlers(void)
 {
 	pthread_atfork(prepare, parent, child); /* fails only without memory: then no handlers */
+}
+
+/*
+ * At load, not at the first pool: glibc runs prepare handlers in the reverse order of
+ * registration and parent/child handlers in order, so handlers the program registers
+ * later (its own, which may use a pool) run before this prepare takes the locks and after
+ * this parent/child releases them. Handlers registered earlier (the library loaded late
+ * by dlopen) run while the locks are held: their calls are refused (the guard, above).
+ */
+__attribute__((constructor)) static void fork_load(void)
+{
+	pthread_once(&handlers_once, install_handlers);
 }
 
 void fork_register(struct tide_pool *pool)

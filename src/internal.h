@@ -345,6 +345,27 @@ static inline bool cache_push(struct tcache *c, bool membarrier, void *block, un
 
 /* The re-entry guard: tide_in_call, see cache.c's section above. */
 
+/*
+ * Cancellation off across a slow path that holds a lock and reaches a cancellation point
+ * (pread of a usage file, open/read of /proc, nanosleep in a wait, the conversion hook): a
+ * thread cancelled there would leave the lock held for ever. Returns the caller's state,
+ * which cancel_restore() puts back; a pending cancel acts at the caller's next point.
+ */
+static inline int cancel_off(void)
+{
+	int old = PTHREAD_CANCEL_ENABLE;
+
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+	return old;
+}
+
+static inline void cancel_restore(int old)
+{
+	int ignored;
+
+	pthread_setcancelstate(old, &ignored);
+}
+
 // pool.c --------------------------------------------------------------------------------
 
 /*
@@ -383,8 +404,10 @@ struct tide_user {
 /* A memory limit the pool grows under (limits.c): the limit and where usage is read. */
 struct mem_limit {
 	size_t limit;
-	int fd;	    /* memory.current, memory.usage_in_bytes, or /proc/self/statm */
-	bool statm; /* fd is /proc/self/statm: usage is resident pages */
+	int fd;	     /* memory.current, memory.usage_in_bytes, or /proc/self/statm */
+	int stat_fd; /* the cgroup's memory.stat (reclaimable page cache), or -1 */
+	bool statm;  /* fd is /proc/self/statm: usage is resident pages */
+	bool v2;     /* stat_fd is v2's (inactive_file), else v1's (total_inactive_file) */
 };
 
 struct tide_pool {
@@ -507,6 +530,13 @@ void tide_assert_fail(const char *cond, const char *file, int line);
  * (in flight in a thread that does not exist here); not while this thread runs the hook. */
 void pool_release_lost_locked(struct tide_pool *pool);
 bool pool_hook_running_here(const struct tide_pool *pool);
+/*
+ * The pool's lock and convert_lock, priority-inheriting where the system allows (a
+ * real-time thread waiting for one boosts its holder), plain otherwise. Also in the fork
+ * child: a priority-inheriting mutex records its owner's thread id, which the child's
+ * thread does not have, so the child makes them anew instead of unlocking them.
+ */
+void pool_locks_init(struct tide_pool *pool);
 
 /*
  * The invariant checker: bitmap summaries and count agree with the words; the boundary

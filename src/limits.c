@@ -14,13 +14,18 @@
  *    /proc/self/cgroup and /proc/self/mountinfo: cgroup v2 memory.max and memory.high (the
  *    lower; high throttles, then the OOM killer follows), v1 memory.limit_in_bytes, at its
  *    own level and each ancestor up to the mount's root (the tightest counts). The memory
- *    in use is the cgroup's own count (memory.current, memory.usage_in_bytes) at the level
- *    of the limit, so other processes of the cgroup count too. No limit found: no check.
+ *    in use is the cgroup's working set at the level of the limit, so other processes of
+ *    the cgroup count too: its count (memory.current, memory.usage_in_bytes) less its
+ *    inactive file pages (memory.stat inactive_file, v1 total_inactive_file), the rule of
+ *    the kubelet and cAdvisor. The count includes page cache, which the kernel reclaims
+ *    before it kills anyone: a process that wrote a large file would otherwise see itself
+ *    at its limit with most of it free (kumomta #549, moby #21759). Active file pages still
+ *    count (the kernel may not give them up quickly). No limit found: no check.
  *  - TIDE_NO_MEMORY_LIMIT: no check.
  *  - any other value: a limit on this process's resident memory (/proc/self/statm).
  * Headroom: a sixteenth of the limit, between 1 MiB and 256 MiB, for what the process
- * touches besides the pool between two grows. The usage files are kept open (one pread
- * per grow); nothing is read when there is no limit.
+ * touches besides the pool between two grows. The usage files are kept open (two preads
+ * per level per grow); nothing is read when there is no limit.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -60,21 +65,28 @@ static size_t read_value(const char *dir, const char *name)
 	return (size_t)strtoull(buf, NULL, 10);
 }
 
-static void add_level(struct tide_pool *pool, size_t limit, const char *dir, const char *usage)
+static int open_in(const char *dir, const char *name)
 {
 	char path[PATH_MAX];
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path))
+		return -1;
+	return open(path, O_RDONLY | O_CLOEXEC);
+}
+
+static void add_level(struct tide_pool *pool, size_t limit, const char *dir, const char *usage,
+		      bool v2)
+{
 	int fd;
 
 	if (limit >= NO_LIMIT || pool->nlimits >= MEM_LIMIT_LEVELS)
 		return;
-	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, usage) >= sizeof(path))
-		return;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	fd = open_in(dir, usage);
 	if (fd < 0)
 		return;
-	pool->limits[pool->nlimits].limit = limit;
-	pool->limits[pool->nlimits].fd = fd;
-	pool->limits[pool->nlimits].statm = false;
+	/* Without memory.stat the whole count is taken as used: stricter, never looser. */
+	pool->limits[pool->nlimits] = (struct mem_limit){
+		.limit = limit, .fd = fd, .stat_fd = open_in(dir, "memory.stat"), .v2 = v2};
 	pool->nlimits++;
 }
 
@@ -86,10 +98,10 @@ static void walk_up(struct tide_pool *pool, char *dir, size_t mnt_len, bool v2)
 			size_t max = read_value(dir, "memory.max"),
 			       high = read_value(dir, "memory.high");
 
-			add_level(pool, max < high ? max : high, dir, "memory.current");
+			add_level(pool, max < high ? max : high, dir, "memory.current", true);
 		} else {
 			add_level(pool, read_value(dir, "memory.limit_in_bytes"), dir,
-				  "memory.usage_in_bytes");
+				  "memory.usage_in_bytes", false);
 		}
 		char *slash = strrchr(dir, '/');
 
@@ -173,7 +185,8 @@ int limits_init(struct tide_pool *pool, size_t memory_limit)
 
 		if (fd < 0)
 			return -ENOMEM;
-		pool->limits[0] = (struct mem_limit){memory_limit, fd, true};
+		pool->limits[0] = (struct mem_limit){
+			.limit = memory_limit, .fd = fd, .stat_fd = -1, .statm = true};
 		pool->nlimits = 1;
 		return 0;
 	}
@@ -184,12 +197,32 @@ int limits_init(struct tide_pool *pool, size_t memory_limit)
 
 void limits_exit(struct tide_pool *pool)
 {
-	for (unsigned i = 0; i < pool->nlimits; i++)
+	for (unsigned i = 0; i < pool->nlimits; i++) {
 		close(pool->limits[i].fd);
+		if (pool->limits[i].stat_fd >= 0)
+			close(pool->limits[i].stat_fd);
+	}
 	pool->nlimits = 0;
 }
 
-/* Bytes in use at one level: the cgroup's count, or this process's resident set. */
+/* The cgroup's inactive file pages (reclaimable page cache) in bytes; 0 when unknown. */
+static size_t inactive_file(const struct mem_limit *l)
+{
+	const char *key = l->v2 ? "inactive_file " : "total_inactive_file ";
+	char buf[8192]; /* memory.stat: about 1.5 KiB in v1, 3 KiB in v2 */
+	ssize_t n;
+	char *at;
+
+	if (l->stat_fd < 0 || (n = pread(l->stat_fd, buf, sizeof(buf) - 1, 0)) <= 0)
+		return 0;
+	buf[n] = 0;
+	for (at = buf; at; at = strchr(at, '\n'), at = at ? at + 1 : NULL)
+		if (!strncmp(at, key, strlen(key)))
+			return (size_t)strtoull(at + strlen(key), NULL, 10);
+	return 0;
+}
+
+/* Bytes in use at one level: the cgroup's working set, or this process's resident set. */
 static bool usage_of(const struct mem_limit *l, size_t page, size_t *usage)
 {
 	char buf[128];
@@ -200,7 +233,9 @@ static bool usage_of(const struct mem_limit *l, size_t page, size_t *usage)
 		return false;
 	buf[n] = 0;
 	if (!l->statm) {
-		*usage = (size_t)strtoull(buf, NULL, 10);
+		size_t count = (size_t)strtoull(buf, NULL, 10), cache = inactive_file(l);
+
+		*usage = count > cache ? count - cache : 0;
 		return true;
 	}
 	if (sscanf(buf, "%llu %llu", &size, &resident) != 2)

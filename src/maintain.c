@@ -252,6 +252,7 @@ int tide_pool_maintain(struct tide_pool *pool)
 	uint64_t now, period;
 	size_t cur, peak, target;
 	bool excess;
+	int cancel;
 
 	if (!pool)
 		return -EINVAL;
@@ -260,7 +261,9 @@ int tide_pool_maintain(struct tide_pool *pool)
 	period = sample_period_ns(pool);
 	if (!call_enter(pool))
 		return -EAGAIN;
+	cancel = cancel_off(); /* the steal wait, purge, the hook: see cancel_off() */
 	if (pthread_mutex_trylock(&pool->convert_lock)) {
+		cancel_restore(cancel);
 		call_leave();
 		return (int)(period / 1000000u);
 	}
@@ -284,6 +287,7 @@ int tide_pool_maintain(struct tide_pool *pool)
 	cur = pool_unreserved(pool);
 	excess = cur > pool->min_size;
 	pthread_mutex_unlock(&pool->convert_lock);
+	cancel_restore(cancel);
 	call_leave();
 	if (!excess)
 		return -1;

@@ -161,6 +161,33 @@ static int reserve_range(struct tide_pool_config *c, const struct tide_pool_conf
 	}
 }
 
+/*
+ * Priority inheritance (PTHREAD_PRIO_INHERIT): a SCHED_FIFO thread that waits for a lock
+ * held by a preempted lower-priority thread lends it its priority until the unlock, so a
+ * medium-priority thread cannot hold both up (priority inversion). The locks are taken on
+ * slow paths only (refill, flush, grow, shrink, maintenance); an uncontended lock stays a
+ * userspace compare-and-swap. A system that refuses the protocol gets plain mutexes.
+ */
+static void lock_init(pthread_mutex_t *m)
+{
+	pthread_mutexattr_t attr;
+	bool done = false;
+
+	if (pthread_mutexattr_init(&attr) == 0) {
+		done = pthread_mutexattr_setprotocol(&attr, PTHREAD_PRIO_INHERIT) == 0 &&
+		       pthread_mutex_init(m, &attr) == 0;
+		pthread_mutexattr_destroy(&attr);
+	}
+	if (!done)
+		pthread_mutex_init(m, NULL);
+}
+
+void pool_locks_init(struct tide_pool *pool)
+{
+	lock_init(&pool->lock);
+	lock_init(&pool->convert_lock);
+}
+
 static void pool_free_struct(struct tide_pool *pool)
 {
 	limits_exit(pool);
@@ -243,8 +270,7 @@ int tide_pool_create(const struct tide_pool_config *cfg, struct tide_pool **pool
 		pool->cache_cap = 2;
 	pool->fence_is_membarrier = cache_init_fence();
 	pool->poison = poison_wanted();
-	pthread_mutex_init(&pool->lock, NULL);
-	pthread_mutex_init(&pool->convert_lock, NULL);
+	pool_locks_init(pool);
 	maintain_init(pool);
 	pool->created_ns = os_now_ns();
 
@@ -297,9 +323,11 @@ fail_reserve:
 void tide_pool_destroy(struct tide_pool *pool)
 {
 	size_t unreserved;
+	int cancel;
 
 	if (!pool)
 		return;
+	cancel = cancel_off(); /* the hook, the join: no half-destroyed pool */
 	fork_unregister(pool);
 	maintain_stop(pool);
 	cache_detach_pool(pool);
@@ -312,6 +340,7 @@ void tide_pool_destroy(struct tide_pool *pool)
 	os_release(pool->meta, pool->meta_size);
 	os_release(pool->base, pool->reserve_size);
 	pool_free_struct(pool);
+	cancel_restore(cancel);
 }
 
 /* Stamp the purge regions of byte range [lo, hi) as used now: purge leaves them alone. */
@@ -466,14 +495,16 @@ os_refused:
 
 int pool_grow_auto(struct tide_pool *pool, size_t seen, size_t bytes)
 {
-	int err = 0;
+	int err = 0, cancel;
 
 	if (in_hook == pool)
 		return -EDEADLK;
+	cancel = cancel_off();
 	pthread_mutex_lock(&pool->convert_lock);
 	if (pool_unreserved(pool) == seen)
 		err = pool_grow_locked(pool, bytes > pool->grow_unit ? bytes : pool->grow_unit);
 	pthread_mutex_unlock(&pool->convert_lock);
+	cancel_restore(cancel);
 	return err;
 }
 
@@ -556,7 +587,7 @@ restore:
  */
 int tide_pool_grow(struct tide_pool *pool, size_t bytes)
 {
-	int err;
+	int err, cancel;
 
 	if (!pool)
 		return -EINVAL;
@@ -564,9 +595,11 @@ int tide_pool_grow(struct tide_pool *pool, size_t bytes)
 		return -EDEADLK;
 	if (!call_enter(pool))
 		return -EAGAIN;
+	cancel = cancel_off();
 	pthread_mutex_lock(&pool->convert_lock);
 	err = pool_grow_locked(pool, bytes);
 	pthread_mutex_unlock(&pool->convert_lock);
+	cancel_restore(cancel);
 	call_leave();
 	return err;
 }
@@ -589,6 +622,7 @@ int tide_pool_grow(struct tide_pool *pool, size_t bytes)
 ssize_t tide_pool_shrink(struct tide_pool *pool, size_t bytes)
 {
 	ssize_t ret;
+	int cancel;
 
 	if (!pool)
 		return -EINVAL;
@@ -596,9 +630,11 @@ ssize_t tide_pool_shrink(struct tide_pool *pool, size_t bytes)
 		return -EDEADLK;
 	if (!call_enter(pool))
 		return -EAGAIN;
+	cancel = cancel_off();
 	pthread_mutex_lock(&pool->convert_lock);
 	ret = pool_shrink_locked(pool, bytes, 0);
 	pthread_mutex_unlock(&pool->convert_lock);
+	cancel_restore(cancel);
 	call_leave();
 	return ret;
 }
@@ -627,7 +663,7 @@ ssize_t tide_pool_shrink(struct tide_pool *pool, size_t bytes)
 int tide_pool_set_convert_hook(struct tide_pool *pool, tide_convert_fn fn, void *arg)
 {
 	size_t cur;
-	int err = 0;
+	int err = 0, cancel;
 
 	if (!pool)
 		return -EINVAL;
@@ -635,6 +671,7 @@ int tide_pool_set_convert_hook(struct tide_pool *pool, tide_convert_fn fn, void 
 		return -EDEADLK;
 	if (!call_enter(pool))
 		return -EAGAIN;
+	cancel = cancel_off();
 	pthread_mutex_lock(&pool->convert_lock);
 	cur = pool_unreserved(pool);
 	if (fn && cur)
@@ -647,6 +684,7 @@ int tide_pool_set_convert_hook(struct tide_pool *pool, tide_convert_fn fn, void 
 		pool->hook_arg = arg;
 	}
 	pthread_mutex_unlock(&pool->convert_lock);
+	cancel_restore(cancel);
 	call_leave();
 	return err;
 }

@@ -15,6 +15,11 @@
  * NULL: it must stop cleanly (exit 0, not SIGKILL) having filled at least 32 MiB, with
  * tide_pool_grow() saying -ENOMEM. With the check off the same child is OOM-killed (which
  * shows the cgroup's limit is real and the pool's check is what stopped the others).
+ *
+ * Page cache: a child first writes and syncs a 40 MiB file (clean page cache charged to
+ * the cgroup, which the kernel reclaims before it kills anyone), then fills the pool the
+ * same way: it must still reach 32 MiB (the limit counts the working set, usage minus
+ * inactive file pages, as the kubelet does), and stop cleanly before the OOM killer.
  */
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -124,7 +129,31 @@ struct trial {
 	unsigned flags;
 	size_t memory_limit;
 	bool nested; /* join a cgroup below the limited one (a pod's limit, a container's group) */
+	size_t cached; /* bytes of a file written and synced first: page cache in the cgroup */
 };
+
+/* Write and sync a file of len bytes next to the test, unlinked at once (the open fd keeps
+ * its page cache, charged to our cgroup); the fd, or -1. */
+static int page_cache(size_t len)
+{
+	static char chunk[1 << 20];
+	char path[64];
+	int fd;
+
+	snprintf(path, sizeof(path), "tide-test-cache-%d", (int)getpid());
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -1;
+	unlink(path);
+	memset(chunk, 'c', sizeof(chunk));
+	for (size_t done = 0; done < len; done += sizeof(chunk))
+		if (write(fd, chunk, sizeof(chunk)) != (ssize_t)sizeof(chunk)) {
+			close(fd);
+			return -1;
+		}
+	fsync(fd);
+	return fd;
+}
 
 static int fill_in_cgroup(void *arg)
 {
@@ -140,6 +169,8 @@ static int fill_in_cgroup(void *arg)
 	snprintf(me, sizeof(me), "%d", (int)getpid());
 	if (wr(t->nested ? inner : cg, "cgroup.procs", me))
 		return 77;
+	if (t->cached && page_cache(t->cached) < 0)
+		return 77;
 	if (tide_pool_create(&cfg, &pool))
 		return 2;
 	for (; n < 256 * MiB / 2048; n++) {
@@ -150,10 +181,11 @@ static int fill_in_cgroup(void *arg)
 		memset(b, 1, 2048);
 	}
 	tide_pool_stats(pool, &st);
-	printf("cgroup: %s%s: stopped at %zu MiB (alloc_failures %" PRIu64 ", os_failures %" PRIu64
-	       ")\n",
+	printf("cgroup: %s%s%s: stopped at %zu MiB (alloc_failures %" PRIu64
+	       ", os_failures %" PRIu64 ")\n",
 	       t->flags ? "populate" : "plain   ", t->nested ? " (limit on the parent)" : "",
-	       (n * 2048) >> 20, st.alloc_failures, st.os_failures);
+	       t->cached ? " (after 40 MiB of page cache)" : "", (n * 2048) >> 20,
+	       st.alloc_failures, st.os_failures);
 	CHECK(n * 2048 >= LIMIT / 2 && n * 2048 < LIMIT);
 	CHECK(st.alloc_failures >= 1);
 	CHECK_EQ(tide_pool_grow(pool, 2 * MiB), -ENOMEM);
@@ -165,8 +197,9 @@ static int fill_in_cgroup(void *arg)
 
 int main(void)
 {
-	struct trial plain = {0, 0, false}, populate = {TIDE_POPULATE, 0, false},
-		     nested = {0, 0, true}, off = {0, TIDE_NO_MEMORY_LIMIT, false};
+	struct trial plain = {0, 0, false, 0}, populate = {TIDE_POPULATE, 0, false, 0},
+		     nested = {0, 0, true, 0}, off = {0, TIDE_NO_MEMORY_LIMIT, false, 0},
+		     cached = {0, 0, false, 40 * MiB};
 	int rc;
 
 	if (geteuid() != 0)
@@ -184,6 +217,15 @@ int main(void)
 		rc = run_in_child(fill_in_cgroup, &nested);
 		CHECKF(rc == 0, "a pool in a cgroup below the 64 MiB one: child returned %d", rc);
 	}
+	rc = run_in_child(fill_in_cgroup, &cached);
+	if (rc == 77)
+		printf("cgroup: no file could be written here: the page cache part skipped\n");
+	else
+		CHECKF(rc == 0,
+		       "a pool in a 64 MiB cgroup holding 40 MiB of clean page cache: child "
+		       "returned "
+		       "%d (1: refused early, the cache counted as used)",
+		       rc);
 	rc = run_in_child(fill_in_cgroup, &off);
 	printf("cgroup: with TIDE_NO_MEMORY_LIMIT the child returned %d\n", rc);
 	CHECKF(rc == 128 + SIGKILL, "with the check off the child should be OOM-killed: %d", rc);

@@ -8,9 +8,18 @@
  * the checker again and destroy the pool. A second part forks a single-threaded
  * TIDE_BACKGROUND pool: the child's pool shrinks by itself after a burst (the maintenance
  * thread runs again) and its destroy returns. A child that hangs is killed and counted.
+ *
+ * The fork window (second pass): the program's own pthread_atfork handlers, registered
+ * before its first pool, allocate from it in prepare, parent and child (tide registers
+ * its handlers at load, so these run outside its lock window); a timer signal whose
+ * handler allocates lands inside fork() again and again while the thread forks (refused
+ * inside the window, counted in reentries, never a deadlock); and a TIDE_LOCKED pool is
+ * locked again in the child (fork(2) does not inherit memory locks), before and after a
+ * grow, by the kernel's Locked: count in /proc/self/smaps.
  */
 #include <dirent.h>
 #include <pthread.h>
+#include <sys/time.h>
 #include <stdatomic.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -345,8 +354,244 @@ static void fork_in_hook(void)
 	tide_pool_destroy(pool);
 }
 
+/* --------------------------------------------- the program's atfork handlers -- */
+
+static struct tide_pool *handler_pool;
+static _Atomic int handler_ok[3]; /* prepare, parent, child: the allocation succeeded */
+
+/* A 3-block buffer: the pool-lock path, the one that would wait for a held lock. */
+static void handler_alloc(int which)
+{
+	void *b = tide_alloc(handler_pool, 3 * 2048);
+
+	if (b) {
+		memset(b, 7, 3 * 2048);
+		atomic_store(&handler_ok[which], tide_free(handler_pool, b) == 0);
+	}
+}
+
+static void app_prepare(void)
+{
+	handler_alloc(0);
+}
+
+static void app_parent(void)
+{
+	handler_alloc(1);
+}
+
+static void app_child(void)
+{
+	handler_alloc(2);
+}
+
+/* In a child (the handlers stay with it): register, then make the first pool, then fork. */
+static int atfork_child(void *arg)
+{
+	struct tide_pool_config cfg = {.block_size = 2048, .initial_size = 2 << 20};
+	struct tide_stats st;
+	int status;
+	pid_t pid;
+
+	(void)arg;
+	if (pthread_atfork(app_prepare, app_parent, app_child))
+		return 77;
+	if (tide_pool_create(&cfg, &handler_pool))
+		return 2;
+	pid = fork();
+	if (pid == 0)
+		_exit(atomic_load(&handler_ok[2]) && tide_pool_check(handler_pool, NULL, 0) == 0
+			      ? 0
+			      : 3);
+	status = wait_child(pid, CHILD_LIMIT);
+	tide_pool_stats(handler_pool, &st);
+	printf("atfork handlers: prepare %d, parent %d, child %s, reentries %" PRIu64 "\n",
+	       atomic_load(&handler_ok[0]), atomic_load(&handler_ok[1]),
+	       status == -1 ? "hung" : "returned", st.reentries);
+	if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status))
+		return 4;
+	return atomic_load(&handler_ok[0]) && atomic_load(&handler_ok[1]) && !st.reentries ? 0 : 5;
+}
+
+static void atfork_handlers(void)
+{
+	pid_t pid;
+	int status;
+
+	fflush(NULL);
+	pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		int rc = atfork_child(NULL);
+
+		fflush(NULL);
+		_exit(rc);
+	}
+	status = wait_child(pid, 2 * CHILD_LIMIT);
+	CHECKF(status != -1, "the program's atfork handlers hung in the pool");
+	CHECKF(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	       "atfork handlers that allocate: status %#x", status);
+}
+
+/* ------------------------------------------------ a signal inside fork() -- */
+
+#define SIGNAL_FORKS 150
+
+static struct tide_pool *sig_pool;
+static atomic_long sig_got, sig_refused;
+
+static void on_alarm(int sig)
+{
+	void *b = tide_alloc(sig_pool, 3 * 2048);
+
+	(void)sig;
+	if (b) {
+		atomic_fetch_add(&sig_got, 1);
+		tide_free(sig_pool, b);
+	} else {
+		atomic_fetch_add(&sig_refused, 1);
+	}
+}
+
+static int signal_fork_child(void *arg)
+{
+	struct tide_pool_config cfg = {.block_size = 2048, .initial_size = 2 << 20};
+	struct itimerval every = {{0, 50}, {0, 50}}, off = {{0, 0}, {0, 0}};
+	struct sigaction sa = {.sa_handler = on_alarm, .sa_flags = SA_RESTART};
+	struct tide_stats st;
+	int bad = 0;
+
+	(void)arg;
+	if (tide_pool_create(&cfg, &sig_pool))
+		return 2;
+	tide_free(sig_pool, tide_alloc(sig_pool, 100)); /* this thread's cache, before handlers */
+	sigaction(SIGALRM, &sa, NULL);
+	setitimer(ITIMER_REAL, &every, NULL);
+	for (int i = 0; i < SIGNAL_FORKS; i++) {
+		pid_t pid = fork();
+		int status;
+
+		if (pid == 0)
+			_exit(0);
+		if (pid < 0)
+			continue;
+		while (waitpid(pid, &status, 0) < 0)
+			if (errno != EINTR)
+				break;
+	}
+	setitimer(ITIMER_REAL, &off, NULL);
+	tide_pool_stats(sig_pool, &st);
+	printf("signal inside fork: %d forks, handler got %ld, refused %ld (reentries %" PRIu64
+	       ")\n",
+	       SIGNAL_FORKS, atomic_load(&sig_got), atomic_load(&sig_refused), st.reentries);
+	bad |= (uint64_t)atomic_load(&sig_refused) != st.reentries;
+	bad |= atomic_load(&sig_got) == 0;
+	bad |= tide_pool_check(sig_pool, NULL, 0) != 0;
+	bad |= st.live_buffers != 0;
+	tide_pool_destroy(sig_pool);
+	return bad;
+}
+
+static void signal_inside_fork(void)
+{
+	pid_t pid;
+	int status;
+
+	fflush(NULL);
+	pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		int rc = signal_fork_child(NULL);
+
+		fflush(NULL);
+		_exit(rc);
+	}
+	status = wait_child(pid, 30);
+	CHECKF(status != -1, "a handler that allocates deadlocked inside fork()");
+	CHECKF(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	       "signal inside fork: status %#x", status);
+}
+
+/* ---------------------------------------------- TIDE_LOCKED across fork -- */
+
+/* kB of Locked: in the mappings inside [addr, addr + len), from /proc/self/smaps. */
+static long long smaps_locked_kb(const void *addr, size_t len)
+{
+	unsigned long lo = (unsigned long)addr, hi = lo + len, a, b;
+	FILE *f = fopen("/proc/self/smaps", "r");
+	char line[512];
+	long long kb = 0, v;
+	bool in = false;
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%lx-%lx ", &a, &b) == 2)
+			in = a >= lo && b <= hi;
+		else if (in && sscanf(line, "Locked: %lld kB", &v) == 1)
+			kb += v;
+	}
+	fclose(f);
+	return kb;
+}
+
+static int locked_child(struct tide_pool *p)
+{
+	long long before = smaps_locked_kb(tide_pool_base(p), 64 << 20), after;
+	struct tide_stats st;
+	int bad = 0;
+
+	bad |= before != (8 << 20) >> 10;
+	bad |= tide_pool_grow(p, 2 << 20) != 0;
+	after = smaps_locked_kb(tide_pool_base(p), 64 << 20);
+	bad |= after != (10 << 20) >> 10;
+	tide_pool_stats(p, &st);
+	bad |= st.os_failures != 0;
+	printf("TIDE_LOCKED in the child: Locked %lld kB of 8192, after a grow %lld kB of "
+	       "10240\n",
+	       before, after);
+	return bad;
+}
+
+static void locked_across_fork(void)
+{
+	struct tide_pool_config cfg = {
+		.reserve_size = 64 << 20, .initial_size = 8 << 20, .flags = TIDE_LOCKED};
+	struct tide_pool *p;
+	pid_t pid;
+	int status;
+
+	if (tide_pool_create(&cfg, &p)) {
+		printf("cannot lock 8 MiB here (RLIMIT_MEMLOCK): TIDE_LOCKED part skipped\n");
+		return;
+	}
+	if (smaps_locked_kb(tide_pool_base(p), 64 << 20) == 0) {
+		/* AddressSanitizer's mlock() does nothing: no Locked: count to compare. */
+		printf("mlock has no effect in this build: TIDE_LOCKED part skipped\n");
+		tide_pool_destroy(p);
+		return;
+	}
+	CHECK_EQ(smaps_locked_kb(tide_pool_base(p), 64 << 20), (8 << 20) >> 10);
+	fflush(NULL);
+	pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		int rc = locked_child(p);
+
+		fflush(NULL);
+		_exit(rc);
+	}
+	status = wait_child(pid, CHILD_LIMIT);
+	CHECKF(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	       "the child's TIDE_LOCKED pool is not locked: status %#x", status);
+	tide_pool_destroy(p);
+}
+
 int main(void)
 {
+	atfork_handlers(); /* first: no pool yet in this process */
+	signal_inside_fork();
+	locked_across_fork();
 	fork_in_hook();
 	forks_under_load();
 	if (BACKGROUND)

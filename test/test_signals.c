@@ -13,6 +13,17 @@
  *    preempts, on the same CPU, a lower-priority thread in the middle of its cache
  *    operation; the shrink must still finish (its wait sleeps, so the owner can run).
  *    Skipped (77 for this part) where real-time priorities are not permitted.
+ *  - Priority inheritance: on one CPU, a SCHED_FIFO 10 thread holds the conversion lock
+ *    (inside its hook) when a FIFO 20 thread starts spinning; a FIFO 30 thread then wants
+ *    the lock. With a priority-inheriting lock the holder is boosted above the spinner,
+ *    releases, and the FIFO 30 thread's grow and shrink finish while the spinner spins;
+ *    with a plain lock the holder never runs until the spinner ends. Asserted by order
+ *    (the spinner sees the high thread done before its count runs out), not by time.
+ *  - Cancellation: threads that grow, shrink, allocate (auto-grow past a memory limit, so
+ *    every grow reads a usage file) and run a hook that sleeps (a cancellation point,
+ *    like a driver's system call) are cancelled (deferred) at random moments; then the
+ *    pool must still grow, allocate and shrink (no lock left held by a cancelled thread).
+ *    The caller's cancellation state is the same after a call as before.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -353,10 +364,231 @@ static void priorities(void)
 	       status == -1 ? "hung" : "finished");
 }
 
+/* ---------------------------------------------- priority inheritance -- */
+
+#define PI_SPINS (400u * 1000 * 1000) /* the spinner's count: far more than a grow takes */
+
+static _Atomic bool pi_holder_in_hook, pi_high_waiting, pi_high_done;
+static _Atomic int pi_seen_done = -1; /* the spinner: 1 saw the high thread finish, 0 not */
+static _Thread_local bool pi_is_holder;
+
+static bool pin_fifo_attr(pthread_attr_t *a, int prio)
+{
+	struct sched_param sp = {.sched_priority = prio};
+	cpu_set_t one;
+
+	CPU_ZERO(&one);
+	CPU_SET(0, &one);
+	return !pthread_attr_init(a) && !pthread_attr_setinheritsched(a, PTHREAD_EXPLICIT_SCHED) &&
+	       !pthread_attr_setschedpolicy(a, SCHED_FIFO) && !pthread_attr_setschedparam(a, &sp) &&
+	       !pthread_attr_setaffinity_np(a, sizeof(one), &one);
+}
+
+/*
+ * The holder's hook keeps the conversion lock until the high thread waits for it. It polls
+ * with short sleeps, so it does not hold CPU 0 while the main thread starts the others;
+ * each wake-up needs the CPU, which the spinner has unless the holder is boosted.
+ */
+static int pi_hook(struct tide_pool *p, enum tide_convert dir, void *addr, size_t len, void *arg)
+{
+	(void)p, (void)dir, (void)addr, (void)len, (void)arg;
+	if (!pi_is_holder)
+		return 0;
+	atomic_store(&pi_holder_in_hook, true);
+	for (unsigned i = 0; i < 200000 && !atomic_load(&pi_high_waiting); i++)
+		nanosleep(&(struct timespec){0, 20 * 1000}, NULL);
+	return 0;
+}
+
+static void *pi_holder(void *arg)
+{
+	(void)arg;
+	pi_is_holder = true;
+	return (void *)(intptr_t)tide_pool_grow(pool, 2 << 20);
+}
+
+static void *pi_spinner(void *arg)
+{
+	unsigned i = 0;
+
+	(void)arg;
+	while (i < PI_SPINS && !atomic_load_explicit(&pi_high_done, memory_order_relaxed))
+		i++;
+	atomic_store(&pi_seen_done, atomic_load(&pi_high_done));
+	return NULL;
+}
+
+static void *pi_high(void *arg)
+{
+	intptr_t err;
+
+	(void)arg;
+	atomic_store(&pi_high_waiting, true); /* then blocks on the holder's lock */
+	err = tide_pool_grow(pool, 2 << 20);
+	if (!err)
+		err = tide_pool_shrink(pool, 2 << 20) == 2 << 20 ? 0 : -1;
+	atomic_store(&pi_high_done, true);
+	return (void *)err;
+}
+
+/* In a child: 0 when the high thread finished while the spinner spun, 77 without FIFO. */
+static int pi_child(void)
+{
+	struct tide_pool_config cfg = {.block_size = BS};
+	pthread_attr_t lo, mid, hi;
+	pthread_t l, m, h;
+	void *rl, *rh;
+	int spins = 0;
+
+	cpu_set_t rest;
+
+	/* This thread stays off CPU 0, where the FIFO threads would starve it. */
+	if (sched_getaffinity(0, sizeof(rest), &rest) || !CPU_ISSET(0, &rest))
+		return 77;
+	CPU_CLR(0, &rest);
+	if (!CPU_COUNT(&rest) || sched_setaffinity(0, sizeof(rest), &rest))
+		return 77;
+	if (tide_pool_create(&cfg, &pool) || tide_pool_set_convert_hook(pool, pi_hook, NULL))
+		return 2;
+	if (!pin_fifo_attr(&lo, 10) || !pin_fifo_attr(&mid, 20) || !pin_fifo_attr(&hi, 30))
+		return 77;
+	if (pthread_create(&l, &lo, pi_holder, NULL))
+		return 77;
+	while (!atomic_load(&pi_holder_in_hook) && spins++ < 5000)
+		nanosleep(&(struct timespec){0, 1000 * 1000}, NULL);
+	if (pthread_create(&m, &mid, pi_spinner, NULL) || pthread_create(&h, &hi, pi_high, NULL)) {
+		atomic_store(&pi_high_waiting, true);
+		pthread_join(l, NULL);
+		return 77;
+	}
+	pthread_join(h, &rh);
+	pthread_join(m, NULL);
+	pthread_join(l, &rl);
+	printf("priority inheritance: the FIFO 20 spinner %s the FIFO 30 grow+shrink finish "
+	       "(holder %ld, high %ld)\n",
+	       atomic_load(&pi_seen_done) == 1 ? "saw" : "did not see", (long)(intptr_t)rl,
+	       (long)(intptr_t)rh);
+	fflush(stdout);
+	return atomic_load(&pi_seen_done) == 1 && !rl && !rh && !tide_pool_check(pool, NULL, 0) ? 0
+												: 1;
+}
+
+static void priority_inheritance(void)
+{
+	int status;
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0)
+		_exit(pi_child());
+	status = wait_child(pid, 60);
+	if (status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 77) {
+		printf("SCHED_FIFO on CPU 0 not permitted here: priority inheritance skipped\n");
+		return;
+	}
+	CHECKF(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	       "a FIFO 30 thread waited behind a FIFO 20 spinner for a FIFO 10 lock holder "
+	       "(no priority inheritance): status %#x",
+	       status);
+}
+
+/* ------------------------------------------------------- cancellation -- */
+
+#define CANCEL_WORKERS 60
+
+/* A driver's registration: a system call that is a cancellation point. */
+static int sleepy_hook(struct tide_pool *p, enum tide_convert dir, void *addr, size_t len,
+		       void *arg)
+{
+	(void)p, (void)dir, (void)addr, (void)len, (void)arg;
+	nanosleep(&(struct timespec){0, 20 * 1000}, NULL);
+	return 0;
+}
+
+static void *cancel_worker(void *arg)
+{
+	uint64_t rng = 0x9e3779b97f4a7c15ull * ((uintptr_t)arg + 1);
+
+	for (;;) {
+		void *v[64];
+		unsigned n = 0;
+
+		tide_pool_grow(pool, 2 << 20);
+		while (n < 64 && (v[n] = tide_alloc(pool, 1 + rng_below(&rng, 3 * BS))))
+			n++;
+		tide_free_bulk(pool, v, n);
+		tide_pool_shrink(pool, (size_t)1 << 30);
+		pthread_testcancel(); /* where the cancel acts: outside the pool */
+	}
+	return NULL;
+}
+
+static int cancel_child(void)
+{
+	struct tide_pool_config cfg = {.block_size = BS,
+				       .reserve_size = RESERVE,
+				       .flags = TIDE_AUTO_GROW,
+				       .memory_limit = (size_t)1 << 40}; /* each grow reads statm */
+	uint64_t rng = test_seed(11);
+	int old, bad = 0;
+	void *b;
+
+	if (tide_pool_create(&cfg, &pool) || tide_pool_set_convert_hook(pool, sleepy_hook, NULL))
+		return 2;
+	for (uintptr_t i = 0; i < CANCEL_WORKERS; i++) {
+		pthread_t t;
+
+		if (pthread_create(&t, NULL, cancel_worker, (void *)i))
+			return 2;
+		nanosleep(&(struct timespec){0, (long)rng_below(&rng, 2000) * 1000}, NULL);
+		pthread_cancel(t);
+		pthread_join(t, NULL);
+	}
+	/* Alone now: every lock must be free. */
+	bad |= tide_pool_grow(pool, 2 << 20) != 0;
+	b = tide_alloc(pool, 3 * BS);
+	bad |= b == NULL || tide_free(pool, b) != 0;
+	bad |= tide_pool_shrink(pool, (size_t)1 << 30) < 0;
+	bad |= tide_pool_check(pool, NULL, 0) != 0;
+	/* The caller's state comes back as it was, enabled or disabled. */
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+	tide_pool_grow(pool, 2 << 20);
+	pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, &old);
+	bad |= old != PTHREAD_CANCEL_DISABLE;
+	tide_pool_shrink(pool, 2 << 20);
+	pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, &old);
+	bad |= old != PTHREAD_CANCEL_ENABLE;
+	printf("cancellation: %d workers cancelled inside the pool, then grow, alloc and "
+	       "shrink %s\n",
+	       CANCEL_WORKERS, bad ? "FAILED" : "work");
+	fflush(stdout);
+	return bad;
+}
+
+static void cancellation(void)
+{
+	int status;
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0)
+		_exit(cancel_child());
+	status = wait_child(pid, 60);
+	CHECKF(status != -1, "a pool lock was left held by a cancelled thread (hung)");
+	CHECKF(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	       "cancellation: status %#x", status);
+}
+
 int main(void)
 {
 	guard_refuses();
 	storms();
 	priorities();
+	priority_inheritance();
+	cancellation();
 	return test_exit("test_signals");
 }
