@@ -9,7 +9,11 @@
  *    side may then receive only what the queue has room for under the flow limit
  *    (tide_conn_recv_limit), with a worker-wide budget and a reserve for directions that
  *    hold little (allow()); with no room it waits for the peer's queue to halve (drained).
- *  - drain: a pair whose exchange is over (a FIN passed on, nothing queued) closes at once.
+ *  - drain: nothing changes. Data flows both ways until each direction has ended (its FIN
+ *    passed on after all its bytes: the engine ends a side that both got and sent FIN) or
+ *    the drain deadline passes; what is left then is reset on both sides (end). One
+ *    direction's FIN, or an empty queue, is not the end of the exchange: a reply may come
+ *    after the request's FIN, an upload after the greeting's FIN, a chunk after a pause.
  *  - eof: FIN is passed on, after the bytes before it (tide_conn_shutdown(peer, false)).
  *  - send_error: the bytes toward this side are lost, so the peer stops being read.
  *  - end: a clean end leaves the peer to finish by itself; any other resets the peer after
@@ -36,7 +40,6 @@
 #include "relay.h"
 
 static const struct forward_config *fwd;
-static _Atomic bool draining; /* set by the first drain callback; read on every worker */
 
 /* What --accept-proxy needs until the header is complete (then freed). */
 struct proxy_wait {
@@ -220,47 +223,6 @@ static void forward(struct pair *p, struct tide_conn *c, struct tide_buf *bufs, 
 	allow(c, peer);
 }
 
-/*
- * While draining, a pair one of whose directions passed its FIN on, with nothing queued
- * either way, has finished its exchange: close both sides normally rather than hold the
- * drain to its deadline. While something is queued, the check runs again when the queue is
- * empty (drained).
- */
-static void drain_check(struct tide_conn *c)
-{
-	struct tide_conn *peer = peer_of(tide_conn_data(c), c);
-
-	if (!atomic_load_explicit(&draining, memory_order_relaxed) || !peer)
-		return;
-	if (tide_conn_queued(c)) {
-		tide_conn_notify_below(c, 0);
-		return;
-	}
-	if (tide_conn_queued(peer)) {
-		tide_conn_notify_below(peer, 0);
-		return;
-	}
-	if (!((tide_conn_state(c) | tide_conn_state(peer)) & TIDE_CONN_SHUT))
-		return;
-	if (peer != c)
-		tide_conn_close(peer);
-	tide_conn_close(c);
-}
-
-static void on_drain_body(struct tide_conn *c)
-{
-	atomic_store_explicit(&draining, true, memory_order_relaxed);
-	drain_check(c);
-}
-
-static void on_drain(struct tide_conn *c)
-{
-	struct pair *p = hold(c);
-
-	on_drain_body(c);
-	release(p);
-}
-
 static const struct tide_conn_ops upstream_ops;
 
 /* Try the next server in the order; false when none is left (the client is reset). */
@@ -418,7 +380,6 @@ static void on_drained_body(struct tide_conn *c)
 
 	if (src)
 		allow(src, c);
-	drain_check(c);
 }
 
 static void on_drained(struct tide_conn *c)
@@ -436,7 +397,6 @@ static void on_eof_body(struct tide_conn *c)
 
 	if (peer)
 		tide_conn_shutdown(peer, false);
-	drain_check(c);
 }
 
 static void on_eof(struct tide_conn *c)
@@ -604,7 +564,6 @@ static const struct tide_conn_ops upstream_ops = {
 	.eof = on_eof,
 	.send_error = on_send_error,
 	.drained = on_drained,
-	.drain = on_drain,
 	.end = upstream_end,
 };
 
@@ -614,7 +573,6 @@ static const struct tide_conn_ops client_ops = {
 	.eof = on_eof,
 	.send_error = on_send_error,
 	.drained = on_drained,
-	.drain = on_drain,
 	.end = client_end,
 };
 

@@ -19,7 +19,10 @@ the suite). The kinds (see the README, "Connection endings"):
   idle_cut       the idle timeout cuts an upload with data queued: the upstream sees a reset,
                  never a clean end after a truncated stream
   drain          SIGTERM mid-stream: the stream finishes inside --drain-timeout, new
-                 connections are refused, and the finished exchange ends the drain
+                 connections are refused, and the exchange, once both sides sent FIN, ends the drain
+  drain_late_reply, drain_upload, drain_paused_stream  the drain ends a pair only when both
+                 directions ended: a reply after the request's FIN, an upload after the
+                 upstream's FIN, a reply with pauses all arrive whole, then a FIN
   drain_deadline a stream longer than --drain-timeout: the client sees a reset, not a FIN
   drain_twice    a second SIGTERM stops at once, long before --drain-timeout
   slow_fair      --pool-max 8M, 12 clients that never read big downloads: a new client's
@@ -451,12 +454,102 @@ def case_drain():
     check(len(data) == total and how == "eof",
           "drain: the client got %d of %d KiB then %s" % (len(data) >> 10, total >> 10, how))
     check(nhow != "eof" and nhow != "timeout", "a connection made while draining saw %s" % nhow)
-    # The upstream ended the exchange and it was all delivered: the drain does not wait for
-    # its 20 s deadline because the client keeps its side open.
+    # The client ends its direction too: both directions ended, so the exchange is over and
+    # the drain does not wait for its 20 s deadline.
+    s.shutdown(socket.SHUT_WR)
     check(r.wait(12) is not None, "a finished exchange held the drain to its deadline")
     r.stop()
     s.close()
     srv.close()
+
+
+def drain_run(handler, client, drain="5"):
+    """SIGTERM while client(s) runs on a relay to a Server(handler): client's result."""
+    srv = Server(handler)
+    r = Relay("--upstream", srv.text(), "--drain-timeout", drain)
+    s = connect(r.addr())
+    res = client(s, r)
+    s.close()
+    r.stop()
+    srv.close()
+    return res, srv.events
+
+
+def case_drain_late_reply():
+    """One direction's FIN is not the end of the exchange: a request sent with FIN before
+    SIGTERM gets its whole reply, sent after the SIGTERM, then a FIN."""
+    reply = os.urandom(256 << 10)
+
+    def late(srv, c):
+        recv_all(c, timeout=10)
+        time.sleep(1.0)
+        c.sendall(reply)
+        c.close()
+
+    def client(s, r):
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        s.shutdown(socket.SHUT_WR)
+        time.sleep(0.2)
+        r.signal()
+        return recv_all(s, timeout=20)
+    (data, how), ev = drain_run(late, client)
+    check(data == reply and how == "eof", "a reply sent 1 s into the drain: the client got "
+          "%d/%d bytes then %s (upstream %s)" % (len(data), len(reply), how, ev))
+
+
+def case_drain_upload():
+    """The upstream's FIN after a greeting ends its direction only: the client's upload
+    during the drain reaches the upstream whole, then a FIN."""
+    total = 2 << 20
+
+    def greeter(srv, c):
+        c.sendall(b"hello\n")
+        c.shutdown(socket.SHUT_WR)
+        data, how = recv_all(c, timeout=20)
+        srv.events.append((len(data), how))
+        c.close()
+
+    def client(s, r):
+        s.settimeout(10)
+        check(recv_all(s, timeout=10) == (b"hello\n", "eof"), "no greeting")
+        r.signal()
+        piece = b"u" * (64 << 10)
+        try:
+            for _ in range(total // len(piece)):
+                s.sendall(piece)
+                time.sleep(0.005)
+            s.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # cut: the upstream's count below tells
+        return None
+    _, ev = drain_run(greeter, client)
+    check(ev == [(total, "eof")], "an upload during the drain after the upstream's FIN: the "
+          "upstream got %s of %d bytes" % (ev, total))
+
+
+def case_drain_paused_stream():
+    """A queue that empties between chunks is not the end: a reply streamed in pauses
+    across the SIGTERM arrives whole, then a FIN."""
+    total = 1 << 20
+
+    def chunks(srv, c):
+        recv_all(c, timeout=10)
+        for _ in range(total // (32 << 10)):
+            c.sendall(b"c" * (32 << 10))
+            time.sleep(0.03)
+        c.close()
+
+    def client(s, r):
+        s.sendall(b"GET")
+        s.shutdown(socket.SHUT_WR)
+        s.settimeout(10)
+        first = s.recv(1)
+        r.signal()
+        data, how = recv_all(s, timeout=20)
+        return first + data, how
+    (data, how), _ = drain_run(chunks, client)
+    check(len(data) == total and how == "eof", "a reply streamed across the drain: the client "
+          "got %d/%d bytes then %s" % (len(data), total, how))
 
 
 def case_drain_deadline():
