@@ -29,6 +29,7 @@ the suite). The kinds (see the README, "Connection endings"):
                  echo still goes through
   slow_bound     one client that never reads: what the relay queues for it stays within the
                  per-direction limit exactly (no multishot overshoot)
+  maxconns_reject a client past --max-conns that sent its request sees a reset, not a FIN
   connect_timeout a black-holed upstream: the client is reset after --connect-timeout
   multi_address  a name with several addresses: refused and black-holed ones are skipped, and
                  the name is resolved again when every address failed (needs root for a
@@ -672,6 +673,33 @@ def slow_bound_once(env):
     check(peak <= limit + 2 * bs, "one non-reading client held %d KiB (limit %d KiB, %s)" %
           (peak >> 10, limit >> 10, env))
     s.close()
+    r.stop()
+    srv.close()
+
+
+def case_maxconns_reject():
+    """envoy#44148, haproxy#136: a client past --max-conns that already sent its request is
+    reset, never closed cleanly: its bytes were taken by the kernel and will not be relayed."""
+    def hold(srv, c):
+        recv_all(c, timeout=15)
+        c.close()
+    srv = Server(hold)
+    r = Relay("--upstream", srv.text(), "--max-conns", "1")
+    h = connect(r.addr())
+    h.sendall(b"held")
+    check(wait_until(lambda: r.stats()["connections"]["current"] == 1, 10), "no first client")
+    ends = {}
+    for _ in range(8):
+        try:  # the reset may come before connect() or sendall() returns: a reset too
+            s = connect(r.addr())
+            s.sendall(b"R" * 100)
+            _, how = recv_all(s, timeout=10)
+            s.close()
+        except ConnectionResetError:
+            how = "reset"
+        ends[how] = ends.get(how, 0) + 1
+    check(ends == {"reset": 8}, "clients past --max-conns with a request sent saw %s" % ends)
+    h.close()
     r.stop()
     srv.close()
 
