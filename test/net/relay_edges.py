@@ -37,7 +37,8 @@ the suite). The kinds (see the README, "Connection endings"):
   stats_slow     a client trickling a request and idle clients on --stats do not delay another
                  scrape, nor SIGTERM
   out_of_fds     out of file descriptors: no busy loop, service resumes when they free up
-  cli            port out of range and unknown short options are named as such
+  cli            port out of range, upstream port 0, timeouts under 1 ms and unknown short
+                 options are refused and named as such; an unresolvable name is named alone
 """
 import os
 import re
@@ -885,6 +886,14 @@ def case_cli():
     check(rc == 2 and "out of range" in out, "port 99999: exit %d: %s" % (rc, out))
     rc, out = run(["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:70000"])
     check(rc == 2 and "out of range" in out, "upstream port 70000: exit %d: %s" % (rc, out))
+    rc, out = run(["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:0"])
+    check(rc == 2 and "port 0" in out, "upstream port 0: exit %d: %s" % (rc, out))
+    rc, out = run(["--listen", "127.0.0.1:0", "--upstream", "nohost.invalid:80"])
+    check(rc == 2 and "nohost.invalid:80" in out and "127.0.0.1:0" not in out,
+          "an unresolvable upstream is not named alone: exit %d: %s" % (rc, out))
+    for opt in ("--idle-timeout", "--connect-timeout"):
+        rc, out = run(["--listen", "127.0.0.1:0", "--echo", opt, "1e-9"])
+        check(rc == 2 and opt in out and "0.001" in out, "%s 1e-9: exit %d: %s" % (opt, rc, out))
     rc, out = run(["-x", "--listen", "127.0.0.1:0", "--echo"])
     check(rc == 2 and "unknown option" in out and "-x" in out, "-x: exit %d: %s" % (rc, out))
     for opt in ("--connect-timeout", "--drain-timeout", "--stats-timeout"):
