@@ -27,6 +27,8 @@ the suite). The kinds (see the README, "Connection endings"):
   drain_twice    a second SIGTERM stops at once, long before --drain-timeout
   slow_fair      --pool-max 8M, 12 clients that never read big downloads: a new client's
                  echo still goes through
+  slow_fair_small  --pool-max 2M, and 32M with 1M blocks: 12 stuck downloads or uploads do
+                 not starve a new client (blocks, the ring's share, one direction's limit)
   slow_bound     one client that never reads: what the relay queues for it stays within the
                  per-direction limit exactly (no multishot overshoot)
   maxconns_reject a client past --max-conns that sent its request sees a reset, not a FIN
@@ -37,7 +39,7 @@ the suite). The kinds (see the README, "Connection endings"):
   stats_slow     a client trickling a request and idle clients on --stats do not delay another
                  scrape, nor SIGTERM
   out_of_fds     out of file descriptors: no busy loop, service resumes when they free up
-  cli            port out of range, upstream port 0, timeouts under 1 ms and unknown short
+  cli            a worker's share under 32 blocks, port out of range, upstream port 0, timeouts under 1 ms and unknown short
                  options are refused and named as such; an unresolvable name is named alone
 """
 import os
@@ -595,6 +597,9 @@ def downloader_or_echo(srv, c):
         if kind == b"D":
             for _ in range(64):
                 c.sendall(b"\xab" * (1 << 20))
+        elif kind == b"U":  # an upstream that never reads an upload
+            c.recv(0)
+            time.sleep(20)
         elif kind == b"E":
             while True:
                 b = c.recv(65536)
@@ -651,6 +656,62 @@ def slow_fair_once(env):
         s.close()
     r.stop()
     srv.close()
+
+
+def uploader(s, stop):
+    piece = b"u" * 65536
+    s.setblocking(False)
+    while not stop.is_set():
+        try:
+            s.send(piece)
+        except BlockingIOError:
+            time.sleep(0.05)
+        except OSError:
+            return
+
+
+def case_slow_fair_small():
+    """The fairness bound at small pools, where rounding to blocks, the ring's share and one
+    direction's limit matter: 12 stuck downloads or uploads do not starve new clients."""
+    for args, kind in ((("--pool-max", "2M"), b"D"), (("--pool-max", "2M"), b"U"),
+                       (("--pool-max", "32M", "--block-size", "1M"), b"U")):
+        srv = Server(downloader_or_echo, backlog=256)
+        r = Relay("--upstream", srv.text(), *args)
+        stop = threading.Event()
+        stuck = []
+        for _ in range(12):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.settimeout(10)
+            s.connect(r.addr())
+            s.sendall(kind)
+            stuck.append(s)
+            if kind == b"U":
+                threading.Thread(target=uploader, args=(s, stop), daemon=True).start()
+        time.sleep(1.5)
+        msg = os.urandom(65536)  # a block's worth, echoed after the kind byte
+        for k in range(3):
+            good = connect(r.addr())
+            good.sendall(b"E" + msg)
+            good.settimeout(10)
+            got = b""
+            try:
+                while len(got) < len(msg):
+                    b = good.recv(65536)
+                    if not b:
+                        break
+                    got += b
+            except OSError:
+                pass
+            good.close()
+            check(got == msg, "%s, 12 stuck %s: client %d got %d/%d bytes echoed" %
+                  (" ".join(args), "uploads" if kind == b"U" else "downloads", k, len(got),
+                   len(msg)))
+        stop.set()
+        for s in stuck:
+            s.close()
+        r.stop()
+        srv.close()
 
 
 def case_slow_bound():
@@ -894,6 +955,12 @@ def case_cli():
     for opt in ("--idle-timeout", "--connect-timeout"):
         rc, out = run(["--listen", "127.0.0.1:0", "--echo", opt, "1e-9"])
         check(rc == 2 and opt in out and "0.001" in out, "%s 1e-9: exit %d: %s" % (opt, rc, out))
+    # A worker's share under 32 blocks cannot keep its ring and reserve: refused, minimum named.
+    for args, least in ((["--threads", "64", "--pool-max", "2M"], str(128 << 20)),
+                        (["--threads", "2", "--pool-max", "2M", "--block-size", "1M"],
+                         str(64 << 20))):
+        rc, out = run(["--listen", "127.0.0.1:0", "--echo"] + args)
+        check(rc == 2 and least in out, "%s: exit %d: %s" % (" ".join(args), rc, out))
     rc, out = run(["-x", "--listen", "127.0.0.1:0", "--echo"])
     check(rc == 2 and "unknown option" in out and "-x" in out, "-x: exit %d: %s" % (rc, out))
     for opt in ("--connect-timeout", "--drain-timeout", "--stats-timeout"):
