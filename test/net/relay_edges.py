@@ -38,7 +38,8 @@ the suite). The kinds (see the README, "Connection endings"):
                  private /etc/hosts in a mount namespace, else skipped)
   stats_slow     a client trickling a request and idle clients on --stats do not delay another
                  scrape, nor SIGTERM
-  out_of_fds     out of file descriptors: no busy loop, service resumes when they free up
+  out_of_fds     out of file descriptors: no busy loop, a scrape is answered, service
+                 resumes when they free up
   cli            a worker's share under 32 blocks, port out of range, upstream port 0, timeouts under 1 ms and unknown short
                  options are refused and named as such; an unresolvable name is named alone
 """
@@ -53,6 +54,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 
 RELAY = None
@@ -913,6 +915,15 @@ def case_out_of_fds():
     hz = os.sysconf("SC_CLK_TCK")
     # A loop retrying accept() without rest would burn the whole 2 s.
     check(used < hz / 2, "out of descriptors, the relay used %.2f s of CPU in 2 s" % (used / hz))
+    # A scrape is answered even now (the stats endpoint keeps a spare descriptor).
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d/stats" % r.stats_port, timeout=10):
+            code = 200
+    except urllib.error.HTTPError as e:
+        code = e.code
+    except OSError as e:
+        code = repr(e)
+    check(code in (200, 503), "a scrape while out of descriptors got %s" % (code,))
     for c in held[:50]:
         c.close()
     ok = False
