@@ -186,10 +186,12 @@ static void count(struct pair *p, struct tide_conn *c, const struct tide_buf *bu
 /*
  * Let src receive what the queue toward peer has room for: the receives ask the kernel for
  * no more (tide_conn_recv_limit), so the queue never passes the flow limit. Fairness: once
- * the worker's queues together hold the budget, a direction that already holds `small`
- * gets no more, so what is left of the pool (the reserve) serves the directions that hold
- * little (a new connection) and never the ones that cannot send (slow readers). With no room
- * left, src waits until the queue toward peer has shrunk by half (drained).
+ * the worker's queues together hold the budget, only a direction whose queue is empty (it
+ * keeps up: everything it received went out) may receive, `small` (one block) at a time,
+ * so what is left of the worker's share (the reserve) serves new connections and those that
+ * keep up, never the ones that cannot send (slow readers, whose queue is not empty). With no
+ * room left (then the queue is not empty), src waits until the queue toward peer has shrunk
+ * by half (drained).
  */
 static void allow(struct tide_conn *src, struct tide_conn *peer)
 {
@@ -200,11 +202,10 @@ static void allow(struct tide_conn *src, struct tide_conn *peer)
 	tide_conn_recv_limit(src, 0); /* its own promise out of the sum first */
 	held = tide_worker_held(tide_conn_worker(peer));
 	free_budget = held < fwd->budget ? fwd->budget - held : 0;
-	if (room > free_budget) /* the reserve: up to `small` for a direction holding less */
-		room = q < fwd->small && free_budget < fwd->small - q ? fwd->small - q
-								      : free_budget;
+	if (room > free_budget) /* the reserve: `small` for a direction that keeps up */
+		room = !q && free_budget < fwd->small ? fwd->small : free_budget;
 	tide_conn_recv_limit(src, room);
-	if (!room)
+	if (!room) /* q > 0 here: its drained callback comes */
 		tide_conn_notify_below(peer, q >= fwd->flow_limit ? fwd->flow_limit / 2 : q / 2);
 }
 
