@@ -9,7 +9,11 @@
  *    side may then receive only what the queue has room for under the flow limit
  *    (tide_conn_recv_limit), with a worker-wide budget and a reserve for directions that
  *    hold little (allow()); with no room it waits for the peer's queue to halve (drained).
- *  - drain: a pair whose exchange is over (a FIN passed on, nothing queued) closes at once.
+ *  - drain: nothing changes. Data flows both ways until each direction has ended (its FIN
+ *    passed on after all its bytes: the engine ends a side that both got and sent FIN) or
+ *    the drain deadline passes; what is left then is reset on both sides (end). One
+ *    direction's FIN, or an empty queue, is not the end of the exchange: a reply may come
+ *    after the request's FIN, an upload after the greeting's FIN, a chunk after a pause.
  *  - eof: FIN is passed on, after the bytes before it (tide_conn_shutdown(peer, false)).
  *  - send_error: the bytes toward this side are lost, so the peer stops being read.
  *  - end: a clean end leaves the peer to finish by itself; any other resets the peer after
@@ -36,7 +40,6 @@
 #include "relay.h"
 
 static const struct forward_config *fwd;
-static _Atomic bool draining; /* set by the first drain callback; read on every worker */
 
 /* What --accept-proxy needs until the header is complete (then freed). */
 struct proxy_wait {
@@ -183,10 +186,12 @@ static void count(struct pair *p, struct tide_conn *c, const struct tide_buf *bu
 /*
  * Let src receive what the queue toward peer has room for: the receives ask the kernel for
  * no more (tide_conn_recv_limit), so the queue never passes the flow limit. Fairness: once
- * the worker's queues together hold the budget, a direction that already holds `small`
- * gets no more, so what is left of the pool (the reserve) serves the directions that hold
- * little (a new connection) and never the ones that cannot send (slow readers). With no room
- * left, src waits until the queue toward peer has shrunk by half (drained).
+ * the worker's queues together hold the budget, only a direction whose queue is empty (it
+ * keeps up: everything it received went out) may receive, `small` (one block) at a time,
+ * so what is left of the worker's share (the reserve) serves new connections and those that
+ * keep up, never the ones that cannot send (slow readers, whose queue is not empty). With no
+ * room left (then the queue is not empty), src waits until the queue toward peer has shrunk
+ * by half (drained).
  */
 static void allow(struct tide_conn *src, struct tide_conn *peer)
 {
@@ -197,11 +202,10 @@ static void allow(struct tide_conn *src, struct tide_conn *peer)
 	tide_conn_recv_limit(src, 0); /* its own promise out of the sum first */
 	held = tide_worker_held(tide_conn_worker(peer));
 	free_budget = held < fwd->budget ? fwd->budget - held : 0;
-	if (room > free_budget) /* the reserve: up to `small` for a direction holding less */
-		room = q < fwd->small && free_budget < fwd->small - q ? fwd->small - q
-								      : free_budget;
+	if (room > free_budget) /* the reserve: `small` for a direction that keeps up */
+		room = !q && free_budget < fwd->small ? fwd->small : free_budget;
 	tide_conn_recv_limit(src, room);
-	if (!room)
+	if (!room) /* q > 0 here: its drained callback comes */
 		tide_conn_notify_below(peer, q >= fwd->flow_limit ? fwd->flow_limit / 2 : q / 2);
 }
 
@@ -218,47 +222,6 @@ static void forward(struct pair *p, struct tide_conn *c, struct tide_buf *bufs, 
 	if (tide_conn_send(peer, bufs, n))
 		return; /* the peer cannot take it: its end resets this side */
 	allow(c, peer);
-}
-
-/*
- * While draining, a pair one of whose directions passed its FIN on, with nothing queued
- * either way, has finished its exchange: close both sides normally rather than hold the
- * drain to its deadline. While something is queued, the check runs again when the queue is
- * empty (drained).
- */
-static void drain_check(struct tide_conn *c)
-{
-	struct tide_conn *peer = peer_of(tide_conn_data(c), c);
-
-	if (!atomic_load_explicit(&draining, memory_order_relaxed) || !peer)
-		return;
-	if (tide_conn_queued(c)) {
-		tide_conn_notify_below(c, 0);
-		return;
-	}
-	if (tide_conn_queued(peer)) {
-		tide_conn_notify_below(peer, 0);
-		return;
-	}
-	if (!((tide_conn_state(c) | tide_conn_state(peer)) & TIDE_CONN_SHUT))
-		return;
-	if (peer != c)
-		tide_conn_close(peer);
-	tide_conn_close(c);
-}
-
-static void on_drain_body(struct tide_conn *c)
-{
-	atomic_store_explicit(&draining, true, memory_order_relaxed);
-	drain_check(c);
-}
-
-static void on_drain(struct tide_conn *c)
-{
-	struct pair *p = hold(c);
-
-	on_drain_body(c);
-	release(p);
 }
 
 static const struct tide_conn_ops upstream_ops;
@@ -418,7 +381,6 @@ static void on_drained_body(struct tide_conn *c)
 
 	if (src)
 		allow(src, c);
-	drain_check(c);
 }
 
 static void on_drained(struct tide_conn *c)
@@ -436,7 +398,6 @@ static void on_eof_body(struct tide_conn *c)
 
 	if (peer)
 		tide_conn_shutdown(peer, false);
-	drain_check(c);
 }
 
 static void on_eof(struct tide_conn *c)
@@ -604,7 +565,6 @@ static const struct tide_conn_ops upstream_ops = {
 	.eof = on_eof,
 	.send_error = on_send_error,
 	.drained = on_drained,
-	.drain = on_drain,
 	.end = upstream_end,
 };
 
@@ -614,7 +574,6 @@ static const struct tide_conn_ops client_ops = {
 	.eof = on_eof,
 	.send_error = on_send_error,
 	.drained = on_drained,
-	.drain = on_drain,
 	.end = client_end,
 };
 

@@ -22,8 +22,8 @@ struct forward_config {
 	struct tide_agent *agent;
 	_Atomic bool resolve; /* every server failed a connect: resolve the names again (main) */
 	size_t flow_limit;    /* bytes queued toward one side before its source waits */
-	size_t budget;	      /* bytes one worker's queues may hold together before directions
-				 holding at least `small` wait (the rest is the reserve) */
+	size_t budget;	      /* bytes one worker's queues may hold together before only
+				 directions with an empty queue receive, `small` at a time */
 	size_t small;
 };
 

@@ -10,9 +10,13 @@
  * Every wait is bounded and no client waits for another: the thread polls the listener, a
  * wake pipe (shutdown) and up to MAX_CLIENTS non-blocking connections at once, each with its
  * own deadline (the request timeout) for reading its request and writing the answer; a
- * client past it is closed. More clients than that are closed at once. When accept() fails
- * for want of descriptors, the listener rests for a moment instead of waking poll again and
- * again. Shutdown closes whatever is open and returns at once.
+ * client past it is closed. More clients than that are closed at once. Out of descriptors
+ * (the workers' connections took them all), a scrape is still answered: the server keeps
+ * a spare descriptor and gives it up to accept one client, served as any other, then takes
+ * it back when that client is closed (the classic reserve-fd trick). When that fails too
+ * (the spare is in use, or a worker took the freed descriptor) the listener rests for a
+ * moment instead of waking poll again and again. Shutdown closes whatever is open and returns at
+ * once.
  *
  * Both formats walk the same tables of counters (one per JSON object: JSON key,
  * Prometheus name, type and help, where the value sits), so a counter is added in one place
@@ -40,6 +44,7 @@
 /* One connection: its request as read so far, then the answer as written so far. */
 struct client {
 	int fd;
+	bool spare; /* accepted in the spare descriptor's place: take it back at close */
 	uint64_t deadline_ms;
 	size_t have, off, len;
 	char *out; /* the answer (head and body), once the request is complete */
@@ -48,6 +53,7 @@ struct client {
 
 struct stats_server {
 	int fd;
+	int spare; /* /dev/null, given up to accept a scrape when out of descriptors */
 	int wake[2];
 	unsigned port;
 	unsigned timeout_ms;
@@ -340,6 +346,8 @@ static char *answer(struct stats_server *s, const char *req, size_t *len)
 static void client_close(struct stats_server *s, unsigned i)
 {
 	close(s->c[i]->fd);
+	if (s->c[i]->spare)
+		s->spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	free(s->c[i]->out);
 	free(s->c[i]);
 	s->c[i] = NULL;
@@ -374,8 +382,18 @@ static bool client_step(struct stats_server *s, struct client *c)
 static void client_accept(struct stats_server *s, uint64_t now, uint64_t *rest_until)
 {
 	int fd = accept4(s->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	bool spare = false;
 	struct client *c;
 
+	if (fd < 0 && (errno == EMFILE || errno == ENFILE) && s->spare >= 0) {
+		close(s->spare); /* out of descriptors: this one is for a scrape */
+		s->spare = -1;
+		fd = accept4(s->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		spare = fd >= 0;
+		if (!spare) /* a worker took it: try again later */
+			s->spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		errno = EMFILE;
+	}
 	if (fd < 0) {
 		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
 			*rest_until = now + 100;
@@ -388,11 +406,14 @@ static void client_accept(struct stats_server *s, uint64_t now, uint64_t *rest_u
 		if (!c)
 			break;
 		c->fd = fd;
+		c->spare = spare;
 		c->deadline_ms = now + s->timeout_ms;
 		s->c[i] = c;
 		return;
 	}
 	close(fd);
+	if (spare)
+		s->spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
 }
 
 static void *serve(void *arg)
@@ -459,6 +480,7 @@ int stats_server_start(const char *addr, unsigned timeout_ms, struct tide_pool *
 	s->agent = agent;
 	s->timeout_ms = timeout_ms ? timeout_ms : 1;
 	s->wake[0] = s->wake[1] = -1;
+	s->spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	s->fd = socket(at.addr[0].ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (s->fd < 0 || setsockopt(s->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
 	    bind(s->fd, (struct sockaddr *)&at.addr[0], at.len[0]) || listen(s->fd, 64) ||
@@ -498,5 +520,7 @@ void stats_server_stop(struct stats_server *s)
 		close(s->wake[0]);
 	if (s->fd >= 0)
 		close(s->fd);
+	if (s->spare >= 0)
+		close(s->spare);
 	free(s);
 }

@@ -77,6 +77,36 @@ static int make_pool(struct relay *r)
 	return rc ? 1 : 0;
 }
 
+/*
+ * Split the pool (README, "Memory"): each worker owns S = pool-max / threads, in whole
+ * blocks, and no more (its tide user's quota), so one worker's ring or queues never take
+ * another's share. Of S, the provided-buffer ring may hold a quarter (its slots are sized
+ * so: half the slots at most are filled), the queues half (the budget, for any direction)
+ * and the last quarter is the reserve, one block at a time for directions whose queue is
+ * empty (new connections, those that keep up; forward.c). One direction may queue at most
+ * max(1 MiB, 16 blocks), and no more than an eighth of the budget, so a few slow readers
+ * cannot take the whole budget of a small pool. options.c refuses an S under
+ * RELAY_MIN_WORKER_BLOCKS (then the ring and the reserve could not hold what they must).
+ */
+static void size_memory(struct relay *r, size_t pool_max, unsigned threads, size_t bs,
+			struct tide_agent_config *ac)
+{
+	size_t blocks = pool_max / threads / bs;
+	unsigned entries = 16;
+
+	while (entries < 512 && (size_t)entries <= blocks / 4)
+		entries *= 2; /* the ring fills at most entries / 2 <= blocks / 4 */
+	ac->ring_entries = entries;
+	ac->ring_min = entries / 4 < 16 ? entries / 4 : 16;
+	ac->worker_quota = blocks * bs;
+	r->fwd.budget = blocks / 2 * bs;
+	r->fwd.flow_limit = 16 * bs > (1 << 20) ? 16 * bs : 1 << 20;
+	if (r->fwd.flow_limit > r->fwd.budget / 8) /* a small pool: one direction, an eighth */
+		r->fwd.flow_limit = r->fwd.budget / 8;
+	ac->recv_max = r->fwd.flow_limit;
+	r->fwd.small = bs;
+}
+
 /* The agent and its listeners: 0 or the exit status. */
 static int make_agent(struct relay *r)
 {
@@ -97,12 +127,7 @@ static int make_agent(struct relay *r)
 	if (getenv("TIDE_RELAY_NO_RECV_LIMIT"))
 		ac.flags |= TIDE_AGENT_NO_RECV_LIMIT;
 	r->fwd.rt = &r->rt;
-	r->fwd.flow_limit = 16 * c->block_size > (1 << 20) ? 16 * c->block_size : 1 << 20;
-	ac.recv_max = r->fwd.flow_limit;
-	/* Fairness (forward.c): each worker's queues may fill 3/4 of its share of the pool; the
-	 * last quarter is the reserve for directions holding under two blocks. */
-	r->fwd.budget = c->pool_max / c->threads / 4 * 3;
-	r->fwd.small = 2 * c->block_size;
+	size_memory(r, c->pool_max, c->threads, c->block_size, &ac);
 	rc = tide_agent_create(r->pool, &ac, &r->agent);
 	if (rc) {
 		relay_log(RELAY_LOG_ERROR, "tide-relay: creating the agent: %s", strerror(-rc));

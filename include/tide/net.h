@@ -441,7 +441,7 @@ TIDE_API struct tide_user *tide_agent_user(const struct tide_agent *agent, unsig
 struct tide_agent_stats {
 	uint64_t conns_current;	    /* accepted connections open now */
 	uint64_t conns_accepted;    /* accepted, in all */
-	uint64_t conns_rejected;    /* closed at once: past max_conns, or while draining */
+	uint64_t conns_rejected;    /* reset at once: past max_conns, or while draining */
 	uint64_t conns_idle_closed; /* ended by the idle timeout */
 	uint64_t conns_reset;	    /* ended by a reset or error (ours or the peer's) */
 	uint64_t upstream_failures; /* tide_conn_connect() that ended TIDE_END_CONNECT */

@@ -868,7 +868,10 @@ void on_accept(struct lsock *ls, int fd)
 	n = atomic_fetch_add_explicit(&a->conns, 1, memory_order_relaxed) + 1;
 	if (w->draining || (a->cfg.max_conns && n > a->cfg.max_conns) ||
 	    !(c = conn_new(w, fd, ls->ops, ls->data))) {
+		struct linger lg = {1, 0}; /* a reset: bytes it sent are not relayed */
+
 		atomic_fetch_sub_explicit(&a->conns, 1, memory_order_relaxed);
+		setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 		close(fd);
 		STAT_ADD(w, rejected, 1);
 		return;

@@ -19,21 +19,29 @@ the suite). The kinds (see the README, "Connection endings"):
   idle_cut       the idle timeout cuts an upload with data queued: the upstream sees a reset,
                  never a clean end after a truncated stream
   drain          SIGTERM mid-stream: the stream finishes inside --drain-timeout, new
-                 connections are refused, and the finished exchange ends the drain
+                 connections are refused, and the exchange, once both sides sent FIN, ends the drain
+  drain_late_reply, drain_upload, drain_paused_stream  the drain ends a pair only when both
+                 directions ended: a reply after the request's FIN, an upload after the
+                 upstream's FIN, a reply with pauses all arrive whole, then a FIN
   drain_deadline a stream longer than --drain-timeout: the client sees a reset, not a FIN
   drain_twice    a second SIGTERM stops at once, long before --drain-timeout
   slow_fair      --pool-max 8M, 12 clients that never read big downloads: a new client's
                  echo still goes through
+  slow_fair_small  --pool-max 2M, and 32M with 1M blocks: 12 stuck downloads or uploads do
+                 not starve a new client (blocks, the ring's share, one direction's limit)
   slow_bound     one client that never reads: what the relay queues for it stays within the
                  per-direction limit exactly (no multishot overshoot)
+  maxconns_reject a client past --max-conns that sent its request sees a reset, not a FIN
   connect_timeout a black-holed upstream: the client is reset after --connect-timeout
   multi_address  a name with several addresses: refused and black-holed ones are skipped, and
                  the name is resolved again when every address failed (needs root for a
                  private /etc/hosts in a mount namespace, else skipped)
   stats_slow     a client trickling a request and idle clients on --stats do not delay another
                  scrape, nor SIGTERM
-  out_of_fds     out of file descriptors: no busy loop, service resumes when they free up
-  cli            port out of range and unknown short options are named as such
+  out_of_fds     out of file descriptors: no busy loop, a scrape is answered, service
+                 resumes when they free up
+  cli            a worker's share under 32 blocks, port out of range, upstream port 0, timeouts under 1 ms and unknown short
+                 options are refused and named as such; an unresolvable name is named alone
 """
 import os
 import re
@@ -46,6 +54,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 
 RELAY = None
@@ -451,12 +460,102 @@ def case_drain():
     check(len(data) == total and how == "eof",
           "drain: the client got %d of %d KiB then %s" % (len(data) >> 10, total >> 10, how))
     check(nhow != "eof" and nhow != "timeout", "a connection made while draining saw %s" % nhow)
-    # The upstream ended the exchange and it was all delivered: the drain does not wait for
-    # its 20 s deadline because the client keeps its side open.
+    # The client ends its direction too: both directions ended, so the exchange is over and
+    # the drain does not wait for its 20 s deadline.
+    s.shutdown(socket.SHUT_WR)
     check(r.wait(12) is not None, "a finished exchange held the drain to its deadline")
     r.stop()
     s.close()
     srv.close()
+
+
+def drain_run(handler, client, drain="5"):
+    """SIGTERM while client(s) runs on a relay to a Server(handler): client's result."""
+    srv = Server(handler)
+    r = Relay("--upstream", srv.text(), "--drain-timeout", drain)
+    s = connect(r.addr())
+    res = client(s, r)
+    s.close()
+    r.stop()
+    srv.close()
+    return res, srv.events
+
+
+def case_drain_late_reply():
+    """One direction's FIN is not the end of the exchange: a request sent with FIN before
+    SIGTERM gets its whole reply, sent after the SIGTERM, then a FIN."""
+    reply = os.urandom(256 << 10)
+
+    def late(srv, c):
+        recv_all(c, timeout=10)
+        time.sleep(1.0)
+        c.sendall(reply)
+        c.close()
+
+    def client(s, r):
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        s.shutdown(socket.SHUT_WR)
+        time.sleep(0.2)
+        r.signal()
+        return recv_all(s, timeout=20)
+    (data, how), ev = drain_run(late, client)
+    check(data == reply and how == "eof", "a reply sent 1 s into the drain: the client got "
+          "%d/%d bytes then %s (upstream %s)" % (len(data), len(reply), how, ev))
+
+
+def case_drain_upload():
+    """The upstream's FIN after a greeting ends its direction only: the client's upload
+    during the drain reaches the upstream whole, then a FIN."""
+    total = 2 << 20
+
+    def greeter(srv, c):
+        c.sendall(b"hello\n")
+        c.shutdown(socket.SHUT_WR)
+        data, how = recv_all(c, timeout=20)
+        srv.events.append((len(data), how))
+        c.close()
+
+    def client(s, r):
+        s.settimeout(10)
+        check(recv_all(s, timeout=10) == (b"hello\n", "eof"), "no greeting")
+        r.signal()
+        piece = b"u" * (64 << 10)
+        try:
+            for _ in range(total // len(piece)):
+                s.sendall(piece)
+                time.sleep(0.005)
+            s.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # cut: the upstream's count below tells
+        return None
+    _, ev = drain_run(greeter, client)
+    check(ev == [(total, "eof")], "an upload during the drain after the upstream's FIN: the "
+          "upstream got %s of %d bytes" % (ev, total))
+
+
+def case_drain_paused_stream():
+    """A queue that empties between chunks is not the end: a reply streamed in pauses
+    across the SIGTERM arrives whole, then a FIN."""
+    total = 1 << 20
+
+    def chunks(srv, c):
+        recv_all(c, timeout=10)
+        for _ in range(total // (32 << 10)):
+            c.sendall(b"c" * (32 << 10))
+            time.sleep(0.03)
+        c.close()
+
+    def client(s, r):
+        s.sendall(b"GET")
+        s.shutdown(socket.SHUT_WR)
+        s.settimeout(10)
+        first = s.recv(1)
+        r.signal()
+        data, how = recv_all(s, timeout=20)
+        return first + data, how
+    (data, how), _ = drain_run(chunks, client)
+    check(len(data) == total and how == "eof", "a reply streamed across the drain: the client "
+          "got %d/%d bytes then %s" % (len(data), total, how))
 
 
 def case_drain_deadline():
@@ -500,6 +599,9 @@ def downloader_or_echo(srv, c):
         if kind == b"D":
             for _ in range(64):
                 c.sendall(b"\xab" * (1 << 20))
+        elif kind == b"U":  # an upstream that never reads an upload
+            c.recv(0)
+            time.sleep(20)
         elif kind == b"E":
             while True:
                 b = c.recv(65536)
@@ -558,6 +660,62 @@ def slow_fair_once(env):
     srv.close()
 
 
+def uploader(s, stop):
+    piece = b"u" * 65536
+    s.setblocking(False)
+    while not stop.is_set():
+        try:
+            s.send(piece)
+        except BlockingIOError:
+            time.sleep(0.05)
+        except OSError:
+            return
+
+
+def case_slow_fair_small():
+    """The fairness bound at small pools, where rounding to blocks, the ring's share and one
+    direction's limit matter: 12 stuck downloads or uploads do not starve new clients."""
+    for args, kind in ((("--pool-max", "2M"), b"D"), (("--pool-max", "2M"), b"U"),
+                       (("--pool-max", "32M", "--block-size", "1M"), b"U")):
+        srv = Server(downloader_or_echo, backlog=256)
+        r = Relay("--upstream", srv.text(), *args)
+        stop = threading.Event()
+        stuck = []
+        for _ in range(12):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.settimeout(10)
+            s.connect(r.addr())
+            s.sendall(kind)
+            stuck.append(s)
+            if kind == b"U":
+                threading.Thread(target=uploader, args=(s, stop), daemon=True).start()
+        time.sleep(1.5)
+        msg = os.urandom(65536)  # a block's worth, echoed after the kind byte
+        for k in range(3):
+            good = connect(r.addr())
+            good.sendall(b"E" + msg)
+            good.settimeout(10)
+            got = b""
+            try:
+                while len(got) < len(msg):
+                    b = good.recv(65536)
+                    if not b:
+                        break
+                    got += b
+            except OSError:
+                pass
+            good.close()
+            check(got == msg, "%s, 12 stuck %s: client %d got %d/%d bytes echoed" %
+                  (" ".join(args), "uploads" if kind == b"U" else "downloads", k, len(got),
+                   len(msg)))
+        stop.set()
+        for s in stuck:
+            s.close()
+        r.stop()
+        srv.close()
+
+
 def case_slow_bound():
     """One non-reader: the queue toward it stays within the per-direction limit exactly."""
     for env in RECV_MODES:
@@ -579,6 +737,33 @@ def slow_bound_once(env):
     check(peak <= limit + 2 * bs, "one non-reading client held %d KiB (limit %d KiB, %s)" %
           (peak >> 10, limit >> 10, env))
     s.close()
+    r.stop()
+    srv.close()
+
+
+def case_maxconns_reject():
+    """envoy#44148, haproxy#136: a client past --max-conns that already sent its request is
+    reset, never closed cleanly: its bytes were taken by the kernel and will not be relayed."""
+    def hold(srv, c):
+        recv_all(c, timeout=15)
+        c.close()
+    srv = Server(hold)
+    r = Relay("--upstream", srv.text(), "--max-conns", "1")
+    h = connect(r.addr())
+    h.sendall(b"held")
+    check(wait_until(lambda: r.stats()["connections"]["current"] == 1, 10), "no first client")
+    ends = {}
+    for _ in range(8):
+        try:  # the reset may come before connect() or sendall() returns: a reset too
+            s = connect(r.addr())
+            s.sendall(b"R" * 100)
+            _, how = recv_all(s, timeout=10)
+            s.close()
+        except ConnectionResetError:
+            how = "reset"
+        ends[how] = ends.get(how, 0) + 1
+    check(ends == {"reset": 8}, "clients past --max-conns with a request sent saw %s" % ends)
+    h.close()
     r.stop()
     srv.close()
 
@@ -730,6 +915,15 @@ def case_out_of_fds():
     hz = os.sysconf("SC_CLK_TCK")
     # A loop retrying accept() without rest would burn the whole 2 s.
     check(used < hz / 2, "out of descriptors, the relay used %.2f s of CPU in 2 s" % (used / hz))
+    # A scrape is answered even now (the stats endpoint keeps a spare descriptor).
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d/stats" % r.stats_port, timeout=10):
+            code = 200
+    except urllib.error.HTTPError as e:
+        code = e.code
+    except OSError as e:
+        code = repr(e)
+    check(code in (200, 503), "a scrape while out of descriptors got %s" % (code,))
     for c in held[:50]:
         c.close()
     ok = False
@@ -764,6 +958,20 @@ def case_cli():
     check(rc == 2 and "out of range" in out, "port 99999: exit %d: %s" % (rc, out))
     rc, out = run(["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:70000"])
     check(rc == 2 and "out of range" in out, "upstream port 70000: exit %d: %s" % (rc, out))
+    rc, out = run(["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:0"])
+    check(rc == 2 and "port 0" in out, "upstream port 0: exit %d: %s" % (rc, out))
+    rc, out = run(["--listen", "127.0.0.1:0", "--upstream", "nohost.invalid:80"])
+    check(rc == 2 and "nohost.invalid:80" in out and "127.0.0.1:0" not in out,
+          "an unresolvable upstream is not named alone: exit %d: %s" % (rc, out))
+    for opt in ("--idle-timeout", "--connect-timeout"):
+        rc, out = run(["--listen", "127.0.0.1:0", "--echo", opt, "1e-9"])
+        check(rc == 2 and opt in out and "0.001" in out, "%s 1e-9: exit %d: %s" % (opt, rc, out))
+    # A worker's share under 32 blocks cannot keep its ring and reserve: refused, minimum named.
+    for args, least in ((["--threads", "64", "--pool-max", "2M"], str(128 << 20)),
+                        (["--threads", "2", "--pool-max", "2M", "--block-size", "1M"],
+                         str(64 << 20))):
+        rc, out = run(["--listen", "127.0.0.1:0", "--echo"] + args)
+        check(rc == 2 and least in out, "%s: exit %d: %s" % (" ".join(args), rc, out))
     rc, out = run(["-x", "--listen", "127.0.0.1:0", "--echo"])
     check(rc == 2 and "unknown option" in out and "-x" in out, "-x: exit %d: %s" % (rc, out))
     for opt in ("--connect-timeout", "--drain-timeout", "--stats-timeout"):

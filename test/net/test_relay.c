@@ -9,7 +9,7 @@
  *   modes      the echo case without incremental rings, without bundles, without both
  *   halfclose  a client's FIN reaches the upstream, which still answers after it
  *   reset      a client reset (SO_LINGER 0) mid-transfer closes the upstream side too
- *   maxconns   connections past --max-conns are closed at once, the others keep working
+ *   maxconns   connections past --max-conns are reset at once, the others keep working
  *   slowreader a client that never reads: its writes stall and the pool stays bounded
  *   idle       --idle-timeout closes an idle connection, not a busy one; idle memory
  *   shutdown   SIGTERM with connections open: exit 0 and every buffer returned

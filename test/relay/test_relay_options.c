@@ -164,7 +164,12 @@ static void test_command_line_problems(void)
 	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--send-proxy", "v1"), 1);
 	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--user", "no-such-user-tide"), 1);
 	CHECK(said("no user 'no-such-user-tide'"));
+	/* each worker needs 32 blocks (its ring, budget and reserve): the minimum is named */
 	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--pool-max", "2M", "--block-size",
+		      "1M"),
+		 1);
+	CHECK(said("needs 32 blocks, so pool-max at least 33554432"));
+	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--pool-max", "32M", "--block-size",
 		      "1M"),
 		 0);
 	/* --help needs nothing else */

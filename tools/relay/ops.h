@@ -22,10 +22,13 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
-#define RELAY_MAX_LISTEN   8 /* the agent's limit (tide_agent_listen: -ENOSPC past 8) */
-#define RELAY_MAX_UPSTREAM 256
-#define RELAY_HOST_MAX	   256
-#define RELAY_ADDRS_MAX	   16 /* addresses kept per name */
+#define RELAY_MAX_LISTEN 8 /* the agent's limit (tide_agent_listen: -ENOSPC past 8) */
+/* Blocks each worker needs at least (pool-max / threads): a ring of 8, a budget of 16 and a
+ * reserve of 8 (tide-relay.c, size_memory). */
+#define RELAY_MIN_WORKER_BLOCKS 32
+#define RELAY_MAX_UPSTREAM	256
+#define RELAY_HOST_MAX		256
+#define RELAY_ADDRS_MAX		16 /* addresses kept per name */
 
 // addr.c --------------------------------------------------------------------------------
 

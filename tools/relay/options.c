@@ -88,9 +88,9 @@ static bool parse_ms(const char *s, double max_s, unsigned *out)
 		return false;
 	if (!(v >= 0) || v > max_s)
 		return false;
+	if (v > 0 && v < 0.001)
+		return false; /* timers count milliseconds: refused rather than rounded up */
 	*out = (unsigned)(v * 1000 + 0.5);
-	if (v > 0 && !*out)
-		*out = 1;
 	return true;
 }
 
@@ -217,7 +217,7 @@ static int seconds(unsigned *field, const char *val, unsigned min_ms, const char
 	unsigned ms;
 
 	if (!parse_ms(val, 4000000, &ms) || ms < min_ms)
-		return BAD("wants %s, not '%s'", what, val);
+		return BAD("wants %s; other than 0, at least 0.001 (1ms), not '%s'", what, val);
 	*field = ms;
 	return 0;
 }
@@ -366,7 +366,8 @@ static int set_version(struct relay_config *c, const char *val, char *err, size_
 const struct relay_option relay_options[] = {
 	{"listen", "HOST:PORT", false, true, false, false, NULL,
 	 "Accept TCP connections on HOST:PORT. HOST is a name, an IPv4 address or\n"
-	 "an IPv6 address in brackets ([::1]:7000); port 0 picks a free port (the\n"
+	 "an IPv6 address in brackets ([::1]:7000); an empty HOST (:7000, :0)\n"
+	 "binds every address; port 0 picks a free port (the\n"
 	 "real one is logged). Repeat for several listeners. A port another socket\n"
 	 "already holds is an error (EADDRINUSE) unless --reuse-port is given.\n"
 	 "A reload opens new listeners and closes the ones no longer listed.",
@@ -458,10 +459,12 @@ const struct relay_option relay_options[] = {
 	 "Worker threads, one io_uring each.",
 	 set_threads},
 	{"max-conns", "N", false, false, false, false, "0 (no limit)",
-	 "Client connections at once; more are closed at once.",
+	 "Client connections at once; more are reset at once (what they sent is\n"
+	 "not relayed, so they never see a clean end).",
 	 set_max_conns},
 	{"pool-max", "SIZE", false, false, false, true, "1G",
-	 "Most buffer memory the pool may map. SIZE takes K, M or G (powers of 1024).",
+	 "Most buffer memory the pool may map. SIZE takes K, M or G (powers of 1024).\n"
+	 "Each worker needs at least 32 blocks: pool-max >= threads x 32 x block-size.",
 	 set_pool_max},
 	{"block-size", "SIZE", false, false, false, true, "64K",
 	 "Buffer size, a power of two from 1K to 1M.",
@@ -642,8 +645,15 @@ unsigned relay_config_validate(const struct relay_config *c, FILE *diag)
 		problem(&s, "send-proxy needs upstream servers, not echo");
 	if (c->echo && c->health_interval_ms)
 		problem(&s, "health-interval needs upstream servers, not echo");
-	if (c->pool_max < c->block_size)
-		problem(&s, "pool-max is smaller than block-size");
+	if (c->threads && c->block_size &&
+	    c->pool_max / c->threads / c->block_size < RELAY_MIN_WORKER_BLOCKS)
+		problem(&s,
+			"pool-max %zu is too small for %u thread%s of block-size %zu: each worker "
+			"needs %d blocks, so pool-max at least %zu (or fewer threads, smaller "
+			"blocks)",
+			c->pool_max, c->threads, c->threads == 1 ? "" : "s", c->block_size,
+			RELAY_MIN_WORKER_BLOCKS,
+			(size_t)RELAY_MIN_WORKER_BLOCKS * c->block_size * c->threads);
 	if (c->has_stats)
 		for (unsigned i = 0; i < c->n_listen; i++)
 			if (c->stats.port && c->stats.port == c->listen[i].port &&
