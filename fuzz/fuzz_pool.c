@@ -49,6 +49,7 @@
 
 struct fuzz_totals fuzz_totals;
 unsigned fuzz_check_every = 8;
+bool fuzz_reuse_pools = true;
 
 struct fbuf {
 	char *addr;
@@ -548,31 +549,112 @@ static void full_check(struct fuzz *f)
 	fuzz_totals.full_checks++;
 }
 
+/*
+ * The pool for an input's head byte: one per configuration (block size, auto grow, initial
+ * unit), created on first use and reset after each input, so an input costs no mapping.
+ * fresh[] is its tide_pool_stats() as created: a reset must give exactly that back.
+ */
+static struct fuzz_pools {
+	struct tide_pool *pool[6 * 4];
+	struct snap fresh[6 * 4];
+} pools;
+
+static struct tide_pool *pool_for(unsigned head, size_t block, struct snap **fresh)
+{
+	unsigned key = head % 6 + 6 * (head >> 6 & 3);
+	struct tide_pool_config cfg = {.block_size = block,
+				       .flags = head & 0x40 ? TIDE_AUTO_GROW : 0,
+				       .initial_size = head & 0x80 ? TP_UNIT : 0,
+				       .reserve_size = RES_UNITS * TP_UNIT,
+				       .max_size = MAX_UNITS * TP_UNIT,
+				       .grow_unit = TP_UNIT};
+	int rc;
+
+	*fresh = &pools.fresh[key];
+	if (fuzz_reuse_pools && pools.pool[key])
+		return pools.pool[key];
+	rc = tide_pool_create(&cfg, &pools.pool[key]);
+	if (rc) {
+		fprintf(stderr, "fuzz: tide_pool_create: %d\n", rc);
+		pools.pool[key] = NULL;
+		return NULL;
+	}
+	pools.fresh[key] = tp_snap(pools.pool[key]);
+	return pools.pool[key];
+}
+
+static void pool_forget(struct fuzz *f)
+{
+	for (unsigned k = 0; k < 6 * 4; k++)
+		if (pools.pool[k] == f->pool)
+			pools.pool[k] = NULL;
+	tide_pool_destroy(f->pool);
+}
+
+/* The hook heard every unit of the reservation go back, and nothing else went wrong. */
+static NOCOV bool hook_released_all(const struct hook *h)
+{
+	if (h->errors)
+		return false;
+	for (size_t i = 0; i < RES_UNITS; i++)
+		if (h->reg[i])
+			return false;
+	return true;
+}
+
+/* After an input: reset the pool (or destroy it), then it must be exactly as created. */
+static NOCOV void pool_done(struct fuzz *f, const struct snap *fresh)
+{
+	struct snap now;
+	int rc;
+
+	if (!fuzz_reuse_pools || f->failed) {
+		pool_forget(f);
+		return;
+	}
+	rc = tide_pool_reset(f->pool);
+	if (rc)
+		MISMATCH(f, "tide_pool_reset: %d", rc);
+	if (!hook_released_all(&f->hook))
+		MISMATCH(f, "the reset did not release the unreserved portion through the hook");
+	full_check(f);
+	now = tp_snap(f->pool);
+	if (!tp_same(fresh, &now, "", "reset") ||
+	    now.st.peak_live_bytes != fresh->st.peak_live_bytes ||
+	    now.st.cached_bytes != fresh->st.cached_bytes ||
+	    now.st.metadata_size != fresh->st.metadata_size)
+		MISMATCH(f, "the reset pool's stats differ from a fresh pool's");
+	if (f->failed) { /* not reusable: the next input of this kind gets a new one */
+		fuzz_totals.mismatches++;
+		pool_forget(f);
+	}
+}
+
+void fuzz_pools_release(void)
+{
+	for (unsigned k = 0; k < 6 * 4; k++) {
+		tide_pool_destroy(pools.pool[k]);
+		pools.pool[k] = NULL;
+	}
+}
+
 int fuzz_pool_run(const uint8_t *data, size_t size)
 {
 	static const size_t blocks[] = {64, 256, 2048, 4096, 16384, 65536};
 	static struct fuzz fz;
 	struct fuzz *f = &fz;
-	struct tide_pool_config cfg = {.reserve_size = RES_UNITS * TP_UNIT,
-				       .max_size = MAX_UNITS * TP_UNIT,
-				       .grow_unit = TP_UNIT};
+	struct snap *fresh;
 	unsigned head, kind;
-	int rc;
 
 	memset(f, 0, sizeof(*f));
 	f->p = data;
 	f->end = data + (size < FUZZ_MAX_INPUT ? size : FUZZ_MAX_INPUT);
 	head = take(f);
 	f->block = blocks[head % 6];
-	cfg.block_size = f->block;
-	cfg.flags = head & 0x40 ? TIDE_AUTO_GROW : 0;
-	cfg.initial_size = head & 0x80 ? TP_UNIT : 0;
 	tide_os_fault_set(0, 0, false);
-	rc = tide_pool_create(&cfg, &f->pool);
-	if (rc) {
-		fprintf(stderr, "fuzz: tide_pool_create: %d\n", rc);
+	f->pool = pool_for(head, f->block, &fresh);
+	if (!f->pool)
 		return -1;
-	}
 	fuzz_hook_install(f);
 	f->checked_top = tide_pool_boundary(f->pool);
 	fuzz_totals.inputs++;
@@ -600,9 +682,9 @@ int fuzz_pool_run(const uint8_t *data, size_t size)
 		compare(f);
 	if (!f->failed)
 		full_check(f);
-	tide_pool_destroy(f->pool);
 	if (f->failed)
 		fuzz_totals.mismatches++;
+	pool_done(f, fresh);
 	return f->failed ? -1 : 0;
 }
 

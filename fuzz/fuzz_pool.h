@@ -6,6 +6,7 @@
 #ifndef TIDE_FUZZ_POOL_H
 #define TIDE_FUZZ_POOL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,6 +29,15 @@ extern struct fuzz_totals fuzz_totals;
  * every step), besides after conversions and at the end of each input.
  */
 extern unsigned fuzz_check_every;
+
+/*
+ * true (the default): each configuration's pool is created once and reset after every
+ * input (tide_pool_reset), and must then equal a fresh pool; false: a new pool per input.
+ */
+extern bool fuzz_reuse_pools;
+
+/* Destroy the pools kept for reuse (at the end of a replay; libFuzzer never returns). */
+void fuzz_pools_release(void);
 
 /*
  * Play one operation stream on a fresh pool against the model. Returns 0, or -1 after the

@@ -18,6 +18,8 @@
  * Invariants (bitmap_check): each summary bit agrees with its word; count is the number of
  * set bits; every word below hint is full.
  */
+#include <string.h>
+
 #include "internal.h"
 
 #define WORD_BITS 64
@@ -58,6 +60,18 @@ void bitmap_init(struct bitmap *map, void *mem, size_t nbits)
 	map->nonempty = map->full + nsum;
 	map->nbits = nbits;
 	map->nwords = nwords;
+	map->hint = 0;
+	map->count = 0;
+}
+
+void bitmap_reset(struct bitmap *map, size_t used)
+{
+	size_t nwords = (used + WORD_BITS - 1) / WORD_BITS;
+	size_t nsum = (nwords + WORD_BITS - 1) / WORD_BITS;
+
+	memset(map->words, 0, nwords * sizeof(uint64_t));
+	memset(map->full, 0, nsum * sizeof(uint64_t));
+	memset(map->nonempty, 0, nsum * sizeof(uint64_t));
 	map->hint = 0;
 	map->count = 0;
 }
@@ -258,11 +272,6 @@ void bitmap_clear_list(struct bitmap *map, const size_t *bits, size_t n)
 	}
 	if (lowest < map->hint)
 		map->hint = lowest;
-}
-
-bool bitmap_test(const struct bitmap *map, size_t bit)
-{
-	return map->words[word_of(bit)] & bit_of(bit);
 }
 
 /* The highest nonempty word below before (before > 0), or SIZE_MAX. */

@@ -134,6 +134,8 @@ struct bitmap {
 
 size_t bitmap_bytes(size_t nbits); /* memory bitmap_init needs, a multiple of 64 bytes */
 void bitmap_init(struct bitmap *map, void *mem, size_t nbits);
+/* Clear every bit below used (nothing may be set above it): the map is empty again. */
+void bitmap_reset(struct bitmap *map, size_t used);
 /* Claim up to n single bits below limit, lowest first; their indexes go to out. */
 size_t bitmap_claim_bits(struct bitmap *map, size_t limit, size_t *out, size_t n);
 /* Claim the lowest run of n clear bits below limit; false if there is none. */
@@ -142,7 +144,11 @@ void bitmap_set_range(struct bitmap *map, size_t start, size_t n);   /* all must
 void bitmap_clear_range(struct bitmap *map, size_t start, size_t n); /* all must be set */
 /* Clear each listed bit (all must be set); neighbours in one word are done at once. */
 void bitmap_clear_list(struct bitmap *map, const size_t *bits, size_t n);
-bool bitmap_test(const struct bitmap *map, size_t bit);
+static inline bool bitmap_test(const struct bitmap *map, size_t bit)
+{
+	return map->words[bit / 64] >> (bit % 64) & 1;
+}
+
 /* One past the highest set bit below limit, or 0 when none is. */
 size_t bitmap_top(const struct bitmap *map, size_t limit);
 size_t bitmap_count_range(const struct bitmap *map, size_t start, size_t end);
@@ -428,6 +434,7 @@ struct tide_pool {
 	size_t grow_unit;
 	size_t min_size;
 	size_t max_size;
+	size_t initial_size; /* committed at create, and again by a reset */
 	size_t page_size;
 	size_t purge_chunk;  /* bytes: the unit purge gives back (a page, or a huge page) */
 	size_t purge_region; /* bytes: the unit whose idle time is tracked (>= purge_chunk) */
@@ -525,6 +532,9 @@ int pool_grow_locked(struct tide_pool *pool, size_t bytes); /* convert_lock held
 bool pool_claim_run_locked(struct tide_pool *pool, size_t n, size_t *first);
 /* Shrink the free top by up to bytes, not below floor; convert_lock held. */
 ssize_t pool_shrink_locked(struct tide_pool *pool, size_t bytes, size_t floor);
+/* The hook hears TO_RESERVED for the whole unreserved portion and is removed; convert_lock
+ * held (or the pool private to the caller). */
+void pool_drop_hook_locked(struct tide_pool *pool);
 void tide_assert_fail(const char *cond, const char *file, int line);
 /* fork child, pool->lock held: give back blocks claimed but neither tagged nor cached
  * (in flight in a thread that does not exist here); not while this thread runs the hook. */
@@ -546,10 +556,19 @@ void pool_locks_init(struct tide_pool *pool);
  */
 int tide_pool_check(struct tide_pool *pool, char *why, size_t len);
 
+// reset.c -------------------------------------------------------------------------------
+
+/*
+ * Make the pool as tide_pool_create() left it (no buffer, user, hook or cache; initial_size
+ * unreserved; counters as fresh) without unmapping anything. 0 or -errno; see reset.c.
+ */
+int tide_pool_reset(struct tide_pool *pool);
+
 // user.c --------------------------------------------------------------------------------
 
 int user_table_init(struct tide_pool *pool); /* with the default user, id 1 */
 void user_table_exit(struct tide_pool *pool);
+void user_table_reset_locked(struct tide_pool *pool); /* every user but the default freed */
 bool user_charge_counted(struct tide_user *user, size_t bytes, size_t buffers);
 /* Charge up to n buffers of unit bytes within the quota; how many were charged. */
 unsigned user_charge_upto(struct tide_user *user, size_t unit, unsigned n);

@@ -254,6 +254,7 @@ int tide_pool_create(const struct tide_pool_config *cfg, struct tide_pool **pool
 	pool->grow_unit = c.grow_unit;
 	pool->min_size = c.min_size;
 	pool->max_size = c.max_size;
+	pool->initial_size = c.initial_size;
 	pool->shrink_delay_ms = c.shrink_delay_ms;
 	pool->flags = c.flags;
 	pool->page_size = os_page_size();
@@ -322,7 +323,6 @@ fail_reserve:
  */
 void tide_pool_destroy(struct tide_pool *pool)
 {
-	size_t unreserved;
 	int cancel;
 
 	if (!pool)
@@ -331,16 +331,24 @@ void tide_pool_destroy(struct tide_pool *pool)
 	fork_unregister(pool);
 	maintain_stop(pool);
 	cache_detach_pool(pool);
-	unreserved = pool_unreserved(pool);
-	poison_forget(pool, pool->base, unreserved); /* the hook may read what it unregisters */
-	if (pool->hook && unreserved)
-		run_hook(pool, pool->hook, pool->hook_arg, TIDE_TO_RESERVED, pool->base,
-			 unreserved);
+	pool_drop_hook_locked(pool);
 	user_table_exit(pool);
 	os_release(pool->meta, pool->meta_size);
 	os_release(pool->base, pool->reserve_size);
 	pool_free_struct(pool);
 	cancel_restore(cancel);
+}
+
+void pool_drop_hook_locked(struct tide_pool *pool)
+{
+	size_t unreserved = pool_unreserved(pool);
+
+	poison_forget(pool, pool->base, unreserved); /* the hook may read what it unregisters */
+	if (pool->hook && unreserved)
+		run_hook(pool, pool->hook, pool->hook_arg, TIDE_TO_RESERVED, pool->base,
+			 unreserved);
+	pool->hook = NULL;
+	pool->hook_arg = NULL;
 }
 
 /* Stamp the purge regions of byte range [lo, hi) as used now: purge leaves them alone. */
@@ -734,10 +742,106 @@ void *tide_pool_boundary(const struct tide_pool *pool)
 		goto out;                                                                          \
 	} while (0)
 
+/* One past the run of interior tags that starts at i (tags[i] is one), at most end. */
+static size_t interior_run_end(const uint16_t *tags, size_t i, size_t end)
+{
+	uint64_t four;
+
+	for (i++; i < end && i % 4; i++)
+		if (tags[i] != TAG_INTERIOR)
+			return i;
+	for (; i + 4 <= end; i += 4) {
+		memcpy(&four, tags + i, sizeof(four));
+		if (four != UINT64_MAX)
+			break;
+	}
+	for (; i < end; i++)
+		if (tags[i] != TAG_INTERIOR)
+			return i;
+	return end;
+}
+
+/* The first index in [i, end) whose tag is not free, or end: four tags per load. */
+static size_t next_tagged(const uint16_t *tags, size_t i, size_t end)
+{
+	uint64_t four;
+
+	for (; i < end && i % 4; i++)
+		if (tags[i] != TAG_FREE)
+			return i;
+	for (; i + 4 <= end; i += 4) {
+		memcpy(&four, tags + i, sizeof(four));
+		if (four)
+			break;
+	}
+	for (; i < end; i++)
+		if (tags[i] != TAG_FREE)
+			return i;
+	return end;
+}
+
+/*
+ * Every tag up to the high-water mark (tags above the boundary are checked as far as the
+ * pool could ever grow): tagged blocks lie below limit and are claimed, runs are well
+ * formed, heads name a user that exists. Counts tagged blocks and heads; 0 or -EUCLEAN.
+ */
+static int check_tags_locked(struct tide_pool *pool, size_t limit, size_t *tagged, size_t *heads,
+			     char *why, size_t len)
+{
+	size_t scan_end = pool->unreserved_high >> pool->block_shift;
+	int err = 0;
+
+	for (size_t i = 0; i < scan_end; i++) {
+		uint16_t tag;
+
+		i = next_tagged(pool->tags, i, scan_end);
+		if (i == scan_end)
+			break;
+		tag = pool->tags[i];
+		if (i >= limit)
+			FAIL("block %zu above the boundary is tagged %#x", i, tag);
+		if (!bitmap_test(&pool->map, i))
+			FAIL("block %zu is tagged %#x but not claimed", i, tag);
+		(*tagged)++;
+		if (tag_is_head(tag))
+			(*heads)++;
+		if (!tag_is_head(tag) &&
+		    (i == 0 || pool->tags[i - 1] == TAG_FREE || pool->tags[i - 1] == TAG_TAIL))
+			FAIL("block %zu is an interior or tail block with no head", i);
+		if (tag_is_head(tag) && (tag & TAG_MULTI) &&
+		    (i + 1 >= limit || tag_is_head(pool->tags[i + 1]) || !pool->tags[i + 1]))
+			FAIL("block %zu heads a multi-block buffer of one block", i);
+		if (tag == TAG_INTERIOR &&
+		    (i + 1 >= limit || tag_is_head(pool->tags[i + 1]) || !pool->tags[i + 1]))
+			FAIL("block %zu is an interior block with no tail", i);
+		if (tag == TAG_INTERIOR) {
+			/* The interior blocks after i up to the run's last: each below the
+			 * limit and claimed; the last is checked alone on the next round. */
+			size_t last = interior_run_end(pool->tags, i, scan_end) - 1;
+
+			if (last > i + 1 &&
+			    (last > limit ||
+			     bitmap_count_range(&pool->map, i + 1, last) != last - i - 1))
+				FAIL("interior blocks [%zu, %zu) above the boundary or unclaimed",
+				     i + 1, last);
+			if (last > i + 1) {
+				*tagged += last - i - 1;
+				i = last - 1;
+			}
+		}
+		if (tag_is_head(tag) &&
+		    ((tag & ~TAG_MULTI) >= pool->users_cap || !pool->users[tag & ~TAG_MULTI]))
+			FAIL("block %zu is tagged for user %u, who does not exist", i,
+			     tag & ~TAG_MULTI);
+	}
+out:
+	return err;
+}
+
 int tide_pool_check(struct tide_pool *pool, char *why, size_t len)
 {
 	char dummy[1];
-	size_t unreserved, limit, tagged = 0, heads = 0, cached = 0, purged = 0, scan_end;
+	size_t unreserved, limit, tagged = 0, heads = 0, cached = 0, purged = 0;
 	int err = 0;
 
 	if (!why || !len)
@@ -753,34 +857,9 @@ int tide_pool_check(struct tide_pool *pool, char *why, size_t len)
 		FAIL("claim limit %zu != boundary %zu (blocks)", pool->limit, limit);
 	if (!bitmap_check(&pool->map, limit))
 		FAIL("bitmap summaries, count or hint disagree with its words");
-	/* Tags above the boundary are checked as far as the pool could ever grow. */
-	scan_end = pool->unreserved_high >> pool->block_shift;
-	for (size_t i = 0; i < scan_end; i++) {
-		uint16_t tag = pool->tags[i];
-
-		if (tag == TAG_FREE)
-			continue;
-		if (i >= limit)
-			FAIL("block %zu above the boundary is tagged %#x", i, tag);
-		if (!bitmap_test(&pool->map, i))
-			FAIL("block %zu is tagged %#x but not claimed", i, tag);
-		tagged++;
-		if (tag_is_head(tag))
-			heads++;
-		if (!tag_is_head(tag) &&
-		    (i == 0 || pool->tags[i - 1] == TAG_FREE || pool->tags[i - 1] == TAG_TAIL))
-			FAIL("block %zu is an interior or tail block with no head", i);
-		if (tag_is_head(tag) && (tag & TAG_MULTI) &&
-		    (i + 1 >= limit || tag_is_head(pool->tags[i + 1]) || !pool->tags[i + 1]))
-			FAIL("block %zu heads a multi-block buffer of one block", i);
-		if (tag == TAG_INTERIOR &&
-		    (i + 1 >= limit || tag_is_head(pool->tags[i + 1]) || !pool->tags[i + 1]))
-			FAIL("block %zu is an interior block with no tail", i);
-		if (tag_is_head(tag) &&
-		    ((tag & ~TAG_MULTI) >= pool->users_cap || !pool->users[tag & ~TAG_MULTI]))
-			FAIL("block %zu is tagged for user %u, who does not exist", i,
-			     tag & ~TAG_MULTI);
-	}
+	err = check_tags_locked(pool, limit, &tagged, &heads, why, len);
+	if (err)
+		goto out;
 	for (struct tcache *c = pool->caches; c; c = c->next) {
 		unsigned n = atomic_load_explicit(&c->steal, memory_order_relaxed) == STEAL_DONE
 				     ? 0

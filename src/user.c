@@ -44,6 +44,23 @@ void user_table_exit(struct tide_pool *pool)
 	pool->users = NULL;
 }
 
+void user_table_reset_locked(struct tide_pool *pool)
+{
+	struct tide_user *def = &pool->default_user;
+
+	for (unsigned id = FIRST_USER_ID; id < pool->users_cap; id++) {
+		free(pool->users[id]);
+		pool->users[id] = NULL;
+	}
+	pool->nusers = 0;
+	atomic_store_explicit(&def->live_bytes, 0, memory_order_relaxed);
+	atomic_store_explicit(&def->live_buffers, 0, memory_order_relaxed);
+	atomic_store_explicit(&def->peak_live_bytes, 0, memory_order_relaxed);
+	atomic_store_explicit(&def->alloc_failures, 0, memory_order_relaxed);
+	atomic_store_explicit(&def->quota_failures, 0, memory_order_relaxed);
+	atomic_store_explicit(&def->bad_frees, 0, memory_order_relaxed);
+}
+
 bool user_charge_counted(struct tide_user *user, size_t bytes, size_t buffers)
 {
 	size_t now =

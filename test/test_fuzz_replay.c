@@ -9,7 +9,8 @@
  * full invariant checker after every step; the random streams with the fuzzer's default
  * (every 8 steps, after conversions, at the end). TIDE_FUZZ_STREAMS sets the number of
  * random streams (default 2000, 100 under Valgrind), TIDE_SEED their seed,
- * TIDE_FUZZ_CHECK_EVERY the checker's period for them.
+ * TIDE_FUZZ_CHECK_EVERY the checker's period for them. As under libFuzzer, each pool
+ * configuration's pool is reset after an input and reused, and must equal a fresh one.
  */
 #include <dirent.h>
 
@@ -82,5 +83,6 @@ int main(int argc, char **argv)
 	       "%lu full checks, %lu mismatches\n",
 	       files, streams, fuzz_totals.inputs, fuzz_totals.steps, fuzz_totals.full_checks,
 	       fuzz_totals.mismatches);
+	fuzz_pools_release();
 	return test_exit("test_fuzz_replay");
 }

@@ -991,6 +991,76 @@ static void test_maintain_minimal(void)
 }
 
 /* "tide_pool_destroy ... release its whole range": nothing of it stays mapped. */
+/* Every field a reader sees, plus the three tp_same leaves out. */
+static bool same_as_fresh(const struct snap *fresh, struct tide_pool *pool, const char *where)
+{
+	struct snap now = tp_snap(pool);
+
+	return tp_same(fresh, &now, "", where) &&
+	       now.st.peak_live_bytes == fresh->st.peak_live_bytes &&
+	       now.st.cached_bytes == fresh->st.cached_bytes &&
+	       now.st.metadata_size == fresh->st.metadata_size;
+}
+
+/*
+ * tide_pool_reset (internal, for the fuzzer): after buffers, users, a hook, grows past
+ * initial or shrinks below it, bad frees, vetoes and OS failures, the pool is as created:
+ * the checker passes, every stat equals a fresh pool's, the hook heard the whole range go,
+ * the address range is the same, and the pool works again.
+ */
+static void test_reset(void)
+{
+	static const unsigned flags[] = {TIDE_AUTO_GROW, TIDE_AUTO_GROW | TIDE_BACKGROUND};
+
+	for (unsigned f = 0; f < 2; f++) {
+		struct tide_pool *pool = tp_create(flags[f], 2 * TP_UNIT, 8 * TP_UNIT);
+		struct tide_user_config ucfg = {.name = "u", .quota = TP_UNIT};
+		struct snap fresh = tp_snap(pool);
+		char *base = tide_pool_base(pool);
+		struct tide_user *user;
+		struct hook h;
+		void *big, *bufs[40];
+
+		hook_install(&h, pool);
+		CHECK_EQ(tide_user_create(pool, &ucfg, &user), 0);
+		CHECK(tide_user_alloc(user, TP_BLOCK) != NULL);
+		big = tide_alloc(pool, 3 * TP_UNIT); /* grows past initial */
+		CHECK(big != NULL);
+		CHECK_EQ(tide_alloc_bulk(pool, bufs, 40), 40);
+		CHECK_EQ(tide_free(pool, (char *)big + 1), -EINVAL);
+		h.veto_up = -EIO;
+		CHECK_EQ(tide_pool_grow(pool, TP_UNIT), -EIO);
+		h.veto_up = 0;
+		tide_os_fault_set(1, ENOMEM, false);
+		CHECK_EQ(tide_pool_grow(pool, TP_UNIT), -ENOMEM);
+		CHECK_POOL(pool);
+		CHECK_EQ(tp_snap(pool).st.users, 1);
+
+		CHECK_EQ(tide_pool_reset(pool), 0);
+		CHECK_POOL(pool);
+		CHECK(same_as_fresh(&fresh, pool, "after a reset"));
+		CHECK_EQ(h.errors, 0);
+		for (size_t u = 0; u < HOOK_UNITS; u++)
+			CHECKF(!h.reg[u], "unit %zu still registered after the reset", u);
+		CHECK(tide_pool_base(pool) == base);
+
+		/* Below initial, then reset: the initial range comes back. */
+		CHECK_EQ(tide_pool_shrink(pool, 2 * TP_UNIT), 2 * TP_UNIT);
+		CHECK_EQ(tide_pool_reset(pool), 0);
+		CHECK_POOL(pool);
+		CHECK(same_as_fresh(&fresh, pool, "after a reset from below initial"));
+
+		/* The pool works as a fresh one, hook install included. */
+		hook_install(&h, pool);
+		big = tide_alloc(pool, TP_BLOCK);
+		CHECK(big != NULL);
+		CHECK_EQ(tide_free(pool, big), 0);
+		CHECK(hook_agrees(&h, "reused"));
+		CHECK_EQ(tide_pool_reset(NULL), -EINVAL);
+		tide_pool_destroy(pool);
+	}
+}
+
 static void test_destroy_unmaps(void)
 {
 	struct tide_pool *pool = tp_create(TIDE_AUTO_GROW, 2 * TP_UNIT, 0);
@@ -1021,6 +1091,7 @@ int main(void)
 	test_users();
 	test_address_stable();
 	test_maintain_minimal();
+	test_reset();
 	test_destroy_unmaps();
 	return test_exit("test_pool");
 }
