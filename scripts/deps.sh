@@ -5,7 +5,7 @@
 # runtimes, valgrind, groff; nginx and haproxy for the PROXY protocol check, promtool from
 # prometheus for /metrics, systemd-analyze for the unit file), cross (the arm64 stage of
 # make test: Debian's aarch64 cross gcc and qemu-user), demo (gnuplot), bench (the peers:
-# DPDK, the mallocs), relay-bench (haproxy, nginx, socat, iperf3, wrk), fuzz (clang). A
+# DPDK, the mallocs), relay-bench (haproxy, nginx, socat, iperf3, wrk, h2load), fuzz (clang). A
 # make target names every group it needs in one call
 # (make demo: build demo), so that what is missing is said once, in one line.
 #
@@ -25,7 +25,7 @@ pkgs_for() {
 	cross) echo "gcc-aarch64-linux-gnu libc6-dev-arm64-cross binutils-aarch64-linux-gnu qemu-user" ;;
 	demo) echo "gnuplot-nox iproute2" ;;
 	bench) echo "dpdk-dev libdpdk-dev libjemalloc-dev libmimalloc-dev libgoogle-perftools-dev gnuplot-nox" ;;
-	relay-bench) echo "haproxy nginx libnginx-mod-stream socat iperf3 wrk iproute2 util-linux gnuplot-nox" ;;
+	relay-bench) echo "haproxy nginx libnginx-mod-stream socat iperf3 wrk nghttp2-client iproute2 util-linux gnuplot-nox" ;;
 	fuzz) echo "clang libclang-rt-14-dev" ;;
 	*) echo "deps.sh: unknown group '$1' (build test cross demo bench relay-bench fuzz)" >&2; exit 2 ;;
 	esac
@@ -40,7 +40,7 @@ tools_for() {
 	cross) echo "aarch64-linux-gnu-gcc qemu-aarch64" ;;
 	demo) echo "gnuplot ss" ;;
 	bench) echo "gnuplot pc:libdpdk" ;;
-	relay-bench) echo "haproxy nginx socat iperf3 wrk ss taskset gnuplot" ;;
+	relay-bench) echo "haproxy nginx socat iperf3 wrk h2load ss taskset gnuplot" ;;
 	fuzz) echo "clang" ;;
 	esac
 }

@@ -3,49 +3,94 @@
 #
 # Each proxy runs alone, pinned to core 1 (taskset -c 1); the clients and the
 # backends run on core 0. Every proxy forwards to the same backends:
-#   - iperf3 -s: throughput with 128 KiB writes, 1 and 8 streams, BENCH_SECONDS
-#     each, median of BENCH_RUNS runs;
-#   - nginx http serving a small response: wrk requests/s through the proxy;
+#   - iperf3 -s: throughput with 128 KiB writes, 1 and 8 streams;
+#   - nginx http serving a small response: wrk requests/s through the proxy (at
+#     saturation), and latency at a fixed offered rate below saturation: h2load
+#     --h1 with --rps, p50 and p99 from its per-request log, with the proxy's CPU
+#     per request at that rate;
 #   - the same nginx: each proxy's resident memory (VmRSS of the proxy and its
-#     children, from /proc) with 1k and 10k idle connections held by tide-idle,
-#     as the delta over the proxy's own baseline, per connection.
-# A "direct" row runs the clients against the backends with no proxy.
+#     children, from /proc) with idle connections held by tide-idle, as the delta
+#     over the proxy's own baseline, per connection.
+# A "direct" column runs the clients against the backends with no proxy.
 #
-# Prints one table with ratios to haproxy and nginx and writes the medians as
-# CSV. Config files go to a temp dir; everything listens on 127.0.0.1 only;
-# every process started is stopped on exit, error or Ctrl-C.
+# The peers run at their defaults and at their best documented settings for bulk
+# data: haproxy-256k (tune.bufsize 262144), haproxy-splice (the same plus option
+# splice-auto and tune.pipesize 262144), nginx-256k (proxy_buffer_size 256k). Two
+# tables: the peers at their defaults, and at their best settings with, for each
+# measure, the best peer of all (any setting) and tide-relay's ratio to it. The
+# medians also go to CSV.
 #
-# Usage: run-bench.sh --relay PATH --idle PATH --out DIR
-# Environment: BENCH_SECONDS (3), BENCH_RUNS (3), BENCH_PROXIES (all:
-# "direct tide-relay haproxy nginx socat socat-128k"), BENCH_IDLE ("1000 10000").
+# Usage: run-bench.sh --relay PATH --idle PATH [--out DIR] [options]
+#   --seconds N        length of each measurement (BENCH_SECONDS, 3)
+#   --runs N           runs of each measurement; medians are reported (BENCH_RUNS, 3)
+#   --proxies "LIST"   columns (BENCH_PROXIES; default: all of direct tide-relay
+#                      haproxy haproxy-256k haproxy-splice nginx nginx-256k socat
+#                      socat-128k)
+#   --idle-counts "N.." idle connections held per proxy (BENCH_IDLE, "1000 10000";
+#                      "" skips the idle measure)
+#   --lat-rate N       offered requests/s of the latency measure (BENCH_LAT_RATE,
+#                      10000), spread over --lat-conns N connections (BENCH_LAT_CONNS, 10)
+#   --tide NAME=ARGS   one more tide-relay column, "tide-NAME", run with these extra
+#                      arguments (repeatable), e.g. --tide "bs256k=--block-size 256K"
+# A quick look while developing: --seconds 1 --runs 1 --idle-counts 100.
 set -uo pipefail
 # check_interrupt (Ctrl-C is checked between measurements), stop_pids, free_port
 # shellcheck source=../../scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
 
 relay= idle= out=.
+secs=${BENCH_SECONDS:-3}
+runs=${BENCH_RUNS:-3}
+proxies=${BENCH_PROXIES:-direct tide-relay haproxy haproxy-256k haproxy-splice nginx nginx-256k socat socat-128k}
+idle_counts=${BENCH_IDLE-1000 10000}
+lat_rate=${BENCH_LAT_RATE:-10000}
+lat_conns=${BENCH_LAT_CONNS:-10}
+declare -A TIDE_ARGS # extra arguments of each tide-relay column
+tide_cols=()
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--relay) relay=$2; shift 2 ;;
 	--idle) idle=$2; shift 2 ;;
 	--out) out=$2; shift 2 ;;
-	-h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	--seconds) secs=$2; shift 2 ;;
+	--runs) runs=$2; shift 2 ;;
+	--proxies) proxies=$2; shift 2 ;;
+	--idle-counts) idle_counts=$2; shift 2 ;;
+	--lat-rate) lat_rate=$2; shift 2 ;;
+	--lat-conns) lat_conns=$2; shift 2 ;;
+	--tide)
+		[[ $2 == *=* ]] || { echo "run-bench.sh: --tide wants NAME=ARGS" >&2; exit 2; }
+		TIDE_ARGS[tide-${2%%=*}]=${2#*=}
+		tide_cols+=("tide-${2%%=*}")
+		shift 2
+		;;
+	-h | --help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "run-bench.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
 	esac
 done
-secs=${BENCH_SECONDS:-3}
-runs=${BENCH_RUNS:-3}
-proxies=${BENCH_PROXIES:-direct tide-relay haproxy nginx socat socat-128k}
-idle_counts=${BENCH_IDLE:-1000 10000}
+for v in "$secs" "$runs" "$lat_rate" "$lat_conns"; do
+	[[ $v =~ ^[1-9][0-9]*$ ]] || { echo "run-bench.sh: '$v' is not a positive count" >&2; exit 2; }
+done
+# the extra tide-relay columns go right after tide-relay (or first when it is absent)
+if [ ${#tide_cols[@]} -gt 0 ]; then
+	if [[ " $proxies " == *" tide-relay "* ]]; then
+		proxies=${proxies/tide-relay/tide-relay ${tide_cols[*]}}
+	else
+		proxies="${tide_cols[*]} $proxies"
+	fi
+fi
+is_tide() { [ "$1" = tide-relay ] || [ -n "${TIDE_ARGS[$1]+x}" ]; }
+is_peer() { [[ $1 == haproxy* || $1 == nginx* ]]; }
 
 die() { echo "run-bench.sh: $*" >&2; exit 1; }
-# nginx is also the HTTP backend, so it is needed; a peer proxy that is missing is skipped.
-for t in taskset iperf3 wrk nginx ss; do
+# nginx is also the HTTP backend and h2load the latency client, so they are needed; a
+# peer proxy that is missing is skipped.
+for t in taskset iperf3 wrk h2load nginx ss; do
 	command -v "$t" >/dev/null || die "$t not found: run scripts/deps.sh relay-bench"
 done
 for px in $proxies; do
-	command -v "${px%-128k}" >/dev/null || [ "$px" = direct ] || [ "$px" = tide-relay ] || {
-		echo "run-bench.sh: ${px%-128k} not found: $px skipped (scripts/deps.sh relay-bench)" >&2
+	is_tide "$px" || [ "$px" = direct ] || command -v "${px%%-*}" >/dev/null || {
+		echo "run-bench.sh: ${px%%-*} not found: $px skipped (scripts/deps.sh relay-bench)" >&2
 		proxies=$(echo " $proxies " | sed "s/ $px / /; s/^ //; s/ \$//")
 	}
 done
@@ -154,44 +199,64 @@ wait_listen "$http_port" || die "nginx backend did not start: $(cat "$work/backe
 
 # -------------------------------------------------------------------- proxies --
 
-# start_proxy NAME UPSTREAM_PORT MAXCONN: starts it pinned to core 1; sets
-# proxy_port and proxy_pid ("direct" sets proxy_port to the upstream itself).
+# start_proxy NAME "UPSTREAM_PORT..." MAXCONN: starts it pinned to core 1; sets
+# proxy_port and proxy_pid ("direct" sets proxy_port to the (first) upstream).
+# Several upstream ports are balanced round robin by haproxy and nginx (the hook
+# for a three-upstream row; tide-relay takes one upstream until it takes more).
 start_proxy() {
-	local name=$1 up=$2 maxconn=$3 d
+	local name=$1 ups=$2 maxconn=$3 d up1 u servers= nginx_servers= n=0
 	proxy_pid=
 	proxy_name=$name
 	proxy_log=
+	up1=${ups%% *}
 	if [ "$name" = direct ]; then
-		proxy_port=$up
+		proxy_port=$up1
 		return 0
 	fi
+	for u in $ups; do
+		n=$((n + 1))
+		servers+="    server s$n 127.0.0.1:$u"$'\n'
+		nginx_servers+="        server 127.0.0.1:$u;"$'\n'
+	done
 	proxy_port=$(free_port)
 	d="$work/$name.$proxy_port"
 	mkdir -p "$d/logs"
 	case "$name" in
-	tide-relay)
-		taskset -c 1 "$relay" --listen "127.0.0.1:$proxy_port" --upstream "127.0.0.1:$up" \
-			--threads 1 --max-conns "$maxconn" >"$d/log" 2>&1 &
+	tide-relay | tide-*)
+		[ "$n" -eq 1 ] || die "$name: one upstream only"
+		# shellcheck disable=SC2086 # the extra arguments are words
+		taskset -c 1 "$relay" --listen "127.0.0.1:$proxy_port" --upstream "127.0.0.1:$up1" \
+			--threads 1 --max-conns "$maxconn" ${TIDE_ARGS[$name]:-} >"$d/log" 2>&1 &
 		;;
-	haproxy)
-		cat >"$d/haproxy.cfg" <<-EOF
-			global
-			    nbthread 1
-			    maxconn $(((maxconn * 2 + 14) > nofile ? (nofile - 14) / 2 : maxconn))
-			defaults
-			    mode tcp
-			    timeout connect 5s
-			    timeout client 600s
-			    timeout server 600s
-			frontend in
-			    bind 127.0.0.1:$proxy_port
-			    default_backend out
-			backend out
-			    server s1 127.0.0.1:$up
-		EOF
+	haproxy | haproxy-256k | haproxy-splice)
+		{
+			cat <<-EOF
+				global
+				    nbthread 1
+				    maxconn $(((maxconn * 2 + 14) > nofile ? (nofile - 14) / 2 : maxconn))
+			EOF
+			[ "$name" != haproxy ] && echo "    tune.bufsize 262144"
+			[ "$name" = haproxy-splice ] && echo "    tune.pipesize 262144"
+			cat <<-EOF
+				defaults
+				    mode tcp
+				    timeout connect 5s
+				    timeout client 600s
+				    timeout server 600s
+			EOF
+			[ "$name" = haproxy-splice ] && echo "    option splice-auto"
+			cat <<-EOF
+				frontend in
+				    bind 127.0.0.1:$proxy_port
+				    default_backend out
+				backend out
+				    balance roundrobin
+			EOF
+			printf '%s' "$servers"
+		} >"$d/haproxy.cfg"
 		taskset -c 1 haproxy -db -f "$d/haproxy.cfg" >"$d/log" 2>&1 &
 		;;
-	nginx)
+	nginx | nginx-256k)
 		{
 			[ -n "$nginx_mod" ] && echo "load_module $nginx_mod;"
 			cat <<-EOF
@@ -201,25 +266,30 @@ start_proxy() {
 				worker_rlimit_nofile $nofile;
 				events { worker_connections $((2 * maxconn + 64)); }
 				stream {
+				    upstream out {
+				$nginx_servers    }
 				    server {
 				        listen 127.0.0.1:$proxy_port backlog=4096;
-				        proxy_pass 127.0.0.1:$up;
+				        proxy_pass out;
 				        proxy_timeout 600s;
-				    }
-				}
 			EOF
+			[ "$name" = nginx-256k ] && echo "        proxy_buffer_size 256k;"
+			echo "    }"
+			echo "}"
 		} >"$d/nginx.conf"
 		taskset -c 1 nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf" -g 'daemon off;' \
 			>"$d/log" 2>&1 &
 		;;
 	socat)
+		[ "$n" -eq 1 ] || die "socat: one upstream only"
 		taskset -c 1 socat "TCP-LISTEN:$proxy_port,bind=127.0.0.1,fork,reuseaddr,backlog=4096" \
-			"TCP:127.0.0.1:$up" >"$d/log" 2>&1 &
+			"TCP:127.0.0.1:$up1" >"$d/log" 2>&1 &
 		;;
 	socat-128k)
+		[ "$n" -eq 1 ] || die "socat: one upstream only"
 		taskset -c 1 socat -b 131072 \
 			"TCP-LISTEN:$proxy_port,bind=127.0.0.1,fork,reuseaddr,backlog=4096" \
-			"TCP:127.0.0.1:$up" >"$d/log" 2>&1 &
+			"TCP:127.0.0.1:$up1" >"$d/log" 2>&1 &
 		;;
 	*) die "unknown proxy '$name'" ;;
 	esac
@@ -245,8 +315,8 @@ stop_proxy() {
 	for p in $all; do kill -KILL "$p" 2>/dev/null; done
 	wait "$pid" 2>/dev/null
 	rc=$?
-	if [ "$name" = tide-relay ] && [ "$rc" -ne 0 ]; then
-		echo "run-bench.sh: tide-relay exited $rc after SIGTERM: $(tail -1 "$log")" >&2
+	if is_tide "$name" && [ "$rc" -ne 0 ]; then
+		echo "run-bench.sh: $name exited $rc after SIGTERM: $(tail -1 "$log")" >&2
 	fi
 	[ "$pid" = "$proxy_pid" ] && proxy_pid=
 }
@@ -266,6 +336,38 @@ wrk_once() {
 	taskset -c 0 timeout $((secs + 15)) wrk -t 1 -c 50 -d "${secs}s" \
 		"http://127.0.0.1:$1/" 2>&1 |
 		awk '/^Requests\/sec:/ { printf "%.0f\n", $2 }'
+}
+
+# h2load --h1 through PORT at lat_rate requests/s offered (lat_conns connections, each
+# at an even share, one request in flight each) for 1 + secs seconds. Its per-request log
+# (start time; microseconds from the request's start to the end of its response) gives
+# the percentiles over the requests started after the first second (the warm-up); the
+# proxy tree PID's CPU is read over the same window. A request held back by a slow
+# response is sent late and timed from when it was sent (h2load catches up on the
+# rate; the wait before sending is not counted).
+# Prints "p50_us p99_us achieved_req/s cpu_us/req" (cpu "-" without a PID).
+lat_once() {
+	local port=$1 pid=$2 log="$work/lat.$1.log" t0='' t1='' hp
+	rm -f "$log"
+	taskset -c 0 timeout $((secs + 20)) h2load --h1 -c "$lat_conns" -t 1 \
+		--rps $((lat_rate / lat_conns)) -D $((secs + 1)) --log-file "$log" \
+		"http://127.0.0.1:$port/" >"$log.out" 2>&1 &
+	hp=$!
+	sleep 1
+	[ -n "$pid" ] && t0=$(cpu_ticks "$pid")
+	wait "$hp"
+	[ -n "$pid" ] && t1=$(cpu_ticks "$pid")
+	[ -s "$log" ] || return
+	awk -F'\t' '$2 == 200 { print $1, $3 }' "$log" | sort -n |
+		awk 'NR == 1 { from = $1 + 1e6 } $1 >= from { print $2 }' | sort -n |
+		awk -v s="$secs" -v t="${t1:+$((t1 - t0))}" -v hz="$hz" '
+			{ v[NR] = $1 }
+			END {
+				if (NR == 0) exit
+				p50 = v[int((NR - 1) * 0.50) + 1]; p99 = v[int((NR - 1) * 0.99) + 1]
+				cpu = t == "" ? "-" : sprintf("%.1f", t / hz * 1e6 / NR)
+				printf "%d %d %.0f %s\n", p50, p99, NR / s, cpu
+			}'
 }
 
 # Hold N idle connections through the current proxy; KiB of proxy RSS per connection.
@@ -333,8 +435,8 @@ stop_all() {
 
 # measure PROXY METRIC: one run; appends the value (and CPU per unit) to V.
 measure() {
-	local px=$1 m=$2 be=iperf port pid t0 t1 v cpu
-	[ "$m" = wrk ] && be=http
+	local px=$1 m=$2 be=iperf port pid t0 t1 v cpu p50 p99 rate
+	[ "$m" = wrk ] || [ "$m" = lat ] && be=http
 	port=${PORT[$px,$be]:-}
 	[ -z "$port" ] && return
 	pid=${PID[$px,$be]:-}
@@ -343,6 +445,22 @@ measure() {
 	p1) v=$(iperf_once "$port" 1) ;;
 	p8) v=$(iperf_once "$port" 8) ;;
 	wrk) v=$(wrk_once "$port") ;;
+	lat)
+		[[ $px == socat* ]] && pid= # one process per connection: no CPU figure
+		read -r p50 p99 rate cpu <<<"$(lat_once "$port" "$pid")"
+		if [ -z "${p50:-}" ]; then
+			echo "$px lat: failed" >>"$raw"
+			return
+		fi
+		V[$px,lat_p50]="${V[$px,lat_p50]:-} $p50"
+		V[$px,lat_p99]="${V[$px,lat_p99]:-} $p99"
+		V[$px,lat_rate]="${V[$px,lat_rate]:-} $rate"
+		[ "$cpu" != - ] && V[$px,cpu_lat]="${V[$px,cpu_lat]:-} $cpu"
+		[ "$rate" -lt $((lat_rate * 95 / 100)) ] &&
+			echo "   $px: $rate of $lat_rate req/s offered (saturated?)" >&2
+		echo "$px lat: p50 $p50 us, p99 $p99 us at $rate req/s, proxy CPU $cpu us/req" >>"$raw"
+		return
+		;;
 	esac
 	if [ -z "$v" ]; then
 		echo "$px $m: failed" >>"$raw"
@@ -367,8 +485,9 @@ measure() {
 }
 
 for ((r = 1; r <= runs; r++)); do
-	echo "== run $r of $runs: iperf3 -P 1, -P 8 and wrk through each proxy" >&2
-	for m in p1 p8 wrk; do
+	echo "== run $r of $runs: iperf3 -P 1, -P 8, wrk and h2load at $lat_rate req/s" \
+		"through each proxy" >&2
+	for m in p1 p8 wrk lat; do
 		for px in $proxies; do
 			measure "$px" "$m"
 			check_interrupt
@@ -381,7 +500,7 @@ for k in "${!V[@]}"; do
 done
 for px in $proxies; do
 	echo "   $px: iperf3 -P 1 [${V[$px,p1]:-} ] -P 8 [${V[$px,p8]:-} ] Gbit/s," \
-		"wrk [${V[$px,wrk]:-} ] req/s" >&2
+		"wrk [${V[$px,wrk]:-} ] req/s, p99 [${V[$px,lat_p99]:-} ] us" >&2
 done
 
 # Idle connections, towards nginx, a fresh proxy each time.
@@ -411,14 +530,12 @@ for px in $proxies; do
 	done
 done
 
-# ---------------------------------------------------------------------- table --
+# --------------------------------------------------------------------- tables --
 
-csv="$out/relay.csv"
-echo "proxy,metric,value,unit,ratio_to_haproxy,ratio_to_nginx" >"$csv"
 ratio() { # value reference -> v/ref with 2 decimals, or -
 	awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "-"; else printf "%.2f\n", a / b }'
 }
-metrics="p1 p8 wrk cpu_p1 cpu_p8 cpu_wrk"
+metrics="p1 p8 wrk cpu_p1 cpu_p8 cpu_wrk lat_p50 lat_p99 lat_rate cpu_lat"
 for n in $idle_counts; do metrics="$metrics idle$n"; done
 hdr() {
 	case "$1" in
@@ -427,41 +544,108 @@ hdr() {
 	wrk) echo "wrk req/s" ;;
 	cpu_p1) echo "proxy CPU ms/GB, 1 stream" ;;
 	cpu_p8) echo "proxy CPU ms/GB, 8 streams" ;;
-	cpu_wrk) echo "proxy CPU us/request" ;;
+	cpu_wrk) echo "proxy CPU us/request (wrk)" ;;
+	lat_p50) echo "latency p50 us @ $lat_rate/s" ;;
+	lat_p99) echo "latency p99 us @ $lat_rate/s" ;;
+	lat_rate) echo "achieved req/s of $lat_rate" ;;
+	cpu_lat) echo "proxy CPU us/req @ $lat_rate/s" ;;
 	idle*) echo "KiB RSS per idle conn (${R[$1,count]:-${1#idle}})" ;;
 	esac
 }
 unit() {
 	case "$1" in
 	p1 | p8) echo Gbit/s ;;
-	wrk) echo req/s ;;
+	wrk | lat_rate) echo req/s ;;
 	cpu_p*) echo ms/GB ;;
-	cpu_wrk) echo us/req ;;
+	cpu_wrk | cpu_lat) echo us/req ;;
+	lat_*) echo us ;;
 	*) echo KiB/conn ;;
 	esac
 }
+higher_better() { [[ $1 == p1 || $1 == p8 || $1 == wrk ]]; }
 
-# Rows are measures, columns the proxies, then tide-relay's ratios to haproxy and nginx.
+# The best peer (haproxy or nginx, any setting) of a measure: "name value", or nothing.
+# lat_rate is what was offered, not a score: it has none.
+declare -A BEST_PX BEST_V
+for m in $metrics; do
+	[ "$m" = lat_rate ] && continue
+	for px in $proxies; do
+		is_peer "$px" || continue
+		v=${R[$px,$m]:-}
+		[ -z "$v" ] && continue
+		b=${BEST_V[$m]:-}
+		if [ -z "$b" ] || awk -v v="$v" -v b="$b" -v hi="$(higher_better "$m" && echo 1)" \
+			'BEGIN { exit !(hi ? v > b : v < b) }'; then
+			BEST_PX[$m]=$px
+			BEST_V[$m]=$v
+		fi
+	done
+done
+
+csv="$out/relay.csv"
+echo "proxy,metric,value,unit,best_peer,best_peer_value,ratio_to_best_peer" >"$csv"
 for px in $proxies; do
 	for m in $metrics; do
 		v=${R[$px,$m]:-}
-		[ -n "$v" ] && echo "$px,$m,$v,$(unit "$m"),$(ratio "$v" "${R[haproxy,$m]:-}")," \
-			"$(ratio "$v" "${R[nginx,$m]:-}")" | tr -d ' ' >>"$csv"
+		[ -z "$v" ] && continue
+		echo "$px,$m,$v,$(unit "$m"),${BEST_PX[$m]:-},${BEST_V[$m]:-},$(ratio "$v" "${BEST_V[$m]:-}")"
 	done
+done >>"$csv"
+
+# table TITLE COLUMN...: rows are measures, then each tide column's ratio(s).
+tides=()
+for px in $proxies; do is_tide "$px" && tides+=("$px"); done
+table() {
+	local title=$1 px m t
+	shift
+	echo "$title"
+	printf '%-32s' "measure"
+	for px in "$@"; do printf ' %14s' "$px"; done
+	[ "$best" = 1 ] && printf ' %24s' "best peer"
+	for t in "${tides[@]}"; do
+		if [ "$best" = 1 ]; then
+			printf ' %20s' "${t/tide-relay/tide}/best"
+		else
+			for px in "$@"; do is_peer "$px" && printf ' %20s' "${t/tide-relay/tide}/$px"; done
+		fi
+	done
+	echo
+	for m in $metrics; do
+		printf '%-32s' "$(hdr "$m")"
+		for px in "$@"; do printf ' %14s' "${R[$px,$m]:--}"; done
+		[ "$best" = 1 ] && printf ' %24s' "${BEST_V[$m]:--} ${BEST_PX[$m]:+(${BEST_PX[$m]})}"
+		for t in "${tides[@]}"; do
+			if [ "$best" = 1 ]; then
+				printf ' %20s' "$(ratio "${R[$t,$m]:-}" "${BEST_V[$m]:-}")"
+			else
+				for px in "$@"; do
+					is_peer "$px" || continue
+					[ "$m" = lat_rate ] && printf ' %20s' - && continue
+					printf ' %20s' "$(ratio "${R[$t,$m]:-}" "${R[$px,$m]:-}")"
+				done
+			fi
+		done
+		echo
+	done
+	echo
+}
+cols_default=() cols_best=()
+for px in $proxies; do
+	case "$px" in
+	haproxy | nginx | socat*) cols_default+=("$px") ;;
+	haproxy-* | nginx-*) cols_best+=("$px") ;;
+	*) cols_default+=("$px") cols_best+=("$px") ;;
+	esac
 done
 {
-	printf '%-30s' "measure"
-	for px in $proxies; do printf ' %11s' "$px"; done
-	printf ' %14s %12s\n' "tide/haproxy" "tide/nginx"
-	for m in $metrics; do
-		printf '%-30s' "$(hdr "$m")"
-		for px in $proxies; do printf ' %11s' "${R[$px,$m]:--}"; done
-		printf ' %14s %12s\n' "$(ratio "${R[tide-relay,$m]:-}" "${R[haproxy,$m]:-}")" \
-			"$(ratio "${R[tide-relay,$m]:-}" "${R[nginx,$m]:-}")"
-	done
+	best=0 table "Peers at their defaults (16 KiB buffers):" "${cols_default[@]}"
+	best=1 table "Peers at their best settings; best peer = best haproxy or nginx of any setting:" \
+		"${cols_best[@]}"
 } | tee "$out/relay-table.txt"
-echo
-echo "Higher is better for Gbit/s and req/s; lower for CPU per unit and KiB per idle connection."
-echo "Medians of $runs runs of ${secs} s; proxy on core 1, clients and backends on core 0."
+echo "Higher is better for Gbit/s and req/s; lower for CPU per unit, latency and KiB per idle connection."
+echo "haproxy-256k: tune.bufsize 262144; haproxy-splice: also option splice-auto, tune.pipesize 262144;"
+echo "nginx-256k: proxy_buffer_size 256k. Latency: h2load --h1, $lat_conns connections at $lat_rate req/s"
+echo "offered in all, p50/p99 from its per-request log. Medians of $runs runs of ${secs} s; proxy on core 1,"
+echo "clients and backends on core 0."
 echo "CSV: $csv   raw runs: $raw"
 "$(dirname "${BASH_SOURCE[0]}")/plot-bench.sh" "$csv" "$out/relay.png"
