@@ -20,8 +20,9 @@
  * the caller can see after the call is.
  *
  * Speed (libFuzzer wants many short runs): each input gets a small pool (1 MiB max, 2 MiB
- * reserved, 64 KiB grow unit), so create, destroy and the checker are cheap; an input is
- * cut at FUZZ_MAX_INPUT bytes. The model comparison (stats, users, the hook's
+ * reserved, 64 KiB grow unit), one per configuration, kept across inputs and reset after
+ * each (tide_pool_reset; the reset pool must then equal a fresh one, see pool_done), so no
+ * input maps or unmaps a reservation; an input is cut at FUZZ_MAX_INPUT bytes. The model comparison (stats, users, the hook's
  * registrations, every live buffer below the boundary) runs after every step; the full
  * invariant checker (tide_pool_check, a scan of every block tag) runs every
  * fuzz_check_every steps, after every step that moved the boundary or was a grow, shrink,
