@@ -10,8 +10,9 @@
  *
  *   - the hook hears TO_RESERVED for the whole unreserved portion and is removed (as at
  *     destroy: a fresh pool has no hook);
- *   - every thread's cache is taken back and detached, every buffer freed, every user but
- *     the pool's default one destroyed (their handles become invalid);
+ *   - every thread's cache is detached as at destroy (its blocks are not put back one by
+ *     one: the whole bitmap is cleared), every buffer freed, every user but the pool's
+ *     default one destroyed (their handles become invalid);
  *   - the unreserved portion goes back to initial_size (a shrink without the hook, or a
  *     grow when it was shrunk below), the purge state and the maintenance samples are
  *     cleared, and every counter reads as a fresh pool's (grows is 1 when initial_size
@@ -108,9 +109,7 @@ int tide_pool_reset(struct tide_pool *pool)
 	maintain_stop(pool);
 	pthread_mutex_lock(&pool->convert_lock);
 	pool_drop_hook_locked(pool);
-	pthread_mutex_lock(&pool->lock);
-	cache_flush_all_locked(pool);
-	pthread_mutex_unlock(&pool->lock);
+	/* As at destroy: the caches are dropped, not drained; the bitmap is cleared below. */
 	cache_detach_pool(pool);
 	pthread_mutex_lock(&pool->lock);
 	clear_blocks_locked(pool);
