@@ -5,8 +5,8 @@
 # runtimes, valgrind, groff; nginx and haproxy for the PROXY protocol check, promtool from
 # prometheus for /metrics, systemd-analyze for the unit file), cross (the arm64 stage of
 # make test: Debian's aarch64 cross gcc and qemu-user), demo (gnuplot), bench (the peers:
-# DPDK, the mallocs), relay-bench (haproxy, nginx, socat, iperf3, wrk, h2load), fuzz (clang). A
-# make target names every group it needs in one call
+# DPDK, the mallocs), relay-bench (haproxy, nginx, socat, iperf3, wrk, h2load), fuzz
+# (clang). A make target names every group it needs in one call
 # (make demo: build demo), so that what is missing is said once, in one line.
 #
 # As root: apt-get update, then apt-get install of everything missing. As another user:
