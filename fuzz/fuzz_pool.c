@@ -22,10 +22,10 @@
  * Speed (libFuzzer wants many short runs): each input gets a small pool (1 MiB max, 2 MiB
  * reserved, 64 KiB grow unit), one per configuration, kept across inputs and reset after
  * each (tide_pool_reset; the reset pool must then equal a fresh one, see pool_done), so no
- * input maps or unmaps a reservation; an input is cut at FUZZ_MAX_INPUT bytes. The model comparison (stats, users, the hook's
- * registrations, every live buffer below the boundary) runs after every step; the full
- * invariant checker (tide_pool_check, a scan of every block tag) runs every
- * fuzz_check_every steps, after every step that moved the boundary or was a grow, shrink,
+ * input maps or unmaps a reservation; an input is cut at FUZZ_MAX_INPUT bytes. The model
+ * comparison (stats, users, the hook's registrations, every live buffer below the boundary)
+ * runs after every step; the full invariant checker (tide_pool_check, a scan of every block
+ * tag) runs every fuzz_check_every steps, after every step that moved the boundary or was a grow, shrink,
  * maintain or cache flush, and at the end of each input. The model's own bookkeeping
  * (overlap scan, canaries, comparisons) is left out of the coverage instrumentation: its
  * branches say nothing about the pool and only slowed libFuzzer down.

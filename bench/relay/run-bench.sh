@@ -592,7 +592,9 @@ for px in $proxies; do
 	done
 done >>"$csv"
 
-# table TITLE COLUMN...: rows are measures, then each tide column's ratio(s).
+# table TITLE COLUMN...: rows are measures, then each tide column's ratio(s); with best=1,
+# the best peer and the ratio to it instead of the ratio to each peer column.
+best=0
 tides=()
 for px in $proxies; do is_tide "$px" && tides+=("$px"); done
 table() {
