@@ -25,10 +25,10 @@
  * input maps or unmaps a reservation; an input is cut at FUZZ_MAX_INPUT bytes. The model
  * comparison (stats, users, the hook's registrations, every live buffer below the boundary)
  * runs after every step; the full invariant checker (tide_pool_check, a scan of every block
- * tag) runs every fuzz_check_every steps, after every step that moved the boundary or was a grow, shrink,
- * maintain or cache flush, and at the end of each input. The model's own bookkeeping
- * (overlap scan, canaries, comparisons) is left out of the coverage instrumentation: its
- * branches say nothing about the pool and only slowed libFuzzer down.
+ * tag) runs every fuzz_check_every steps, after every step that moved the boundary or was
+ * a grow, shrink, maintain or cache flush, and at the end of each input. The model's own
+ * bookkeeping (overlap scan, canaries, comparisons) is left out of the coverage
+ * instrumentation: its branches say nothing about the pool and only slowed libFuzzer down.
  *
  * A mismatch is printed and makes fuzz_pool_run() return -1; the libFuzzer entry point
  * turns that into abort() so the input is saved.
