@@ -25,7 +25,7 @@ panel idle "$idle"
 
 # bars FILE TITLE YLABEL [log]: the gnuplot lines of one panel.
 bars() {
-	if [ "${4:-}" = log ]; then
+	if [ "${4:-}" = log ] && [ -s "$work/$1" ]; then
 		printf 'set logscale y\nset yrange [0.01:*]\n'
 	else
 		printf 'unset logscale y\nset yrange [0:*]\n'
