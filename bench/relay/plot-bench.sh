@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # plot-bench.sh CSV PNG - draw run-bench.sh's results: one panel per measure (iperf3
 # throughput with 1 and 8 streams, proxy CPU per GB, resident memory per idle connection),
-# a bar per proxy (tide-relay's in red), so that its place among its peers shows at a glance.
+# a bar per proxy (tide-relay and its --tide columns in red), so that its place among its
+# peers shows at a glance.
 # Without gnuplot it says so and draws nothing (exit 0: the CSV is the result).
 set -uo pipefail
 csv=$1 png=$2
@@ -32,7 +33,7 @@ bars() {
 	fi
 	if [ -s "$work/$1" ]; then
 		printf 'set title "%s"\nset ylabel "%s"\n' "$2" "$3"
-		printf 'plot "%s" using 0:3:(0.6):(strcol(1) eq "tide-relay" ? 0xd62728 : 0x1f77b4):xtic(1) with boxes lc rgb variable notitle, ' "$work/$1"
+		printf 'plot "%s" using 0:3:(0.6):(strstrt(strcol(1), "tide") == 1 ? 0xd62728 : 0x1f77b4):xtic(1) with boxes lc rgb variable notitle, ' "$work/$1"
 		printf '"" using 0:3:(sprintf("%%g", $3)) with labels offset 0,0.8 notitle\n'
 	else
 		printf 'set title "%s: not measured"\nunset ylabel\n' "$2"
@@ -52,6 +53,7 @@ fi
 	echo 'set style fill solid 0.8 border -1'
 	echo 'set offsets 0.5, 0.5, graph 0.15, 0'
 	echo 'set grid ytics'
+	echo 'set xtics rotate by -25'
 	bars p1 "iperf3, 1 stream (higher is better)" "Gbit/s"
 	bars p8 "iperf3, 8 streams (higher is better)" "Gbit/s"
 	bars cpu "proxy CPU per GB, 1 stream (lower is better)" "ms/GB"
