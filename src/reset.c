@@ -30,11 +30,16 @@
 
 #include "internal.h"
 
-/* Every block free, every tag clear, nothing purged, no sample: under pool->lock. */
+/*
+ * Every block free, every tag clear, nothing purged, no sample: under pool->lock. Bits and
+ * tags are cleared below the claim limit only: above it none is set (tide_pool_check), and
+ * the metadata pages there, given back by a shrink, stay untouched. The purge state is
+ * small and cleared as far as the pool ever grew.
+ */
 static void clear_blocks_locked(struct tide_pool *pool)
 {
 	size_t high = pool->unreserved_high;
-	size_t blocks = high >> pool->block_shift;
+	size_t blocks = pool->limit;
 	size_t chunks = high / pool->purge_chunk;
 	size_t regions = (high + pool->purge_region - 1) / pool->purge_region;
 
