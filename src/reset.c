@@ -9,7 +9,8 @@
  * metadata mapping and the initially committed range, and forgets everything else:
  *
  *   - the hook hears TO_RESERVED for the whole unreserved portion and is removed (as at
- *     destroy: a fresh pool has no hook);
+ *     destroy: a fresh pool has no hook), the range's ASan/valgrind poisoning forgotten
+ *     first, and every block of what stays is poisoned again as free at the end;
  *   - every thread's cache is detached as at destroy (its blocks are not put back one by
  *     one: the whole bitmap is cleared), every buffer freed, every user but the pool's
  *     default one destroyed (their handles become invalid);
@@ -29,19 +30,20 @@
 #include <string.h>
 
 #include "internal.h"
+#include "poison.h"
 
 /*
- * Every block free, every tag clear, nothing purged, no sample: under pool->lock. Bits and
- * tags are cleared below the claim limit only: above it none is set (tide_pool_check), and
- * the metadata pages there, given back by a shrink, stay untouched. The purge state is
- * small and cleared as far as the pool ever grew.
+ * Every block free, every tag clear, nothing purged, no sample: under pool->lock. The
+ * metadata is cleared below the boundary only, the part that is committed (meta.c): above
+ * it no bit or tag is set (tide_pool_check), a shrink forgot the purged bits, and a grow
+ * stamps the region epochs of what it adds.
  */
 static void clear_blocks_locked(struct tide_pool *pool)
 {
-	size_t high = pool->unreserved_high;
-	size_t blocks = pool->limit;
-	size_t chunks = high / pool->purge_chunk;
-	size_t regions = (high + pool->purge_region - 1) / pool->purge_region;
+	size_t cur = pool_unreserved(pool);
+	size_t blocks = cur >> pool->block_shift;
+	size_t chunks = cur / pool->purge_chunk;
+	size_t regions = (cur + pool->purge_region - 1) / pool->purge_region;
 
 	bitmap_reset(&pool->map, blocks);
 	memset(pool->tags, 0, blocks * sizeof(*pool->tags));
@@ -120,6 +122,7 @@ int tide_pool_reset(struct tide_pool *pool)
 	clear_blocks_locked(pool);
 	pthread_mutex_unlock(&pool->lock);
 	err = resize_to_initial(pool);
+	poison_range(pool, pool->base, pool_unreserved(pool)); /* every block of it is free */
 	if (!err) {
 		pthread_mutex_lock(&pool->lock);
 		pool->unreserved_high = pool_unreserved(pool);
