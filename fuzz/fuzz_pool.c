@@ -623,7 +623,8 @@ static NOCOV void pool_done(struct fuzz *f, const struct snap *fresh)
 	if (!tp_same(fresh, &now, "", "reset") ||
 	    now.st.peak_live_bytes != fresh->st.peak_live_bytes ||
 	    now.st.cached_bytes != fresh->st.cached_bytes ||
-	    now.st.metadata_size != fresh->st.metadata_size)
+	    now.st.metadata_size != fresh->st.metadata_size ||
+	    now.st.reentries != fresh->st.reentries)
 		MISMATCH(f, "the reset pool's stats differ from a fresh pool's");
 	if (f->failed) { /* not reusable: the next input of this kind gets a new one */
 		fuzz_totals.mismatches++;

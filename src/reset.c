@@ -89,6 +89,7 @@ static void clear_counters(struct tide_pool *pool)
 	atomic_store_explicit(&pool->bad_frees, 0, memory_order_relaxed);
 	atomic_store_explicit(&pool->vetoes, 0, memory_order_relaxed);
 	atomic_store_explicit(&pool->os_failures, 0, memory_order_relaxed);
+	atomic_store_explicit(&pool->reentries, 0, memory_order_relaxed);
 }
 
 /**

@@ -991,7 +991,7 @@ static void test_maintain_minimal(void)
 }
 
 /* "tide_pool_destroy ... release its whole range": nothing of it stays mapped. */
-/* Every field a reader sees, plus the three tp_same leaves out. */
+/* Every field a reader sees, plus the four tp_same leaves out. */
 static bool same_as_fresh(const struct snap *fresh, struct tide_pool *pool, const char *where)
 {
 	struct snap now = tp_snap(pool);
@@ -999,7 +999,8 @@ static bool same_as_fresh(const struct snap *fresh, struct tide_pool *pool, cons
 	return tp_same(fresh, &now, "", where) &&
 	       now.st.peak_live_bytes == fresh->st.peak_live_bytes &&
 	       now.st.cached_bytes == fresh->st.cached_bytes &&
-	       now.st.metadata_size == fresh->st.metadata_size;
+	       now.st.metadata_size == fresh->st.metadata_size &&
+	       now.st.reentries == fresh->st.reentries;
 }
 
 /*
