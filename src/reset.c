@@ -108,12 +108,13 @@ static void clear_counters(struct tide_pool *pool)
  */
 int tide_pool_reset(struct tide_pool *pool)
 {
-	int err;
+	int err, cancel;
 
 	if (!pool)
 		return -EINVAL;
 	if (pool_hook_running_here(pool))
 		return -EDEADLK;
+	cancel = cancel_off(); /* the hook, the join, the locks: as at destroy */
 	maintain_stop(pool);
 	pthread_mutex_lock(&pool->convert_lock);
 	pool_drop_hook_locked(pool);
@@ -138,5 +139,6 @@ int tide_pool_reset(struct tide_pool *pool)
 		if (!err && started)
 			err = started;
 	}
+	cancel_restore(cancel);
 	return err;
 }
