@@ -18,7 +18,8 @@
  *  - FIN is sent (shutdown SHUT_WR) only when the application asked for it and everything
  *    queued before went out; with a reset asked for instead, the connection ends RESET then.
  *  - A connection that sent FIN and got one, with nothing queued, ends CLEAN; every other
- *    ending resets the socket (SO_LINGER 0), so a peer never takes a cut for a clean end.
+ *    ending resets the socket (SO_LINGER 0), so a peer never takes a cut for a clean end;
+ *    the reset waits for the bytes still in the kernel's send queue (linger.c).
  *  - A failed send ends the sending side only (ops->send_error): the queue is dropped and
  *    the receive goes on, since a reset socket's receive queue stays readable; the
  *    connection ends RESET once the peer's data ends too.
@@ -144,14 +145,10 @@ void conn_maybe_free(struct tide_conn *c)
 		spare_put(&w->spare_txqs, c->tx);
 		c->tx = NULL;
 	}
-	if (c->fd >= 0) {
-		if (c->flags & F_RESET) {
-			struct linger lg = {1, 0};
-
-			setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-		}
+	if (c->fd >= 0 && (c->flags & F_RESET))
+		linger_reset(w, c->fd); /* after what the kernel still holds for the peer */
+	else if (c->fd >= 0)
 		close(c->fd);
-	}
 	free(c);
 	w->nconns--;
 }

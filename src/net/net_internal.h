@@ -63,6 +63,8 @@ enum {
 };
 #define UD(ptr, op) ((uint64_t)(uintptr_t)(ptr) | (uint64_t)(op))
 
+#define TICK_MS 100 /* the worker's tick */
+
 enum {
 	F_ARMED = 1u << 0,	 /* a multishot receive is in flight */
 	F_CANCEL = 1u << 1,	 /* and a cancel for it was submitted */
@@ -187,7 +189,9 @@ struct worker {
 	size_t queued;	 /* bytes in the send queues of all its connections */
 	size_t promised; /* bytes their receive limits still allow (tide_conn_recv_limit) */
 	struct tide_conn *waiters;
-	struct tide_conn *watch; /* after the peer's FIN: checked for a reset on the tick */
+	struct tide_conn *watch;   /* after the peer's FIN: checked for a reset on the tick */
+	struct linger_fd *lingers; /* reset closes waiting for their send queue (linger.c) */
+	unsigned nlinger, linger_cap;
 	struct spare *spare_segs, *spare_txqs;
 	/* The connects' link timeout: read by the kernel when submitted, so it changes only
 	 * after what used it was submitted. */
@@ -338,6 +342,15 @@ void conns_end_idle(struct worker *w, unsigned timeout_ms);
 void spares_free(struct worker *w);
 /* Mark activity on c (the LRU list). */
 void conn_touch(struct tide_conn *c);
+
+// linger.c ------------------------------------------------------------------------------
+
+/* Reset and close fd, once the bytes in its send queue went out or stopped moving. */
+void linger_reset(struct worker *w, int fd);
+/* The tick: reset the lingering sockets whose queue emptied, stalled, or ran out of time. */
+void lingers_tick(struct worker *w);
+/* Reset every lingering socket now (drain deadline, second stop, teardown). */
+void lingers_end_all(struct worker *w);
 
 // connect.c -----------------------------------------------------------------------------
 

@@ -21,9 +21,10 @@
  * completions run only when the loop waits, which ring_reset() relies on), else COOP_TASKRUN,
  * else plain. The tick runs the idle timeout, the ring's decay, a retry of a failed accept
  * (an error such as EMFILE waits for the tick, so nothing spins) and, on worker 0,
- * tide_pool_maintain(). At stop the worker drains: the accepts are cancelled, each
- * connection is told (ops->drain) and may run until drain_timeout_ms, then what is left ends
- * TIDE_END_DRAIN; the loop ends when no connection and no accept is left.
+ * tide_pool_maintain(), and resets the lingering sockets (linger.c). At stop the worker drains: the
+ * accepts are cancelled, each connection is told (ops->drain) and may run until drain_timeout_ms,
+ * then what is left ends TIDE_END_DRAIN; the loop ends when no connection, lingering socket or
+ * accept is left.
  *
  * Invariant: a connection's handler runs with an extra reference held by handle_cqe(), so an
  * end inside a handler never frees the connection under it.
@@ -38,7 +39,6 @@
 
 #include "net_internal.h"
 
-#define TICK_MS	   100
 #define SQ_ENTRIES 1024
 #define CQ_ENTRIES 16384
 
@@ -194,9 +194,12 @@ static void tick(struct worker *w)
 	if (a->cfg.idle_timeout_ms)
 		conns_end_idle(w, a->cfg.idle_timeout_ms);
 	conns_watch(w);
+	lingers_tick(w);
 	if (w->draining) {
-		if (w->now >= w->drain_deadline)
+		if (w->now >= w->drain_deadline) {
 			conns_end_all(w, TIDE_END_DRAIN);
+			lingers_end_all(w);
+		}
 		return;
 	}
 	for (unsigned i = 0; i < w->nls; i++)
@@ -273,6 +276,7 @@ static void worker_teardown(struct worker *w)
 		w->ring_ok = false;
 	}
 	spares_free(w);
+	lingers_end_all(w);
 	ring_free(w);
 	timers_free(w);
 }
@@ -297,6 +301,8 @@ static void stop_check(struct worker *w)
 		drain_begin(w);
 	if (stop > 1 && w->nconns)
 		conns_end_all(w, TIDE_END_DRAIN);
+	if (stop > 1)
+		lingers_end_all(w);
 }
 
 static void worker_loop(struct worker *w)
@@ -312,7 +318,7 @@ static void worker_loop(struct worker *w)
 		unsigned head, seen = 0;
 
 		stop_check(w);
-		if (w->draining && !w->nconns && !accepts_armed(w))
+		if (w->draining && !w->nconns && !w->nlinger && !accepts_armed(w))
 			break;
 		ring_publish(w);
 		wait_time(w, timer_ms, &ts);

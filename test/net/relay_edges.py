@@ -11,6 +11,9 @@ the suite). The kinds (see the README, "Connection endings"):
 
   early_answer   the upstream answers and resets while the client still uploads: the client
                  gets the whole answer (a send error ends one direction only)
+  early_answer_large  the same with a 3 MiB answer, cut by the upstream's own reset: through
+                 the relay the client gets a prefix about as long as directly (the reset
+                 passed on waits for what the relay's kernel still holds for it)
   fin_then_reset the upstream sends FIN, then resets: the client gets the data, the FIN, and
                  then a reset (an error on a socket that already sent FIN is passed on)
   client_reset   the client resets after sending: the upstream gets every byte, then a reset
@@ -307,6 +310,55 @@ def case_early_answer():
                   (size >> 10, i, len(data) >> 10, how))
         r.stop()
         srv.close()
+
+
+def answer_try(addr, answer):
+    """Upload until reset, then read: the bytes of the answer the client got, and how."""
+    s = connect(addr)
+
+    def upload():
+        try:
+            for _ in range(256):
+                s.sendall(b"u" * 65536)
+        except OSError:
+            pass
+    t = threading.Thread(target=upload, daemon=True)
+    t.start()
+    t.join(3)
+    data, how = recv_all(s, timeout=5)
+    s.close()
+    t.join(5)
+    check(answer.startswith(data), "not a prefix of the answer (%d bytes, %s)" %
+          (len(data), how))
+    return len(data), how
+
+
+def case_early_answer_large():
+    """envoy#45267 with an answer larger than the sockets hold: the relay cuts no more."""
+    answer = os.urandom(3 << 20)
+
+    def h(srv, c):
+        got = 0
+        while got < 16384:
+            b = c.recv(16384 - got)
+            if not b:
+                break
+            got += len(b)
+        c.sendall(answer)
+        c.close()  # the upload left unread makes this a reset, which drops what it holds
+    srv = Server(h, backlog=64)
+    r = Relay("--upstream", srv.text())
+    # Directly the client gets what its receive buffer holds when the reset comes, usually
+    # the same each try; the relay must not cut more: no try far below, the total within 5 %.
+    direct = sorted(answer_try(("127.0.0.1", srv.port), answer)[0] for _ in range(20))
+    relayed = [answer_try(r.addr(), answer) for _ in range(20)]
+    got = [g for g, _ in relayed]
+    low = direct[len(direct) // 2] * 6 // 10
+    check(min(got) >= low and sum(got) >= sum(direct) * 95 // 100,
+          "through the relay %s KiB, directly %s KiB" %
+          ([g >> 10 for g in got], [d >> 10 for d in direct]))
+    r.stop()
+    srv.close()
 
 
 def case_fin_then_reset():
