@@ -8,15 +8,18 @@
  * after its last send completed would cut the answer the client is still taking (on
  * loopback the queue may hold a window's worth the peer's receive buffer has room for).
  * So a reset close with unsent bytes (SIOCOUTQ) keeps the socket, without its connection,
- * on the worker's linger list, and the tick resets it when its queue is empty, has not
- * moved for STALL_MS (the peer takes nothing more: its receive buffer is full or it left),
- * or LINGER_MAX_MS passed. The peer still learns of the cut: the close is a reset.
- * Draining waits for the list too; the drain deadline and a second stop reset at once.
+ * on the worker's linger list, and the tick resets it when its queue is empty (or the peer
+ * already reset: nothing more can go), has not moved for STALL_MS (the peer takes nothing more: its
+ * receive buffer is full or it left), or LINGER_MAX_MS passed. The peer still learns of the cut:
+ * the close is a reset. Draining waits for the list too; the drain deadline and a second stop reset
+ * at once.
  */
 #include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <linux/sockios.h>
 
 #include "net_internal.h"
@@ -41,10 +44,15 @@ static void reset_close(int fd)
 	close(fd);
 }
 
+/* Unsent bytes in fd's send queue; 0 when the peer can take none any more (it reset). */
 static int unsent(int fd)
 {
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
 	int n = 0;
 
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 && ti.tcpi_state == TCP_CLOSE)
+		return 0;
 	return ioctl(fd, SIOCOUTQ, &n) == 0 ? n : 0;
 }
 
@@ -80,16 +88,13 @@ void lingers_tick(struct worker *w)
 {
 	for (unsigned i = 0; i < w->nlinger;) {
 		struct linger_fd *l = &w->lingers[i];
-		int n;
+		int n = unsent(l->fd);
 
-		if (w->now < l->check_at) {
-			i++;
-			continue;
-		}
-		n = unsent(l->fd);
-		if (n > 0 && n != l->outq && w->now < l->until) {
+		if (n > 0 && n != l->outq) { /* the peer took some: give it STALL_MS more */
 			l->outq = n;
 			l->check_at = w->now + STALL_MS;
+		}
+		if (n > 0 && w->now < l->check_at && w->now < l->until) {
 			i++;
 			continue;
 		}
