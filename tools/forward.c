@@ -53,7 +53,6 @@ struct pair {
 	struct tide_conn *client, *up; /* NULL once that side ended (or before it exists) */
 	struct relay_balancer *b;      /* a reference, from the pick to the end */
 	uint16_t *order;	       /* servers to try, while connecting */
-	struct tide_addrs *to;	       /* the attempt's addresses (the agent keeps the pointer) */
 	struct proxy_wait *pw;	       /* --accept-proxy, until the header is in */
 	uint64_t start_ms, bytes_up, bytes_down;
 	struct sockaddr_in6 client_addr, local_addr; /* IPv4 too (same start) */
@@ -142,8 +141,6 @@ static void finish(struct pair *p)
 	p->pw = NULL;
 	free(p->order);
 	p->order = NULL;
-	free(p->to);
-	p->to = NULL;
 	if (p->depth)
 		p->dead = true; /* a callback of ours is still running on it: it frees */
 	else
@@ -234,13 +231,13 @@ static bool try_next(struct pair *p)
 
 	while (p->attempt < p->n_order) {
 		unsigned i = p->order[p->attempt++];
+		const struct tide_addrs *to = relay_balancer_connect_addrs(p->b, i);
 
-		if (!p->to && !(p->to = malloc(sizeof(*p->to))))
+		if (!to)
 			break;
-		p->to->n = relay_balancer_addrs(p->b, i, p->to->addr, p->to->len, TIDE_ADDRS_MAX);
 		p->server = (int16_t)i;
 		relay_balancer_connect_start(p->b, i);
-		if (tide_conn_connect(tide_conn_worker(p->client), p->to, p->connect_timeout_ms,
+		if (tide_conn_connect(tide_conn_worker(p->client), to, p->connect_timeout_ms,
 				      &upstream_ops, p, &p->up)) {
 			p->up = NULL; /* no connection and no callback: the next server */
 			relay_balancer_connect_failed(p->b, i, -ENOMEM, relay_now_ms());
@@ -442,8 +439,6 @@ static void upstream_open_body(struct tide_conn *c)
 	}
 	free(p->order); /* connected: no more servers to try */
 	p->order = NULL;
-	free(p->to); /* the agent is done with the addresses once open ran */
-	p->to = NULL;
 	if (p->pw) {
 		count(p, p->client, p->pw->pending, p->pw->n_pending);
 		tide_conn_send(c, p->pw->pending, p->pw->n_pending);

@@ -35,6 +35,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <tide/net.h>
+
 #include "ops.h"
 
 struct server {
@@ -43,6 +45,7 @@ struct server {
 	struct sockaddr_storage *more; /* further addresses of the same name (malloc) */
 	socklen_t *more_len;
 	unsigned n_more;
+	struct tide_addrs *connect_to; /* the same list for tide_conn_connect(): one per server */
 	char name[RELAY_HOST_MAX + 8];
 	unsigned weight;
 	/* under the lock */
@@ -129,6 +132,7 @@ void relay_balancer_put(struct relay_balancer *b)
 	for (unsigned i = 0; i < b->n; i++) {
 		free(b->s[i].more);
 		free(b->s[i].more_len);
+		free(b->s[i].connect_to);
 	}
 	pthread_mutex_destroy(&b->lock);
 	free(b);
@@ -185,6 +189,27 @@ unsigned relay_balancer_addrs(const struct relay_balancer *b, unsigned i,
 		lens[n] = s->more_len[k];
 	}
 	return n;
+}
+
+/*
+ * Server i's addresses as tide_conn_connect() takes them, made at the first connect and kept
+ * with the balancer (a connection holds a reference to it while it connects), so connecting
+ * allocates nothing per connection: a 2 KiB list per connection, freed once connected,
+ * left the heap as fragmented as the connections were many.
+ */
+const struct tide_addrs *relay_balancer_connect_addrs(struct relay_balancer *b, unsigned i)
+{
+	struct server *s = &b->s[i];
+	struct tide_addrs *to;
+
+	pthread_mutex_lock(&b->lock);
+	to = s->connect_to;
+	if (!to && (to = calloc(1, sizeof(*to)))) {
+		to->n = relay_balancer_addrs(b, i, to->addr, to->len, TIDE_ADDRS_MAX);
+		s->connect_to = to;
+	}
+	pthread_mutex_unlock(&b->lock);
+	return to;
 }
 
 const char *relay_balancer_name(const struct relay_balancer *b, unsigned i)

@@ -303,6 +303,11 @@ int relay_balancer_add_address(struct relay_balancer *b, unsigned i, const struc
 /* Server i's addresses, first one first, at most max; returns how many. */
 unsigned relay_balancer_addrs(const struct relay_balancer *b, unsigned i,
 			      struct sockaddr_storage *addrs, socklen_t *lens, unsigned max);
+struct tide_addrs;
+/* The same, as tide_conn_connect() takes them: kept by b (valid while a reference to b is
+ * held), made at the first call; NULL when out of memory. Call after the last
+ * relay_balancer_add_address(). */
+const struct tide_addrs *relay_balancer_connect_addrs(struct relay_balancer *b, unsigned i);
 /*
  * The order to try servers in for one client: order[0] by the policy, then the next servers
  * after it (in list order, skipping those that are out); when every server is out, all of
