@@ -21,7 +21,7 @@ optional_group() { [ "$1" = bench ] || [ "$1" = relay-bench ] || [ "$1" = cross 
 pkgs_for() {
 	case "$1" in
 	build) echo "build-essential cmake pkg-config liburing-dev libsystemd-dev" ;;
-	test) echo "valgrind clang libclang-rt-14-dev iproute2 python3 groff-base nginx haproxy prometheus systemd" ;;
+	test) echo "valgrind clang libclang-rt-14-dev iproute2 python3 groff-base nginx haproxy prometheus systemd redis-server curl wrk socat" ;;
 	cross) echo "gcc-aarch64-linux-gnu libc6-dev-arm64-cross binutils-aarch64-linux-gnu qemu-user" ;;
 	demo) echo "gnuplot-nox iproute2" ;;
 	bench) echo "dpdk-dev libdpdk-dev libjemalloc-dev libmimalloc-dev libgoogle-perftools-dev gnuplot-nox" ;;
