@@ -97,7 +97,12 @@ int tide_addrs_resolve(const char *text, bool passive, struct tide_addrs *out)
 	}
 	out->n = 0;
 	for (struct addrinfo *ai = res; ai && out->n < TIDE_ADDRS_MAX; ai = ai->ai_next) {
-		if (ai->ai_addrlen > sizeof(out->addr[0]))
+		bool dup = false;
+
+		for (unsigned k = 0; k < out->n && !dup; k++) /* a name listed twice: try it once */
+			dup = out->len[k] == ai->ai_addrlen &&
+			      !memcmp(&out->addr[k], ai->ai_addr, ai->ai_addrlen);
+		if (dup || ai->ai_addrlen > sizeof(out->addr[0]))
 			continue;
 		memset(&out->addr[out->n], 0, sizeof(out->addr[0]));
 		memcpy(&out->addr[out->n], ai->ai_addr, ai->ai_addrlen);

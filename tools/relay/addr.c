@@ -4,18 +4,19 @@
  *
  * Parsing keeps the host as text and checks the port (decimal, in range, no sign or
  * suffix), so the config file can be validated without the network; resolving is a
- * separate step (getaddrinfo: every address for an upstream, which a connect tries in turn,
- * so "localhost" works whether the server listens on ::1 or 127.0.0.1; the first for a
- * listener, as nginx and haproxy bind). IPv6 literals are bracketed, "[::1]:80",
- * as in URLs. Formatting folds v4-mapped IPv6 to IPv4 so that logs and the PROXY protocol
- * show the address a person expects.
+ * separate step (tide_addrs_resolve(), the agent's resolver: every address for an upstream, which a
+ * connect tries in turn, so "localhost" works whether the server listens on ::1 or 127.0.0.1; the
+ * first for a listener, as nginx and haproxy bind). IPv6 literals are bracketed, "[::1]:80", as in
+ * URLs. Formatting folds v4-mapped IPv6 to IPv4 so that logs and the PROXY protocol show the
+ * address a person expects.
  */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+
+#include <tide/net.h>
 
 #include "ops.h"
 
@@ -85,35 +86,22 @@ int relay_endpoint_resolve_all(const struct relay_endpoint *ep, bool passive,
 			       struct sockaddr_storage *sa, socklen_t *len, unsigned max,
 			       unsigned *n)
 {
-	struct addrinfo hints, *res = NULL;
-	char port[8];
+	struct tide_addrs all;
+	char text[RELAY_HOST_MAX + 16];
 	int rc;
 
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
-	snprintf(port, sizeof(port), "%u", ep->port);
-	rc = getaddrinfo(ep->host, port, &hints, &res);
-	if (rc)
-		return rc == EAI_NONAME || rc == EAI_NODATA || rc == EAI_FAIL ? -ENOENT
-		       : rc == EAI_AGAIN				      ? -EAGAIN
-									      : -EINVAL;
+	snprintf(text, sizeof(text), strchr(ep->host, ':') ? "[%s]:%u" : "%s:%u", ep->host,
+		 ep->port);
+	rc = tide_addrs_resolve(text, passive,
+				&all); /* the agent's resolver: one for the project */
 	*n = 0;
-	for (struct addrinfo *ai = res; ai && *n < max; ai = ai->ai_next) {
-		bool dup = false;
-
-		if (ai->ai_addrlen > sizeof(*sa))
-			continue;
-		for (unsigned k = 0; k < *n && !dup; k++)
-			dup = len[k] == ai->ai_addrlen && !memcmp(&sa[k], ai->ai_addr, len[k]);
-		if (dup)
-			continue;
-		memset(&sa[*n], 0, sizeof(*sa));
-		memcpy(&sa[*n], ai->ai_addr, ai->ai_addrlen);
-		len[(*n)++] = ai->ai_addrlen;
+	if (rc)
+		return rc;
+	for (; *n < all.n && *n < max; (*n)++) {
+		sa[*n] = all.addr[*n];
+		len[*n] = all.len[*n];
 	}
-	freeaddrinfo(res);
-	return *n ? 0 : -ENOENT;
+	return 0;
 }
 
 int relay_endpoint_resolve(const struct relay_endpoint *ep, bool passive,
