@@ -432,7 +432,7 @@ static void upstream_open_body(struct tide_conn *c)
 	p->up_open = p->connected = true;
 	relay_balancer_connect_ok(p->b, (unsigned)p->server, relay_now_ms());
 	if (p->keepalive)
-		relay_socket_keepalive(tide_conn_fd(c), 0, 0, 0);
+		tide_conn_keepalive(c, 60, 10, 6);
 	if (!p->client) {
 		tide_conn_abort(c); /* the client left while we connected */
 		return;
@@ -519,7 +519,7 @@ static void client_open(struct tide_conn *c)
 	relay_runtime_settings(fwd->rt,
 			       &set); /* a reload may change them: one copy per connection */
 	if (cfg->keepalive)
-		relay_socket_keepalive(tide_conn_fd(c), 0, 0, 0);
+		tide_conn_keepalive(c, 60, 10, 6);
 	if (cfg->echo && !cfg->access_log && !cfg->max_conns_per_ip && !cfg->accept_proxy) {
 		tide_conn_set_data(c, NULL); /* plain echo: nothing to remember */
 		allow(c, c);

@@ -9,8 +9,9 @@
  * upstream set and its health checks, per-IP counts; each port checked free), creates the
  * pool (TIDE_AUTO_GROW | TIDE_AUTO_SHRINK) and an agent whose accepted connections are
  * forwarded (forward.c), starts it and the optional stats endpoint, drops privileges
- * (--user), tells systemd it is ready, and then waits on the main thread: SIGHUP reloads,
- * SIGINT/SIGTERM drain (a second one ends connections at once). It then checks that every
+ * (--user), tells systemd it is ready, and then waits on the main thread: SIGHUP reloads
+ * (the listeners a reload adds or removes go to the running agent: tide_agent_listen() and
+ * tide_agent_listen_close(); unchanged ones are not touched), SIGINT/SIGTERM drain (a second one ends connections at once). It then checks that every
  * buffer came back to the pool (live buffers 0), says so, and exits 0 only if it did.
  *
  * Lines on stderr that scripts may rely on (after the timestamp and level):
@@ -41,8 +42,12 @@ struct relay {
 	struct tide_pool *pool;
 	struct tide_agent *agent;
 	struct stats_server *srv;
-	unsigned port[RELAY_MAX_LISTEN];
-	char listen_text[RELAY_MAX_LISTEN][RELAY_HOST_MAX + 8];
+	/* The agent's listeners: the start's first, in order; a reload adds before it removes. */
+	struct listener {
+		struct relay_endpoint ep; /* as configured (port 0: picked) */
+		unsigned port;		  /* as bound */
+		bool used;
+	} lis[2 * RELAY_MAX_LISTEN];
 	char stats_text[RELAY_HOST_MAX + 8];
 	uint64_t last_resolve_ms;
 };
@@ -107,6 +112,66 @@ static void size_memory(struct relay *r, size_t pool_max, unsigned threads, size
 	r->fwd.small = bs;
 }
 
+/* Listen on ep (at start, or added by a reload: the runtime checked the port). 0 or -errno,
+ * logged. */
+static int listener_add(const struct relay_endpoint *ep, void *arg)
+{
+	struct relay *r = arg;
+	struct listener *l = NULL;
+	char text[RELAY_HOST_MAX + 8];
+	int rc;
+
+	for (unsigned i = 0; i < 2 * RELAY_MAX_LISTEN && !l; i++)
+		if (!r->lis[i].used)
+			l = &r->lis[i];
+	if (!l)
+		return -ENOSPC; /* not reached: the runtime has at most two lists at once */
+	endpoint_text(ep, text, sizeof(text));
+	rc = tide_agent_listen(r->agent, text, forward_ops(&r->fwd), NULL, &l->port);
+	if (rc) {
+		relay_log(RELAY_LOG_ERROR, "tide-relay: listening on %s: %s", text,
+			  rc == -EINVAL || rc == -ENOENT ? "cannot resolve" : strerror(-rc));
+		return rc;
+	}
+	l->ep = *ep;
+	l->used = true;
+	if (tide_agent_running(r->agent)) { /* added by a reload */
+		struct relay_endpoint bound = {.port = (uint16_t)l->port};
+
+		memcpy(bound.host, ep->host, sizeof(bound.host));
+		endpoint_text(&bound, text, sizeof(text));
+		relay_log(RELAY_LOG_INFO, "tide-relay: listening on %s", text);
+	}
+	return 0;
+}
+
+/* Stop listening on ep (a reload removed it); its connections go on. */
+static void listener_remove(const struct relay_endpoint *ep, void *arg)
+{
+	struct relay *r = arg;
+	struct relay_endpoint bound;
+	char text[RELAY_HOST_MAX + 8];
+	int rc;
+
+	for (unsigned i = 0; i < 2 * RELAY_MAX_LISTEN; i++) {
+		struct listener *l = &r->lis[i];
+
+		if (!l->used || l->ep.port != ep->port || strcmp(l->ep.host, ep->host))
+			continue;
+		bound = l->ep;
+		bound.port = (uint16_t)l->port;
+		endpoint_text(&bound, text, sizeof(text));
+		rc = tide_agent_listen_close(r->agent, text);
+		if (rc)
+			relay_log(RELAY_LOG_ERROR, "tide-relay: closing the listener %s: %s", text,
+				  strerror(-rc));
+		else
+			relay_log(RELAY_LOG_INFO, "tide-relay: stopped listening on %s", text);
+		l->used = false;
+		return;
+	}
+}
+
 /* The agent and its listeners: 0 or the exit status. */
 static int make_agent(struct relay *r)
 {
@@ -135,17 +200,9 @@ static int make_agent(struct relay *r)
 	}
 	r->fwd.agent = r->agent;
 	for (unsigned i = 0; i < c->n_listen; i++) {
-		endpoint_text(&c->listen[i], r->listen_text[i], sizeof(r->listen_text[i]));
-		r->port[i] = c->listen[i].port;
-		rc = tide_agent_listen(r->agent, r->listen_text[i], forward_ops(&r->fwd), NULL,
-				       &r->port[i]);
-		if (rc) {
-			relay_log(RELAY_LOG_ERROR, "tide-relay: listening on %s: %s",
-				  r->listen_text[i],
-				  rc == -EINVAL || rc == -ENOENT ? "cannot resolve"
-								 : strerror(-rc));
+		rc = listener_add(&c->listen[i], r);
+		if (rc)
 			return rc == -EINVAL || rc == -ENOENT ? EXIT_USAGE : 1;
-		}
 	}
 	return 0;
 }
@@ -201,7 +258,7 @@ static void say_listening(const struct relay *r)
 			  "thread%s, block %zu, pool max %zu, recv bundles %s, incremental rings "
 			  "%s, max conns %u, idle timeout %gs, connect timeout %gs, drain timeout "
 			  "%gs)",
-			  host, r->port[i], c->echo ? "echo" : "relay", c->n_upstream,
+			  host, r->lis[i].port, c->echo ? "echo" : "relay", c->n_upstream,
 			  c->n_upstream == 1 ? "" : "s",
 			  c->balance == RELAY_BALANCE_ROUNDROBIN  ? "roundrobin"
 			  : c->balance == RELAY_BALANCE_LEASTCONN ? "leastconn"
@@ -263,6 +320,7 @@ static int finish(struct relay *r)
 
 	stats_server_stop(r->srv);
 	tide_agent_stats(r->agent, &as);
+	relay_runtime_attach(&r->rt, NULL); /* the agent's listeners go with it */
 	tide_agent_destroy(r->agent);
 	tide_pool_flush_cache(r->pool);
 	tide_pool_stats(r->pool, &ps);
@@ -335,6 +393,9 @@ int main(int argc, char **argv)
 		return rc;
 	}
 	say_listening(r);
+	relay_runtime_attach(&r->rt, &(struct relay_runtime_ops){.listener_add = listener_add,
+								 .listener_remove = listener_remove,
+								 .arg = r});
 	run_until_signal(r, &set, argc, argv);
 	return finish(r);
 }

@@ -208,16 +208,33 @@ TIDE_API int tide_agent_create(struct tide_pool *pool, const struct tide_agent_c
 			       struct tide_agent **agent);
 
 /*
- * tide_agent_listen - before start, bind "HOST:PORT" (one SO_REUSEPORT socket per worker);
- * connections accepted there get @ops and start with @data as their application data.
- * @port gets the port bound, the one picked when HOST:PORT says 0 (may be NULL).
+ * tide_agent_listen - bind "HOST:PORT" (one SO_REUSEPORT socket per worker) and accept
+ * there, before tide_agent_start() or while the workers run (then it returns once each
+ * worker accepts on its socket; a connection that comes earlier waits in the queue).
+ * Connections accepted there get @ops and start with @data as their application data.
+ * @port gets the port bound, the one picked when HOST:PORT says 0 (may be NULL). Blocks
+ * (getaddrinfo, the workers): call it off the agent's workers, not at the same time as
+ * tide_agent_start() or tide_agent_destroy().
  *
- * Return: 0; -EINVAL a NULL agent or ops, or not HOST:PORT; -EALREADY started; -ENOSPC
- * more than 8 listeners; -ENOENT the name does not resolve; -EADDRINUSE and the like from
- * bind().
+ * Return: 0; -EINVAL a NULL agent or ops, or not HOST:PORT; -ENOSPC 32 listeners already;
+ * -ENOENT the name does not resolve; -EADDRINUSE the agent listens there already, and the
+ * like from bind(); -ESHUTDOWN the agent drains or has ended; -EDEADLK called on one of its
+ * workers; -ENOMEM.
  */
 TIDE_API int tide_agent_listen(struct tide_agent *agent, const char *hostport,
 			       const struct tide_conn_ops *ops, void *data, unsigned *port);
+
+/*
+ * tide_agent_listen_close - stop accepting on the listener at "HOST:PORT" (as given to
+ * tide_agent_listen(), with the port it bound) and close its sockets, before start or while
+ * the workers run; connections accepted there go on untouched. Returns once every worker
+ * closed its socket, so a connect after it is refused (those the kernel queued but no worker
+ * accepted yet are reset). Blocks like tide_agent_listen().
+ *
+ * Return: 0; -EINVAL a NULL agent, or not HOST:PORT; -ENOENT no listener of @agent there,
+ * or the name does not resolve; -EDEADLK called on one of its workers; -ENOMEM.
+ */
+TIDE_API int tide_agent_listen_close(struct tide_agent *agent, const char *hostport);
 
 /*
  * tide_agent_start - start the workers and wait until each has its ring armed.
@@ -426,6 +443,18 @@ TIDE_API struct tide_worker *tide_conn_worker(const struct tide_conn *c);
 /* tide_conn_fd - @c's socket, for getsockopt() and getpeername() only (the agent reads,
  * writes and closes it); -1 while a connect has no socket. */
 TIDE_API int tide_conn_fd(const struct tide_conn *c);
+
+/*
+ * tide_conn_keepalive - TCP keepalive on @c: after @idle_s seconds without traffic (1..32767;
+ * 0 turns it off) a probe every @intvl_s seconds (1..32767; 0: the kernel's default), and
+ * @cnt unanswered probes (1..127; 0: the kernel's default) end the connection
+ * (TIDE_END_RESET, err -ETIMEDOUT). From ops->open on, on @c's worker's thread.
+ *
+ * Return: 0; -EINVAL a NULL @c or a value out of range; -EBUSY @c is still connecting;
+ * -ENOTCONN @c has ended; or setsockopt()'s error.
+ */
+TIDE_API int tide_conn_keepalive(struct tide_conn *c, unsigned idle_s, unsigned intvl_s,
+				 unsigned cnt);
 
 /* ----------------------------------------------------------------- state -- */
 

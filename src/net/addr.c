@@ -112,7 +112,7 @@ int tide_addrs_resolve(const char *text, bool passive, struct tide_addrs *out)
 	return out->n ? 0 : -ENOENT;
 }
 
-static unsigned addr_port(const struct sockaddr_storage *ss)
+unsigned addr_port(const struct sockaddr_storage *ss)
 {
 	if (ss->ss_family == AF_INET)
 		return ntohs(((const struct sockaddr_in *)ss)->sin_port);
@@ -121,12 +121,19 @@ static unsigned addr_port(const struct sockaddr_storage *ss)
 	return 0;
 }
 
-static void set_port(struct sockaddr_storage *ss, unsigned port)
+void set_port(struct sockaddr_storage *ss, unsigned port)
 {
 	if (ss->ss_family == AF_INET)
 		((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
 	else if (ss->ss_family == AF_INET6)
 		((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
+}
+
+bool addr_same(const struct sockaddr_storage *a, socklen_t alen, const struct sockaddr_storage *b,
+	       socklen_t blen)
+{
+	return alen == blen && a->ss_family == b->ss_family && addr_port(a) == addr_port(b) &&
+	       !memcmp(a, b, alen);
 }
 
 int listener_open(struct sockaddr_storage *ss, socklen_t len, unsigned *port)

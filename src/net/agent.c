@@ -1,13 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * agent.c - the agent's lifecycle and state (include/tide/net.h): create, listen, start,
- * stop, wait, destroy, post, the worker getters and the stats. Engine side.
+ * agent.c - the agent's lifecycle and state (include/tide/net.h): create, start, stop, wait,
+ * destroy, post, the worker getters and the stats. Engine side.
  *
  * An agent is a set of workers over one pool. Each worker (worker.c) is one thread with one
  * io_uring, one SO_REUSEPORT socket per listener and one provided-buffer ring (ring.c); the
  * connections it accepts or opens (conn.c, connect.c) stay on it for life. This file runs on
  * the application's threads: tide_agent_create() checks the configuration and fills in the
- * defaults; tide_agent_listen() resolves and binds (addr.c), so that a bad address fails
+ * defaults; tide_agent_listen() (listen.c) resolves and binds, so that a bad address fails
  * there and not in a thread; tide_agent_start() starts the workers and waits until each has
  * its ring armed.
  *
@@ -25,7 +25,8 @@
  * The file map: agent.c (this), worker.c (thread, loop, accept, timers' turn, posts, tick,
  * drain), conn.c (connections, receives, send queues, endings), connect.c (outbound
  * connects), buf.c (buffer references), timer.c (timers), ring.c (provided buffers and their
- * refill), addr.c (addresses, listeners, the io_uring probe); net_internal.h holds the types
+ * refill), listen.c (listeners opened and closed, accepts), addr.c (addresses, listening
+ * sockets, the io_uring probe); net_internal.h holds the types
  * they share.
  */
 #include <errno.h>
@@ -76,6 +77,8 @@ static void worker_init(struct tide_agent *a, unsigned i)
 	w->recv_len = (uint32_t)a->cfg.recv_max;
 	w->lru.prev = w->lru.next = &w->lru;
 	w->wake_fd = -1;
+	for (unsigned k = 0; k < MAX_LISTENERS; k++)
+		w->ls[k].fd = -1;
 	pthread_mutex_init(&w->post_lock, NULL);
 }
 
@@ -110,6 +113,7 @@ int tide_agent_create(struct tide_pool *pool, const struct tide_agent_config *cf
 	a->bs = st.block_size;
 	a->base = tide_pool_base(pool);
 	pthread_mutex_init(&a->lock, NULL);
+	pthread_mutex_init(&a->listen_lock, NULL);
 	pthread_cond_init(&a->cond, NULL);
 	rc = config_init(a, cfg);
 	if (rc)
@@ -130,59 +134,6 @@ int tide_agent_create(struct tide_pool *pool, const struct tide_agent_config *cf
 fail:
 	tide_agent_destroy(a);
 	return rc;
-}
-
-/**
- * tide_agent_listen() - bind an address, one SO_REUSEPORT socket per worker, before start.
- * @a:        the agent (not started).
- * @hostport: "HOST:PORT" ("[V6]:PORT"); an empty HOST binds every address.
- * @ops:      the callbacks of the connections accepted here.
- * @data:     their application data to start with.
- * @port:     gets the port bound (the one picked when @hostport says 0); may be NULL.
- *
- * Return: 0; -EINVAL a NULL agent or ops, or a bad address; -EALREADY started; -ENOSPC
- * more than 8 listeners; -ENOENT the name does not resolve; -EADDRINUSE and the like from
- * bind().
- */
-int tide_agent_listen(struct tide_agent *a, const char *hostport, const struct tide_conn_ops *ops,
-		      void *data, unsigned *port)
-{
-	struct tide_addrs addrs;
-	unsigned p = 0; /* the first worker binds what hostport says; the others join it */
-	struct listen_cfg *lc;
-	int rc;
-
-	if (!a || !ops)
-		return -EINVAL;
-	if (a->started)
-		return -EALREADY;
-	if (a->nlc == MAX_LISTENERS)
-		return -ENOSPC;
-	rc = tide_addrs_resolve(hostport, true, &addrs);
-	if (rc)
-		return rc;
-	lc = &a->lc[a->nlc];
-	lc->ss = addrs.addr[0];
-	lc->len = addrs.len[0];
-	lc->ops = ops;
-	lc->data = data;
-	for (unsigned i = 0; i < a->nworkers; i++) {
-		struct worker *w = &a->w[i];
-		struct lsock *ls = &w->ls[w->nls];
-
-		rc = listener_open(&lc->ss, lc->len, &p);
-		if (rc < 0) {
-			while (i--) /* undo the workers before this one */
-				close(a->w[i].ls[--a->w[i].nls].fd);
-			return rc;
-		}
-		*ls = (struct lsock){w, rc, false, ops, data};
-		w->nls++;
-	}
-	a->nlc++;
-	if (port)
-		*port = p;
-	return 0;
 }
 
 /**
@@ -309,6 +260,7 @@ void tide_agent_destroy(struct tide_agent *a)
 	free(a->refs);
 	free(a->owner);
 	pthread_mutex_destroy(&a->lock);
+	pthread_mutex_destroy(&a->listen_lock);
 	pthread_cond_destroy(&a->cond);
 	free(a);
 }

@@ -817,6 +817,52 @@ int tide_conn_fd(const struct tide_conn *c)
 	return c->fd;
 }
 
+static int set_int(int fd, int level, int name, int v)
+{
+	return setsockopt(fd, level, name, &v, sizeof(v)) ? -errno : 0;
+}
+
+/**
+ * tide_conn_keepalive() - TCP keepalive on @c (SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL,
+ * TCP_KEEPCNT): after @idle_s seconds without traffic the kernel sends a probe every
+ * @intvl_s seconds, and @cnt unanswered probes end the connection (a reset: TIDE_END_RESET
+ * with -ETIMEDOUT), so a peer that vanished (power lost, a NAT that forgot the flow) is
+ * found in idle_s + intvl_s * cnt seconds instead of never.
+ * @c:       the connection (accepted, or connected: from ops->open on).
+ * @idle_s:  seconds idle before the first probe, 1..32767; 0 turns keepalive off.
+ * @intvl_s: seconds between probes, 1..32767; 0: the kernel's default (tcp_keepalive_intvl).
+ * @cnt:     unanswered probes that end it, 1..127; 0: the kernel's default
+ *           (tcp_keepalive_probes).
+ *
+ * The agent owns the socket (tide_conn_fd() is for reading its state only); this is the
+ * way to set it. @c's worker's thread.
+ *
+ * Return: 0; -EINVAL a NULL @c or a value out of range; -EBUSY @c is still connecting (no
+ * socket yet for every attempt: call it from ops->open); -ENOTCONN @c has ended; or the
+ * error of setsockopt().
+ */
+int tide_conn_keepalive(struct tide_conn *c, unsigned idle_s, unsigned intvl_s, unsigned cnt)
+{
+	int rc;
+
+	if (!c || idle_s > 32767 || intvl_s > 32767 || cnt > 127)
+		return -EINVAL;
+	if (c->flags & F_ENDED)
+		return -ENOTCONN;
+	if (c->flags & F_CONNECTING)
+		return -EBUSY;
+	if (!idle_s)
+		return set_int(c->fd, SOL_SOCKET, SO_KEEPALIVE, 0);
+	rc = set_int(c->fd, IPPROTO_TCP, TCP_KEEPIDLE, (int)idle_s);
+	if (!rc && intvl_s)
+		rc = set_int(c->fd, IPPROTO_TCP, TCP_KEEPINTVL, (int)intvl_s);
+	if (!rc && cnt)
+		rc = set_int(c->fd, IPPROTO_TCP, TCP_KEEPCNT, (int)cnt);
+	if (!rc)
+		rc = set_int(c->fd, SOL_SOCKET, SO_KEEPALIVE, 1);
+	return rc;
+}
+
 /* ------------------------------------------------------ the worker's side -- */
 
 void set_nodelay(int fd)

@@ -50,7 +50,7 @@
 #define SEND_IOV      32 /* most iovecs in one send */
 #define FREE_BATCH    64 /* buffers handed back to the pool at once */
 #define RECV_BATCH    64 /* most buffers handed to a receive callback at once */
-#define MAX_LISTENERS 8
+#define MAX_LISTENERS 32 /* listeners of one agent at once */
 
 /* user_data: an object's address with the operation in the low 3 bits (0: ignore). */
 enum {
@@ -133,11 +133,15 @@ struct tide_conn {
 	};
 };
 
-/* One listener on one worker. */
+struct listen_ctl;
+
+/* One listener on one worker (listen.c): slot k of the agent's table is ls[k] of each. */
 struct lsock {
 	struct worker *w;
-	int fd;
-	bool armed;
+	int fd;			/* -1: none (a free slot, or closed) */
+	bool armed;		/* a multishot accept is in flight */
+	bool closing;		/* closed once no accept is in flight */
+	struct listen_ctl *ctl; /* tide_agent_listen_close() waits for this worker */
 	const struct tide_conn_ops *ops;
 	void *data;
 };
@@ -175,7 +179,7 @@ struct worker {
 	uint32_t recv_len; /* most bytes one receive completion may carry; 0: no limit */
 
 	struct lsock ls[MAX_LISTENERS];
-	unsigned nls;
+	unsigned nls; /* slots up to the highest one ever used */
 
 	struct io_uring_buf_ring *br;
 	size_t br_bytes;
@@ -213,7 +217,8 @@ struct worker {
 };
 
 struct listen_cfg {
-	struct sockaddr_storage ss;
+	bool used;
+	struct sockaddr_storage ss; /* with the port bound */
 	socklen_t len;
 	const struct tide_conn_ops *ops;
 	void *data;
@@ -227,8 +232,8 @@ struct tide_agent {
 	size_t nblocks;
 	struct tide_agent_config cfg;
 	size_t bs;
+	pthread_mutex_t listen_lock; /* lc[]: tide_agent_listen(), tide_agent_listen_close() */
 	struct listen_cfg lc[MAX_LISTENERS];
-	unsigned nlc;
 	unsigned nworkers;
 	struct worker *w;
 	_Atomic int stop;	  /* 1: drain; 2: end now */
@@ -386,11 +391,30 @@ void buf_release(struct worker *w, char *blk);
 /* Hand the buffers batched for the pool back to it. */
 void frees_flush(struct worker *w);
 
+// listen.c ------------------------------------------------------------------------------
+
+/* Arm ls's multishot accept (unless it is, or closes, or the worker drains). */
+void accept_arm(struct lsock *ls);
+/* An accept completion on ls. */
+void on_accept_cqe(struct lsock *ls, struct io_uring_cqe *cqe);
+/* Arm every listener's accept (setup, and the tick's retry after an error). */
+void listeners_arm(struct worker *w);
+/* Whether an accept is in flight on one of w's listeners. */
+bool accepts_armed(const struct worker *w);
+/* Draining: cancel the accepts, close each socket once its accept ended. */
+void listeners_drain(struct worker *w);
+
 // addr.c --------------------------------------------------------------------------------
 
 /* A bound, listening SO_REUSEPORT socket on ss at *port (0: pick one, stored back). fd or
  * -errno. */
 int listener_open(struct sockaddr_storage *ss, socklen_t len, unsigned *port);
+/* The port of an IPv4 or IPv6 address (0 for another family), and setting it. */
+unsigned addr_port(const struct sockaddr_storage *ss);
+void set_port(struct sockaddr_storage *ss, unsigned port);
+/* Whether two addresses are the same (family, address, port). */
+bool addr_same(const struct sockaddr_storage *a, socklen_t alen, const struct sockaddr_storage *b,
+	       socklen_t blen);
 void set_nodelay(int fd);
 
 #endif /* TIDE_NET_INTERNAL_H */

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * worker.c - a worker thread: its io_uring, the multishot accepts on its listeners, the event
- * loop that dispatches completions, timers, work posted from other threads, and the 100 ms
- * tick. Engine side.
+ * worker.c - a worker thread: its io_uring, the event loop that dispatches completions (the
+ * accepts on its listeners are listen.c's), timers, work posted from other threads, and the
+ * 100 ms tick. Engine side.
  *
  * Each worker is one thread with one io_uring, one SO_REUSEPORT socket per listener and one
  * provided-buffer ring (ring.c) fed from the pool through the worker's own tide user. Nothing
@@ -50,18 +50,6 @@ static uint64_t now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static void accept_arm(struct lsock *ls)
-{
-	struct io_uring_sqe *sqe;
-
-	if (ls->armed || ls->w->draining || ls->fd < 0)
-		return;
-	sqe = sqe_get(ls->w);
-	io_uring_prep_multishot_accept(sqe, ls->fd, NULL, NULL, SOCK_CLOEXEC);
-	io_uring_sqe_set_data64(sqe, UD(ls, OP_ACCEPT));
-	ls->armed = true;
-}
-
 static void wake_arm(struct worker *w)
 {
 	struct io_uring_sqe *sqe;
@@ -97,32 +85,6 @@ void posts_run(struct worker *w)
 		p->fn((struct tide_worker *)w, p->arg);
 		free(p);
 	}
-}
-
-/* Draining: close the listening socket once no accept is in flight on it, so that a new
- * connection is refused (and those in its backlog reset), never left waiting. */
-static void listener_close(struct lsock *ls)
-{
-	if (!ls->armed && ls->fd >= 0) {
-		close(ls->fd);
-		ls->fd = -1;
-	}
-}
-
-static void on_accept_cqe(struct lsock *ls, struct io_uring_cqe *cqe)
-{
-	if (!(cqe->flags & IORING_CQE_F_MORE))
-		ls->armed = false;
-	if (ls->w->draining) {
-		if (cqe->res >= 0)
-			close(cqe->res);
-		listener_close(ls);
-		return;
-	}
-	if (cqe->res >= 0)
-		on_accept(ls, cqe->res);
-	if (!ls->armed && cqe->res >= 0)
-		accept_arm(ls); /* an error (EMFILE ...) waits for the tick: no spinning */
 }
 
 static void handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
@@ -165,23 +127,11 @@ static void handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
 	conn_maybe_free(c);
 }
 
-static bool accepts_armed(struct worker *w)
-{
-	for (unsigned i = 0; i < w->nls; i++)
-		if (w->ls[i].armed)
-			return true;
-	return false;
-}
-
 static void drain_begin(struct worker *w)
 {
 	w->draining = true;
 	w->drain_deadline = w->now + w->agent->cfg.drain_timeout_ms;
-	for (unsigned i = 0; i < w->nls; i++) {
-		if (w->ls[i].armed)
-			cancel_ud(w, UD(&w->ls[i], OP_ACCEPT));
-		listener_close(&w->ls[i]);
-	}
+	listeners_drain(w);
 	conns_drain(w);
 }
 
@@ -202,8 +152,7 @@ static void tick(struct worker *w)
 		}
 		return;
 	}
-	for (unsigned i = 0; i < w->nls; i++)
-		accept_arm(&w->ls[i]);
+	listeners_arm(w);
 	ring_decay(w);
 }
 
@@ -256,8 +205,7 @@ static int worker_setup(struct worker *w)
 	w->next_tick = w->now + TICK_MS;
 	w->last_consume = w->now;
 	ring_refill(w);
-	for (unsigned i = 0; i < w->nls; i++)
-		accept_arm(&w->ls[i]);
+	listeners_arm(w);
 	wake_arm(w);
 	io_uring_submit(&w->ring);
 	return 0;

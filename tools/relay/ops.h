@@ -2,7 +2,7 @@
 /*
  * ops.h - the relay's operator features, as a static library (tide-relay-ops) the program
  * links: options and the config file, logs, the PROXY protocol, balancing and health,
- * systemd notify, privilege drop, per-IP limits, socket options, process metrics.
+ * systemd notify, privilege drop, per-IP limits, listening sockets, process metrics.
  *
  * None of it touches the agent: each part takes addresses, file descriptors and counters,
  * so the relay calls it from its accept, connect and close paths and from SIGHUP (see the
@@ -394,9 +394,6 @@ struct relay_listen_opts {
  * Return: 0 and *fd, or -EADDRINUSE (taken; without reuse_port always), -EACCES, -errno. */
 int relay_listen_open(const struct sockaddr *sa, socklen_t len, const struct relay_listen_opts *o,
 		      int *fd);
-/* TCP keepalive on fd: probes after idle_s idle, every intvl_s, cnt unanswered probes end it
- * (0 each: 60, 10, 6). 0 or -errno. */
-int relay_socket_keepalive(int fd, unsigned idle_s, unsigned intvl_s, unsigned cnt);
 /* Whether sa could be bound without SO_REUSEPORT now: a bind, closed at once.
  * Return: 0 free, -EADDRINUSE taken (also by sockets that set SO_REUSEPORT), -errno. */
 int relay_port_probe(const struct sockaddr *sa, socklen_t len);
@@ -410,21 +407,22 @@ int relay_write_process_metrics(FILE *f); /* 0, or -errno when /proc could not b
 
 // runtime.c -----------------------------------------------------------------------------
 
-/* What the engine does with listeners the runtime opens and closes (the agent API).
- * listener_add NULL: the engine binds listeners itself, at start only (tide_agent_listen);
- * the runtime then checks at start that each port is free (a bind without SO_REUSEPORT,
- * closed at once; skipped with reuse-port), and a reload keeps the listener list (logged). */
+/* What the engine does with listeners the runtime adds and removes (the agent API: the
+ * engine binds its own sockets). NULL ops, or ops without listener_add: the engine binds
+ * the start's listeners itself and a reload keeps the listener list (logged). Either way the
+ * runtime first checks that each new port is free (a bind without SO_REUSEPORT, closed at
+ * once; skipped with reuse-port), since the engine's sockets set SO_REUSEPORT. */
 struct relay_runtime_ops {
-	/* Start accepting on fd (listener i of cfg); 0 or -errno (the reload is undone). */
-	int (*listener_add)(int fd, const struct relay_endpoint *ep, void *arg);
-	/* Stop accepting on fd; the runtime closes it after this returns. */
-	void (*listener_remove)(int fd, void *arg);
+	/* Start accepting on ep; 0 or -errno (logged; the reload is undone). */
+	int (*listener_add)(const struct relay_endpoint *ep, void *arg);
+	/* Stop accepting on ep (added before, or bound by the engine at start) and close it;
+	 * connections accepted there go on. */
+	void (*listener_remove)(const struct relay_endpoint *ep, void *arg);
 	void *arg;
 };
 
 struct relay_listener {
 	struct relay_endpoint ep;
-	int fd;
 };
 
 /* What a new connection needs to know of the configuration (reload changes it). */
@@ -454,8 +452,8 @@ struct relay_runtime {
 
 /*
  * Start from a validated cfg: open the logs, resolve the upstreams into a balancer, start
- * health checks, open every listener (relay_listen_open, honouring reuse-port) and hand it
- * to ops. Everything opened is closed again on failure. Problems are logged.
+ * health checks, check every listener's port (unless reuse-port) and hand it to ops (when
+ * given). Everything opened is closed again on failure. Problems are logged.
  * Return: 0, -ENOENT (an upstream or listener name did not resolve), -EADDRINUSE, -errno.
  */
 int relay_runtime_start(struct relay_runtime *rt, const struct relay_config *cfg,
@@ -476,6 +474,9 @@ int relay_runtime_reload(struct relay_runtime *rt, int argc, char *const argv[])
  * moved (every server failed). Main thread. 0, or -errno with the running set kept (logged).
  */
 int relay_runtime_resolve(struct relay_runtime *rt);
+/* From now on listeners a reload adds or removes go through ops (copied; NULL: none), e.g.
+ * once the engine that bound the start's listeners runs. Main thread. */
+void relay_runtime_attach(struct relay_runtime *rt, const struct relay_runtime_ops *ops);
 /* The current balancer, with a reference the caller puts (the connect path, per connection);
  * NULL with --echo. Any thread. */
 struct relay_balancer *relay_runtime_balancer(struct relay_runtime *rt);

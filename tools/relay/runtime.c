@@ -3,17 +3,19 @@
  * runtime.c - the relay's running configuration, and SIGHUP reload as one transaction.
  *
  * The runtime ties the other files together the way the relay's main thread uses them:
- * at start it opens the logs, resolves the upstreams into a balancer, starts health checks,
- * opens each listener and gives it to the engine through two callbacks (the only
- * engine-specific part). On SIGHUP it builds everything new beside the old (a fresh config,
- * new listeners, a new balancer that inherits the old one's state) and only when all of it
- * succeeded swaps it in and closes what is gone; any failure undoes what this reload opened
- * and leaves the running relay exactly as it was, with the reason logged. Unchanged
- * listeners (same HOST:PORT text) keep their socket, so their accept queues lose nothing.
+ * at start it opens the logs, resolves the upstreams into a balancer, starts health checks
+ * and checks that each listener's port is free; the engine binds them (its sockets set
+ * SO_REUSEPORT, which would quietly share a port another process holds, hence the check
+ * without it first, unless reuse-port is asked for). Once the engine runs, the relay
+ * attaches two callbacks (add and remove a listener: the only engine-specific part). On
+ * SIGHUP it builds everything new beside the old (a fresh config, new listeners added to
+ * the engine, a new balancer that inherits the old one's state) and only when all of it
+ * succeeded swaps it in and removes what is gone; any failure removes what this reload
+ * added and leaves the running relay exactly as it was, with the reason logged. Unchanged
+ * listeners (same HOST:PORT text) are not touched, so there is no moment when their port
+ * refuses a connection and their accept queues lose nothing.
  *
- * With an engine that binds its listeners itself at start (ops without listener_add), the
- * runtime only checks each port is free before the engine binds it, and a reload keeps the
- * listener list (and says so).
+ * Without callbacks (ops NULL) a reload keeps the listener list (and says so).
  *
  * Workers never read rt->cfg (a reload rewrites it on the main thread): they take the
  * current balancer with relay_runtime_balancer (a reference, under a mutex so a swap cannot
@@ -125,25 +127,18 @@ static bool same_listeners(const struct relay_config *a, const struct relay_conf
 	return true;
 }
 
-/* Open and hand over one listener. 0 or -errno, logged. */
+/* Check one listener's port and hand it to the engine. 0 or -errno, logged. */
 static int open_listener(struct relay_runtime *rt, const struct relay_config *cfg,
 			 const struct relay_endpoint *ep, struct relay_listener *l)
 {
-	struct relay_listen_opts o = {.reuse_port = cfg->reuse_port};
 	struct sockaddr_storage sa;
 	socklen_t len;
 	int rc = relay_endpoint_resolve(ep, true, &sa, &len);
 
-	l->fd = -1;
-	if (!rc && !rt->ops.listener_add && !cfg->reuse_port)
-		rc = relay_port_probe((struct sockaddr *)&sa, len); /* the engine binds later */
-	else if (!rc && rt->ops.listener_add)
-		rc = relay_listen_open((struct sockaddr *)&sa, len, &o, &l->fd);
-	if (!rc && rt->ops.listener_add) {
-		rc = rt->ops.listener_add(l->fd, ep, rt->ops.arg);
-		if (rc)
-			close(l->fd);
-	}
+	if (!rc && !cfg->reuse_port)
+		rc = relay_port_probe((struct sockaddr *)&sa, len);
+	if (!rc && rt->ops.listener_add)
+		rc = rt->ops.listener_add(ep, rt->ops.arg);
 	if (rc) {
 		relay_log(RELAY_LOG_ERROR, "listen %s:%u: %s%s", ep->host, ep->port,
 			  rc == -ENOENT ? "cannot resolve" : strerror(-rc),
@@ -158,12 +153,8 @@ static int open_listener(struct relay_runtime *rt, const struct relay_config *cf
 
 static void close_listener(struct relay_runtime *rt, struct relay_listener *l)
 {
-	if (l->fd < 0)
-		return;
 	if (rt->ops.listener_remove)
-		rt->ops.listener_remove(l->fd, rt->ops.arg);
-	close(l->fd);
-	l->fd = -1;
+		rt->ops.listener_remove(&l->ep, rt->ops.arg);
 }
 
 static int start_health(const struct relay_config *cfg, struct relay_balancer *b,
@@ -220,6 +211,14 @@ int relay_runtime_start(struct relay_runtime *rt, const struct relay_config *cfg
 fail:
 	relay_runtime_stop(rt);
 	return rc;
+}
+
+void relay_runtime_attach(struct relay_runtime *rt, const struct relay_runtime_ops *ops)
+{
+	if (ops)
+		rt->ops = *ops;
+	else
+		memset(&rt->ops, 0, sizeof(rt->ops));
 }
 
 void relay_runtime_settings(struct relay_runtime *rt, struct relay_conn_settings *s)
@@ -320,8 +319,6 @@ static int build_next(struct relay_runtime *rt, const struct relay_config *fresh
 {
 	int rc;
 
-	for (unsigned i = 0; i < RELAY_MAX_LISTEN; i++)
-		n->listeners[i].fd = -1;
 	rc = make_balancer(fresh, rt->balancer, &n->balancer);
 	if (!rc)
 		rc = plan_listeners(rt, fresh, n->listeners, n->opened);

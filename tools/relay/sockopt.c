@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * sockopt.c - listening sockets and TCP keepalive, as the operator asked for them.
+ * sockopt.c - listening sockets as the operator asked for them.
  *
  * A listener gets SO_REUSEADDR (a restarted relay may bind over connections in TIME_WAIT;
  * on Linux it never lets two listeners share a port) and SO_REUSEPORT only with
@@ -13,9 +13,8 @@
  * An engine that binds its own SO_REUSEPORT socket per worker can still refuse a taken port:
  * relay_port_probe binds without SO_REUSEPORT first, which fails against any holder.
  *
- * Keepalive (--keepalive, both legs): SO_KEEPALIVE with TCP_KEEPIDLE/INTVL/CNT, so a peer that
- * vanished (power loss, a NAT that forgot us) is found in idle + intvl * cnt seconds rather
- * than the kernel's two hours.
+ * Keepalive (--keepalive, both legs) is set through the engine (tide_conn_keepalive(), in
+ * forward.c): the agent owns its connections' sockets.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -72,18 +71,5 @@ int relay_port_probe(const struct sockaddr *sa, socklen_t len)
 	if (!rc && bind(fd, sa, len))
 		rc = -errno;
 	close(fd);
-	return rc;
-}
-
-int relay_socket_keepalive(int fd, unsigned idle_s, unsigned intvl_s, unsigned cnt)
-{
-	int rc = set_int(fd, SOL_SOCKET, SO_KEEPALIVE, 1);
-
-	if (!rc)
-		rc = set_int(fd, IPPROTO_TCP, TCP_KEEPIDLE, (int)(idle_s ? idle_s : 60));
-	if (!rc)
-		rc = set_int(fd, IPPROTO_TCP, TCP_KEEPINTVL, (int)(intvl_s ? intvl_s : 10));
-	if (!rc)
-		rc = set_int(fd, IPPROTO_TCP, TCP_KEEPCNT, (int)(cnt ? cnt : 6));
 	return rc;
 }
