@@ -11,8 +11,9 @@
  * forwarded (forward.c), starts it and the optional stats endpoint, drops privileges
  * (--user), tells systemd it is ready, and then waits on the main thread: SIGHUP reloads
  * (the listeners a reload adds or removes go to the running agent: tide_agent_listen() and
- * tide_agent_listen_close(); unchanged ones are not touched), SIGINT/SIGTERM drain (a second one ends connections at once). It then checks that every
- * buffer came back to the pool (live buffers 0), says so, and exits 0 only if it did.
+ * tide_agent_listen_close(); unchanged ones are not touched), SIGINT/SIGTERM drain (a
+ * second one ends connections at once). It then checks that every buffer came back to the
+ * pool (live buffers 0), says so, and exits 0 only if it did.
  *
  * Lines on stderr that scripts may rely on (after the timestamp and level):
  *   tide-relay: listening on HOST:PORT (...)           once per --listen; PORT is the real one
