@@ -4,7 +4,11 @@
  *
  * Event lines: "2026-01-02T03:04:05.678Z LEVEL message", one per event, the timestamp RFC
  * 3339 in UTC with milliseconds, LEVEL one of error warn info debug. With --syslog the
- * message goes to syslog(3) instead (the daemon adds its own time) at the matching priority.
+ * message goes to syslog(3) instead (the daemon adds its own time and the ident
+ * "tide-relay[PID]", so a leading "tide-relay: " is left out) at the matching priority,
+ * facility daemon. syslog(3) drops lines without a word when no daemon listens on /dev/log,
+ * so opening the log checks that the socket takes a connection; when it does not, a warning
+ * says why and lines go to stderr instead (until a reload finds the socket).
  *
  * Access lines (--access-log), one per connection when it ends; fields in this order,
  * separated by one space, stable (new fields are only ever added at the end):
@@ -32,6 +36,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -129,6 +135,8 @@ static void emit(enum relay_log_level level, const char *msg)
 	int len;
 
 	if (L.cfg.syslog) {
+		if (!strncmp(msg, "tide-relay: ", 12))
+			msg += 12; /* the ident says it */
 		syslog(syslog_prio[level], "%s", msg);
 		return;
 	}
@@ -149,6 +157,55 @@ static int open_access(const char *path, int *fd)
 		return -errno;
 	*fd = f;
 	return 0;
+}
+
+/* Whether the syslog daemon's socket (_PATH_LOG, which syslog(3) uses, datagram first) takes
+ * a connection: 0 or -errno. */
+static int syslog_reachable(void)
+{
+	static const int types[] = {SOCK_DGRAM, SOCK_STREAM};
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	int err = ENOENT;
+
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", _PATH_LOG);
+	for (unsigned i = 0; i < 2; i++) {
+		int fd = socket(AF_UNIX, types[i] | SOCK_CLOEXEC, 0);
+
+		if (fd < 0)
+			return -errno;
+		if (!connect(fd, (struct sockaddr *)&a, sizeof(a))) {
+			close(fd);
+			return 0;
+		}
+		err = errno;
+		close(fd);
+		if (err != EPROTOTYPE) /* a stream socket is worth a try only then */
+			break;
+	}
+	return -err;
+}
+
+/* Under L.lock: syslog as asked, or a warning and stderr when no daemon takes lines. */
+static void syslog_setup(void)
+{
+	char msg[256];
+	int rc;
+
+	if (!L.cfg.syslog)
+		return;
+	rc = syslog_reachable();
+	if (rc) {
+		L.cfg.syslog = false;
+		snprintf(msg, sizeof(msg),
+			 "--syslog: %s: %s (no syslog daemon?); logging here instead", _PATH_LOG,
+			 strerror(-rc));
+		emit(RELAY_LOG_WARN, msg);
+		return;
+	}
+	if (!L.syslog_open) {
+		openlog("tide-relay", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+		L.syslog_open = true;
+	}
 }
 
 int relay_log_open(const struct relay_log_config *cfg)
@@ -172,10 +229,7 @@ int relay_log_open(const struct relay_log_config *cfg)
 	snprintf(L.access_path, sizeof(L.access_path), "%s",
 		 cfg->access_path ? cfg->access_path : "");
 	L.cfg.access_path = L.access_path;
-	if (cfg->syslog && !L.syslog_open) {
-		openlog("tide-relay", LOG_PID | LOG_NDELAY, LOG_DAEMON);
-		L.syslog_open = true;
-	}
+	syslog_setup();
 	pthread_mutex_unlock(&L.lock);
 	return 0;
 }

@@ -159,9 +159,10 @@ int relay_config_check_exit(unsigned problems, const struct relay_config *c, FIL
 
 struct relay_log_config {
 	enum relay_log_level level;
-	bool syslog;		    /* syslog(3), facility daemon, ident tide-relay */
-	int fd;			    /* where lines go without syslog; -1: stderr */
-	bool access;		    /* write access lines at all */
+	bool syslog; /* syslog(3), facility daemon, ident tide-relay; when /dev/log takes no
+			connection at open: a warning, and lines to fd instead */
+	int fd;	     /* where lines go without syslog; -1: stderr */
+	bool access; /* write access lines at all */
 	const char *access_path;    /* NULL or "": with the event log; else appended to */
 	unsigned burst;		    /* rate limit: lines per key per interval (default 5) */
 	unsigned interval_ms;	    /* default 1000 */
