@@ -40,6 +40,7 @@ struct relay {
 	struct relay_config *cfg; /* as loaded; the runtime keeps the running copy */
 	struct relay_runtime rt;
 	struct forward_config fwd;
+	const struct tide_conn_ops *ops; /* forward_ops(&fwd), taken once before the workers run */
 	struct tide_pool *pool;
 	struct tide_agent *agent;
 	struct stats_server *srv;
@@ -128,7 +129,7 @@ static int listener_add(const struct relay_endpoint *ep, void *arg)
 	if (!l)
 		return -ENOSPC; /* not reached: the runtime has at most two lists at once */
 	endpoint_text(ep, text, sizeof(text));
-	rc = tide_agent_listen(r->agent, text, forward_ops(&r->fwd), NULL, &l->port);
+	rc = tide_agent_listen(r->agent, text, r->ops, NULL, &l->port);
 	if (rc) {
 		relay_log(RELAY_LOG_ERROR, "tide-relay: listening on %s: %s", text,
 			  rc == -EINVAL || rc == -ENOENT ? "cannot resolve" : strerror(-rc));
@@ -200,6 +201,7 @@ static int make_agent(struct relay *r)
 		return 1;
 	}
 	r->fwd.agent = r->agent;
+	r->ops = forward_ops(&r->fwd);
 	for (unsigned i = 0; i < c->n_listen; i++) {
 		rc = listener_add(&c->listen[i], r);
 		if (rc)
