@@ -22,7 +22,8 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
-#define RELAY_MAX_LISTEN 8 /* the agent's limit (tide_agent_listen: -ENOSPC past 8) */
+/* Listeners in a configuration (the agent takes 32 at once: a reload holds two lists). */
+#define RELAY_MAX_LISTEN 8
 /* Blocks each worker needs at least (pool-max / threads): a ring of 8, a budget of 16 and a
  * reserve of 8 (tide-relay.c, size_memory). */
 #define RELAY_MIN_WORKER_BLOCKS 32
