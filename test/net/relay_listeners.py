@@ -6,11 +6,11 @@ Usage: relay_listeners.py RELAY_BINARY CASE     exit 0 pass, 1 fail, 77 skip
 Cases (an echo server of the test's own is the upstream, so bytes cross the relay both ways):
   reload_add     a reload that adds a listener: its port accepts afterwards and relays; the
                  reload is bracketed by RELOADING=1 / READY=1 (sd_notify, when built with it)
-  reload_remove  a reload that removes a listener: its port refuses afterwards, while a
-                 connection accepted there before goes on both ways and ends clean (access
-                 log end=clean); the other listener is untouched
-  reload_keep    a bounded client loop against one listener while reloads add and remove
-                 others (which accept while they are configured): 0 failed connections
+  reload_remove  (two workers) a reload that removes a listener: its port refuses afterwards,
+                 while a connection accepted there before goes on both ways and ends clean
+                 (access log end=clean); the other listener is untouched
+  reload_keep    (two workers) a bounded client loop against one listener while reloads add
+                 and remove others (which accept while they are configured): 0 failed
   reload_bad     a reload that adds a listener on a port another socket holds: refused and
                  logged ("Address already in use"), the old configuration kept entirely (the
                  upstream change in the same file is not applied, the listener not opened)
@@ -232,11 +232,11 @@ def case_reload_remove():
     a, b = free_port(), free_port()
     access = os.path.join(TMP, "access.log")
     conf = write("relay.conf", "listen 127.0.0.1:%d\nlisten 127.0.0.1:%d\nupstream 127.0.0.1:%d\n"
-                 "access-log %s\n" % (a, b, up, access))
+                 "access-log %s\nthreads 2\n" % (a, b, up, access))
     r = Relay(["--config", conf])
     held = socket.create_connection(("127.0.0.1", b), timeout=5)
     check(exchange(held, b"before") == b"before", "a connection through the second port")
-    write("relay.conf", "listen 127.0.0.1:%d\nupstream 127.0.0.1:%d\naccess-log %s\n" %
+    write("relay.conf", "listen 127.0.0.1:%d\nupstream 127.0.0.1:%d\naccess-log %s\nthreads 2\n" %
           (a, up, access))
     check(r.reload("reloaded: 1 listener"), "the reload is logged: 1 listener")
     check("stopped listening on 127.0.0.1:%d" % b in r.log(), "the removal is logged")
@@ -260,7 +260,7 @@ def case_reload_remove():
 def case_reload_keep():
     up = upstream(b"one")
     a, b, c = free_port(), free_port(), free_port()
-    base = "listen 127.0.0.1:%d\nupstream 127.0.0.1:%d\n" % (a, up)
+    base = "listen 127.0.0.1:%d\nupstream 127.0.0.1:%d\nthreads 2\n" % (a, up)
     conf = write("relay.conf", base)
     r = Relay(["--config", conf])
     stop = threading.Event()
