@@ -9,11 +9,18 @@
  *    side may then receive only what the queue has room for under the flow limit
  *    (tide_conn_recv_limit), with a worker-wide budget and a reserve for directions that
  *    hold little (allow()); with no room it waits for the peer's queue to halve (drained).
- *  - drain: nothing changes. Data flows both ways until each direction has ended (its FIN
- *    passed on after all its bytes: the engine ends a side that both got and sent FIN) or
- *    the drain deadline passes; what is left then is reset on both sides (end). One
- *    direction's FIN, or an empty queue, is not the end of the exchange: a reply may come
- *    after the request's FIN, an upload after the greeting's FIN, a chunk after a pause.
+ *  - drain: data flows both ways until each direction has ended (its FIN passed on after
+ *    all its bytes: the engine ends a side that both got and sent FIN) or the drain
+ *    deadline passes; what is left then is reset on both sides (end). One direction's FIN,
+ *    or an empty queue, is not the end of the exchange: a reply may come after the
+ *    request's FIN, an upload after the greeting's FIN, a chunk after a pause. One case is
+ *    over early (drain_sweep): the upstream has finished (its FIN and every byte before it
+ *    went to the client, every byte of the client's reached the upstream's kernel) and the
+ *    client has sent nothing for --drain-idle since. The client's socket is then closed
+ *    (it has all its bytes and the FIN: nothing was cut toward it, and a byte it sends
+ *    later is refused with a reset by its kernel), the upstream's reset (its peer's stream
+ *    did not end with a FIN), and the pair logged as 'drain'. A client that finished
+ *    first is never cut early: its upstream may still be working on the reply.
  *  - eof: FIN is passed on, after the bytes before it (tide_conn_shutdown(peer, false)).
  *  - send_error: the bytes toward this side are lost, so the peer stops being read.
  *  - end: a clean end leaves the peer to finish by itself; any other resets the peer after
@@ -34,7 +41,9 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include "relay.h"
@@ -63,6 +72,8 @@ struct pair {
 	uint8_t depth; /* our callbacks running on it: finish() waits for them to return */
 	bool echo : 1, counted : 1, up_open : 1, connected : 1, end_set : 1, keepalive : 1,
 		dead : 1;
+	bool heard : 1;	   /* draining: the client sent bytes since the last sweep */
+	bool fin_seen : 1; /* draining: the upstream had finished at the last sweep */
 };
 
 static struct tide_agent *agent_of(struct tide_conn *c)
@@ -174,9 +185,10 @@ static void count(struct pair *p, struct tide_conn *c, const struct tide_buf *bu
 
 	for (unsigned i = 0; i < n; i++)
 		sum += bufs[i].len;
-	if (c == p->client)
+	if (c == p->client) {
 		p->bytes_up += sum;
-	else
+		p->heard = true;
+	} else
 		p->bytes_down += sum;
 }
 
@@ -554,12 +566,116 @@ static void client_open(struct tide_conn *c)
 	admitted(p);
 }
 
+/*
+ * Draining: the pairs of this worker that may be over before the deadline. Each holds its
+ * pair (depth), so a pair that ended is freed by the next sweep, or at the worker's stop.
+ */
+struct drain_watch {
+	struct pair **pairs;
+	unsigned n, cap;
+	bool armed; /* the sweep timer runs */
+};
+
+static _Thread_local struct drain_watch watch;
+
+/* The kernel's count of a socket's bytes (SIOCINQ: not yet read, SIOCOUTQ: not yet acked). */
+static int sock_bytes(struct tide_conn *c, unsigned long req)
+{
+	int n = 0;
+
+	return ioctl(tide_conn_fd(c), req, &n) ? -1 : n;
+}
+
+/*
+ * The upstream has finished and all of it is through: its FIN came and was passed on after
+ * every byte (the client's side is shut), nothing is queued either way, the upstream's
+ * kernel acknowledged every byte of the client's, and no byte of the client's waits unread.
+ */
+static bool upstream_done(struct pair *p)
+{
+	return p->client && p->up && p->up_open && (tide_conn_state(p->up) & TIDE_CONN_EOF) &&
+	       (tide_conn_state(p->client) & TIDE_CONN_SHUT) && !tide_conn_queued(p->client) &&
+	       !tide_conn_queued(p->up) && sock_bytes(p->up, SIOCOUTQ) == 0 &&
+	       sock_bytes(p->client, SIOCINQ) == 0;
+}
+
+/* Over early: close the client's side (it has everything and the FIN), reset the upstream. */
+static void drain_end(struct pair *p)
+{
+	set_end(p, RELAY_END_DRAIN);
+	tide_conn_close(p->client); /* its FIN went: it ends now, the upstream stays open */
+	if (p->up)
+		tide_conn_shutdown(p->up, true); /* nothing queued: it resets now */
+}
+
+/*
+ * Every --drain-idle: a pair whose upstream had finished at the last sweep, still has, and
+ * whose client sent nothing since, ends; the others are looked at again at the next.
+ */
+static void drain_sweep(struct tide_worker *w, void *arg)
+{
+	unsigned kept = 0;
+
+	(void)arg;
+	for (unsigned i = 0; i < watch.n; i++) {
+		struct pair *p = watch.pairs[i];
+		bool done = !p->dead && upstream_done(p);
+
+		if (done && p->fin_seen && !p->heard)
+			drain_end(p);
+		p->fin_seen = done;
+		p->heard = false;
+		if (p->dead)
+			release(p);
+		else
+			watch.pairs[kept++] = p;
+	}
+	watch.n = kept;
+	watch.armed = kept && !tide_timer_start(w, fwd->drain_idle_ms, drain_sweep, NULL, NULL);
+}
+
+/* The agent drains: watch each relayed pair (told once, through its client). */
+static void on_drain(struct tide_conn *c)
+{
+	struct pair *p = tide_conn_data(c);
+	struct pair **more;
+
+	if (!fwd->drain_idle_ms || !p || p->echo || c != p->client)
+		return;
+	if (watch.n == watch.cap) {
+		unsigned cap = watch.cap ? 2 * watch.cap : 64;
+
+		more = realloc(watch.pairs, cap * sizeof(*more));
+		if (!more)
+			return; /* not watched: it runs to the deadline */
+		watch.pairs = more;
+		watch.cap = cap;
+	}
+	p->depth++;
+	p->heard = p->fin_seen = false;
+	watch.pairs[watch.n++] = p;
+	if (!watch.armed)
+		watch.armed = !tide_timer_start(tide_conn_worker(c), fwd->drain_idle_ms,
+						drain_sweep, NULL, NULL);
+}
+
+void forward_worker_stop(struct tide_worker *w, void *arg)
+{
+	(void)w;
+	(void)arg;
+	for (unsigned i = 0; i < watch.n; i++)
+		release(watch.pairs[i]); /* every connection ended: each is dead */
+	free(watch.pairs);
+	watch = (struct drain_watch){0};
+}
+
 static const struct tide_conn_ops upstream_ops = {
 	.open = upstream_open,
 	.recv = on_recv,
 	.eof = on_eof,
 	.send_error = on_send_error,
 	.drained = on_drained,
+	.drain = on_drain,
 	.end = upstream_end,
 };
 
@@ -569,6 +685,7 @@ static const struct tide_conn_ops client_ops = {
 	.eof = on_eof,
 	.send_error = on_send_error,
 	.drained = on_drained,
+	.drain = on_drain,
 	.end = client_end,
 };
 

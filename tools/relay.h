@@ -25,10 +25,14 @@ struct forward_config {
 	size_t budget;	      /* bytes one worker's queues may hold together before only
 				 directions with an empty queue receive, `small` at a time */
 	size_t small;
+	unsigned drain_idle_ms; /* draining: a pair whose upstream finished ends once its client
+				   was silent this long (--drain-idle); 0: at the deadline */
 };
 
 /* The callbacks of accepted connections: relay through rt's balancer, or echo. cfg is kept. */
 const struct tide_conn_ops *forward_ops(const struct forward_config *cfg);
+/* The agent's worker_stop: drop what the drain kept of this worker's pairs. */
+void forward_worker_stop(struct tide_worker *w, void *arg);
 
 // stats_http.c --------------------------------------------------------------------------
 

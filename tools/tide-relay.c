@@ -183,6 +183,7 @@ static int make_agent(struct relay *r)
 		.max_conns = c->max_conns,
 		.idle_timeout_ms = c->idle_timeout_ms,
 		.drain_timeout_ms = c->drain_timeout_ms,
+		.worker_stop = forward_worker_stop,
 	};
 	int rc;
 
@@ -194,6 +195,7 @@ static int make_agent(struct relay *r)
 	if (getenv("TIDE_RELAY_NO_RECV_LIMIT"))
 		ac.flags |= TIDE_AGENT_NO_RECV_LIMIT;
 	r->fwd.rt = &r->rt;
+	r->fwd.drain_idle_ms = c->drain_idle_ms;
 	size_memory(r, c->pool_max, c->threads, c->block_size, &ac);
 	rc = tide_agent_create(r->pool, &ac, &r->agent);
 	if (rc) {

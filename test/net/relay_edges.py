@@ -26,6 +26,11 @@ the suite). The kinds (see the README, "Connection endings"):
   drain_late_reply, drain_upload, drain_paused_stream  the drain ends a pair only when both
                  directions ended: a reply after the request's FIN, an upload after the
                  upstream's FIN, a reply with pauses all arrive whole, then a FIN
+  drain_finished the upstream finished (FIN after every byte) and the client stays silent:
+                 the exchange ends before --drain-timeout, the client's socket closed after
+                 all its bytes, the upstream reset, the access log says drain
+  drain_idle_pauses  after the upstream's FIN, an upload with pauses under --drain-idle is
+                 served whole
   drain_deadline a stream longer than --drain-timeout: the client sees a reset, not a FIN
   drain_twice    a second SIGTERM stops at once, long before --drain-timeout
   slow_fair      --pool-max 8M, 12 clients that never read big downloads: a new client's
@@ -606,6 +611,77 @@ def case_drain_paused_stream():
     (data, how), _ = drain_run(chunks, client)
     check(len(data) == total and how == "eof", "a reply streamed across the drain: the client "
           "got %d/%d bytes then %s" % (len(data), total, how))
+
+
+def case_drain_finished():
+    """trafficserver#7267 (shared case 13): the upstream finishes during the drain, its FIN
+    passed on after every byte, while the client keeps its side open and silent. That
+    exchange is over, so the drain does not wait for its deadline: the client has every
+    byte then a FIN, a byte it sends afterwards is refused with a reset, the upstream sees
+    a reset (the client's stream never ended with a FIN), and the access log says drain."""
+    total = 4 << 20
+
+    def finisher(srv, c):
+        c.sendall(b"s" * (64 << 10))
+        for _ in range(total // (64 << 10) - 1):
+            time.sleep(0.01)
+            c.sendall(b"s" * (64 << 10))
+        c.shutdown(socket.SHUT_WR)
+        srv.events.append(recv_all(c, timeout=60))
+
+    srv = Server(finisher)
+    r = Relay("--upstream", srv.text(), "--drain-timeout", "60", "--access-log")
+    s = connect(r.addr())
+    res = {}
+    t = threading.Thread(target=lambda: res.update(r=recv_all(s, timeout=60)), daemon=True)
+    t.start()
+    check(wait_until(lambda: srv.conns, 10), "the upstream got no connection")
+    time.sleep(0.2)
+    r.signal()
+    rc = r.wait(40)
+    t.join(20)
+    data, how = res.get("r", (b"", "none"))
+    check(rc is not None, "a finished exchange held the drain to its 60 s deadline")
+    check(len(data) == total and how == "eof",
+          "the client got %d of %d KiB then %s" % (len(data) >> 10, total >> 10, how))
+    check(wait_until(lambda: srv.events, 10) and srv.events[0] == (b"", "reset"),
+          "the upstream saw %s, not a reset" % srv.events)
+    check(re.search(r"access .*end=drain", r.log()), "no access line with end=drain: " + r.log())
+    s.sendall(b"late")
+    check(wait_until(lambda: tcp_state(s) == TCP_CLOSE, 10),
+          "a byte sent after the drain ended the exchange was not refused with a reset")
+    check(rc == 0 and "live_buffers=0 " in r.log(), "exit %s: %s" % (rc, r.log()))
+    r.cleanup()
+    s.close()
+    srv.close()
+
+
+def case_drain_idle_pauses():
+    """After the upstream's FIN, a client that keeps sending with pauses shorter than
+    --drain-idle is served: its upload reaches the upstream whole, then a FIN."""
+    total = 1 << 20
+
+    def greeter(srv, c):
+        c.sendall(b"hello\n")
+        c.shutdown(socket.SHUT_WR)
+        srv.events.append(recv_all(c, timeout=30))
+
+    srv = Server(greeter)
+    r = Relay("--upstream", srv.text(), "--drain-timeout", "60", "--drain-idle", "3")
+    s = connect(r.addr())
+    check(recv_all(s, timeout=10) == (b"hello\n", "eof"), "no greeting")
+    r.signal()
+    for _ in range(16):
+        time.sleep(0.1)
+        s.sendall(b"u" * (total // 16))
+    s.shutdown(socket.SHUT_WR)
+    check(wait_until(lambda: srv.events, 30), "the upstream's read did not end")
+    data, how = srv.events[0]
+    check(len(data) == total and how == "eof", "an upload with pauses during the drain: the "
+          "upstream got %d of %d bytes then %s" % (len(data), total, how))
+    s.close()
+    r.stop()
+    srv.close()
 
 
 def case_drain_deadline():

@@ -87,6 +87,7 @@ struct relay_config {
 	enum relay_balance balance;
 	unsigned connect_timeout_ms; /* default 5000; 0: the kernel's own */
 	unsigned drain_timeout_ms;   /* default 5000 */
+	unsigned drain_idle_ms;	     /* default 200; 0: finished pairs wait for the deadline */
 	unsigned health_interval_ms; /* 0: no active checks (default) */
 	unsigned idle_timeout_ms;    /* default 300000; 0: never */
 	unsigned send_proxy;	     /* 0 off, 1 or 2: PROXY protocol version */

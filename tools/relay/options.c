@@ -230,6 +230,7 @@ static int seconds(unsigned *field, const char *val, unsigned min_ms, const char
 SECONDS_SETTER(set_connect_timeout, connect_timeout_ms, 0,
 	       "seconds (e.g. 5, 0.5, 250ms; 0: the kernel's own)")
 SECONDS_SETTER(set_drain_timeout, drain_timeout_ms, 0, "seconds (e.g. 2, 0.5, 250ms)")
+SECONDS_SETTER(set_drain_idle, drain_idle_ms, 0, "seconds (e.g. 0.2, 200ms; 0: off)")
 SECONDS_SETTER(set_health_interval, health_interval_ms, 0, "seconds (0: no active checks)")
 SECONDS_SETTER(set_idle_timeout, idle_timeout_ms, 0, "seconds (0: never)")
 SECONDS_SETTER(set_stats_timeout, stats_timeout_ms, 1, "seconds above 0")
@@ -398,6 +399,13 @@ const struct relay_option relay_options[] = {
 	 "On SIGINT or SIGTERM, stop accepting and give open connections this long\n"
 	 "to finish; those still open are then reset (logged as 'drain').",
 	 set_drain_timeout},
+	{"drain-idle", "SEC", false, false, false, true, "0.2",
+	 "While draining, a connection whose upstream has finished (its FIN and\n"
+	 "every byte delivered to the client, every byte of the client's taken) ends\n"
+	 "once its client has sent nothing for this long: the client's side is\n"
+	 "closed, the upstream's reset (logged as 'drain'). 0: such connections wait\n"
+	 "for the client's FIN or --drain-timeout.",
+	 set_drain_idle},
 	{"health-interval", "SEC", false, false, false, false, "0 (off)",
 	 "Check every server with a TCP connect this often. A server that fails\n"
 	 "3 connects or checks in a row is out until a check succeeds. Without\n"
@@ -493,6 +501,7 @@ void relay_config_init(struct relay_config *c)
 	c->balance = RELAY_BALANCE_ROUNDROBIN;
 	c->connect_timeout_ms = 5000;
 	c->drain_timeout_ms = 5000;
+	c->drain_idle_ms = 200;
 	c->idle_timeout_ms = 300000;
 	c->stats_timeout_ms = 5000;
 	c->log_level = RELAY_LOG_INFO;
@@ -773,6 +782,7 @@ static void keep_restart_only(const struct relay_config *cur, struct relay_confi
 	fresh->has_stats = cur->has_stats;
 	KEEP(cur->echo != fresh->echo, "echo", echo);
 	KEEP(cur->stats_timeout_ms != fresh->stats_timeout_ms, "stats-timeout", stats_timeout_ms);
+	KEEP(cur->drain_idle_ms != fresh->drain_idle_ms, "drain-idle", drain_idle_ms);
 #undef KEEP
 }
 
