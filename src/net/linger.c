@@ -10,9 +10,12 @@
  * So a reset close with unsent bytes (SIOCOUTQ) keeps the socket, without its connection,
  * on the worker's linger list, and the tick resets it when its queue is empty (or the peer
  * already reset: nothing more can go), has not moved for STALL_MS (the peer takes nothing more: its
- * receive buffer is full or it left), or LINGER_MAX_MS passed. The peer still learns of the cut:
- * the close is a reset. Draining waits for the list too; the drain deadline and a second stop reset
- * at once.
+ * receive buffer is full or it left), or LINGER_MAX_MS passed. While the kernel retransmits to
+ * the peer, a still queue is not yet a stall: a receiver that does not read drops segments once
+ * its buffer is full of small ones, collapses them and takes more on a later retransmission
+ * (backed off: 200, 400, 800 ms ...), so the stall is judged a tick after the next one is due.
+ * The peer still learns of the cut: the close is a reset. Draining waits for the list too; the
+ * drain deadline and a second stop reset at once.
  */
 #include <stdlib.h>
 #include <sys/ioctl.h>
@@ -44,21 +47,35 @@ static void reset_close(int fd)
 	close(fd);
 }
 
-/* Unsent bytes in fd's send queue; 0 when the peer can take none any more (it reset). */
-static int unsent(int fd)
+/*
+ * Unsent bytes in fd's send queue; 0 when the peer can take none any more (it reset).
+ * *retry_at: the earliest a stall may be judged. STALL_MS after now, or, while the kernel
+ * is sending data again (segments the peer dropped: a receive buffer full of small
+ * segments takes more once the peer's kernel collapsed them), one retransmission timeout
+ * (its backoff included) after the last data it sent, and a tick to see the result.
+ */
+static int unsent(struct worker *w, int fd, uint64_t *retry_at)
 {
 	struct tcp_info ti;
 	socklen_t len = sizeof(ti);
 	int n = 0;
 
-	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 && ti.tcpi_state == TCP_CLOSE)
-		return 0;
+	*retry_at = w->now + STALL_MS;
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0) {
+		uint64_t next = w->now - ti.tcpi_last_data_sent + ti.tcpi_rto / 1000 + TICK_MS;
+
+		if (ti.tcpi_state == TCP_CLOSE)
+			return 0;
+		if (ti.tcpi_retransmits && next > *retry_at)
+			*retry_at = next;
+	}
 	return ioctl(fd, SIOCOUTQ, &n) == 0 ? n : 0;
 }
 
 void linger_reset(struct worker *w, int fd)
 {
-	int n = unsent(fd);
+	uint64_t retry_at;
+	int n = unsent(w, fd, &retry_at);
 	struct linger_fd *l;
 
 	if (n <= 0 || (w->draining && w->now >= w->drain_deadline) ||
@@ -80,7 +97,7 @@ void linger_reset(struct worker *w, int fd)
 	l = &w->lingers[w->nlinger++];
 	l->fd = fd;
 	l->outq = n;
-	l->check_at = w->now + STALL_MS;
+	l->check_at = retry_at;
 	l->until = w->now + LINGER_MAX_MS;
 }
 
@@ -88,11 +105,14 @@ void lingers_tick(struct worker *w)
 {
 	for (unsigned i = 0; i < w->nlinger;) {
 		struct linger_fd *l = &w->lingers[i];
-		int n = unsent(l->fd);
+		uint64_t retry_at;
+		int n = unsent(w, l->fd, &retry_at);
 
 		if (n > 0 && n != l->outq) { /* the peer took some: give it STALL_MS more */
 			l->outq = n;
-			l->check_at = w->now + STALL_MS;
+			l->check_at = retry_at;
+		} else if (retry_at > l->check_at) { /* the kernel sends again: wait for it */
+			l->check_at = retry_at;
 		}
 		if (n > 0 && w->now < l->check_at && w->now < l->until) {
 			i++;
