@@ -440,8 +440,8 @@ TIDE_API void tide_conn_set_data(struct tide_conn *c, void *data);
 TIDE_API void *tide_conn_data(const struct tide_conn *c);
 /* tide_conn_worker - the worker @c lives on. */
 TIDE_API struct tide_worker *tide_conn_worker(const struct tide_conn *c);
-/* tide_conn_fd - @c's socket, for getsockopt() and getpeername() only (the agent reads,
- * writes and closes it); -1 while a connect has no socket. */
+/* tide_conn_fd - @c's socket, for getsockopt(), getpeername() and the SIOCINQ/SIOCOUTQ
+ * queries only (the agent reads, writes and closes it); -1 while a connect has no socket. */
 TIDE_API int tide_conn_fd(const struct tide_conn *c);
 
 /*
