@@ -8,6 +8,9 @@
 #     saturation), and latency at a fixed offered rate below saturation: h2load
 #     --h1 with --rps, p50 and p99 from its per-request log, with the proxy's CPU
 #     per request at that rate;
+#   - the same nginx on three ports, balanced round robin by each proxy that can
+#     (tide-relay --upstream x3 --balance roundrobin, haproxy balance roundrobin,
+#     nginx stream upstream with three servers): wrk requests/s and CPU per request;
 #   - the same nginx: each proxy's resident memory (VmRSS of the proxy and its
 #     children, from /proc) with idle connections held by tide-idle, as the delta
 #     over the proxy's own baseline, per connection.
@@ -31,7 +34,12 @@
 #   --lat-rate N       offered requests/s of the latency measure (BENCH_LAT_RATE,
 #                      10000), spread over --lat-conns N connections (BENCH_LAT_CONNS, 10)
 #   --tide NAME=ARGS   one more tide-relay column, "tide-NAME", run with these extra
-#                      arguments (repeatable), e.g. --tide "bs256k=--block-size 256K"
+#                      arguments (repeatable), e.g. --tide "bs256k=--block-size 256K";
+#                      with --send-proxy it relays to nginx's proxy_protocol ports and
+#                      skips iperf3 (which would take the header for data)
+#   --only "M.."       run only these measures (BENCH_ONLY; default all of p1 p8 wrk
+#                      lat rr3 idle): p1/p8 iperf3 1/8 streams, wrk, lat the latency,
+#                      rr3 wrk over three upstreams round robin, idle the idle memory
 # A quick look while developing: --seconds 1 --runs 1 --idle-counts 100.
 set -uo pipefail
 # check_interrupt (Ctrl-C is checked between measurements), stop_pids, free_port
@@ -47,6 +55,7 @@ lat_rate=${BENCH_LAT_RATE:-10000}
 lat_conns=${BENCH_LAT_CONNS:-10}
 declare -A TIDE_ARGS # extra arguments of each tide-relay column
 tide_cols=()
+only=${BENCH_ONLY:-p1 p8 wrk lat rr3 idle}
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--relay) relay=$2; shift 2 ;;
@@ -58,19 +67,26 @@ while [ $# -gt 0 ]; do
 	--idle-counts) idle_counts=$2; shift 2 ;;
 	--lat-rate) lat_rate=$2; shift 2 ;;
 	--lat-conns) lat_conns=$2; shift 2 ;;
+	--only) only=$2; shift 2 ;;
 	--tide)
 		[[ $2 == *=* ]] || { echo "run-bench.sh: --tide wants NAME=ARGS" >&2; exit 2; }
 		TIDE_ARGS[tide-${2%%=*}]=${2#*=}
 		tide_cols+=("tide-${2%%=*}")
 		shift 2
 		;;
-	-h | --help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,44p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "run-bench.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
 	esac
 done
 for v in "$secs" "$runs" "$lat_rate" "$lat_conns"; do
 	[[ $v =~ ^[1-9][0-9]*$ ]] || { echo "run-bench.sh: '$v' is not a positive count" >&2; exit 2; }
 done
+for m in $only; do
+	[[ " p1 p8 wrk lat rr3 idle " == *" $m "* ]] ||
+		{ echo "run-bench.sh: --only: unknown measure '$m'" >&2; exit 2; }
+done
+runs_on() { [[ " $only " == *" $1 "* ]]; } # runs_on MEASURE: it is measured
+runs_on idle || idle_counts=
 # the extra tide-relay columns go right after tide-relay (or first when it is absent)
 if [ ${#tide_cols[@]} -gt 0 ]; then
 	if [[ " $proxies " == *" tide-relay "* ]]; then
@@ -81,6 +97,8 @@ if [ ${#tide_cols[@]} -gt 0 ]; then
 fi
 is_tide() { [ "$1" = tide-relay ] || [ -n "${TIDE_ARGS[$1]+x}" ]; }
 is_peer() { [[ $1 == haproxy* || $1 == nginx* ]]; }
+# sends_proxy PROXY: a tide column that begins each upstream connection with a PROXY header
+sends_proxy() { is_tide "$1" && [[ " ${TIDE_ARGS[$1]:-} " == *" --send-proxy "* ]]; }
 
 die() { echo "run-bench.sh: $*" >&2; exit 1; }
 # nginx is also the HTTP backend and h2load the latency client, so they are needed; a
@@ -155,8 +173,11 @@ cpu_ticks() {
 }
 hz=$(getconf CLK_TCK)
 
+# established_to PORT...: established connections from these local ports.
 established_to() {
-	ss -Htn state established "( sport = :$1 )" | wc -l
+	local f= p
+	for p in "$@"; do f+="${f:+ or }sport = :$p"; done
+	ss -Htn state established "( $f )" | wc -l
 }
 
 median() {
@@ -169,7 +190,22 @@ iperf_port=$(free_port)
 taskset -c 0 iperf3 -s -B 127.0.0.1 -p "$iperf_port" >"$work/iperf3-server.log" 2>&1 &
 pids+=($!)
 
-http_port=$(free_port)
+# nginx http: three plain ports (the first serves the single-upstream measures; the
+# three-upstream row balances over all), and three that expect a PROXY header first
+# (for tide columns with --send-proxy). One server, one worker: the same backend
+# whatever the proxy spreads its connections over.
+http_ports=() pp_ports=()
+for i in 1 2 3; do
+	p=$(free_port)
+	while [[ " ${http_ports[*]} ${pp_ports[*]} " == *" $p "* ]]; do p=$(free_port); done
+	http_ports+=("$p")
+	p=$(free_port)
+	while [[ " ${http_ports[*]} ${pp_ports[*]} " == *" $p "* ]]; do p=$(free_port); done
+	pp_ports+=("$p")
+done
+listens=
+for p in "${http_ports[@]}"; do listens+="		listen 127.0.0.1:$p backlog=4096;"$'\n'; done
+for p in "${pp_ports[@]}"; do listens+="		listen 127.0.0.1:$p backlog=4096 proxy_protocol;"$'\n'; done
 mkdir -p "$work/backend/logs"
 # nginx http closes idle connections once fewer than 1/16 of worker_connections are
 # free: give it the whole descriptor limit so that none of the held ones is closed.
@@ -185,8 +221,7 @@ http {
 	keepalive_timeout 600s;
 	keepalive_requests 1000000;
 	server {
-		listen 127.0.0.1:$http_port backlog=4096;
-		location / { return 200 "tide relay bench: a small response of 64 bytes, more or less.\n"; }
+$listens		location / { return 200 "tide relay bench: a small response of 64 bytes, more or less.\n"; }
 	}
 }
 EOF
@@ -195,16 +230,22 @@ taskset -c 0 nginx -p "$work/backend" -e "$work/backend/error.log" \
 	>"$work/backend/stdout.log" 2>&1 &
 pids+=($!)
 wait_listen "$iperf_port" || die "iperf3 server did not start: $(cat "$work/iperf3-server.log")"
-wait_listen "$http_port" || die "nginx backend did not start: $(cat "$work/backend/error.log")"
+for p in "${http_ports[@]}" "${pp_ports[@]}"; do
+	wait_listen "$p" || die "nginx backend did not start: $(cat "$work/backend/error.log")"
+done
+
+# http_ups PROXY N: the first N http backend ports PROXY relays to.
+http_ups() {
+	if sends_proxy "$1"; then echo "${pp_ports[@]:0:$2}"; else echo "${http_ports[@]:0:$2}"; fi
+}
 
 # -------------------------------------------------------------------- proxies --
 
 # start_proxy NAME "UPSTREAM_PORT..." MAXCONN: starts it pinned to core 1; sets
 # proxy_port and proxy_pid ("direct" sets proxy_port to the (first) upstream).
-# Several upstream ports are balanced round robin by haproxy and nginx (the hook
-# for a three-upstream row; tide-relay takes one upstream until it takes more).
+# Several upstream ports are balanced round robin (tide-relay, haproxy, nginx).
 start_proxy() {
-	local name=$1 ups=$2 maxconn=$3 d up1 u servers= nginx_servers= n=0
+	local name=$1 ups=$2 maxconn=$3 d up1 u servers= nginx_servers= tide_ups=() n=0
 	proxy_pid=
 	proxy_name=$name
 	proxy_log=
@@ -217,16 +258,17 @@ start_proxy() {
 		n=$((n + 1))
 		servers+="    server s$n 127.0.0.1:$u"$'\n'
 		nginx_servers+="        server 127.0.0.1:$u;"$'\n'
+		tide_ups+=(--upstream "127.0.0.1:$u")
 	done
 	proxy_port=$(free_port)
 	d="$work/$name.$proxy_port"
 	mkdir -p "$d/logs"
 	case "$name" in
 	tide-relay | tide-*)
-		[ "$n" -eq 1 ] || die "$name: one upstream only"
 		# shellcheck disable=SC2086 # the extra arguments are words
-		taskset -c 1 "$relay" --listen "127.0.0.1:$proxy_port" --upstream "127.0.0.1:$up1" \
-			--threads 1 --max-conns "$maxconn" ${TIDE_ARGS[$name]:-} >"$d/log" 2>&1 &
+		taskset -c 1 "$relay" --listen "127.0.0.1:$proxy_port" "${tide_ups[@]}" \
+			--balance roundrobin --threads 1 --max-conns "$maxconn" \
+			${TIDE_ARGS[$name]:-} >"$d/log" 2>&1 &
 		;;
 	haproxy | haproxy-256k | haproxy-splice)
 		{
@@ -370,9 +412,10 @@ lat_once() {
 			}'
 }
 
-# Hold N idle connections through the current proxy; KiB of proxy RSS per connection.
+# idle_once N BACKEND_PORT: hold N idle connections through the current proxy (which
+# relays to BACKEND_PORT); KiB of proxy RSS per connection.
 idle_once() {
-	local n=$1 base rss i held log="$work/idle.$proxy_port.$n"
+	local n=$1 be_port=$2 base rss i held log="$work/idle.$proxy_port.$n"
 	base=$(rss_kib "$proxy_pid")
 	taskset -c 0 "$idle" --connect "127.0.0.1:$proxy_port" --count "$n" --hold 60 \
 		>"$log.out" 2>"$log.err" &
@@ -384,14 +427,14 @@ idle_once() {
 	done
 	# the proxy has opened its side when the backend sees n connections
 	for ((i = 0; i < 200; i++)); do
-		held=$(established_to "$http_port")
+		held=$(established_to "$be_port")
 		[ "$held" -ge "$n" ] && break
 		kill -0 "$ipid" 2>/dev/null || break
 		sleep 0.1
 	done
 	sleep 1
 	rss=$(rss_kib "$proxy_pid")
-	held=$(established_to "$http_port")
+	held=$(established_to "$be_port")
 	kill -TERM "$ipid" 2>/dev/null
 	wait "$ipid" 2>/dev/null
 	if [ "$held" -lt "$n" ]; then
@@ -410,13 +453,31 @@ declare -A V     # V[proxy,metric] = the runs' values, space-separated
 declare -A PORT PID NAMELOG
 
 # Throughput and requests: every proxy runs at once (each idle but the one under
-# test), one instance towards iperf3 and one towards nginx, and the runs go round
+# test), one instance towards iperf3, one towards nginx and one towards nginx's three
+# ports (rr3; the proxies that balance), each only when a measure needs it; the runs go round
 # the proxies in turn, so that a noisy moment on this shared machine hits them all
 # alike. Each run also takes the proxy's CPU time from /proc (user + system).
+need_be=()
+{ runs_on p1 || runs_on p8; } && need_be+=(iperf)
+{ runs_on wrk || runs_on lat; } && need_be+=(http)
+runs_on rr3 && need_be+=(http3)
 for px in $proxies; do
-	for be in iperf http; do
-		up=$iperf_port
-		[ $be = http ] && up=$http_port
+	for be in "${need_be[@]}"; do
+		case $be in
+		iperf)
+			if sends_proxy "$px"; then
+				echo "   $px: no iperf3 (it sends a PROXY header)" >&2
+				continue
+			fi
+			up=$iperf_port
+			;;
+		http) up=$(http_ups "$px" 1) ;;
+		http3)
+			# balancing over three: not direct (one backend) nor socat (one upstream)
+			[ "$px" = direct ] || [[ $px == socat* ]] && continue
+			up=$(http_ups "$px" 3)
+			;;
+		esac
 		if start_proxy "$px" "$up" 1000; then
 			PORT[$px,$be]=$proxy_port
 			PID[$px,$be]=$proxy_pid
@@ -437,6 +498,7 @@ stop_all() {
 measure() {
 	local px=$1 m=$2 be=iperf port pid t0 t1 v cpu p50 p99 rate
 	[ "$m" = wrk ] || [ "$m" = lat ] && be=http
+	[ "$m" = wrk3 ] && be=http3
 	port=${PORT[$px,$be]:-}
 	[ -z "$port" ] && return
 	pid=${PID[$px,$be]:-}
@@ -444,7 +506,7 @@ measure() {
 	case $m in
 	p1) v=$(iperf_once "$port" 1) ;;
 	p8) v=$(iperf_once "$port" 8) ;;
-	wrk) v=$(wrk_once "$port") ;;
+	wrk | wrk3) v=$(wrk_once "$port") ;;
 	lat)
 		[[ $px == socat* ]] && pid= # one process per connection: no CPU figure
 		read -r p50 p99 rate cpu <<<"$(lat_once "$port" "$pid")"
@@ -471,23 +533,28 @@ measure() {
 	if [ -n "$pid" ] && [[ $px != socat* ]]; then
 		t1=$(cpu_ticks "$pid")
 		# CPU per unit of work: ms per GB moved, or microseconds per request
-		if [ "$m" = wrk ]; then
+		if [[ $m == wrk* ]]; then
 			cpu=$(awk -v t="$((t1 - t0))" -v hz="$hz" -v r="$v" -v s="$secs" \
 				'BEGIN { printf "%.1f", t / hz * 1e6 / (r * s) }')
-			V[$px,cpu_wrk]="${V[$px,cpu_wrk]:-} $cpu"
+			V[$px,cpu_$m]="${V[$px,cpu_$m]:-} $cpu"
 		else
 			cpu=$(awk -v t="$((t1 - t0))" -v hz="$hz" -v g="$v" -v s="$secs" \
 				'BEGIN { printf "%.0f", t / hz * 1e3 / (g * s / 8) }')
 			V[$px,cpu_$m]="${V[$px,cpu_$m]:-} $cpu"
 		fi
 	fi
-	echo "$px $m: $v${cpu:+ (proxy CPU $cpu $([ "$m" = wrk ] && echo us/req || echo ms/GB))}" >>"$raw"
+	echo "$px $m: $v${cpu:+ (proxy CPU $cpu $([[ $m == wrk* ]] && echo us/req || echo ms/GB))}" >>"$raw"
 }
 
-for ((r = 1; r <= runs; r++)); do
-	echo "== run $r of $runs: iperf3 -P 1, -P 8, wrk and h2load at $lat_rate req/s" \
+# the round's measures, in this order
+round=
+for m in p1 p8 wrk lat rr3; do
+	runs_on "$m" && round+=" ${m/rr3/wrk3}"
+done
+for ((r = 1; r <= runs && ${#round}; r++)); do
+	echo "== run $r of $runs:$round (lat: h2load at $lat_rate req/s; wrk3: three upstreams)" \
 		"through each proxy" >&2
-	for m in p1 p8 wrk lat; do
+	for m in $round; do
 		for px in $proxies; do
 			measure "$px" "$m"
 			check_interrupt
@@ -500,7 +567,8 @@ for k in "${!V[@]}"; do
 done
 for px in $proxies; do
 	echo "   $px: iperf3 -P 1 [${V[$px,p1]:-} ] -P 8 [${V[$px,p8]:-} ] Gbit/s," \
-		"wrk [${V[$px,wrk]:-} ] req/s, p99 [${V[$px,lat_p99]:-} ] us" >&2
+		"wrk [${V[$px,wrk]:-} ] req/s, p99 [${V[$px,lat_p99]:-} ] us," \
+		"wrk 3 upstreams [${V[$px,wrk3]:-} ] req/s" >&2
 done
 
 # Idle connections, towards nginx, a fresh proxy each time.
@@ -518,8 +586,9 @@ for px in $proxies; do
 			echo "   idle $n: skipped for $px (one process per connection)" >&2
 			continue
 		fi
-		if start_proxy "$px" "$http_port" $((n + 100)); then
-			v=$(idle_once "$n")
+		up=$(http_ups "$px" 1)
+		if start_proxy "$px" "$up" $((n + 100)); then
+			v=$(idle_once "$n" "$up")
 			check_interrupt
 			R[$px,idle$label]=$v
 			R[idle$label,count]=$n
@@ -535,8 +604,15 @@ done
 ratio() { # value reference -> v/ref with 2 decimals, or -
 	awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "-"; else printf "%.2f\n", a / b }'
 }
-metrics="p1 p8 wrk cpu_p1 cpu_p8 cpu_wrk lat_p50 lat_p99 lat_rate cpu_lat"
+metrics="p1 p8 wrk cpu_p1 cpu_p8 cpu_wrk lat_p50 lat_p99 lat_rate cpu_lat wrk3 cpu_wrk3"
 for n in $idle_counts; do metrics="$metrics idle$n"; done
+# only the rows something was measured for (--only)
+all_metrics=$metrics metrics=
+for m in $all_metrics; do
+	for px in $proxies; do
+		[ -n "${R[$px,$m]:-}" ] && metrics+=" $m" && break
+	done
+done
 hdr() {
 	case "$1" in
 	p1) echo "iperf3 1 stream Gbit/s" ;;
@@ -549,20 +625,22 @@ hdr() {
 	lat_p99) echo "latency p99 us @ $lat_rate/s" ;;
 	lat_rate) echo "achieved req/s of $lat_rate" ;;
 	cpu_lat) echo "proxy CPU us/req @ $lat_rate/s" ;;
+	wrk3) echo "wrk req/s, 3 upstreams rr" ;;
+	cpu_wrk3) echo "proxy CPU us/req, 3 upstreams" ;;
 	idle*) echo "KiB RSS per idle conn (${R[$1,count]:-${1#idle}})" ;;
 	esac
 }
 unit() {
 	case "$1" in
 	p1 | p8) echo Gbit/s ;;
-	wrk | lat_rate) echo req/s ;;
+	wrk | wrk3 | lat_rate) echo req/s ;;
 	cpu_p*) echo ms/GB ;;
-	cpu_wrk | cpu_lat) echo us/req ;;
+	cpu_wrk | cpu_wrk3 | cpu_lat) echo us/req ;;
 	lat_*) echo us ;;
 	*) echo KiB/conn ;;
 	esac
 }
-higher_better() { [[ $1 == p1 || $1 == p8 || $1 == wrk ]]; }
+higher_better() { [[ $1 == p1 || $1 == p8 || $1 == wrk || $1 == wrk3 ]]; }
 
 # The best peer (haproxy or nginx, any setting) of a measure: "name value", or nothing.
 # lat_rate is what was offered, not a score: it has none.
@@ -648,6 +726,7 @@ echo "Higher is better for Gbit/s and req/s; lower for CPU per unit, latency and
 echo "haproxy-256k: tune.bufsize 262144; haproxy-splice: also option splice-auto, tune.pipesize 262144;"
 echo "nginx-256k: proxy_buffer_size 256k. Latency: h2load --h1, $lat_conns connections at $lat_rate req/s"
 echo "offered in all, p50/p99 from its per-request log. Medians of $runs runs of ${secs} s; proxy on core 1,"
-echo "clients and backends on core 0."
+echo "clients and backends on core 0. 3 upstreams rr: the backend nginx on three ports, balanced round robin"
+echo "(tide-relay --balance roundrobin, haproxy balance roundrobin, nginx stream upstream), wrk as above."
 echo "CSV: $csv   raw runs: $raw"
 "$(dirname "${BASH_SOURCE[0]}")/plot-bench.sh" "$csv" "$out/relay.png"
