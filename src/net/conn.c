@@ -64,7 +64,7 @@ static void lru_add_tail(struct worker *w, struct tide_conn *c)
 
 void conn_touch(struct tide_conn *c)
 {
-	struct worker *w = c->w;
+	struct worker *w = conn_w(c);
 
 	c->active = (uint32_t)w->now;
 	if (w->lru.prev != c && !(c->flags & F_ENDED)) {
@@ -94,7 +94,7 @@ static struct txq *txq_get(struct tide_conn *c)
 
 	if (q)
 		return q;
-	q = spare_get(&c->w->spare_txqs, sizeof(*q));
+	q = spare_get(&conn_w(c)->spare_txqs, sizeof(*q));
 	if (!q)
 		return NULL;
 	q->head = q->tail = NULL;
@@ -113,11 +113,11 @@ static void txq_drop_all(struct tide_conn *c)
 		return;
 	for (s = q->head; s; s = next) {
 		next = s->next;
-		buf_unref(c->w->agent, buf_block(c->w->agent, s->data));
-		spare_put(&c->w->spare_segs, s);
+		buf_unref(conn_w(c)->agent, buf_block(conn_w(c)->agent, s->data));
+		spare_put(&conn_w(c)->spare_segs, s);
 	}
 	q->head = q->tail = NULL;
-	c->w->queued -= q->queued;
+	conn_w(c)->queued -= q->queued;
 	q->queued = 0;
 }
 
@@ -127,7 +127,7 @@ static void txq_maybe_put(struct tide_conn *c)
 	struct txq *q = c->tx;
 
 	if (q && !q->head && !(c->flags & F_SENDING) && q->notify == SIZE_MAX) {
-		spare_put(&c->w->spare_txqs, q);
+		spare_put(&conn_w(c)->spare_txqs, q);
 		c->tx = NULL;
 	}
 }
@@ -136,7 +136,7 @@ static void txq_maybe_put(struct tide_conn *c)
 
 void conn_maybe_free(struct tide_conn *c)
 {
-	struct worker *w = c->w;
+	struct worker *w = conn_w(c);
 
 	if (!(c->flags & F_ENDED) || c->refs)
 		return;
@@ -149,19 +149,19 @@ void conn_maybe_free(struct tide_conn *c)
 		linger_reset(w, c->fd); /* after what the kernel still holds for the peer */
 	else if (c->fd >= 0)
 		close(c->fd);
-	free(c);
+	slab_free(c);
 	w->nconns--;
 }
 
 static void recv_cancel(struct tide_conn *c)
 {
-	cancel_ud(c->w, UD(c, OP_RECV));
+	cancel_ud(conn_w(c), UD(c, OP_RECV));
 	c->flags |= F_CANCEL;
 }
 
 void conn_end(struct tide_conn *c, enum tide_end why, int err)
 {
-	struct worker *w = c->w;
+	struct worker *w = conn_w(c);
 
 	if (c->flags & F_ENDED)
 		return;
@@ -225,7 +225,7 @@ static void conn_maybe_done(struct tide_conn *c)
  */
 static void watch_add(struct tide_conn *c)
 {
-	struct worker *w = c->w;
+	struct worker *w = conn_w(c);
 
 	if (c->flags & (F_ENDED | F_WATCH | F_SHUT | F_WAIT))
 		return;
@@ -266,7 +266,7 @@ void conns_watch(struct worker *w)
 
 static void recv_arm(struct tide_conn *c)
 {
-	struct worker *w = c->w;
+	struct worker *w = conn_w(c);
 	struct io_uring_sqe *sqe;
 
 	if (c->flags & (F_ENDED | F_ARMED | F_EOF | F_WAIT | F_PAUSED | F_CONNECTING) ||
@@ -306,7 +306,7 @@ static void deliver(struct tide_conn *c, struct tide_buf *bufs, unsigned n)
 		return;
 	}
 	for (unsigned i = 0; i < n; i++)
-		buf_unref(c->w->agent, buf_block(c->w->agent, bufs[i].data));
+		buf_unref(conn_w(c)->agent, buf_block(conn_w(c)->agent, bufs[i].data));
 }
 
 /*
@@ -317,7 +317,7 @@ static void deliver(struct tide_conn *c, struct tide_buf *bufs, unsigned n)
  */
 static void recv_take(struct tide_conn *c, size_t left, unsigned cflags)
 {
-	struct worker *w = c->w;
+	struct worker *w = conn_w(c);
 	struct tide_buf bufs[RECV_BATCH];
 	unsigned pos = cflags >> IORING_CQE_BUFFER_SHIFT, n = 0;
 
@@ -351,7 +351,7 @@ static void recv_take(struct tide_conn *c, size_t left, unsigned cflags)
 
 void on_recv(struct tide_conn *c, int res, unsigned cflags)
 {
-	struct worker *w = c->w;
+	struct worker *w = conn_w(c);
 
 	if (res > 0 && (cflags & IORING_CQE_F_BUFFER)) {
 		STAT_ADD(w, bytes_in, (uint64_t)res);
@@ -407,7 +407,7 @@ void on_recv(struct tide_conn *c, int res, unsigned cflags)
 
 static void send_submit(struct tide_conn *c)
 {
-	struct worker *w = c->w;
+	struct worker *w = conn_w(c);
 	struct txq *q = c->tx;
 	struct io_uring_sqe *sqe;
 	unsigned n = 0;
@@ -486,21 +486,21 @@ static void txq_consume(struct tide_conn *c, size_t left)
 		s->data += take;
 		s->len -= (uint32_t)take;
 		q->queued -= take;
-		c->w->queued -= take;
+		conn_w(c)->queued -= take;
 		left -= take;
 		if (!s->len) {
 			q->head = s->next;
 			if (!q->head)
 				q->tail = NULL;
-			buf_unref(c->w->agent, buf_block(c->w->agent, s->data - 1));
-			spare_put(&c->w->spare_segs, s);
+			buf_unref(conn_w(c)->agent, buf_block(conn_w(c)->agent, s->data - 1));
+			spare_put(&conn_w(c)->spare_segs, s);
 		}
 	}
 }
 
 void on_send(struct tide_conn *c, int res)
 {
-	struct worker *w = c->w;
+	struct worker *w = conn_w(c);
 
 	c->flags &= ~F_SENDING;
 	c->refs--;
@@ -547,7 +547,7 @@ void on_send(struct tide_conn *c, int res)
  */
 int tide_conn_send(struct tide_conn *c, const struct tide_buf *bufs, unsigned n)
 {
-	struct tide_agent *a = c->w->agent;
+	struct tide_agent *a = conn_w(c)->agent;
 	struct txq *q;
 	int rc = 0;
 	unsigned i = 0;
@@ -565,7 +565,7 @@ int tide_conn_send(struct tide_conn *c, const struct tide_buf *bufs, unsigned n)
 			buf_unref(a, buf_block(a, bufs[i].data));
 			continue;
 		}
-		s = spare_get(&c->w->spare_segs, sizeof(*s));
+		s = spare_get(&conn_w(c)->spare_segs, sizeof(*s));
 		if (!s) {
 			rc = -ENOMEM;
 			break;
@@ -579,7 +579,7 @@ int tide_conn_send(struct tide_conn *c, const struct tide_buf *bufs, unsigned n)
 			q->head = s;
 		q->tail = s;
 		q->queued += s->len;
-		c->w->queued += s->len;
+		conn_w(c)->queued += s->len;
 	}
 	for (; i < n; i++)
 		buf_unref(a, buf_block(a, bufs[i].data));
@@ -603,7 +603,7 @@ int tide_conn_send(struct tide_conn *c, const struct tide_buf *bufs, unsigned n)
  */
 int tide_conn_send_copy(struct tide_conn *c, const void *data, size_t len)
 {
-	struct worker *w = c->w;
+	struct worker *w = conn_w(c);
 	size_t nbufs = (len + w->bs - 1) / w->bs;
 	struct tide_buf local[16], *bufs = local;
 	const char *p = data;
@@ -687,7 +687,7 @@ void tide_conn_pause(struct tide_conn *c)
 	if (c->flags & (F_PAUSED | F_ENDED))
 		return;
 	c->flags |= F_PAUSED;
-	STAT_ADD(c->w, pauses, 1);
+	STAT_ADD(conn_w(c), pauses, 1);
 	if ((c->flags & F_ARMED) && !(c->flags & F_CANCEL))
 		recv_cancel(c);
 }
@@ -696,10 +696,10 @@ void tide_conn_pause(struct tide_conn *c)
 static void window_set(struct tide_conn *c, uint32_t window)
 {
 	if (c->window)
-		c->w->promised -= c->window - 1;
+		conn_w(c)->promised -= c->window - 1;
 	c->window = window;
 	if (window)
-		c->w->promised += window - 1;
+		conn_w(c)->promised += window - 1;
 }
 
 /**
@@ -809,7 +809,7 @@ void *tide_conn_data(const struct tide_conn *c)
 
 struct tide_worker *tide_conn_worker(const struct tide_conn *c)
 {
-	return (struct tide_worker *)c->w;
+	return (struct tide_worker *)conn_w(c);
 }
 
 int tide_conn_fd(const struct tide_conn *c)
@@ -874,11 +874,10 @@ void set_nodelay(int fd)
 
 struct tide_conn *conn_new(struct worker *w, int fd, const struct tide_conn_ops *ops, void *data)
 {
-	struct tide_conn *c = calloc(1, sizeof(*c));
+	struct tide_conn *c = slab_alloc(w); /* zeroed */
 
 	if (!c)
 		return NULL;
-	c->w = w;
 	c->fd = fd;
 	c->ops = ops;
 	c->data = data;

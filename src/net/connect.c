@@ -34,7 +34,7 @@ void connecting_free(struct tide_conn *c)
 /* Queue the link timeout of the connect just prepared: units of 10 ms. */
 static void timeout_link(struct tide_conn *c, struct io_uring_sqe *connect)
 {
-	struct worker *w = c->w;
+	struct worker *w = conn_w(c);
 	struct io_uring_sqe *sqe;
 
 	connect->flags |= IOSQE_IO_LINK;
@@ -47,7 +47,7 @@ static void timeout_link(struct tide_conn *c, struct io_uring_sqe *connect)
 /* Start the next attempt: 0, or the last error when no address is left. */
 static int connect_next(struct tide_conn *c)
 {
-	struct worker *w = c->w;
+	struct worker *w = conn_w(c);
 
 	while (c->cn_next < c->to->n) {
 		unsigned i = c->cn_next++;
@@ -148,7 +148,7 @@ void on_connect(struct tide_conn *c, int res)
 	close(c->fd);
 	c->fd = -1;
 	if (c->cn_next < c->to->n)
-		STAT_ADD(c->w, retries, 1);
+		STAT_ADD(conn_w(c), retries, 1);
 	if (connect_next(c))
 		conn_end(c, TIDE_END_CONNECT, err);
 }

@@ -106,9 +106,12 @@ struct txq {
 	struct iovec iov[SEND_IOV];
 };
 
+/*
+ * 64 bytes, in a slot of a slab (slab.c), which gives its worker (conn_w()): an idle
+ * connection costs this and nothing else.
+ */
 struct tide_conn {
 	struct tide_conn *prev, *next; /* the worker's LRU list, oldest activity first */
-	struct worker *w;
 	const struct tide_conn_ops *ops;
 	void *data;
 	struct txq *tx;
@@ -132,6 +135,23 @@ struct tide_conn {
 		uint32_t window;
 	};
 };
+
+/* A slab of connection slots (slab.c); SLAB_SIZE bytes aligned to SLAB_SIZE, this first. */
+#define SLAB_SIZE ((size_t)64 << 10)
+struct slab {
+	_Alignas(64) struct worker *w;
+	struct slab *prev, *next; /* on the worker's list while it has a free slot */
+	struct tide_conn *free;	  /* freed slots, linked through their first word */
+	unsigned fresh;		  /* slots handed out at least once (the lowest) */
+	unsigned used;
+	bool listed;
+};
+
+/* The worker of a connection: the header of the slab it is in. */
+static inline struct worker *conn_w(const struct tide_conn *c)
+{
+	return ((const struct slab *)((uintptr_t)c & ~(uintptr_t)(SLAB_SIZE - 1)))->w;
+}
 
 struct listen_ctl;
 
@@ -197,6 +217,8 @@ struct worker {
 	struct linger_fd *lingers; /* reset closes waiting for their send queue (linger.c) */
 	unsigned nlinger, linger_cap;
 	struct spare *spare_segs, *spare_txqs;
+	struct slab *slabs;	 /* its slabs with a free slot (slab.c) */
+	struct slab *slab_spare; /* an empty one kept */
 	/* The connects' link timeout: read by the kernel when submitted, so it changes only
 	 * after what used it was submitted. */
 	struct __kernel_timespec connect_ts;
@@ -345,6 +367,11 @@ void conns_end_all(struct worker *w, enum tide_end why);
 void conns_end_idle(struct worker *w, unsigned timeout_ms);
 /* Free the spare segs and txqs. */
 void spares_free(struct worker *w);
+
+/* slab.c */
+struct tide_conn *slab_alloc(struct worker *w);
+void slab_free(struct tide_conn *c);
+void slabs_free(struct worker *w);
 /* Mark activity on c (the LRU list). */
 void conn_touch(struct tide_conn *c);
 

@@ -224,6 +224,7 @@ static void worker_teardown(struct worker *w)
 		w->ring_ok = false;
 	}
 	spares_free(w);
+	slabs_free(w);
 	lingers_end_all(w);
 	ring_free(w);
 	timers_free(w);
