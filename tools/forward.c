@@ -26,15 +26,22 @@
  *  - end: a clean end leaves the peer to finish by itself; any other resets the peer after
  *    what it has queued went out.
  * The operator's side (tools/relay, through the runtime):
- *  - accept: the client's address (from getpeername, or a PROXY header with --accept-proxy)
- *    is counted per IP (--max-conns-per-ip: refused over the limit); keepalive if asked.
- *  - connect: the balancer gives an order of servers; each is tried in turn, one address
- *    per attempt, for the connect timeout, and each failure is told to the balancer
+ *  - accept: with --access-log, --max-conns-per-ip, --send-proxy or --accept-proxy, the
+ *    pair gets a struct pair_ext: the client's address (from getpeername, or a PROXY header
+ *    with --accept-proxy) and the listener's, and the start time; the client is counted per
+ *    IP (refused over the limit). Keepalive if asked.
+ *  - connect: the balancer gives the first server and the ones after it, one at a time
+ *    (relay_balancer_first/next: no list per connection); each is tried in turn, one
+ *    address per attempt, for the connect timeout, and each failure is told to the balancer
  *    (passive health) and logged, rate-limited. The client is not read until an upstream
  *    accepted, so no byte is queued on an attempt that may fail. --send-proxy queues the
  *    PROXY header first on each attempt.
- *  - close: when both sides have ended, the access line is written, the balancer told
+ *  - close: when both sides have ended, the access line is written (for a pair with its
+ *    ext: one accepted before a reload turned the access log on has no line, and one
+ *    accepted before a reload set --max-conns-per-ip does not count), the balancer told
  *    (bytes, active count), the per-IP count released, the balancer reference dropped.
+ * Memory: an idle relayed client costs its pair (56 bytes without the options above) and
+ * the engine's two connections (64 bytes each).
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -57,24 +64,36 @@ struct proxy_wait {
 	unsigned n_pending;
 };
 
-/* One client and its upstream; small, as it lives as long as the connection (idle ones too). */
+/* What the operator's options need (only with them), from the accept to the end. */
+struct pair_ext {
+	struct proxy_wait *pw; /* --accept-proxy, until the header is in */
+	uint64_t start_ms;
+	struct sockaddr_in6 client_addr, local_addr; /* IPv4 too (same start) */
+};
+
+/*
+ * One client and its upstream; small, as it lives as long as the connection (idle ones too):
+ * 56 bytes, a 64-byte malloc chunk.
+ */
 struct pair {
 	struct tide_conn *client, *up; /* NULL once that side ended (or before it exists) */
 	struct relay_balancer *b;      /* a reference, from the pick to the end */
-	uint16_t *order;	       /* servers to try, while connecting */
-	struct proxy_wait *pw;	       /* --accept-proxy, until the header is in */
-	uint64_t start_ms, bytes_up, bytes_down;
-	struct sockaddr_in6 client_addr, local_addr; /* IPv4 too (same start) */
-	uint32_t connect_timeout_ms;		     /* the settings it was accepted with */
-	int16_t server;				     /* index in b of the attempt, -1 none */
-	uint16_t n_order, attempt;
-	uint8_t end, send_proxy;
-	uint8_t depth; /* our callbacks running on it: finish() waits for them to return */
-	bool echo : 1, counted : 1, up_open : 1, connected : 1, end_set : 1, keepalive : 1,
-		dead : 1;
-	bool heard : 1;	   /* draining: the client sent bytes since the last sweep */
-	bool fin_seen : 1; /* draining: the upstream had finished at the last sweep */
+	struct pair_ext *ext;	       /* NULL without the options that need it */
+	uint64_t bytes_up, bytes_down;
+	uint16_t connect_timeout; /* 10 ms units (as the engine keeps it); the settings it was
+				     accepted with */
+	uint8_t server;		  /* index in b of the attempt, if has_server */
+	uint8_t first;		  /* the balancer's first choice (relay_balancer_next) */
+	uint16_t attempt : 9;	  /* servers looked at after first (relay_balancer_next's k) */
+	uint16_t depth : 4; /* our callbacks running on it: finish() waits for them to return */
+	uint16_t end : 3;
+	uint16_t send_proxy : 2, all : 1, has_server : 1, echo : 1, counted : 1, up_open : 1,
+		connected : 1, end_set : 1, keepalive : 1, dead : 1;
+	uint16_t heard : 1;    /* draining: the client sent bytes since the last sweep */
+	uint16_t fin_seen : 1; /* draining: the upstream had finished at the last sweep */
 };
+_Static_assert(sizeof(struct pair) <= 56, "an idle pair takes a 64-byte malloc chunk");
+_Static_assert(RELAY_MAX_UPSTREAM <= 256, "server and first are 8 bits, attempt 9");
 
 static struct tide_agent *agent_of(struct tide_conn *c)
 {
@@ -123,35 +142,49 @@ static enum relay_end end_of(enum tide_end why)
 	}
 }
 
+static struct sockaddr *client_addr(struct pair *p)
+{
+	return (struct sockaddr *)&p->ext->client_addr;
+}
+
+/* --accept-proxy's wait is over (the payload behind the header was passed on or dropped). */
+static void pw_free(struct pair *p)
+{
+	if (p->ext) {
+		free(p->ext->pw);
+		p->ext->pw = NULL;
+	}
+}
+
 /* Both sides are gone: the access line, the counters, and free. */
 static void finish(struct pair *p)
 {
+	struct proxy_wait *pw = p->ext ? p->ext->pw : NULL;
 	struct relay_access a = {
-		.client = (struct sockaddr *)&p->client_addr,
-		.listener = (struct sockaddr *)&p->local_addr,
 		.bytes_up = p->bytes_up,
 		.bytes_down = p->bytes_down,
-		.duration_us = (relay_now_ms() - p->start_ms) * 1000,
 		.end = p->end_set ? (enum relay_end)p->end : RELAY_END_CLEAN,
 	};
 
-	if (p->b && p->server >= 0) {
-		a.upstream = relay_balancer_addr(p->b, (unsigned)p->server, NULL);
+	if (p->b && p->has_server) {
+		a.upstream = relay_balancer_addr(p->b, p->server, NULL);
 		if (p->connected)
-			relay_balancer_closed(p->b, (unsigned)p->server, p->bytes_up,
-					      p->bytes_down);
+			relay_balancer_closed(p->b, p->server, p->bytes_up, p->bytes_down);
 	}
-	relay_log_access(&a);
+	if (p->ext) {
+		a.client = client_addr(p);
+		a.listener = (struct sockaddr *)&p->ext->local_addr;
+		a.duration_us = (relay_now_ms() - p->ext->start_ms) * 1000;
+		relay_log_access(&a);
+	}
 	if (p->counted)
-		relay_peer_limit_release(fwd->rt->peers, (struct sockaddr *)&p->client_addr);
+		relay_peer_limit_release(fwd->rt->peers, client_addr(p));
 	relay_balancer_put(p->b);
-	if (p->pw)
-		for (unsigned i = 0; i < p->pw->n_pending; i++)
-			tide_buf_put(fwd->agent, p->pw->pending[i].data);
-	free(p->pw);
-	p->pw = NULL;
-	free(p->order);
-	p->order = NULL;
+	for (unsigned i = 0; pw && i < pw->n_pending; i++)
+		tide_buf_put(fwd->agent, pw->pending[i].data);
+	pw_free(p);
+	free(p->ext);
+	p->ext = NULL;
 	if (p->depth)
 		p->dead = true; /* a callback of ours is still running on it: it frees */
 	else
@@ -235,41 +268,55 @@ static void forward(struct pair *p, struct tide_conn *c, struct tide_buf *bufs, 
 
 static const struct tide_conn_ops upstream_ops;
 
+/* The next server to try after those tried, or -1. */
+static int next_server(struct pair *p)
+{
+	unsigned k = p->attempt;
+	int i = p->b ? relay_balancer_next(p->b, p->first, p->all, &k, relay_now_ms()) : -1;
+
+	p->attempt = k & 0x1ff;
+	return i;
+}
+
 /* Try the next server in the order; false when none is left (the client is reset). */
 static bool try_next(struct pair *p)
 {
 	uint8_t hdr[128];
 	ssize_t len;
+	int next;
 
-	while (p->attempt < p->n_order) {
-		unsigned i = p->order[p->attempt++];
+	while ((next = next_server(p)) >= 0) {
+		unsigned i = (unsigned)next;
 		const struct tide_addrs *to = relay_balancer_connect_addrs(p->b, i);
 
 		if (!to)
 			break;
-		p->server = (int16_t)i;
+		p->server = (uint8_t)i;
+		p->has_server = true;
 		relay_balancer_connect_start(p->b, i);
-		if (tide_conn_connect(tide_conn_worker(p->client), to, p->connect_timeout_ms,
-				      &upstream_ops, p, &p->up)) {
+		if (tide_conn_connect(tide_conn_worker(p->client), to,
+				      (unsigned)p->connect_timeout * 10, &upstream_ops, p,
+				      &p->up)) {
 			p->up = NULL; /* no connection and no callback: the next server */
 			relay_balancer_connect_failed(p->b, i, -ENOMEM, relay_now_ms());
 			continue;
 		}
-		if (p->send_proxy) {
-			len = relay_pp_encode(p->send_proxy, (struct sockaddr *)&p->client_addr,
-					      (struct sockaddr *)&p->local_addr, false, hdr,
+		if (p->send_proxy) { /* then it has its ext */
+			len = relay_pp_encode(p->send_proxy, client_addr(p),
+					      (struct sockaddr *)&p->ext->local_addr, false, hdr,
 					      sizeof(hdr));
 			if (len > 0)
 				tide_conn_send_copy(p->up, hdr, (size_t)len);
 		}
 		return true;
 	}
-	p->server = -1;
+	p->has_server = false;
 	p->up = NULL;
 	atomic_store_explicit(&((struct forward_config *)fwd)->resolve, true,
 			      memory_order_relaxed); /* the names may have moved */
 	relay_log_limited(RELAY_LOG_ERROR, "no upstream",
-			  "no upstream took a connection (%u tried)", p->n_order);
+			  "no upstream took a connection (%u servers)",
+			  p->b ? relay_balancer_count(p->b) : 0);
 	set_end(p, RELAY_END_UNREACHABLE);
 	tide_conn_abort(p->client);
 	return false;
@@ -277,16 +324,19 @@ static bool try_next(struct pair *p)
 
 static void start_connect(struct pair *p)
 {
-	unsigned order[RELAY_MAX_UPSTREAM], n;
+	struct sockaddr_in6 sa = {0};
+	socklen_t len = sizeof(sa);
+	const struct sockaddr *who = p->ext ? client_addr(p) : (struct sockaddr *)&sa;
+	int first;
+	bool all = false;
 
+	if (!p->ext) /* --balance source hashes it; no one else needs it */
+		getpeername(tide_conn_fd(p->client), (struct sockaddr *)&sa, &len);
 	p->b = relay_runtime_balancer(fwd->rt);
-	n = relay_balancer_pick(p->b, (struct sockaddr *)&p->client_addr, relay_now_ms(), order,
-				RELAY_MAX_UPSTREAM);
-	p->order = malloc(n * sizeof(*p->order));
-	for (unsigned k = 0; p->order && k < n; k++)
-		p->order[k] = (uint16_t)order[k];
-	p->n_order = p->order ? (uint16_t)n : 0;
-	p->attempt = 0;
+	first = p->b ? relay_balancer_first(p->b, who, relay_now_ms(), &all) : -1;
+	p->first = (uint8_t)(first < 0 ? 0 : first);
+	p->all = all && first >= 0;
+	p->attempt = first < 0 ? RELAY_MAX_UPSTREAM : 0; /* none: try_next finds none */
 	tide_conn_pause(p->client); /* its bytes wait in its socket until an upstream accepts */
 	try_next(p);
 }
@@ -294,23 +344,23 @@ static void start_connect(struct pair *p)
 /* The client's address is known: the per-IP limit, then the upstream. */
 static void admitted(struct pair *p)
 {
+	struct proxy_wait *pw = p->ext ? p->ext->pw : NULL;
 	char who[64];
 
-	if (!relay_peer_limit_acquire(fwd->rt->peers, (struct sockaddr *)&p->client_addr)) {
-		relay_addr_format((struct sockaddr *)&p->client_addr, who, sizeof(who));
+	if (p->ext && !relay_peer_limit_acquire(fwd->rt->peers, client_addr(p))) {
+		relay_addr_format(client_addr(p), who, sizeof(who));
 		relay_log_limited(RELAY_LOG_WARN, "max-conns-per-ip",
 				  "%s is over --max-conns-per-ip: closed", who);
 		set_end(p, RELAY_END_REFUSED);
 		tide_conn_abort(p->client);
 		return;
 	}
-	p->counted = true;
+	p->counted = p->ext != NULL;
 	if (p->echo) {
-		if (p->pw) { /* what came behind the PROXY header goes back first */
-			count(p, p->client, p->pw->pending, p->pw->n_pending);
-			tide_conn_send(p->client, p->pw->pending, p->pw->n_pending);
-			free(p->pw);
-			p->pw = NULL;
+		if (pw) { /* what came behind the PROXY header goes back first */
+			count(p, p->client, pw->pending, pw->n_pending);
+			tide_conn_send(p->client, pw->pending, pw->n_pending);
+			pw_free(p);
 		}
 		allow(p->client, p->client);
 		return;
@@ -321,6 +371,7 @@ static void admitted(struct pair *p)
 /* --accept-proxy: feed the header parser; the rest of the bytes wait for the upstream. */
 static void proxy_header(struct pair *p, struct tide_conn *c, struct tide_buf *bufs, unsigned n)
 {
+	struct proxy_wait *pw = p->ext->pw;
 	struct relay_pp_result res;
 	unsigned i = 0;
 	size_t used;
@@ -328,38 +379,36 @@ static void proxy_header(struct pair *p, struct tide_conn *c, struct tide_buf *b
 	char who[64];
 
 	for (; i < n && rc == 0; i++) {
-		rc = relay_pp_parse(&p->pw->pp, bufs[i].data, bufs[i].len, &used, &res);
+		rc = relay_pp_parse(&pw->pp, bufs[i].data, bufs[i].len, &used, &res);
 		if (rc == 1 && used < bufs[i].len) {
-			p->pw->pending[p->pw->n_pending].data = (char *)bufs[i].data + used;
-			p->pw->pending[p->pw->n_pending++].len = bufs[i].len - (uint32_t)used;
+			pw->pending[pw->n_pending].data = (char *)bufs[i].data + used;
+			pw->pending[pw->n_pending++].len = bufs[i].len - (uint32_t)used;
 		} else {
 			tide_buf_put(agent_of(c), bufs[i].data);
 		}
 	}
 	for (; i < n; i++) /* more buffers of the same receive: payload */
-		if (p->pw->n_pending < 16)
-			p->pw->pending[p->pw->n_pending++] = bufs[i];
+		if (pw->n_pending < 16)
+			pw->pending[pw->n_pending++] = bufs[i];
 		else
 			tide_buf_put(agent_of(c), bufs[i].data), rc = -ENOBUFS;
 	if (rc == 0)
 		return;
 	if (rc < 0) {
-		relay_addr_format((struct sockaddr *)&p->client_addr, who, sizeof(who));
+		relay_addr_format(client_addr(p), who, sizeof(who));
 		relay_log_limited(RELAY_LOG_WARN, "bad proxy header", "%s: %s", who,
 				  rc == -ENOBUFS ? "too much data behind the PROXY header"
-						 : p->pw->pp.err);
+						 : pw->pp.err);
 		set_end(p, RELAY_END_ERROR);
 		tide_conn_abort(c);
 		return;
 	}
 	if (res.known && !res.local) {
-		memcpy(&p->client_addr, &res.src, sizeof(p->client_addr));
-		memcpy(&p->local_addr, &res.dst, sizeof(p->local_addr));
+		memcpy(&p->ext->client_addr, &res.src, sizeof(p->ext->client_addr));
+		memcpy(&p->ext->local_addr, &res.dst, sizeof(p->ext->local_addr));
 	}
-	if (!p->pw->n_pending) {
-		free(p->pw);
-		p->pw = NULL;
-	}
+	if (!pw->n_pending)
+		pw_free(p);
 	admitted(p);
 }
 
@@ -367,7 +416,8 @@ static void on_recv_body(struct tide_conn *c, struct tide_buf *bufs, unsigned n)
 {
 	struct pair *p = tide_conn_data(c);
 
-	if (p && p->pw && !p->counted && c == p->client) { /* --accept-proxy: the header first */
+	if (p && p->ext && p->ext->pw && !p->counted &&
+	    c == p->client) { /* --accept-proxy: the header first */
 		proxy_header(p, c, bufs, n);
 		return;
 	}
@@ -442,20 +492,17 @@ static void upstream_open_body(struct tide_conn *c)
 	struct pair *p = tide_conn_data(c);
 
 	p->up_open = p->connected = true;
-	relay_balancer_connect_ok(p->b, (unsigned)p->server, relay_now_ms());
+	relay_balancer_connect_ok(p->b, p->server, relay_now_ms());
 	if (p->keepalive)
 		tide_conn_keepalive(c, 60, 10, 6);
 	if (!p->client) {
 		tide_conn_abort(c); /* the client left while we connected */
 		return;
 	}
-	free(p->order); /* connected: no more servers to try */
-	p->order = NULL;
-	if (p->pw) {
-		count(p, p->client, p->pw->pending, p->pw->n_pending);
-		tide_conn_send(c, p->pw->pending, p->pw->n_pending);
-		free(p->pw);
-		p->pw = NULL;
+	if (p->ext && p->ext->pw) {
+		count(p, p->client, p->ext->pw->pending, p->ext->pw->n_pending);
+		tide_conn_send(c, p->ext->pw->pending, p->ext->pw->n_pending);
+		pw_free(p);
 	}
 	allow(c, p->client);
 	allow(p->client, c);
@@ -473,7 +520,7 @@ static void upstream_open(struct tide_conn *c)
 static void upstream_end(struct tide_conn *c, enum tide_end why, int err)
 {
 	struct pair *p = tide_conn_data(c);
-	unsigned i = (unsigned)p->server;
+	unsigned i = p->server;
 	char who[64];
 
 	p->up = NULL;
@@ -487,7 +534,8 @@ static void upstream_end(struct tide_conn *c, enum tide_end why, int err)
 		relay_addr_format(relay_balancer_addr(p->b, i, NULL), who, sizeof(who));
 		relay_log_limited(RELAY_LOG_WARN, who, "upstream %s: connect failed: %s%s", who,
 				  strerror(err ? -err : ECONNRESET),
-				  p->attempt < p->n_order ? " (trying the next)" : "");
+				  p->attempt < relay_balancer_count(p->b) ? " (trying the next)"
+									  : "");
 		try_next(p); /* a new attempt, or the client is reset (and p finished): done */
 		return;
 	}
@@ -526,13 +574,16 @@ static void client_open(struct tide_conn *c)
 {
 	struct relay_conn_settings set, *cfg = &set;
 	struct pair *p;
-	socklen_t len = sizeof(p->client_addr);
+	struct pair_ext *x;
+	socklen_t len;
+	bool ext;
 
 	relay_runtime_settings(fwd->rt,
 			       &set); /* a reload may change them: one copy per connection */
 	if (cfg->keepalive)
 		tide_conn_keepalive(c, 60, 10, 6);
-	if (cfg->echo && !cfg->access_log && !cfg->max_conns_per_ip && !cfg->accept_proxy) {
+	ext = cfg->access_log || cfg->max_conns_per_ip || cfg->accept_proxy || cfg->send_proxy;
+	if (cfg->echo && !ext) {
 		tide_conn_set_data(c, NULL); /* plain echo: nothing to remember */
 		allow(c, c);
 		return;
@@ -544,22 +595,34 @@ static void client_open(struct tide_conn *c)
 	}
 	tide_conn_set_data(c, p);
 	p->client = c;
-	p->server = -1;
 	p->echo = cfg->echo;
 	p->keepalive = cfg->keepalive;
-	p->send_proxy = (uint8_t)cfg->send_proxy;
-	p->connect_timeout_ms = cfg->connect_timeout_ms;
-	p->start_ms = relay_now_ms();
-	getpeername(tide_conn_fd(c), (struct sockaddr *)&p->client_addr, &len);
-	len = sizeof(p->local_addr);
-	getsockname(tide_conn_fd(c), (struct sockaddr *)&p->local_addr, &len);
+	/* in 10 ms units, rounded up, at most 655 s: what tide_conn_connect keeps of it */
+	p->connect_timeout =
+		(uint16_t)(cfg->connect_timeout_ms > 655350 ? UINT16_MAX
+							    : (cfg->connect_timeout_ms + 9) / 10);
+	if (!ext) {
+		admitted(p);
+		return;
+	}
+	p->ext = x = calloc(1, sizeof(*x));
+	if (!x) {
+		tide_conn_abort(c);
+		return;
+	}
+	p->send_proxy = cfg->send_proxy & 3;
+	x->start_ms = relay_now_ms();
+	len = sizeof(x->client_addr);
+	getpeername(tide_conn_fd(c), (struct sockaddr *)&x->client_addr, &len);
+	len = sizeof(x->local_addr);
+	getsockname(tide_conn_fd(c), (struct sockaddr *)&x->local_addr, &len);
 	if (cfg->accept_proxy) {
-		p->pw = calloc(1, sizeof(*p->pw));
-		if (!p->pw) {
+		x->pw = calloc(1, sizeof(*x->pw));
+		if (!x->pw) {
 			tide_conn_abort(c);
 			return;
 		}
-		relay_pp_parser_init(&p->pw->pp);
+		relay_pp_parser_init(&x->pw->pp);
 		allow(c, c); /* the header arrives before there is a peer */
 		return;
 	}

@@ -352,6 +352,38 @@ unsigned relay_balancer_pick(struct relay_balancer *b, const struct sockaddr *cl
 	return n;
 }
 
+int relay_balancer_first(struct relay_balancer *b, const struct sockaddr *client, uint64_t now_ms,
+			 bool *all)
+{
+	int first;
+
+	if (!b->n)
+		return -1;
+	pthread_mutex_lock(&b->lock);
+	first = first_choice(b, client, now_ms);
+	*all = first < 0;
+	if (first < 0) /* every server is out: try them all, from a moving start */
+		first = (int)(b->cursor++ % b->n);
+	pthread_mutex_unlock(&b->lock);
+	return first;
+}
+
+int relay_balancer_next(struct relay_balancer *b, unsigned first, bool all, unsigned *k,
+			uint64_t now_ms)
+{
+	int next = -1;
+
+	pthread_mutex_lock(&b->lock);
+	while (next < 0 && *k < b->n) {
+		unsigned i = (first + (*k)++) % b->n;
+
+		if (all || eligible(b, &b->s[i], now_ms))
+			next = (int)i;
+	}
+	pthread_mutex_unlock(&b->lock);
+	return next;
+}
+
 void relay_balancer_connect_start(struct relay_balancer *b, unsigned i)
 {
 	ADD(b->s[i].active, 1);

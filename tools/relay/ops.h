@@ -318,6 +318,17 @@ const struct tide_addrs *relay_balancer_connect_addrs(struct relay_balancer *b, 
  */
 unsigned relay_balancer_pick(struct relay_balancer *b, const struct sockaddr *client,
 			     uint64_t now_ms, unsigned *order, unsigned max);
+/*
+ * The same order one server at a time, without a list per connection (the connect path):
+ * relay_balancer_first() gives the first choice (-1: b has no server) and sets *all when
+ * every server is out; relay_balancer_next() then gives the server at position *k (0 first)
+ * or the next after it, advancing *k past it, skipping those that are out now unless all;
+ * -1 when none is left. A server that went out since the first call is skipped.
+ */
+int relay_balancer_first(struct relay_balancer *b, const struct sockaddr *client, uint64_t now_ms,
+			 bool *all);
+int relay_balancer_next(struct relay_balancer *b, unsigned first, bool all, unsigned *k,
+			uint64_t now_ms);
 /* The connect path reports on server i: started (counts as active for leastconn), then
  * exactly one of ok / failed; a connection that was ok ends with closed. */
 void relay_balancer_connect_start(struct relay_balancer *b, unsigned i);
