@@ -100,6 +100,7 @@ static struct txq *txq_get(struct tide_conn *c)
 	q->head = q->tail = NULL;
 	q->queued = q->sending = 0;
 	q->notify = SIZE_MAX;
+	q->tm = NULL;
 	c->tx = q;
 	return q;
 }
@@ -410,6 +411,7 @@ static void send_submit(struct tide_conn *c)
 	struct worker *w = conn_w(c);
 	struct txq *q = c->tx;
 	struct io_uring_sqe *sqe;
+	struct iovec iov[SEND_IOV];
 	unsigned n = 0;
 	size_t total = 0;
 
@@ -418,26 +420,33 @@ static void send_submit(struct tide_conn *c)
 	for (struct seg *s = q->head; s; s = s->next) {
 		char *b = s->data;
 
-		if (n && (char *)q->iov[n - 1].iov_base + q->iov[n - 1].iov_len == b) {
-			q->iov[n - 1].iov_len += s->len;
+		if (n && (char *)iov[n - 1].iov_base + iov[n - 1].iov_len == b) {
+			iov[n - 1].iov_len += s->len;
 		} else {
 			if (n == SEND_IOV)
 				break;
-			q->iov[n].iov_base = b;
-			q->iov[n].iov_len = s->len;
+			iov[n].iov_base = b;
+			iov[n].iov_len = s->len;
 			n++;
 		}
 		total += s->len;
 	}
+	/* Several pieces need a sendmsg whose iovecs live until it completes; without memory
+	 * for them, the first piece goes alone. */
+	if (n > 1 && !(q->tm = spare_get(&w->spare_txmsgs, sizeof(*q->tm)))) {
+		n = 1;
+		total = iov[0].iov_len;
+	}
 	q->sending = total;
 	sqe = sqe_get(w);
 	if (n == 1) {
-		io_uring_prep_send(sqe, c->fd, q->iov[0].iov_base, q->iov[0].iov_len, MSG_NOSIGNAL);
+		io_uring_prep_send(sqe, c->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
 	} else {
-		memset(&q->msg, 0, sizeof(q->msg));
-		q->msg.msg_iov = q->iov;
-		q->msg.msg_iovlen = n;
-		io_uring_prep_sendmsg(sqe, c->fd, &q->msg, MSG_NOSIGNAL);
+		memcpy(q->tm->iov, iov, n * sizeof(iov[0]));
+		memset(&q->tm->msg, 0, sizeof(q->tm->msg));
+		q->tm->msg.msg_iov = q->tm->iov;
+		q->tm->msg.msg_iovlen = n;
+		io_uring_prep_sendmsg(sqe, c->fd, &q->tm->msg, MSG_NOSIGNAL);
 	}
 	io_uring_sqe_set_data64(sqe, UD(c, OP_SEND));
 	c->flags |= F_SENDING;
@@ -504,6 +513,10 @@ void on_send(struct tide_conn *c, int res)
 
 	c->flags &= ~F_SENDING;
 	c->refs--;
+	if (c->tx && c->tx->tm) { /* the kernel is done with its iovecs */
+		spare_put(&w->spare_txmsgs, c->tx->tm);
+		c->tx->tm = NULL;
+	}
 	if (c->flags & F_ENDED)
 		return;
 	if (res < 0) {
@@ -1010,12 +1023,12 @@ void conns_end_idle(struct worker *w, unsigned timeout_ms)
 	}
 }
 
-/* Free the spare segs and txqs (at worker teardown). */
+/* Free the spare segs, txqs and txmsgs (at worker teardown). */
 void spares_free(struct worker *w)
 {
-	struct spare **lists[] = {&w->spare_segs, &w->spare_txqs};
+	struct spare **lists[] = {&w->spare_segs, &w->spare_txqs, &w->spare_txmsgs};
 
-	for (unsigned i = 0; i < 2; i++)
+	for (unsigned i = 0; i < 3; i++)
 		while (*lists[i]) {
 			struct spare *s = *lists[i];
 

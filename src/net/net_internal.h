@@ -96,14 +96,23 @@ struct seg {
 	uint32_t len;
 };
 
-/* A connection's send queue and its one send in flight; only while there is something. */
-struct txq {
-	struct seg *head, *tail;
-	size_t queued;	/* bytes in the segs */
-	size_t notify;	/* call ops->drained when queued <= notify; SIZE_MAX: not asked */
-	size_t sending; /* bytes of the send in flight */
+/* The sendmsg of a send of several pieces, only while it is in flight. */
+struct txmsg {
 	struct msghdr msg;
 	struct iovec iov[SEND_IOV];
+};
+
+/*
+ * A connection's send queue and its one send in flight; only while there is something.
+ * Small (48 bytes): a connection that waits with a few bytes queued (a PROXY header before
+ * its connect completes) holds no more; a send of one piece needs no txmsg.
+ */
+struct txq {
+	struct seg *head, *tail;
+	size_t queued;	  /* bytes in the segs */
+	size_t notify;	  /* call ops->drained when queued <= notify; SIZE_MAX: not asked */
+	size_t sending;	  /* bytes of the send in flight */
+	struct txmsg *tm; /* the send in flight's, when it has several pieces */
 };
 
 /*
@@ -216,7 +225,7 @@ struct worker {
 	struct tide_conn *watch;   /* after the peer's FIN: checked for a reset on the tick */
 	struct linger_fd *lingers; /* reset closes waiting for their send queue (linger.c) */
 	unsigned nlinger, linger_cap;
-	struct spare *spare_segs, *spare_txqs;
+	struct spare *spare_segs, *spare_txqs, *spare_txmsgs;
 	struct slab *slabs;	 /* its slabs with a free slot (slab.c) */
 	struct slab *slab_spare; /* an empty one kept */
 	/* The connects' link timeout: read by the kernel when submitted, so it changes only
