@@ -34,8 +34,8 @@
  *    (relay_balancer_first/next: no list per connection); each is tried in turn, one
  *    address per attempt, for the connect timeout, and each failure is told to the balancer
  *    (passive health) and logged, rate-limited. The client is not read until an upstream
- *    accepted, so no byte is queued on an attempt that may fail. --send-proxy queues the
- *    PROXY header first on each attempt.
+ *    accepted, so no byte is queued on an attempt that may fail. --send-proxy writes the
+ *    PROXY header first once an attempt succeeded.
  *  - close: when both sides have ended, the access line is written (for a pair with its
  *    ext: one accepted before a reload turned the access log on has no line, and one
  *    accepted before a reload set --max-conns-per-ip does not count), the balancer told
@@ -281,8 +281,6 @@ static int next_server(struct pair *p)
 /* Try the next server in the order; false when none is left (the client is reset). */
 static bool try_next(struct pair *p)
 {
-	uint8_t hdr[128];
-	ssize_t len;
 	int next;
 
 	while ((next = next_server(p)) >= 0) {
@@ -300,13 +298,6 @@ static bool try_next(struct pair *p)
 			p->up = NULL; /* no connection and no callback: the next server */
 			relay_balancer_connect_failed(p->b, i, -ENOMEM, relay_now_ms());
 			continue;
-		}
-		if (p->send_proxy) { /* then it has its ext */
-			len = relay_pp_encode(p->send_proxy, client_addr(p),
-					      (struct sockaddr *)&p->ext->local_addr, false, hdr,
-					      sizeof(hdr));
-			if (len > 0)
-				tide_conn_send_copy(p->up, hdr, (size_t)len);
 		}
 		return true;
 	}
@@ -487,6 +478,28 @@ static void on_send_error(struct tide_conn *c, int err)
 	release(p);
 }
 
+/*
+ * --send-proxy: the header goes first, written at once as the upstream is open: nothing is
+ * queued on the socket yet, so it fits its send buffer. (Queued as the connect starts, a copy
+ * took a pool block per connecting upstream, whose touched page stayed resident after a
+ * burst.) What a short write leaves goes through the queue.
+ */
+static void send_proxy_header(struct pair *p, struct tide_conn *up)
+{
+	uint8_t hdr[128];
+	ssize_t len, sent;
+
+	len = relay_pp_encode(p->send_proxy, client_addr(p), (struct sockaddr *)&p->ext->local_addr,
+			      false, hdr, sizeof(hdr));
+	if (len <= 0)
+		return;
+	sent = send(tide_conn_fd(up), hdr, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (sent < 0)
+		sent = 0; /* EAGAIN, or an error the queue's send reports */
+	if (sent < len)
+		tide_conn_send_copy(up, hdr + sent, (size_t)(len - sent));
+}
+
 static void upstream_open_body(struct tide_conn *c)
 {
 	struct pair *p = tide_conn_data(c);
@@ -499,6 +512,8 @@ static void upstream_open_body(struct tide_conn *c)
 		tide_conn_abort(c); /* the client left while we connected */
 		return;
 	}
+	if (p->send_proxy) /* then it has its ext */
+		send_proxy_header(p, c);
 	if (p->ext && p->ext->pw) {
 		count(p, p->client, p->ext->pw->pending, p->ext->pw->n_pending);
 		tide_conn_send(c, p->ext->pw->pending, p->ext->pw->n_pending);

@@ -12,6 +12,9 @@
  *   maxconns   connections past --max-conns are reset at once, the others keep working
  *   slowreader a client that never reads: its writes stall and the pool stays bounded
  *   idle       --idle-timeout closes an idle connection, not a busy one; idle memory
+ *   idlepair   idle relayed clients (client, upstream and the pair between them) cost
+ *              under 0.25 KiB of relay RSS each without operator options, under 0.5 KiB
+ *              with --access-log, --max-conns-per-ip and --send-proxy v2 (release tree)
  *   shutdown   SIGTERM with connections open: exit 0 and every buffer returned
  *   cli        --help, --version, and exit status 2 with a message for bad arguments
  *   nouring    io_uring refused (seccomp EPERM): a plain message and exit status 3
@@ -772,6 +775,109 @@ static void case_idle(void)
 	}
 }
 
+#if defined(__SANITIZE_THREAD__)
+#define TEST_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TEST_TSAN 1
+#endif
+#endif
+#ifndef TEST_TSAN
+#define TEST_TSAN 0
+#endif
+
+/* Accept what is pending on the non-blocking listener ls into held[]; the new count. */
+static int accept_pending(int ls, int *held, int n, int max)
+{
+	int fd;
+
+	while (n < max && (fd = accept4(ls, NULL, NULL, SOCK_CLOEXEC)) >= 0)
+		held[n++] = fd;
+	return n;
+}
+
+/*
+ * Resident bytes per idle relayed client: N clients through the relay to an upstream that
+ * accepts and holds; the relay's RSS over a first warm-up batch, per client. -1 when this
+ * process may not hold the descriptors.
+ */
+static long long idle_pair_bytes(const char *const *extra, int N)
+{
+	enum {
+		WARM = 100
+	};
+	static int fds[4096], held[4096];
+	const char *args[16] = {"--upstream", NULL};
+	char upstream[64];
+	struct rlimit rl;
+	struct relay r;
+	unsigned port;
+	int ls, n = 0, got = 0, a = 2;
+	long long before, after;
+	uint64_t end;
+
+	getrlimit(RLIMIT_NOFILE, &rl);
+	rl.rlim_cur = rl.rlim_max;
+	setrlimit(RLIMIT_NOFILE, &rl);
+	if (N > 4096 || rl.rlim_cur < (rlim_t)(2 * N + 100))
+		return -1;
+	ls = listen_any(&port);
+	REQUIRE(listen(ls, 4096) == 0);
+	set_nonblock(ls);
+	snprintf(upstream, sizeof(upstream), "127.0.0.1:%u", port);
+	args[1] = upstream;
+	while (*extra && a < 15)
+		args[a++] = *extra++;
+	args[a] = NULL;
+	relay_start(&r, args);
+	for (; n < WARM; n++) {
+		REQUIRE((fds[n] = connect_to(r.port)) >= 0);
+		got = accept_pending(ls, held, got, N);
+	}
+	for (end = now_ms() + 10000; got < n && now_ms() < end; sleep_ms(10))
+		got = accept_pending(ls, held, got, N);
+	before = pid_rss(r.pid);
+	for (; n < N; n++) {
+		REQUIRE((fds[n] = connect_to(r.port)) >= 0);
+		got = accept_pending(ls, held, got, N);
+	}
+	for (end = now_ms() + 20000; got < N && now_ms() < end; sleep_ms(10))
+		got = accept_pending(ls, held, got, N);
+	CHECK_EQ(got, N); /* every client has its upstream connection */
+	after = pid_rss(r.pid);
+	for (int i = 0; i < n; i++)
+		close(fds[i]);
+	for (int i = 0; i < got; i++)
+		close(held[i]);
+	close(ls);
+	CHECK_EQ(relay_stop(&r), 0);
+	return (after - before) / (N - WARM);
+}
+
+static void case_idlepair(void)
+{
+	const char *plain[] = {NULL};
+	const char *ops[] = {
+		"--access-log", "/dev/null", "--max-conns-per-ip", "100000", "--send-proxy",
+		"v2",		NULL};
+	long long b0, b1;
+	const int N = 4000;
+
+	b0 = idle_pair_bytes(plain, N);
+	if (b0 < 0) {
+		printf("idle pairs: skipped, RLIMIT_NOFILE is under %d\n", 2 * N + 100);
+		return;
+	}
+	b1 = idle_pair_bytes(ops, N);
+	printf("idle relayed clients: %lld bytes of relay RSS each; %lld with --access-log, "
+	       "--max-conns-per-ip and --send-proxy v2\n",
+	       b0, b1);
+	if (TEST_ASAN || TEST_TSAN)
+		return; /* a sanitizer's allocator and shadow are not what is measured */
+	CHECKF(b0 < 256, "%lld bytes per idle relayed client (goal: under 0.2 KiB)", b0);
+	CHECKF(b1 < 512, "%lld bytes per idle relayed client with the options", b1);
+}
+
 static void case_shutdown(void)
 {
 	struct relay up, r;
@@ -929,17 +1035,10 @@ int main(int argc, char **argv)
 		const char *name;
 		void (*fn)(void);
 	} cases[] = {
-		{"echo", case_echo},
-		{"relay", case_relay},
-		{"halfclose", case_halfclose},
-		{"reset", case_reset},
-		{"maxconns", case_maxconns},
-		{"slowreader", case_slowreader},
-		{"idle", case_idle},
-		{"shutdown", case_shutdown},
-		{"cli", case_cli},
-		{"pressure", case_pressure},
-		{"nouring", case_nouring},
+		{"echo", case_echo},   {"relay", case_relay},	    {"halfclose", case_halfclose},
+		{"reset", case_reset}, {"maxconns", case_maxconns}, {"slowreader", case_slowreader},
+		{"idle", case_idle},   {"idlepair", case_idlepair}, {"shutdown", case_shutdown},
+		{"cli", case_cli},     {"pressure", case_pressure}, {"nouring", case_nouring},
 		{"modes", case_modes},
 	};
 	const char *want = argc > 1 ? argv[1] : "echo";
