@@ -2,7 +2,8 @@
 /*
  * Description: upstream balancing and health (tools/relay/balance.c): smooth weighted
  * round robin, leastconn by active connections per weight, source hashing (a client keeps
- * its server; an out server's clients move to the next), the retry order, passive health
+ * its server; an out server's clients move to the next), the retry order (as a list, and one
+ * server at a time as the connect path takes it: the same order), passive health
  * (N failures in a row out for a while, back after), active-check mode (out until a check
  * succeeds), state-change callbacks, inheriting state on reload, counters and their
  * Prometheus/JSON output, and many threads picking and reporting at once.
@@ -238,6 +239,80 @@ static void test_order_and_passive_health(void)
 	relay_balancer_put(b);
 }
 
+/* relay_balancer_first/next give pick's order one server at a time, with no list. */
+static void fail3(struct relay_balancer *b, unsigned s, uint64_t now)
+{
+	for (int k = 0; k < 3; k++) {
+		relay_balancer_connect_start(b, s);
+		relay_balancer_connect_failed(b, s, -ECONNREFUSED, now);
+	}
+}
+
+static unsigned walk(struct relay_balancer *b, const struct sockaddr_in *c, uint64_t now,
+		     unsigned *order)
+{
+	unsigned k = 0, n = 0;
+	bool all = true;
+	int first = relay_balancer_first(b, (const struct sockaddr *)c, now, &all), i;
+
+	REQUIRE(first >= 0 && first < N);
+	while ((i = relay_balancer_next(b, (unsigned)first, all, &k, now)) >= 0 && n < N + 1)
+		order[n++] = (unsigned)i;
+	return n;
+}
+
+static void test_first_next(void)
+{
+	const enum relay_balance pol[] = {RELAY_BALANCE_ROUNDROBIN, RELAY_BALANCE_LEASTCONN,
+					  RELAY_BALANCE_SOURCE};
+	const unsigned w[N] = {3, 1, 2};
+
+	for (unsigned p = 0; p < 3; p++) {
+		struct change_log l1 = {0}, l2 = {0};
+		struct relay_balancer *b1 = make(pol[p], w, false, &l1);
+		struct relay_balancer *b2 = make(pol[p], w, false, &l2);
+		unsigned o1[N], o2[N + 1], n1, n2;
+		bool same = true;
+
+		for (unsigned round = 0; round < 3; round++) {
+			if (round == 1) { /* one server out */
+				fail3(b1, 1, 0);
+				fail3(b2, 1, 0);
+			} else if (round == 2) { /* every server out: all are tried */
+				fail3(b1, 0, 0);
+				fail3(b2, 0, 0);
+				fail3(b1, 2, 0);
+				fail3(b2, 2, 0);
+			}
+			for (unsigned c = 0; c < 20; c++) {
+				struct sockaddr_in a = client(c);
+
+				n1 = relay_balancer_pick(b1, (void *)&a, 0, o1, N);
+				n2 = walk(b2, &a, 0, o2);
+				same = same && n1 == n2 && !memcmp(o1, o2, n1 * sizeof(o1[0]));
+			}
+			CHECKF(same, "policy %u round %u: first/next differ from pick", p, round);
+			CHECK_EQ(n2, round == 1 ? 2u : 3u);
+		}
+		relay_balancer_put(b1);
+		relay_balancer_put(b2);
+	}
+
+	/* a server that goes out after the first choice is skipped by the next attempt */
+	struct change_log log = {0};
+	struct relay_balancer *b = make(RELAY_BALANCE_ROUNDROBIN, NULL, false, &log);
+	unsigned k = 0;
+	bool all = true;
+	int first = relay_balancer_first(b, NULL, 0, &all);
+
+	CHECK(!all && first >= 0);
+	CHECK_EQ(relay_balancer_next(b, (unsigned)first, all, &k, 0), first);
+	fail3(b, (unsigned)(first + 1) % N, 0);
+	CHECK_EQ(relay_balancer_next(b, (unsigned)first, all, &k, 0), (first + 2) % N);
+	CHECK_EQ(relay_balancer_next(b, (unsigned)first, all, &k, 0), -1);
+	relay_balancer_put(b);
+}
+
 static void test_active_mode_and_inherit(void)
 {
 	struct change_log log = {0};
@@ -409,6 +484,7 @@ int main(void)
 	test_leastconn();
 	test_source();
 	test_order_and_passive_health();
+	test_first_next();
 	test_active_mode_and_inherit();
 	test_output();
 	test_threads();
