@@ -64,12 +64,22 @@ struct proxy_wait {
 	unsigned n_pending;
 };
 
-/* What the operator's options need (only with them), from the accept to the end. */
+/* An IPv4 or IPv6 address and port in 20 bytes (a sockaddr_in6 takes 28); no IPv6 scope id
+ * (a PROXY header has none either). */
+struct caddr {
+	uint8_t ip[16];
+	uint16_t port; /* network order */
+	uint8_t family;
+};
+
+/* What the operator's options need (only with them), from the accept to the end: 56 bytes,
+ * a 64-byte malloc chunk. */
 struct pair_ext {
 	struct proxy_wait *pw; /* --accept-proxy, until the header is in */
 	uint64_t start_ms;
-	struct sockaddr_in6 client_addr, local_addr; /* IPv4 too (same start) */
+	struct caddr client, local;
 };
+_Static_assert(sizeof(struct pair_ext) <= 56, "a 64-byte malloc chunk");
 
 /*
  * One client and its upstream; small, as it lives as long as the connection (idle ones too):
@@ -142,9 +152,46 @@ static enum relay_end end_of(enum tide_end why)
 	}
 }
 
-static struct sockaddr *client_addr(struct pair *p)
+static void caddr_set(struct caddr *a, const struct sockaddr *sa)
 {
-	return (struct sockaddr *)&p->ext->client_addr;
+	memset(a, 0, sizeof(*a));
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+
+		memcpy(a->ip, &in->sin_addr, 4);
+		a->port = in->sin_port;
+		a->family = AF_INET;
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+
+		memcpy(a->ip, &in6->sin6_addr, 16);
+		a->port = in6->sin6_port;
+		a->family = AF_INET6;
+	}
+}
+
+/* a as a sockaddr in *buf (AF_UNSPEC when it was neither IPv4 nor IPv6). */
+static const struct sockaddr *caddr_get(const struct caddr *a, struct sockaddr_in6 *buf)
+{
+	memset(buf, 0, sizeof(*buf));
+	if (a->family == AF_INET) {
+		struct sockaddr_in *in = (struct sockaddr_in *)buf;
+
+		in->sin_family = AF_INET;
+		in->sin_port = a->port;
+		memcpy(&in->sin_addr, a->ip, 4);
+	} else if (a->family == AF_INET6) {
+		buf->sin6_family = AF_INET6;
+		buf->sin6_port = a->port;
+		memcpy(&buf->sin6_addr, a->ip, 16);
+	}
+	return (const struct sockaddr *)buf;
+}
+
+/* The client's address (the pair has its ext), in *buf. */
+static const struct sockaddr *client_addr(const struct pair *p, struct sockaddr_in6 *buf)
+{
+	return caddr_get(&p->ext->client, buf);
 }
 
 /* --accept-proxy's wait is over (the payload behind the header was passed on or dropped). */
@@ -160,6 +207,7 @@ static void pw_free(struct pair *p)
 static void finish(struct pair *p)
 {
 	struct proxy_wait *pw = p->ext ? p->ext->pw : NULL;
+	struct sockaddr_in6 cbuf, lbuf;
 	struct relay_access a = {
 		.bytes_up = p->bytes_up,
 		.bytes_down = p->bytes_down,
@@ -172,13 +220,13 @@ static void finish(struct pair *p)
 			relay_balancer_closed(p->b, p->server, p->bytes_up, p->bytes_down);
 	}
 	if (p->ext) {
-		a.client = client_addr(p);
-		a.listener = (struct sockaddr *)&p->ext->local_addr;
+		a.client = client_addr(p, &cbuf);
+		a.listener = caddr_get(&p->ext->local, &lbuf);
 		a.duration_us = (relay_now_ms() - p->ext->start_ms) * 1000;
 		relay_log_access(&a);
 	}
 	if (p->counted)
-		relay_peer_limit_release(fwd->rt->peers, client_addr(p));
+		relay_peer_limit_release(fwd->rt->peers, client_addr(p, &cbuf));
 	relay_balancer_put(p->b);
 	for (unsigned i = 0; pw && i < pw->n_pending; i++)
 		tide_buf_put(fwd->agent, pw->pending[i].data);
@@ -317,11 +365,13 @@ static void start_connect(struct pair *p)
 {
 	struct sockaddr_in6 sa = {0};
 	socklen_t len = sizeof(sa);
-	const struct sockaddr *who = p->ext ? client_addr(p) : (struct sockaddr *)&sa;
+	const struct sockaddr *who = (struct sockaddr *)&sa;
 	int first;
 	bool all = false;
 
-	if (!p->ext) /* --balance source hashes it; no one else needs it */
+	if (p->ext) /* --balance source hashes it */
+		who = client_addr(p, &sa);
+	else
 		getpeername(tide_conn_fd(p->client), (struct sockaddr *)&sa, &len);
 	p->b = relay_runtime_balancer(fwd->rt);
 	first = p->b ? relay_balancer_first(p->b, who, relay_now_ms(), &all) : -1;
@@ -336,10 +386,11 @@ static void start_connect(struct pair *p)
 static void admitted(struct pair *p)
 {
 	struct proxy_wait *pw = p->ext ? p->ext->pw : NULL;
+	struct sockaddr_in6 cbuf;
 	char who[64];
 
-	if (p->ext && !relay_peer_limit_acquire(fwd->rt->peers, client_addr(p))) {
-		relay_addr_format(client_addr(p), who, sizeof(who));
+	if (p->ext && !relay_peer_limit_acquire(fwd->rt->peers, client_addr(p, &cbuf))) {
+		relay_addr_format(client_addr(p, &cbuf), who, sizeof(who));
 		relay_log_limited(RELAY_LOG_WARN, "max-conns-per-ip",
 				  "%s is over --max-conns-per-ip: closed", who);
 		set_end(p, RELAY_END_REFUSED);
@@ -364,6 +415,7 @@ static void proxy_header(struct pair *p, struct tide_conn *c, struct tide_buf *b
 {
 	struct proxy_wait *pw = p->ext->pw;
 	struct relay_pp_result res;
+	struct sockaddr_in6 cbuf;
 	unsigned i = 0;
 	size_t used;
 	int rc = 0;
@@ -386,7 +438,7 @@ static void proxy_header(struct pair *p, struct tide_conn *c, struct tide_buf *b
 	if (rc == 0)
 		return;
 	if (rc < 0) {
-		relay_addr_format(client_addr(p), who, sizeof(who));
+		relay_addr_format(client_addr(p, &cbuf), who, sizeof(who));
 		relay_log_limited(RELAY_LOG_WARN, "bad proxy header", "%s: %s", who,
 				  rc == -ENOBUFS ? "too much data behind the PROXY header"
 						 : pw->pp.err);
@@ -395,8 +447,8 @@ static void proxy_header(struct pair *p, struct tide_conn *c, struct tide_buf *b
 		return;
 	}
 	if (res.known && !res.local) {
-		memcpy(&p->ext->client_addr, &res.src, sizeof(p->ext->client_addr));
-		memcpy(&p->ext->local_addr, &res.dst, sizeof(p->ext->local_addr));
+		caddr_set(&p->ext->client, (const struct sockaddr *)&res.src);
+		caddr_set(&p->ext->local, (const struct sockaddr *)&res.dst);
 	}
 	if (!pw->n_pending)
 		pw_free(p);
@@ -489,8 +541,10 @@ static void send_proxy_header(struct pair *p, struct tide_conn *up)
 	uint8_t hdr[128];
 	ssize_t len, sent;
 
-	len = relay_pp_encode(p->send_proxy, client_addr(p), (struct sockaddr *)&p->ext->local_addr,
-			      false, hdr, sizeof(hdr));
+	struct sockaddr_in6 cbuf, lbuf;
+
+	len = relay_pp_encode(p->send_proxy, client_addr(p, &cbuf),
+			      caddr_get(&p->ext->local, &lbuf), false, hdr, sizeof(hdr));
 	if (len <= 0)
 		return;
 	sent = send(tide_conn_fd(up), hdr, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -590,6 +644,7 @@ static void client_open(struct tide_conn *c)
 	struct relay_conn_settings set, *cfg = &set;
 	struct pair *p;
 	struct pair_ext *x;
+	struct sockaddr_storage ss;
 	socklen_t len;
 	bool ext;
 
@@ -627,10 +682,12 @@ static void client_open(struct tide_conn *c)
 	}
 	p->send_proxy = cfg->send_proxy & 3;
 	x->start_ms = relay_now_ms();
-	len = sizeof(x->client_addr);
-	getpeername(tide_conn_fd(c), (struct sockaddr *)&x->client_addr, &len);
-	len = sizeof(x->local_addr);
-	getsockname(tide_conn_fd(c), (struct sockaddr *)&x->local_addr, &len);
+	len = sizeof(ss);
+	if (!getpeername(tide_conn_fd(c), (struct sockaddr *)&ss, &len))
+		caddr_set(&x->client, (struct sockaddr *)&ss);
+	len = sizeof(ss);
+	if (!getsockname(tide_conn_fd(c), (struct sockaddr *)&ss, &len))
+		caddr_set(&x->local, (struct sockaddr *)&ss);
 	if (cfg->accept_proxy) {
 		x->pw = calloc(1, sizeof(*x->pw));
 		if (!x->pw) {
