@@ -43,6 +43,7 @@
  * Memory: an idle relayed client costs its pair (56 bytes without the options above) and
  * the engine's two connections (64 bytes each).
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -247,8 +248,10 @@ static struct pair *hold(struct tide_conn *c)
 {
 	struct pair *p = tide_conn_data(c);
 
-	if (p)
+	if (p) {
+		assert(p->depth < 15); /* 4 bits: our callbacks nest two or three deep */
 		p->depth++;
+	}
 	return p;
 }
 
