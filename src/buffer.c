@@ -392,6 +392,7 @@ static __attribute__((noinline)) void *alloc_slow(struct tide_pool *pool, size_t
 	call_guard_set(CALL_IN);
 	block = pool_alloc(pool, &pool->default_user, size);
 	call_leave();
+	fork_todo_check(pool); /* a fork child's re-lock or lost thread */
 	return block;
 }
 
@@ -407,6 +408,7 @@ static __attribute__((noinline)) int free_slow_default(struct tide_pool *pool, v
 	else
 		err = pool_free(pool, &pool->default_user, buf);
 	call_leave();
+	fork_todo_check(pool);
 	return err;
 }
 
@@ -569,5 +571,6 @@ void tide_pool_flush_cache(struct tide_pool *pool)
 	if (pool && call_enter(pool)) {
 		cache_flush_own(pool);
 		call_leave();
+		fork_todo_check(pool);
 	}
 }

@@ -23,7 +23,8 @@
  * Then it releases the locks: the thread that took them is the one that goes on in the
  * child (the pool's two locks are made anew, see child()). The maintenance thread's
  * condition may count the vanished thread as a waiter, so it is made anew, and the thread
- * is started again. Memory locks are not inherited: TIDE_LOCKED pools are locked again.
+ * is started again (when it cannot be, see maintain_fallback()). Memory locks are not
+ * inherited: TIDE_LOCKED pools are locked again at the child's first use (relock_child()).
  *
  * From prepare to parent/child the forking thread holds every lock, so a call into the
  * pool on that thread - a signal handler that interrupts fork, an atfork handler that runs
@@ -85,9 +86,12 @@ static void parent(void)
 
 /*
  * fork(2): memory locks are not inherited. A TIDE_LOCKED pool's unreserved portion is
- * locked again; mlock breaks copy-on-write, so the child then has its own copy of those
- * pages, as pinned memory must be. A refusal (RLIMIT_MEMLOCK, no memory) is counted in
- * os_failures; the pool stays usable, unpinned.
+ * locked again, lazily: at the child's first slow-path call into the pool (a grow, a shrink,
+ * a refill or spill of its cache, tide_pool_stats, tide_pool_flush_cache), not in the atfork
+ * handler. mlock breaks copy-on-write, so locking in the handler would copy the whole
+ * portion before a child that only execs could run (512 MiB and a second, or an OOM kill
+ * under a cgroup); fork()+exec costs what it costs with a plain pool. A refusal
+ * (RLIMIT_MEMLOCK, no memory) is counted in os_failures; the pool stays usable, unpinned.
  */
 static void relock_child(struct tide_pool *p)
 {
@@ -95,6 +99,25 @@ static void relock_child(struct tide_pool *p)
 
 	if ((p->flags & TIDE_LOCKED) && len && os_lock(p->base, len))
 		atomic_fetch_add_explicit(&p->os_failures, 1, memory_order_relaxed);
+}
+
+void fork_relock_locked(struct tide_pool *pool)
+{
+	if (atomic_fetch_and(&pool->fork_todo, ~FORK_RELOCK) & FORK_RELOCK)
+		relock_child(pool);
+}
+
+void fork_catch_up(struct tide_pool *pool)
+{
+	unsigned todo = atomic_load_explicit(&pool->fork_todo, memory_order_acquire);
+
+	/* A conversion in progress (maybe this thread's hook): at a later call. */
+	if ((todo & FORK_RELOCK) && !pthread_mutex_trylock(&pool->convert_lock)) {
+		fork_relock_locked(pool);
+		pthread_mutex_unlock(&pool->convert_lock);
+	}
+	if (todo & FORK_THREAD)
+		maintain_fallback(pool);
 }
 
 /*
@@ -113,7 +136,8 @@ static void child(void)
 		if (!pool_hook_running_here(p))
 			pool_release_lost_locked(p);
 		maintain_fork_child_locked(p);
-		relock_child(p);
+		if (p->flags & TIDE_LOCKED)
+			atomic_fetch_or(&p->fork_todo, FORK_RELOCK);
 	}
 	for (struct tide_pool *p = pools; p; p = p->fork_next) {
 		pthread_mutex_unlock(&p->thread_lock);

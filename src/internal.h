@@ -404,16 +404,19 @@ struct tide_user {
 	char name[32];
 };
 
-#define DEMAND_SAMPLES	 64
-#define MEM_LIMIT_LEVELS 4
+#define DEMAND_SAMPLES 64
 
-/* A memory limit the pool grows under (limits.c): the limit and where usage is read. */
-struct mem_limit {
-	size_t limit;
-	int fd;	     /* memory.current, memory.usage_in_bytes, or /proc/self/statm */
-	int stat_fd; /* the cgroup's memory.stat (reclaimable page cache), or -1 */
-	bool statm;  /* fd is /proc/self/statm: usage is resident pages */
-	bool v2;     /* stat_fd is v2's (inactive_file), else v1's (total_inactive_file) */
+/*
+ * The memory limit the pool grows under (limits.c). Nothing is kept open: every grow reads
+ * the limit and the usage again, through /proc/self (the process and cgroup at that time).
+ */
+struct mem_limits {
+	size_t rss_limit; /* memory_limit given: a limit on this process's resident memory */
+	bool off;	  /* TIDE_NO_MEMORY_LIMIT */
+	char *mnt[2];	  /* the v1 memory and v2 mount points, or NULL (malloc'd) */
+	char *root[2];	  /* the root each shows (a cgroup namespace shows a subtree) */
+	bool known;	  /* a limit applied at the last read */
+	size_t room;	  /* what could still grow under every limit at the last read */
 };
 
 struct tide_pool {
@@ -466,8 +469,7 @@ struct tide_pool {
 	size_t unreserved_high; /* the most the pool was ever grown to */
 
 	/* Under convert_lock: conversions, the hook and the memory limit. */
-	struct mem_limit limits[MEM_LIMIT_LEVELS];
-	unsigned nlimits;
+	struct mem_limits limits;
 	pthread_mutex_t convert_lock;
 	tide_convert_fn hook;
 	void *hook_arg;
@@ -484,6 +486,10 @@ struct tide_pool {
 	bool thread_running;
 	bool thread_stop;
 	pthread_cond_t thread_cond;
+
+	/* fork.c: what a fork child still owes the pool, paid at its slow-path calls. */
+	_Atomic unsigned fork_todo; /* FORK_RELOCK, FORK_THREAD */
+	_Atomic uint64_t fork_retry_ns; /* the lost thread: not started again before this */
 
 	/* Counters: relaxed atomics, summed by stats. */
 	_Atomic uint64_t grows;
@@ -595,12 +601,35 @@ int meta_commit(struct tide_pool *pool, size_t from, size_t to);
 /* Give back the metadata pages that describe only pool bytes [to, from), to < from. */
 void meta_decommit(struct tide_pool *pool, size_t to, size_t from);
 
+// fork.c (what a fork child owes) ------------------------------------------------------
+
+#define FORK_RELOCK 1u /* a TIDE_LOCKED pool not locked again yet */
+#define FORK_THREAD 2u /* a TIDE_BACKGROUND pool whose thread could not be started again */
+
+/* Pay what the fork child owes the pool: not under the re-entry guard, no lock held. */
+void fork_catch_up(struct tide_pool *pool);
+/* The same with convert_lock held by this thread (a grow): the re-lock only. */
+void fork_relock_locked(struct tide_pool *pool);
+
+static inline void fork_todo_check(struct tide_pool *pool)
+{
+	if (unlikely(atomic_load_explicit(&pool->fork_todo, memory_order_acquire)) &&
+	    !call_guard_held()) /* not in a signal handler that interrupted a call */
+		fork_catch_up(pool);
+}
+
 // limits.c ------------------------------------------------------------------------------
 
-/* Find the limit (0: the cgroup's; TIDE_NO_MEMORY_LIMIT: none; else on the process's RSS). */
+/*
+ * Which limit (0: the cgroup's; TIDE_NO_MEMORY_LIMIT: none; else on the process's RSS) and
+ * a first read; 0, or -EMFILE/-ENFILE/-ENOMEM when whether a limit applies cannot be read.
+ */
 int limits_init(struct tide_pool *pool, size_t memory_limit);
 void limits_exit(struct tide_pool *pool);
-/* 0 when growing by len keeps the memory in use a headroom under every limit; -ENOMEM. */
+/*
+ * 0 when growing by len keeps the memory in use a headroom under every limit; -ENOMEM.
+ * Reads the limits and the usage now; convert_lock held.
+ */
 int limits_check(struct tide_pool *pool, size_t len);
 
 // maintain.c ----------------------------------------------------------------------------
@@ -610,6 +639,8 @@ int maintain_start(struct tide_pool *pool); /* the background thread, with TIDE_
 void maintain_stop(struct tide_pool *pool);
 void maintain_fork_child_locked(struct tide_pool *pool); /* a fresh condition */
 void maintain_fork_child(struct tide_pool *pool);	 /* the thread started again */
+/* The thread lost in a fork child: started again, or the pool maintained by this call. */
+void maintain_fallback(struct tide_pool *pool);
 void purge_unmark_locked(struct tide_pool *pool, size_t block, size_t nblocks);
 void purge_forget_locked(struct tide_pool *pool, size_t lo, size_t hi); /* byte offsets */
 

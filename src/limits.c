@@ -5,30 +5,38 @@
  * In a container the kernel's answer to "too much memory" is not a refused mmap but the
  * OOM killer, at the first touch of a page past the cgroup's limit: a pool that only asks
  * the OS would never see -ENOMEM, its process would just die (gVisor #2520, Kubernetes
- * #114142). So at create the pool finds the limit it runs under, and every grow checks that
- * the memory in use plus the grow plus a headroom stays under it, or refuses with -ENOMEM
- * while the process can still act on it.
+ * #114142). So every grow checks that the memory in use plus the grow plus a headroom stays
+ * under the limit, or refuses with -ENOMEM while the process can still act on it.
  *
  * Which limit (tide_pool_config.memory_limit):
- *  - 0 (default): the memory cgroup of the process at create, found through
- *    /proc/self/cgroup and /proc/self/mountinfo: cgroup v2 memory.max and memory.high (the
- *    lower; high throttles, then the OOM killer follows), v1 memory.limit_in_bytes, at its
- *    own level and each ancestor up to the mount's root (the tightest counts). The memory
- *    in use is the cgroup's working set at the level of the limit, so other processes of
- *    the cgroup count too: its count (memory.current, memory.usage_in_bytes) less its
- *    inactive file pages (memory.stat inactive_file, v1 total_inactive_file), the rule of
- *    the kubelet and cAdvisor. The count includes page cache, which the kernel reclaims
- *    before it kills anyone: a process that wrote a large file would otherwise see itself
- *    at its limit with most of it free (kumomta #549, moby #21759). Active file pages still
- *    count (the kernel may not give them up quickly). No limit found: no check.
+ *  - 0 (default): the memory cgroup the process is in at the grow, found through
+ *    /proc/self/cgroup under the cgroup mounts of /proc/self/mountinfo (read at create):
+ *    cgroup v2 memory.max and memory.high (the lower; high throttles, then the OOM killer
+ *    follows), v1 memory.limit_in_bytes, at its own level and each ancestor up to the
+ *    mount's root (the tightest counts). The memory in use is the cgroup's working set at
+ *    the level of the limit, so other processes of the cgroup count too: its count
+ *    (memory.current, memory.usage_in_bytes) less its inactive file pages (memory.stat
+ *    inactive_file, v1 total_inactive_file), the rule of the kubelet and cAdvisor. The
+ *    count includes page cache, which the kernel reclaims before it kills anyone: a process
+ *    that wrote a large file would otherwise see itself at its limit with most of it free
+ *    (kumomta #549, moby #21759). Active file pages still count. No limit: no check.
  *  - TIDE_NO_MEMORY_LIMIT: no check.
  *  - any other value: a limit on this process's resident memory (/proc/self/statm).
  * Headroom: a sixteenth of the limit, between 1 MiB and 256 MiB, for what the process
- * touches besides the pool between two grows. The usage files are kept open (two preads
- * per level per grow); nothing is read when there is no limit.
+ * touches besides the pool between two grows.
+ *
+ * Everything is read at the grow (a grow is the slow path: a few small files per level),
+ * nothing is kept open: a limit changed at run time (docker update, an in-place pod resize)
+ * counts from the next grow; a fork child reads its own /proc/self and its own cgroup (it
+ * may have been moved); a daemon that closes every descriptor after setup, or a program at
+ * its descriptor limit, loses nothing. A read that fails while a limit applied at the last
+ * read fails safe: it counts in os_failures and the grow is allowed only within the room
+ * left at that read (less what grew since). Create reads once, and fails (-EMFILE, -ENFILE,
+ * -ENOMEM) when it cannot tell whether a limit applies.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -43,217 +51,264 @@ static size_t headroom_of(size_t limit)
 	return h < MiB ? MiB : h > 256 * MiB ? 256 * MiB : h;
 }
 
-/* Read a decimal value (or "max") from dir/name; NO_LIMIT for "max" or a missing file. */
-static size_t read_value(const char *dir, const char *name)
-{
-	char path[PATH_MAX], buf[64];
-	ssize_t n;
-	int fd;
-
-	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path))
-		return NO_LIMIT;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return NO_LIMIT;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return NO_LIMIT;
-	buf[n] = 0;
-	if (!strncmp(buf, "max", 3))
-		return NO_LIMIT;
-	return (size_t)strtoull(buf, NULL, 10);
-}
-
-static int open_in(const char *dir, const char *name)
+/* Read up to len - 1 bytes of dir/name (dir may be NULL), NUL-terminated; bytes or -errno. */
+static ssize_t read_file(const char *dir, const char *name, char *buf, size_t len)
 {
 	char path[PATH_MAX];
-
-	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path))
-		return -1;
-	return open(path, O_RDONLY | O_CLOEXEC);
-}
-
-static void add_level(struct tide_pool *pool, size_t limit, const char *dir, const char *usage,
-		      bool v2)
-{
+	ssize_t n, got = 0;
 	int fd;
 
-	if (limit >= NO_LIMIT || pool->nlimits >= MEM_LIMIT_LEVELS)
-		return;
-	fd = open_in(dir, usage);
+	if ((size_t)snprintf(path, sizeof(path), "%s%s%s", dir ? dir : "", dir ? "/" : "",
+			     name) >= sizeof(path))
+		return -ENAMETOOLONG;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return;
-	/* Without memory.stat the whole count is taken as used: stricter, never looser. */
-	pool->limits[pool->nlimits] = (struct mem_limit){
-		.limit = limit, .fd = fd, .stat_fd = open_in(dir, "memory.stat"), .v2 = v2};
-	pool->nlimits++;
+		return -errno;
+	while ((size_t)got < len - 1 && (n = read(fd, buf + got, len - 1 - (size_t)got)) > 0)
+		got += n;
+	n = n < 0 ? -errno : got;
+	close(fd);
+	if (n >= 0)
+		buf[n] = 0;
+	return n;
 }
 
-/* Walk from the cgroup directory dir up to the mount point mnt, adding each limit found. */
-static void walk_up(struct tide_pool *pool, char *dir, size_t mnt_len, bool v2)
+/* A missing file (no such controller file at this level) is "no limit"; else -errno. */
+static bool missing(ssize_t err)
 {
-	for (;;) {
-		if (v2) {
-			size_t max = read_value(dir, "memory.max"),
-			       high = read_value(dir, "memory.high");
-
-			add_level(pool, max < high ? max : high, dir, "memory.current", true);
-		} else {
-			add_level(pool, read_value(dir, "memory.limit_in_bytes"), dir,
-				  "memory.usage_in_bytes", false);
-		}
-		char *slash = strrchr(dir, '/');
-
-		if (strlen(dir) <= mnt_len || !slash || (size_t)(slash - dir) < mnt_len)
-			return;
-		*slash = 0;
-	}
+	return err == -ENOENT || err == -ENOTDIR || err == -EACCES || err == -ENAMETOOLONG;
 }
 
-/* The cgroup path of this process in the v2 hierarchy or the v1 memory one; 0 or -1. */
-static int own_cgroup(bool v2, char *out, size_t len)
+/* The decimal value (or "max") of dir/name into *v: NO_LIMIT when "max" or missing. */
+static int read_value(const char *dir, const char *name, size_t *v)
 {
-	char line[PATH_MAX + 64];
-	FILE *f = fopen("/proc/self/cgroup", "re");
-	int ret = -1;
+	char buf[64];
+	ssize_t n = read_file(dir, name, buf, sizeof(buf));
 
-	while (f && ret && fgets(line, sizeof(line), f)) {
-		char *ctl = strchr(line, ':'), *path = ctl ? strchr(ctl + 1, ':') : NULL;
-
-		if (!path)
-			continue;
-		*path++ = 0;
-		path[strcspn(path, "\n")] = 0;
-		ctl++;
-		if (v2 ? !strcmp(line, "0") && !*ctl : (strstr(ctl, "memory") != NULL)) {
-			snprintf(out, len, "%s", path);
-			ret = 0;
-		}
-	}
-	if (f)
-		fclose(f);
-	return ret;
-}
-
-/* The mount point and root of the v2 hierarchy, or of the v1 one with memory; 0 or -1. */
-static int cgroup_mount(bool v2, char *mnt, char *root, size_t len)
-{
-	char line[2 * PATH_MAX];
-	FILE *f = fopen("/proc/self/mountinfo", "re");
-	int ret = -1;
-
-	while (f && ret && fgets(line, sizeof(line), f)) {
-		char r[PATH_MAX], mp[PATH_MAX], fs[64], opts[512];
-		char *dash = strstr(line, " - ");
-
-		if (!dash || sscanf(line, "%*s %*s %*s %4095s %4095s", r, mp) != 2 ||
-		    sscanf(dash + 3, "%63s %*s %511s", fs, opts) != 2)
-			continue;
-		if (v2 ? !strcmp(fs, "cgroup2") : !strcmp(fs, "cgroup") && strstr(opts, "memory")) {
-			snprintf(mnt, len, "%s", mp);
-			snprintf(root, len, "%s", r);
-			ret = 0;
-		}
-	}
-	if (f)
-		fclose(f);
-	return ret;
-}
-
-static void detect(struct tide_pool *pool, bool v2)
-{
-	char mnt[PATH_MAX], root[PATH_MAX], path[PATH_MAX], dir[2 * PATH_MAX];
-	const char *rel;
-
-	if (cgroup_mount(v2, mnt, root, sizeof(mnt)) || own_cgroup(v2, path, sizeof(path)))
-		return;
-	rel = path;
-	if (strcmp(root, "/") && !strncmp(path, root, strlen(root)))
-		rel = path + strlen(root); /* the mount shows a subtree (a cgroup namespace) */
-	snprintf(dir, sizeof(dir), "%s%s", mnt, strcmp(rel, "/") ? rel : "");
-	walk_up(pool, dir, strlen(mnt), v2);
-}
-
-int limits_init(struct tide_pool *pool, size_t memory_limit)
-{
-	pool->nlimits = 0;
-	if (memory_limit == TIDE_NO_MEMORY_LIMIT)
-		return 0;
-	if (memory_limit) {
-		int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-
-		if (fd < 0)
-			return -ENOMEM;
-		pool->limits[0] = (struct mem_limit){
-			.limit = memory_limit, .fd = fd, .stat_fd = -1, .statm = true};
-		pool->nlimits = 1;
-		return 0;
-	}
-	detect(pool, true);
-	detect(pool, false);
+	if (n < 0 && !missing(n))
+		return (int)n;
+	*v = n <= 0 || !strncmp(buf, "max", 3) ? NO_LIMIT : (size_t)strtoull(buf, NULL, 10);
 	return 0;
 }
 
-void limits_exit(struct tide_pool *pool)
-{
-	for (unsigned i = 0; i < pool->nlimits; i++) {
-		close(pool->limits[i].fd);
-		if (pool->limits[i].stat_fd >= 0)
-			close(pool->limits[i].stat_fd);
-	}
-	pool->nlimits = 0;
-}
-
 /* The cgroup's inactive file pages (reclaimable page cache) in bytes; 0 when unknown. */
-static size_t inactive_file(const struct mem_limit *l)
+static size_t inactive_file(const char *dir, bool v2)
 {
-	const char *key = l->v2 ? "inactive_file " : "total_inactive_file ";
+	const char *key = v2 ? "inactive_file " : "total_inactive_file ";
 	char buf[8192]; /* memory.stat: about 1.5 KiB in v1, 3 KiB in v2 */
-	ssize_t n;
-	char *at;
 
-	if (l->stat_fd < 0 || (n = pread(l->stat_fd, buf, sizeof(buf) - 1, 0)) <= 0)
-		return 0;
-	buf[n] = 0;
-	for (at = buf; at; at = strchr(at, '\n'), at = at ? at + 1 : NULL)
+	if (read_file(dir, "memory.stat", buf, sizeof(buf)) <= 0)
+		return 0; /* without memory.stat all the count is taken as used: stricter */
+	for (char *at = buf; at; at = strchr(at, '\n'), at = at ? at + 1 : NULL)
 		if (!strncmp(at, key, strlen(key)))
 			return (size_t)strtoull(at + strlen(key), NULL, 10);
 	return 0;
 }
 
-/* Bytes in use at one level: the cgroup's working set, or this process's resident set. */
-static bool usage_of(const struct mem_limit *l, size_t page, size_t *usage)
+/* Lower *room to what may grow under limit with usage in use. */
+static void take_room(size_t *room, size_t limit, size_t usage)
+{
+	size_t avail = limit - headroom_of(limit);
+
+	if (limit < headroom_of(limit) || usage >= avail)
+		avail = 0;
+	else
+		avail -= usage;
+	if (avail < *room)
+		*room = avail;
+}
+
+/* One cgroup level: its limit and, when it has one, its working set; 0 or -errno. */
+static int level_room(const char *dir, bool v2, size_t *room)
+{
+	size_t limit, high = NO_LIMIT, count, cache;
+	char buf[64];
+	ssize_t n;
+	int err;
+
+	err = read_value(dir, v2 ? "memory.max" : "memory.limit_in_bytes", &limit);
+	if (!err && v2)
+		err = read_value(dir, "memory.high", &high);
+	if (err)
+		return err;
+	if (high < limit)
+		limit = high;
+	if (limit >= NO_LIMIT)
+		return 0;
+	n = read_file(dir, v2 ? "memory.current" : "memory.usage_in_bytes", buf, sizeof(buf));
+	if (n <= 0)
+		return n < 0 ? (int)n : -EIO; /* a limit whose usage cannot be read */
+	count = (size_t)strtoull(buf, NULL, 10);
+	cache = inactive_file(dir, v2);
+	take_room(room, limit, count > cache ? count - cache : 0);
+	return 0;
+}
+
+/* The cgroup path of this process in the v2 hierarchy or the v1 memory one; -errno. */
+static int own_cgroup(bool v2, char *out, size_t len)
+{
+	char buf[8192];
+	ssize_t n = read_file(NULL, "/proc/self/cgroup", buf, sizeof(buf));
+
+	if (n < 0)
+		return (int)n;
+	for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
+		char *ctl = strchr(line, ':'), *path = ctl ? strchr(ctl + 1, ':') : NULL;
+
+		if (!path)
+			continue;
+		*path++ = 0;
+		ctl++;
+		if (v2 ? !strcmp(line, "0") && !*ctl : (strstr(ctl, "memory") != NULL)) {
+			snprintf(out, len, "%s", path);
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
+/* Walk from this process's cgroup up to the mount's root, lowering *room; 0 or -errno. */
+static int cgroup_room(const struct mem_limits *m, bool v2, size_t *room)
+{
+	char path[PATH_MAX], dir[2 * PATH_MAX];
+	const char *rel, *root = m->root[v2];
+	size_t mnt_len = strlen(m->mnt[v2]);
+	int err = own_cgroup(v2, path, sizeof(path));
+
+	if (err)
+		return err == -ENOENT ? 0 : err; /* not in this hierarchy */
+	rel = path;
+	if (strcmp(root, "/") && !strncmp(path, root, strlen(root)))
+		rel = path + strlen(root); /* the mount shows a subtree (a cgroup namespace) */
+	snprintf(dir, sizeof(dir), "%s%s", m->mnt[v2], strcmp(rel, "/") ? rel : "");
+	for (;;) {
+		char *slash = strrchr(dir, '/');
+
+		err = level_room(dir, v2, room);
+		if (err)
+			return err;
+		if (strlen(dir) <= mnt_len || !slash || (size_t)(slash - dir) < mnt_len)
+			return 0;
+		*slash = 0;
+	}
+}
+
+/* What may grow under the resident-memory limit; 0 or -errno. */
+static int rss_room(const struct mem_limits *m, size_t page, size_t *room)
 {
 	char buf[128];
-	ssize_t n = pread(l->fd, buf, sizeof(buf) - 1, 0);
 	unsigned long long size, resident;
+	ssize_t n = read_file(NULL, "/proc/self/statm", buf, sizeof(buf));
 
-	if (n <= 0)
-		return false;
-	buf[n] = 0;
-	if (!l->statm) {
-		size_t count = (size_t)strtoull(buf, NULL, 10), cache = inactive_file(l);
-
-		*usage = count > cache ? count - cache : 0;
-		return true;
-	}
+	if (n < 0)
+		return (int)n;
 	if (sscanf(buf, "%llu %llu", &size, &resident) != 2)
-		return false;
-	*usage = (size_t)resident * page;
-	return true;
+		return -EIO;
+	take_room(room, m->rss_limit, (size_t)resident * page);
+	return 0;
+}
+
+/* What may grow now under every limit (SIZE_MAX: none applies); 0 or -errno. */
+static int read_room(const struct mem_limits *m, size_t page, size_t *room)
+{
+	int err = 0;
+
+	*room = SIZE_MAX;
+	if (m->rss_limit)
+		return rss_room(m, page, room);
+	for (int v2 = 1; v2 >= 0 && !err; v2--)
+		if (m->mnt[v2])
+			err = cgroup_room(m, v2, room);
+	return err;
+}
+
+/* The mount point and root of the v2 hierarchy and of the v1 one with memory; -errno. */
+static int cgroup_mounts(struct mem_limits *m)
+{
+	char line[2 * PATH_MAX];
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+
+	if (!f)
+		return missing(-errno) ? 0 : -errno; /* no /proc: no limit can be found */
+	while (fgets(line, sizeof(line), f)) {
+		char r[PATH_MAX], mp[PATH_MAX], fs[64], opts[512];
+		char *dash = strstr(line, " - ");
+		int v2;
+
+		if (!dash || sscanf(line, "%*s %*s %*s %4095s %4095s", r, mp) != 2 ||
+		    sscanf(dash + 3, "%63s %*s %511s", fs, opts) != 2)
+			continue;
+		v2 = !strcmp(fs, "cgroup2");
+		if ((!v2 && (strcmp(fs, "cgroup") || !strstr(opts, "memory"))) || m->mnt[v2])
+			continue;
+		m->mnt[v2] = strdup(mp);
+		m->root[v2] = strdup(r);
+		if (!m->mnt[v2] || !m->root[v2]) {
+			fclose(f);
+			return -ENOMEM;
+		}
+	}
+	fclose(f);
+	return 0;
+}
+
+int limits_init(struct tide_pool *pool, size_t memory_limit)
+{
+	struct mem_limits *m = &pool->limits;
+	size_t room;
+	int err;
+
+	*m = (struct mem_limits){.off = memory_limit == TIDE_NO_MEMORY_LIMIT};
+	if (m->off)
+		return 0;
+	if (memory_limit)
+		m->rss_limit = memory_limit;
+	else if ((err = cgroup_mounts(m)))
+		goto fail;
+	err = read_room(m, pool->page_size, &room);
+	if (err == -EMFILE || err == -ENFILE || err == -ENOMEM)
+		goto fail;
+	if (err && m->rss_limit) { /* no /proc/self/statm: the limit cannot be kept */
+		err = -ENOMEM;
+		goto fail;
+	}
+	m->known = !err && room != SIZE_MAX;
+	m->room = room;
+	return 0;
+fail:
+	limits_exit(pool);
+	return err;
+}
+
+void limits_exit(struct tide_pool *pool)
+{
+	for (int v2 = 0; v2 < 2; v2++) {
+		free(pool->limits.mnt[v2]);
+		free(pool->limits.root[v2]);
+		pool->limits.mnt[v2] = pool->limits.root[v2] = NULL;
+	}
 }
 
 int limits_check(struct tide_pool *pool, size_t len)
 {
-	for (unsigned i = 0; i < pool->nlimits; i++) {
-		const struct mem_limit *l = &pool->limits[i];
-		size_t usage, room = l->limit - headroom_of(l->limit);
+	struct mem_limits *m = &pool->limits;
+	size_t room;
 
-		if (l->limit < headroom_of(l->limit) + len)
-			return -ENOMEM;
-		if (usage_of(l, pool->page_size, &usage) && usage > room - len)
-			return -ENOMEM;
+	if (m->off)
+		return 0;
+	if (read_room(m, pool->page_size, &room)) {
+		/* Fail safe: within what was left at the last read, less what grew since. */
+		if (m->known && len > m->room)
+			return -ENOMEM; /* counted in os_failures by the grow */
+		atomic_fetch_add_explicit(&pool->os_failures, 1, memory_order_relaxed);
+		if (m->known)
+			m->room -= len;
+		return 0;
 	}
+	m->known = room != SIZE_MAX;
+	m->room = room;
+	if (len > room)
+		return -ENOMEM;
+	m->room = room - len;
 	return 0;
 }

@@ -362,12 +362,44 @@ void maintain_fork_child_locked(struct tide_pool *pool)
 }
 
 /* fork child, no lock held: start the thread again where the parent had one. */
+/*
+ * fork child: the TIDE_BACKGROUND thread is started again. When it cannot be (the child at
+ * RLIMIT_NPROC or a pids limit: EAGAIN), the failure counts in os_failures and the pool's
+ * callers take over: their slow-path calls (fork_catch_up()) try to start it again and,
+ * while it cannot be, run tide_pool_maintain() inline, each at most once per sampling
+ * period; every failed start counts.
+ */
 void maintain_fork_child(struct tide_pool *pool)
 {
-	if (pool->thread_running) {
-		pool->thread_running = false;
-		maintain_start(pool); /* on failure the pool stays usable, maintained by calls */
+	if (!pool->thread_running)
+		return;
+	pool->thread_running = false;
+	if (maintain_start(pool)) {
+		atomic_fetch_add_explicit(&pool->os_failures, 1, memory_order_relaxed);
+		atomic_store_explicit(&pool->fork_retry_ns, 0, memory_order_relaxed);
+		atomic_fetch_or(&pool->fork_todo, FORK_THREAD);
 	}
+}
+
+void maintain_fallback(struct tide_pool *pool)
+{
+	uint64_t now = os_now_ns();
+	int ms;
+
+	if (now < atomic_load_explicit(&pool->fork_retry_ns, memory_order_relaxed))
+		return;
+	/* Claimed by clearing the bit: one caller at a time starts or maintains. */
+	if (!(atomic_fetch_and(&pool->fork_todo, ~FORK_THREAD) & FORK_THREAD))
+		return;
+	if (!maintain_start(pool))
+		return;
+	atomic_fetch_add_explicit(&pool->os_failures, 1, memory_order_relaxed);
+	ms = tide_pool_maintain(pool);
+	if (ms < 0 || (uint64_t)ms * 1000000u > sample_period_ns(pool))
+		ms = (int)((sample_period_ns(pool) + 999999u) / 1000000u);
+	atomic_store_explicit(&pool->fork_retry_ns, now + (uint64_t)ms * 1000000u,
+			      memory_order_relaxed);
+	atomic_fetch_or(&pool->fork_todo, FORK_THREAD);
 }
 
 void maintain_stop(struct tide_pool *pool)

@@ -50,20 +50,63 @@ void tide_assert_fail(const char *cond, const char *file, int line)
 	abort();
 }
 
+static void uncommit(struct tide_pool *pool, char *addr, size_t len);
+
+/* What a hook was called on, for hook_exited(). */
+struct hook_call {
+	struct tide_pool *pool;
+	enum tide_convert dir;
+	char *addr;
+	size_t len;
+};
+
+/*
+ * The hook ended its thread (pthread_exit(), or a cancellation it enabled): the conversion
+ * counts as vetoed and the conversion lock its caller holds is released, so the pool stays
+ * usable. A grow's range, still above the boundary, is given back to the OS; a shrink's,
+ * still below the boundary, gets its blocks back. Only convert_lock is held by the hook's
+ * callers (pool lock and cache windows are free while a hook runs).
+ */
+static void hook_exited(void *arg)
+{
+	struct hook_call *c = arg;
+	struct tide_pool *pool = c->pool;
+	size_t off = (size_t)(c->addr - pool->base), cur = pool_unreserved(pool);
+
+	in_hook = NULL;
+	atomic_fetch_add_explicit(&pool->vetoes, 1, memory_order_relaxed);
+	if (c->dir == TIDE_TO_UNRESERVED && off == cur) {
+		uncommit(pool, c->addr, c->len);
+		meta_decommit(pool, cur, cur + c->len);
+	} else if (c->dir == TIDE_TO_RESERVED && off + c->len == cur &&
+		   (pool->limit << pool->block_shift) == off) {
+		poison_range(pool, c->addr, c->len);
+		pthread_mutex_lock(&pool->lock);
+		pool->limit = cur >> pool->block_shift;
+		pthread_mutex_unlock(&pool->lock);
+	}
+	pthread_mutex_unlock(&pool->convert_lock);
+	call_guard_set(0);
+}
+
 /*
  * Run a hook on [addr, addr + len). in_hook marks the thread so the hook cannot convert
  * this pool (convert_lock is held); the hook may allocate and free, so the re-entry guard
- * is lifted while it runs. 0, or its refusal (a positive return is -ECANCELED).
+ * is lifted while it runs. 0, or its refusal (a positive return is -ECANCELED). A hook that
+ * ends its thread leaves the pool unlocked (hook_exited()).
  */
 static int run_hook(struct tide_pool *pool, tide_convert_fn fn, void *arg, enum tide_convert dir,
 		    void *addr, size_t len)
 {
+	struct hook_call call = {pool, dir, addr, len};
 	unsigned char guard = tide_in_call;
 	int ret;
 
 	in_hook = pool;
 	call_guard_set(0);
+	pthread_cleanup_push(hook_exited, &call);
 	ret = fn(pool, dir, addr, len, arg);
+	pthread_cleanup_pop(0);
 	call_guard_set(guard);
 	in_hook = NULL;
 	return ret > 0 ? -ECANCELED : ret;
@@ -224,7 +267,10 @@ static void pool_free_struct(struct tide_pool *pool)
  *
  * Return: 0; -EINVAL for a bad field or flag or a NULL @pool; -ENOMEM when the OS refuses
  * the reservation, the metadata or the initial commit (whatever errno the OS gave), or the
- * initial commit would pass the memory limit; -EAGAIN when the thread cannot be started.
+ * initial commit would pass the memory limit; -EMFILE, -ENFILE or -ENOMEM when the
+ * memory limit's files (/proc/self, the cgroup's) cannot be read to tell whether a limit
+ * applies (memory_limit not TIDE_NO_MEMORY_LIMIT); -EAGAIN when the thread cannot be
+ * started.
  */
 int tide_pool_create(const struct tide_pool_config *cfg, struct tide_pool **poolp)
 {
@@ -453,6 +499,7 @@ int pool_grow_locked(struct tide_pool *pool, size_t bytes)
 		return 0;
 	if (len < bytes || len > pool->max_size - cur)
 		return -ENOSPC;
+	fork_relock_locked(pool); /* a fork child's pool, before its new range is locked */
 	err = limits_check(pool, len);
 	if (err)
 		goto os_refused;
@@ -601,6 +648,7 @@ int tide_pool_grow(struct tide_pool *pool, size_t bytes)
 		return -EINVAL;
 	if (in_hook == pool)
 		return -EDEADLK;
+	fork_todo_check(pool);
 	if (!call_enter(pool))
 		return -EAGAIN;
 	cancel = cancel_off();
@@ -636,6 +684,7 @@ ssize_t tide_pool_shrink(struct tide_pool *pool, size_t bytes)
 		return -EINVAL;
 	if (in_hook == pool)
 		return -EDEADLK;
+	fork_todo_check(pool);
 	if (!call_enter(pool))
 		return -EAGAIN;
 	cancel = cancel_off();

@@ -76,6 +76,7 @@ void tide_pool_stats(const struct tide_pool *cpool, struct tide_stats *st)
 	memset(st, 0, sizeof(*st));
 	if (!pool)
 		return;
+	fork_todo_check(pool); /* a fork child's re-lock or lost thread, before the sizes */
 	if (call_enter(pool)) {
 		stats_sizes(pool, st);
 		call_leave();
