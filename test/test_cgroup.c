@@ -20,8 +20,15 @@
  * the cgroup, which the kernel reclaims before it kills anyone), then fills the pool the
  * same way: it must still reach 32 MiB (the limit counts the working set, usage minus
  * inactive file pages, as the kubelet does), and stop cleanly before the OOM killer.
+ *
+ * Limits read at each grow, nothing kept open: the same fill stops cleanly when the limit
+ * was lowered from 1 GiB after create, reaches 40 MiB when it was raised from 32 MiB, and
+ * stops cleanly when the program closed every descriptor above stderr after create (and
+ * reused the numbers), or created the pool with no descriptor left (create says -EMFILE,
+ * or the limit holds).
  */
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include "pool_helpers.h"
@@ -130,7 +137,72 @@ struct trial {
 	size_t memory_limit;
 	bool nested; /* join a cgroup below the limited one (a pod's limit, a container's group) */
 	size_t cached; /* bytes of a file written and synced first: page cache in the cgroup */
+	int twist;     /* what happens around create: one of the TWIST_ values */
 };
+
+enum {
+	TWIST_NONE,
+	TWIST_LOWERED, /* the limit is 1 GiB at create, lowered to 64 MiB before the fill */
+	TWIST_RAISED,  /* 32 MiB at create, raised to 64 MiB before the fill */
+	TWIST_CLOSED,  /* every descriptor above stderr closed after create, numbers reused */
+	TWIST_EMFILE,  /* created with no descriptor left */
+};
+
+/* Set our cgroup's limit (v1: memory+swap too, in the order the kernel accepts); 0 or -1. */
+static int set_limit(size_t bytes)
+{
+	char v[32];
+	int err = 0;
+
+	snprintf(v, sizeof(v), "%zu", bytes);
+	if (v2)
+		return wr(cg, "memory.max", v);
+	err = wr(cg, "memory.limit_in_bytes", v); /* refused above memsw when raising */
+	wr(cg, "memory.memsw.limit_in_bytes", v); /* refused below memory when lowering */
+	return err ? wr(cg, "memory.limit_in_bytes", v) : 0;
+}
+
+/* Create the pool the way t->twist says; 0, 77 (cannot set up), or create's error. */
+static int create_twisted(const struct trial *t, struct tide_pool_config *cfg,
+			  struct tide_pool **pool)
+{
+	int err, fd, opened = 0;
+
+	if (t->twist == TWIST_LOWERED || t->twist == TWIST_RAISED)
+		if (set_limit(t->twist == TWIST_LOWERED ? GiB : 32 * MiB))
+			return 77;
+	if (t->twist == TWIST_EMFILE) {
+		struct rlimit rl = {64, 64};
+
+		if (setrlimit(RLIMIT_NOFILE, &rl))
+			return 77;
+		while (opened < 64 && open("/dev/null", O_RDONLY) >= 0)
+			opened++;
+	}
+	err = tide_pool_create(cfg, pool);
+	if (t->twist == TWIST_EMFILE) {
+		printf("cgroup: create with no descriptor left: %d\n", err);
+		fflush(stdout);
+		if (err)
+			return err == -EMFILE ? 0 : 1;
+		for (fd = 3; fd < 64; fd++)
+			close(fd);
+		open("/dev/null", O_RDONLY); /* now it may read: the limit must hold either way */
+	}
+	if (t->twist == TWIST_LOWERED || t->twist == TWIST_RAISED)
+		if (set_limit(LIMIT))
+			return 77;
+	if (t->twist == TWIST_CLOSED) {
+		int pipes[2];
+
+		for (fd = 3; fd < 1024; fd++)
+			close(fd);
+		for (int i = 0; i < 4; i++)
+			if (pipe(pipes))
+				return 77; /* the numbers the pool had, now the program's */
+	}
+	return err;
+}
 
 /* Write and sync a file of len bytes next to the test, unlinked at once (the open fd keeps
  * its page cache, charged to our cgroup); the fd, or -1. */
@@ -161,7 +233,7 @@ static int fill_in_cgroup(void *arg)
 	struct tide_pool_config cfg = {.max_size = GiB,
 				       .flags = TIDE_AUTO_GROW | t->flags,
 				       .memory_limit = t->memory_limit};
-	struct tide_pool *pool;
+	struct tide_pool *pool = NULL;
 	struct tide_stats st;
 	char me[32];
 	size_t n = 0;
@@ -171,8 +243,12 @@ static int fill_in_cgroup(void *arg)
 		return 77;
 	if (t->cached && page_cache(t->cached) < 0)
 		return 77;
-	if (tide_pool_create(&cfg, &pool))
-		return 2;
+	int err = create_twisted(t, &cfg, &pool);
+
+	if (err)
+		return err == 77 ? 77 : 2;
+	if (!pool)
+		return 0; /* create said -EMFILE: the limit was not lost silently */
 	for (; n < 256 * MiB / 2048; n++) {
 		char *b = tide_alloc(pool, 2048);
 
@@ -181,12 +257,14 @@ static int fill_in_cgroup(void *arg)
 		memset(b, 1, 2048);
 	}
 	tide_pool_stats(pool, &st);
-	printf("cgroup: %s%s%s: stopped at %zu MiB (alloc_failures %" PRIu64
+	printf("cgroup: %s%s%s (twist %d): stopped at %zu MiB (alloc_failures %" PRIu64
 	       ", os_failures %" PRIu64 ")\n",
 	       t->flags ? "populate" : "plain   ", t->nested ? " (limit on the parent)" : "",
-	       t->cached ? " (after 40 MiB of page cache)" : "", (n * 2048) >> 20,
+	       t->cached ? " (after 40 MiB of page cache)" : "", t->twist, (n * 2048) >> 20,
 	       st.alloc_failures, st.os_failures);
 	CHECK(n * 2048 >= LIMIT / 2 && n * 2048 < LIMIT);
+	if (t->twist == TWIST_RAISED)
+		CHECK(n * 2048 >= 40 * MiB); /* past the limit it was created under */
 	CHECK(st.alloc_failures >= 1);
 	CHECK_EQ(tide_pool_grow(pool, 2 * MiB), -ENOMEM);
 	CHECK_POOL(pool);
@@ -197,9 +275,15 @@ static int fill_in_cgroup(void *arg)
 
 int main(void)
 {
-	struct trial plain = {0, 0, false, 0}, populate = {TIDE_POPULATE, 0, false, 0},
-		     nested = {0, 0, true, 0}, off = {0, TIDE_NO_MEMORY_LIMIT, false, 0},
-		     cached = {0, 0, false, 40 * MiB};
+	struct trial plain = {0, 0, false, 0, 0}, populate = {TIDE_POPULATE, 0, false, 0, 0},
+		     nested = {0, 0, true, 0, 0}, off = {0, TIDE_NO_MEMORY_LIMIT, false, 0, 0},
+		     cached = {0, 0, false, 40 * MiB, 0};
+	static const char *const twists[] = {
+		[TWIST_LOWERED] = "the limit lowered from 1 GiB to 64 MiB after create",
+		[TWIST_RAISED] = "the limit raised from 32 MiB to 64 MiB after create",
+		[TWIST_CLOSED] = "descriptors 3.. closed after create and reused",
+		[TWIST_EMFILE] = "created with no descriptor left",
+	};
 	int rc;
 
 	if (geteuid() != 0)
@@ -226,6 +310,15 @@ int main(void)
 		       "returned "
 		       "%d (1: refused early, the cache counted as used)",
 		       rc);
+	for (int k = TWIST_LOWERED; k <= TWIST_EMFILE; k++) {
+		struct trial twisted = {0, 0, false, 0, k};
+
+		rc = run_in_child(fill_in_cgroup, &twisted);
+		set_limit(LIMIT); /* restored whatever the child did */
+		printf("cgroup: %s: child returned %d\n", twists[k], rc);
+		CHECKF(rc == 0 || rc == 77, "%s: child returned %d (137: OOM-killed)", twists[k],
+		       rc);
+	}
 	rc = run_in_child(fill_in_cgroup, &off);
 	printf("cgroup: with TIDE_NO_MEMORY_LIMIT the child returned %d\n", rc);
 	CHECKF(rc == 128 + SIGKILL, "with the check off the child should be OOM-killed: %d", rc);
