@@ -19,6 +19,7 @@
  */
 #include <dirent.h>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <sys/time.h>
 #include <stdatomic.h>
 #include <sys/syscall.h>
@@ -552,19 +553,26 @@ static long long smaps_locked_kb(const void *addr, size_t len)
 
 static int locked_child(struct tide_pool *p)
 {
-	long long before = smaps_locked_kb(tide_pool_base(p), 64 << 20), after;
+	long long before = smaps_locked_kb(tide_pool_base(p), 64 << 20), used, after;
 	struct tide_stats st;
 	int bad = 0;
+	void *b;
 
-	bad |= before != (8 << 20) >> 10;
+	/* Nothing locked (nor copied) until the child uses the pool: fork+exec stays cheap. */
+	bad |= before != 0;
+	b = tide_alloc(p, 100);
+	bad |= b == NULL;
+	used = smaps_locked_kb(tide_pool_base(p), 64 << 20);
+	bad |= used != (8 << 20) >> 10;
+	tide_free(p, b);
 	bad |= tide_pool_grow(p, 2 << 20) != 0;
 	after = smaps_locked_kb(tide_pool_base(p), 64 << 20);
 	bad |= after != (10 << 20) >> 10;
 	tide_pool_stats(p, &st);
 	bad |= st.os_failures != 0;
-	printf("TIDE_LOCKED in the child: Locked %lld kB of 8192, after a grow %lld kB of "
-	       "10240\n",
-	       before, after);
+	printf("TIDE_LOCKED in the child: Locked %lld kB after fork (0), %lld kB after its first "
+	       "alloc (8192), after a grow %lld kB (10240)\n",
+	       before, used, after);
 	return bad;
 }
 
@@ -602,12 +610,115 @@ static void locked_across_fork(void)
 	tide_pool_destroy(p);
 }
 
+/* ----------------------------------------- the child's own resident memory -- */
+
+/* memory_limit is on this process's RSS: a child's fill stops at its own, not its parent's. */
+static void child_rss_limit(void)
+{
+	struct tide_pool_config cfg = {.block_size = 65536,
+				       .reserve_size = GiB,
+				       .flags = TIDE_AUTO_GROW,
+				       .memory_limit = 64 * MiB};
+	struct tide_pool *p;
+	pid_t pid;
+	int status;
+
+	REQUIRE(tide_pool_create(&cfg, &p) == 0);
+	fflush(NULL);
+	pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		size_t got = 0;
+		char *b;
+
+		while (got < 256 * MiB && (b = tide_alloc(p, 65536))) {
+			memset(b, 7, 65536);
+			got += 65536;
+		}
+		printf("memory_limit 64 MiB in a fork child: %zu MiB handed out\n", got >> 20);
+		fflush(NULL);
+		_exit(got >= 16 * MiB && got < 64 * MiB ? 0 : 1);
+	}
+	status = wait_child(pid, CHILD_LIMIT);
+	CHECKF(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	       "the child's memory_limit did not hold on its own RSS: status %#x", status);
+	tide_pool_destroy(p);
+}
+
+/* ------------------------------- the background thread cannot be restarted -- */
+
+/* In a process at RLIMIT_NPROC (uid 54321, limit 3): fork's child cannot start the thread. */
+static int nproc_child(void *arg)
+{
+	struct tide_pool_config cfg = {.reserve_size = GiB,
+				       .shrink_delay_ms = 10,
+				       .flags = TIDE_AUTO_GROW | TIDE_AUTO_SHRINK | TIDE_BACKGROUND,
+				       .memory_limit = TIDE_NO_MEMORY_LIMIT};
+	struct rlimit rl = {3, 3};
+	struct tide_pool *p;
+	pid_t pid;
+	int status;
+
+	(void)arg;
+	if (setrlimit(RLIMIT_NPROC, &rl) || setgid(54321) || setuid(54321))
+		return 77;
+	if (tide_pool_create(&cfg, &p))
+		return 77;
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0)
+		return 77;
+	if (pid == 0) {
+		static void *b[4096];
+		struct tide_stats st;
+		int i;
+
+		for (i = 0; i < 4096; i++)
+			if (!(b[i] = tide_alloc(p, 2048)))
+				_exit(2);
+		for (i = 0; i < 4096; i++)
+			tide_free(p, b[i]);
+		tide_pool_flush_cache(p);
+		/* Its callers maintain it now: a bounded poll, 2 s at most. */
+		for (i = 0; i < 200; i++) {
+			tide_pool_stats(p, &st);
+			if (st.unreserved_size == 0)
+				break;
+			usleep(10000);
+		}
+		printf("no thread in the fork child: os_failures %" PRIu64
+		       ", unreserved %zu after %d polls\n",
+		       st.os_failures, st.unreserved_size, i);
+		fflush(NULL);
+		_exit(st.os_failures >= 1 && st.unreserved_size == 0 ? 0 : 1);
+	}
+	status = wait_child(pid, CHILD_LIMIT);
+	tide_pool_destroy(p);
+	return status != -1 && WIFEXITED(status) ? WEXITSTATUS(status) : 3;
+}
+
+static void thread_not_restarted(void)
+{
+	int rc;
+
+	if (geteuid() != 0) {
+		printf("not root: the RLIMIT_NPROC part skipped\n");
+		return;
+	}
+	rc = run_in_child(nproc_child, NULL);
+	CHECKF(rc == 0 || rc == 77,
+	       "a fork child that cannot start the thread: %d (1: not counted or not shrunk)", rc);
+}
+
 int main(void)
 {
 	atfork_handlers(); /* first: no pool yet in this process */
 	signal_inside_fork();
 	locked_across_fork();
 	fork_in_hook();
+	child_rss_limit();
+	if (BACKGROUND)
+		thread_not_restarted();
 	forks_under_load();
 	if (BACKGROUND)
 		fork_background();
