@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "helpers.h"
 #include "internal.h"
@@ -168,6 +169,48 @@ static void *converter(void *arg)
 	return NULL;
 }
 
+/* A thread ends inside the hook (pthread_exit): the pool is not left locked. */
+static int exiting_hook(struct tide_pool *p, enum tide_convert dir, void *addr, size_t len,
+			void *arg)
+{
+	(void)p, (void)addr, (void)len;
+	if (dir == TIDE_TO_UNRESERVED && arg && !pthread_equal(pthread_self(), *(pthread_t *)arg))
+		pthread_exit(NULL);
+	return 0;
+}
+
+static void *grow_in_thread(void *arg)
+{
+	return tide_alloc(arg, 100);
+}
+
+static void hook_ends_thread(void)
+{
+	struct tide_pool_config cfg = {.reserve_size = 64 << 20,
+				       .flags = TIDE_AUTO_GROW,
+				       .memory_limit = TIDE_NO_MEMORY_LIMIT};
+	pthread_t main_thread = pthread_self(), t;
+	struct tide_stats st;
+	struct tide_pool *p;
+	void *ret = &ret;
+
+	REQUIRE(tide_pool_create(&cfg, &p) == 0);
+	REQUIRE(tide_pool_set_convert_hook(p, exiting_hook, &main_thread) == 0);
+	REQUIRE(pthread_create(&t, NULL, grow_in_thread, p) == 0);
+	pthread_join(t, &ret);
+	CHECK(ret == NULL); /* the thread ended in the hook */
+	alarm(10);	    /* a pool left locked would hang here: fail, not hang */
+	CHECK(tide_pool_grow(p, 64 << 10) == 0);
+	CHECK(tide_alloc(p, 100) != NULL);
+	alarm(0);
+	tide_pool_stats(p, &st);
+	CHECK(st.vetoes >= 1);
+	CHECK_POOL(p);
+	printf("a thread ended in the hook: the pool stays usable (vetoes %" PRIu64 ")\n",
+	       st.vetoes);
+	tide_pool_destroy(p);
+}
+
 int main(void)
 {
 	struct tide_pool_config cfg = {
@@ -184,6 +227,7 @@ int main(void)
 	struct tide_stats st;
 	struct tide_user_stats us;
 
+	hook_ends_thread();
 	REQUIRE(tide_pool_create(&cfg, &pool) == 0);
 	REQUIRE(tide_user_create(pool, &ucfg, &shared_user) == 0);
 	for (unsigned i = 0; i < WORKERS; i++)
