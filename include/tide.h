@@ -263,7 +263,7 @@ enum tide_convert {
 };
 /*
  * A conversion hook: called with the pool's conversion lock held; must not grow or shrink
- * the same pool. Returns 0 to accept, anything else to veto (see tide_pool_set_convert_hook()).
+ * the same pool, nor wait for a lock a forking thread may hold (fork() waits for the hook). Returns 0 to accept, anything else to veto (see tide_pool_set_convert_hook()).
  */
 typedef int (*tide_convert_fn)(struct tide_pool *pool, enum tide_convert dir, void *addr,
 			       size_t len, void *arg);
@@ -283,7 +283,11 @@ typedef int (*tide_convert_fn)(struct tide_pool *pool, enum tide_convert dir, vo
  * be refused: when the OS fails to take back a range the hook already released, the hook
  * is called again with TO_UNRESERVED to register it anew, and its return is ignored (the
  * range stays in the pool, which stays consistent; a driver that cannot re-register
- * should fall back to copying).
+ * should fall back to copying). fork() in another thread waits for a hook that is
+ * running (its atfork handler takes every pool's conversion lock), so a hook must not wait
+ * for a lock that a thread may hold while it calls fork() (the application's lock held
+ * around fork): both would wait for ever. A hook may end its thread (pthread_exit(), a
+ * cancellation it enabled): the conversion counts as a veto and no pool lock stays held.
  *
  * Return: 0; -EINVAL for a NULL pool; -EDEADLK from inside a hook; -EAGAIN in a signal
  * handler that interrupted a call into the pool; or the new hook's veto.

@@ -712,7 +712,11 @@ ssize_t tide_pool_shrink(struct tide_pool *pool, size_t bytes)
  * be refused: when the OS fails to take back a range the hook already released, the hook
  * is called again with TO_UNRESERVED to register it anew, and its return is ignored (the
  * range stays in the pool, which stays consistent; a driver that cannot re-register
- * should fall back to copying).
+ * should fall back to copying). fork() in another thread waits for a hook that is
+ * running (its atfork handler takes every pool's conversion lock), so a hook must not wait
+ * for a lock that a thread may hold while it calls fork() (the application's lock held
+ * around fork): both would wait for ever. A hook may end its thread (pthread_exit(), a
+ * cancellation it enabled): the conversion counts as a veto and no pool lock stays held.
  *
  * Return: 0; -EINVAL for a NULL pool; -EDEADLK from inside a hook; -EAGAIN in a signal
  * handler that interrupted a call into the pool; or the new hook's veto.
