@@ -32,9 +32,13 @@
  *
  * fork(): the child may use every pool it inherits (locks are taken around fork,
  * blocks held by the parent's other threads come back to the pool, the TIDE_BACKGROUND
- * thread is started again, a TIDE_LOCKED pool is locked again - a refusal is counted in
- * os_failures). Buffers the other threads held stay allocated. Do not fork from inside a
- * signal handler that interrupted a call into the pool. The library registers its
+ * thread is started again - when it cannot be, that counts in os_failures and the child's
+ * own calls into the pool start it or do its maintenance, at most once per sampling
+ * period - and a TIDE_LOCKED pool is locked again at the child's first call into it that
+ * is not served by its thread cache, so fork()+exec copies nothing - a refusal is counted
+ * in os_failures). The memory limit is read at each grow through /proc/self: a child
+ * counts its own memory and cgroup. Buffers the other threads held stay allocated. Do not fork from
+ * inside a signal handler that interrupted a call into the pool. The library registers its
  * pthread_atfork handlers when it is loaded: atfork handlers the program registers after
  * that may use the pool; while fork holds the pool's locks (between the library's prepare
  * and its parent/child handlers: a signal handler interrupting fork, atfork handlers
@@ -100,7 +104,8 @@ struct tide_pool_config {    /* zero means default */
 	unsigned flags;		  /* TIDE_AUTO_GROW | ... */
 	size_t memory_limit;	  /* growth keeps a headroom under it, else -ENOMEM: 0 detects the
 				     memory cgroup's limit (v2 memory.max/high, v1 limit_in_bytes);
-				     TIDE_NO_MEMORY_LIMIT: none; else bytes of this process's RSS */
+				     TIDE_NO_MEMORY_LIMIT: none; else bytes of this process's RSS.
+				     Read at each grow, through /proc/self; no descriptor kept */
 };
 
 #define TIDE_NO_MEMORY_LIMIT ((size_t)-1) /* tide_pool_config.memory_limit: no check */
@@ -131,7 +136,10 @@ struct tide_pool_config {    /* zero means default */
  *
  * Return: 0; -EINVAL for a bad field or flag or a NULL @pool; -ENOMEM when the OS refuses
  * the reservation, the metadata or the initial commit (whatever errno the OS gave), or the
- * initial commit would pass the memory limit; -EAGAIN when the thread cannot be started.
+ * initial commit would pass the memory limit; -EMFILE, -ENFILE or -ENOMEM when the
+ * memory limit's files (/proc/self, the cgroup's) cannot be read to tell whether a limit
+ * applies (memory_limit not TIDE_NO_MEMORY_LIMIT); -EAGAIN when the thread cannot be
+ * started.
  */
 TIDE_API TIDE_NODISCARD int tide_pool_create(const struct tide_pool_config *cfg,
 					     struct tide_pool **pool);
@@ -263,7 +271,8 @@ enum tide_convert {
 };
 /*
  * A conversion hook: called with the pool's conversion lock held; must not grow or shrink
- * the same pool, nor wait for a lock a forking thread may hold (fork() waits for the hook). Returns 0 to accept, anything else to veto (see tide_pool_set_convert_hook()).
+ * the same pool, nor wait for a lock a forking thread may hold (fork() waits for the hook). Returns
+ * 0 to accept, anything else to veto (see tide_pool_set_convert_hook()).
  */
 typedef int (*tide_convert_fn)(struct tide_pool *pool, enum tide_convert dir, void *addr,
 			       size_t len, void *arg);

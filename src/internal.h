@@ -488,7 +488,7 @@ struct tide_pool {
 	pthread_cond_t thread_cond;
 
 	/* fork.c: what a fork child still owes the pool, paid at its slow-path calls. */
-	_Atomic unsigned fork_todo; /* FORK_RELOCK, FORK_THREAD */
+	_Atomic unsigned fork_todo;	/* FORK_RELOCK, FORK_THREAD */
 	_Atomic uint64_t fork_retry_ns; /* the lost thread: not started again before this */
 
 	/* Counters: relaxed atomics, summed by stats. */

@@ -58,8 +58,8 @@ static ssize_t read_file(const char *dir, const char *name, char *buf, size_t le
 	ssize_t n, got = 0;
 	int fd;
 
-	if ((size_t)snprintf(path, sizeof(path), "%s%s%s", dir ? dir : "", dir ? "/" : "",
-			     name) >= sizeof(path))
+	if ((size_t)snprintf(path, sizeof(path), "%s%s%s", dir ? dir : "", dir ? "/" : "", name) >=
+	    sizeof(path))
 		return -ENAMETOOLONG;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
