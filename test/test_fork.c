@@ -370,6 +370,68 @@ static void fork_in_hook(void)
 	tide_pool_destroy(pool);
 }
 
+/* ------------------------------------- fork while another thread's hook runs -- */
+
+static _Atomic int slow_hook_state; /* 1: inside, 2: returned */
+
+static int slow_hook(struct tide_pool *p, enum tide_convert dir, void *addr, size_t len, void *arg)
+{
+	(void)p, (void)addr, (void)len, (void)arg;
+	if (dir == TIDE_TO_UNRESERVED && atomic_load(&slow_hook_state) == 0) {
+		atomic_store(&slow_hook_state, 1);
+		usleep(50000); /* a driver registering the range with a device */
+		atomic_store(&slow_hook_state, 2);
+	}
+	return 0;
+}
+
+static void *grow_thread(void *arg)
+{
+	return (void *)(intptr_t)tide_pool_grow(arg, 2 << 20);
+}
+
+/*
+ * The documented rule (tide_pool_set_convert_hook(3)): fork() waits for a hook running in
+ * another thread, which is why a hook must not wait for a lock the forking thread holds.
+ * When fork() returns, the hook has returned, in the parent and in the child, and the
+ * child's pool is whole.
+ */
+static void fork_while_hook_runs(void)
+{
+	struct tide_pool_config cfg = {.block_size = 2048, .flags = TIDE_AUTO_GROW};
+	struct tide_pool *p;
+	pthread_t t;
+	void *ret;
+	pid_t pid;
+	int status;
+
+	REQUIRE(tide_pool_create(&cfg, &p) == 0);
+	REQUIRE(tide_pool_set_convert_hook(p, slow_hook, NULL) == 0);
+	REQUIRE(pthread_create(&t, NULL, grow_thread, p) == 0);
+	for (int i = 0; i < 5000 && atomic_load(&slow_hook_state) == 0; i++)
+		usleep(1000);
+	REQUIRE(atomic_load(&slow_hook_state) != 0);
+	fflush(NULL);
+	pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		void *b = tide_alloc(p, 100);
+
+		_exit(atomic_load(&slow_hook_state) == 2 && b && !tide_free(p, b) &&
+				      tide_pool_check(p, NULL, 0) == 0
+			      ? 0
+			      : 1);
+	}
+	CHECK_EQ(atomic_load(&slow_hook_state), 2); /* fork waited for the hook */
+	pthread_join(t, &ret);
+	CHECK(ret == NULL);
+	status = wait_child(pid, CHILD_LIMIT);
+	CHECKF(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	       "fork while a hook runs: child status %#x", status);
+	printf("fork while another thread's hook runs: fork returned after the hook\n");
+	tide_pool_destroy(p);
+}
+
 /* --------------------------------------------- the program's atfork handlers -- */
 
 static struct tide_pool *handler_pool;
@@ -716,6 +778,7 @@ int main(void)
 	signal_inside_fork();
 	locked_across_fork();
 	fork_in_hook();
+	fork_while_hook_runs();
 	child_rss_limit();
 	if (BACKGROUND)
 		thread_not_restarted();
