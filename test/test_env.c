@@ -14,8 +14,13 @@
  *  - memory_limit: an explicit limit on the process's resident memory stops growth with
  *    -ENOMEM before it is passed, with and without TIDE_POPULATE; TIDE_NO_MEMORY_LIMIT
  *    turns the check off.
+ *  - No descriptor kept: pools with and without a limit leave the count of open
+ *    descriptors as it was, and a program that closes every descriptor above stderr after
+ *    create (and reuses the numbers) keeps its memory_limit.
  * test_overcommit, test_cgroup and test_thp do the parts that need root.
  */
+#include <dirent.h>
+
 #include "internal.h"
 #include "pool_helpers.h"
 
@@ -220,10 +225,71 @@ static void test_memory_limit(void)
 	}
 }
 
+/* Count this process's open descriptors. */
+static int open_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int n = 0;
+
+	while (d && (e = readdir(d)))
+		n += e->d_name[0] != '.';
+	if (d)
+		closedir(d);
+	return n;
+}
+
+/* In a child: the pool's limit holds after every descriptor above stderr was closed. */
+static int fill_after_closing(void *arg)
+{
+	static void *bufs[64 * 1024];
+	struct tide_pool_config cfg = {.max_size = 256 * MiB, .flags = TIDE_AUTO_GROW};
+	const size_t room = 32 * MiB;
+	struct tide_pool *pool;
+	int pipes[2];
+	size_t n;
+
+	(void)arg;
+	cfg.memory_limit = (size_t)self_rss() + room;
+	if (tide_pool_create(&cfg, &pool))
+		return 2;
+	for (int fd = 3; fd < 1024; fd++)
+		close(fd); /* a daemon after setup */
+	for (int i = 0; i < 4; i++)
+		if (pipe(pipes))
+			return 77; /* the numbers reused by the program */
+	n = fill(pool, bufs, sizeof(bufs) / sizeof(bufs[0]));
+	printf("env: memory_limit RSS + 32 MiB, descriptors closed after create: filled %zu KiB\n",
+	       (n * 2048) >> 10);
+	fflush(stdout);
+	return n * 2048 <= room ? 0 : 1;
+}
+
+/* No descriptor kept by a pool, with a limit or not; closing them loses no limit. */
+static void test_no_descriptor_kept(void)
+{
+	size_t limits[] = {0, 512 * MiB, TIDE_NO_MEMORY_LIMIT};
+	struct tide_pool *pools[3];
+	int before = open_fds(), rc;
+
+	for (int i = 0; i < 3; i++) {
+		struct tide_pool_config cfg = {.memory_limit = limits[i]};
+
+		REQUIRE(tide_pool_create(&cfg, &pools[i]) == 0);
+		CHECK_EQ(tide_pool_grow(pools[i], 2 * MiB), 0);
+	}
+	CHECK_EQ(open_fds(), before);
+	for (int i = 0; i < 3; i++)
+		tide_pool_destroy(pools[i]);
+	rc = run_in_child(fill_after_closing, NULL);
+	CHECKF(rc == 0 || rc == 77, "memory_limit after the descriptors were closed: %d", rc);
+}
+
 int main(void)
 {
 	test_reserve_fallback();
 	test_charge_follows();
 	test_memory_limit();
+	test_no_descriptor_kept();
 	return test_exit("test_env");
 }
