@@ -25,7 +25,8 @@
  * was lowered from 1 GiB after create, reaches 40 MiB when it was raised from 32 MiB, and
  * stops cleanly when the program closed every descriptor above stderr after create (and
  * reused the numbers), or created the pool with no descriptor left (create says -EMFILE,
- * or the limit holds).
+ * or the limit holds), or moved into the limited cgroup after create (the cgroup is the
+ * process's at the grow, as for a fork child moved by its supervisor).
  */
 #include <fcntl.h>
 #include <sys/resource.h>
@@ -146,6 +147,7 @@ enum {
 	TWIST_RAISED,  /* 32 MiB at create, raised to 64 MiB before the fill */
 	TWIST_CLOSED,  /* every descriptor above stderr closed after create, numbers reused */
 	TWIST_EMFILE,  /* created with no descriptor left */
+	TWIST_MOVED,   /* created outside the limited cgroup, moved into it after */
 };
 
 /* Set our cgroup's limit (v1: memory+swap too, in the order the kernel accepts); 0 or -1. */
@@ -192,6 +194,13 @@ static int create_twisted(const struct trial *t, struct tide_pool_config *cfg,
 	if (t->twist == TWIST_LOWERED || t->twist == TWIST_RAISED)
 		if (set_limit(LIMIT))
 			return 77;
+	if (t->twist == TWIST_MOVED) {
+		char me[32];
+
+		snprintf(me, sizeof(me), "%d", (int)getpid());
+		if (!err && wr(cg, "cgroup.procs", me))
+			return 77;
+	}
 	if (t->twist == TWIST_CLOSED) {
 		int pipes[2];
 
@@ -239,7 +248,7 @@ static int fill_in_cgroup(void *arg)
 	size_t n = 0;
 
 	snprintf(me, sizeof(me), "%d", (int)getpid());
-	if (wr(t->nested ? inner : cg, "cgroup.procs", me))
+	if (t->twist != TWIST_MOVED && wr(t->nested ? inner : cg, "cgroup.procs", me))
 		return 77;
 	if (t->cached && page_cache(t->cached) < 0)
 		return 77;
@@ -283,6 +292,7 @@ int main(void)
 		[TWIST_RAISED] = "the limit raised from 32 MiB to 64 MiB after create",
 		[TWIST_CLOSED] = "descriptors 3.. closed after create and reused",
 		[TWIST_EMFILE] = "created with no descriptor left",
+		[TWIST_MOVED] = "moved into the 64 MiB cgroup after create",
 	};
 	int rc;
 
@@ -310,7 +320,7 @@ int main(void)
 		       "returned "
 		       "%d (1: refused early, the cache counted as used)",
 		       rc);
-	for (int k = TWIST_LOWERED; k <= TWIST_EMFILE; k++) {
+	for (int k = TWIST_LOWERED; k <= TWIST_MOVED; k++) {
 		struct trial twisted = {0, 0, false, 0, k};
 
 		rc = run_in_child(fill_in_cgroup, &twisted);
