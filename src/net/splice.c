@@ -19,7 +19,8 @@
  *    the source's receive callback still handed over while its multishot receive was being
  *    cancelled) go out before the pipe's, and the pipe's before anything queued later;
  *  - in: the source is read into the pipe while it is not paused, has not ended, and the
- *    destination may still send; the multishot receive of the source is cancelled first
+ *    destination may still send, also while the destination waits for room (the pipe is
+ *    the direction's buffer); the multishot receive of the source is cancelled first
  *    and the pipe is filled only once it is gone (recv_arm() hands over to splice_arm()).
  * Endings, as the engine's contract says: the source's FIN (splice reads 0) is handed to the
  * application (ops->eof) only once the pipe is empty, so a FIN passed on goes after every
@@ -37,6 +38,8 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <unistd.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 
 #include "net_internal.h"
 
@@ -124,6 +127,13 @@ static bool src_may_read(struct splice_dir *d, struct tide_conn *src, struct tid
 	       !(dst->flags & (F_ENDED | F_TXERR | F_WANT_SHUT));
 }
 
+static bool sock_empty(int fd)
+{
+	int n = 0;
+
+	return ioctl(fd, SIOCINQ, &n) == 0 && n == 0;
+}
+
 /* The pipe into dst failed: dst's send error, as on_send() reports one. */
 static void out_failed(struct splice_dir *d, struct tide_conn *dst, int err)
 {
@@ -139,7 +149,7 @@ static void pump(struct splice_dir *d)
 	ssize_t n;
 
 	while (d->on) {
-		if (d->in_pipe && dst_may_write(dst)) {
+		if (d->in_pipe && !d->poll_out && dst_may_write(dst)) {
 			n = splice(d->pipe[0], NULL, dst->fd, NULL, d->in_pipe,
 				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 			if (n > 0) {
@@ -169,7 +179,7 @@ static void pump(struct splice_dir *d)
 				recv_rearm(src);
 			return;
 		}
-		if (!src_may_read(d, src, dst) || (d->in_pipe && d->poll_out))
+		if (!src_may_read(d, src, dst))
 			return;
 		n = splice(src->fd, NULL, d->pipe[1], NULL, d->size,
 			   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
@@ -194,9 +204,9 @@ static void pump(struct splice_dir *d)
 			conn_end(src, TIDE_END_RESET, err);
 			return;
 		}
-		/* EAGAIN: the socket is empty, or the pipe's slots are full (then it holds
-		 * bytes, and their going out pumps again). */
-		if (!d->in_pipe && !d->poll_in)
+		/* EAGAIN: the socket is empty (wait for it), or the pipe's slots are full (then
+		 * it holds bytes, and their going out pumps again). */
+		if (!d->poll_in && (!d->in_pipe || sock_empty(src->fd)))
 			poll_arm(d, src, false);
 		return;
 	}

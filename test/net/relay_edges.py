@@ -54,6 +54,8 @@ the suite). The kinds (see the README, "Connection endings"):
                  every byte; with --splice off the same holds without pipes
   splice_half_close  a 4 MiB upload with FIN, then a 4 MiB reply after it: the upload's FIN
                  reaches the upstream after its last byte, and the reply still arrives whole
+  splice_mixed   a spliced upload next to a download of small pieces (buffer path) toward a
+                 client that does not read for a while: nothing lost, no send error
   splice_reset   the upstream resets in the middle of a bulk upload, the client in the middle
                  of a bulk download: each time the other side learns it by a reset, never a
                  FIN, and the relay ends with every buffer back
@@ -1247,6 +1249,38 @@ def case_splice_reset():
           "access: " + r2.log())
     r2.stop()
     srv2.close()
+
+
+def case_splice_mixed():
+    """A spliced upload next to a download of small pieces on the buffer path, toward a
+    client that does not read for a while: the sockets a splice made non-blocking still
+    take the ring's sends that must wait for room (no send error, nothing lost)."""
+    down, up = os.urandom(16 << 20), os.urandom(4 << 20)
+
+    def h(srv, c):
+        t = threading.Thread(target=lambda: srv.events.append(recv_all(c, timeout=30)))
+        t.start()
+        for i in range(0, len(down), 8192):
+            c.sendall(down[i:i + 8192])
+            time.sleep(0.0003)
+        c.shutdown(socket.SHUT_WR)
+        t.join(30)
+        c.close()
+    srv = Server(h)
+    r = Relay("--upstream", srv.text())
+    s = connect(r.addr(), timeout=30)
+    s.sendall(up)
+    s.shutdown(socket.SHUT_WR)
+    time.sleep(3)  # not reading: the relay's sends toward the client wait for room
+    got, how = recv_all(s, timeout=30)
+    check(got == down and how == "eof", "download: %d of %d bytes, %s" %
+          (len(got), len(down), how))
+    check(wait_until(lambda: srv.events, 30), "the upstream never saw the upload's end")
+    check(srv.events[0] == (up, "eof"), "upload: %d of %d bytes, %s" %
+          (len(srv.events[0][0]), len(up), srv.events[0][1]))
+    s.close()
+    r.stop()
+    srv.close()
 
 
 def run(args):
