@@ -376,7 +376,8 @@ TIDE_API int tide_conn_send(struct tide_conn *c, const struct tide_buf *bufs, un
  */
 TIDE_API int tide_conn_send_copy(struct tide_conn *c, const void *data, size_t len);
 
-/* tide_conn_queued - bytes queued on @c and not yet sent. */
+/* tide_conn_queued - bytes queued on @c and not yet sent, with those a splice's pipe holds
+ * for it (tide_conn_splice()). */
 TIDE_API size_t tide_conn_queued(const struct tide_conn *c);
 
 /*
@@ -411,8 +412,8 @@ TIDE_API int tide_conn_recv_limit(struct tide_conn *c, size_t bytes);
  * received, and those of a receive in flight (still handed to ops->recv, to be sent on to
  * @dst with tide_conn_send()), go out before the pipe's; @dst's send queue is sent before
  * the pipe is. Flow control is the pipe: @src is read only while it has room, so
- * tide_conn_recv_limit() has no effect on @src meanwhile, and tide_conn_queued(@dst) does not
- * count it. ops->eof of @src comes once every byte before the FIN went into @dst; a FIN or
+ * tide_conn_recv_limit() has no effect on @src meanwhile, and tide_conn_queued(@dst) counts
+ * what it holds. ops->eof of @src comes once every byte before the FIN went into @dst; a FIN or
  * reset asked for on @dst (tide_conn_shutdown()) waits for the pipe, and reading @src stops
  * then. A read error ends @src (TIDE_END_RESET); a write error is @dst's ops->send_error.
  * When either ends, the splice stops (the pipe's bytes are dropped) and @src is read by its

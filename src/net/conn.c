@@ -498,7 +498,7 @@ static void notify_check(struct tide_conn *c)
 {
 	struct txq *q = c->tx;
 
-	if (!q || q->notify == SIZE_MAX || q->queued > q->notify || (c->flags & F_ENDED))
+	if (!q || q->notify == SIZE_MAX || tide_conn_queued(c) > q->notify || (c->flags & F_ENDED))
 		return;
 	q->notify = SIZE_MAX;
 	if (c->ops && c->ops->drained)
@@ -699,10 +699,17 @@ size_t tide_worker_held(const struct tide_worker *w)
 	return wk->queued + wk->promised;
 }
 
-/* Bytes queued on c and not yet sent. */
+/* Bytes queued on c and not yet sent, with what a splice's pipe holds for it. */
 size_t tide_conn_queued(const struct tide_conn *c)
 {
-	return c->tx ? c->tx->queued : 0;
+	return (c->tx ? c->tx->queued : 0) + (c->sp ? splice_queued(c) : 0);
+}
+
+void conn_notify_check(struct tide_conn *c)
+{
+	notify_check(c);
+	if (!(c->flags & F_ENDED))
+		txq_maybe_put(c);
 }
 
 /**
@@ -722,7 +729,12 @@ void tide_conn_notify_below(struct tide_conn *c, size_t bytes)
 			c->ops->drained(c);
 		return;
 	}
-	q = c->tx;
+	q = txq_get(c); /* none when only a splice's pipe holds bytes for c */
+	if (!q) {
+		if (c->ops && c->ops->drained) /* no memory to wait with: tell now */
+			c->ops->drained(c);
+		return;
+	}
 	q->notify = bytes;
 }
 

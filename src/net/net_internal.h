@@ -422,6 +422,8 @@ void conn_send_failed(struct tide_conn *c, int err);
 void conn_send_idle(struct tide_conn *c);
 /* c no longer has a receive limit (it is spliced). */
 void conn_window_clear(struct tide_conn *c);
+/* A splice's pipe into c emptied some: a drained mark that is reached is told. */
+void conn_notify_check(struct tide_conn *c);
 
 // splice.c ------------------------------------------------------------------------------
 
@@ -433,6 +435,8 @@ bool splice_reads(struct tide_conn *src);
 void splice_arm(struct tide_conn *src);
 /* dst's send queue emptied: the pipe into it may go on. */
 void splice_kick(struct tide_conn *dst);
+/* Bytes a pipe into dst holds (counted in tide_conn_queued()). */
+size_t splice_queued(const struct tide_conn *dst);
 /* Whether a pipe into dst still holds bytes (or a FIN) that go before its own FIN. */
 bool splice_holds(const struct tide_conn *dst);
 /* c ends: stop the splices it is part of; the other side reads by its receive again. */

@@ -156,6 +156,7 @@ static void pump(struct splice_dir *d)
 				d->in_pipe -= (size_t)n;
 				STAT_ADD(w, bytes_out, (uint64_t)n);
 				conn_touch(dst);
+				conn_notify_check(dst); /* may run ops->drained */
 				continue;
 			}
 			if (n < 0 && errno == EINTR)
@@ -172,9 +173,10 @@ static void pump(struct splice_dir *d)
 			conn_eof(src);
 			return;
 		}
-		if (!d->in_pipe && (dst->flags & F_WANT_SHUT) && dst_may_write(dst)) {
+		if (!d->in_pipe && (dst->flags & F_WANT_SHUT)) {
 			dir_stop(d); /* the application ends sending: src is its receive's again */
-			conn_send_idle(dst);
+			if (dst_may_write(dst))
+				conn_send_idle(dst);
 			if (!(src->flags & F_ENDED))
 				recv_rearm(src);
 			return;
@@ -269,6 +271,13 @@ void splice_kick(struct tide_conn *dst)
 
 	if (d && !d->poll_out)
 		pump_held(d);
+}
+
+size_t splice_queued(const struct tide_conn *dst)
+{
+	struct splice_dir *d = dir_into((struct tide_conn *)dst);
+
+	return d ? d->in_pipe : 0;
 }
 
 bool splice_holds(const struct tide_conn *dst)
