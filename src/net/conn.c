@@ -101,8 +101,14 @@ static struct txq *txq_get(struct tide_conn *c)
 	q->queued = q->sending = 0;
 	q->notify = SIZE_MAX;
 	q->tm = NULL;
+	q->sp = NULL;
 	c->tx = q;
 	return q;
+}
+
+struct txq *conn_txq(struct tide_conn *c)
+{
+	return txq_get(c);
 }
 
 static void txq_drop_all(struct tide_conn *c)
@@ -127,7 +133,7 @@ static void txq_maybe_put(struct tide_conn *c)
 {
 	struct txq *q = c->tx;
 
-	if (q && !q->head && !(c->flags & F_SENDING) && q->notify == SIZE_MAX) {
+	if (q && !q->head && !(c->flags & F_SENDING) && q->notify == SIZE_MAX && !q->sp) {
 		spare_put(&conn_w(c)->spare_txqs, q);
 		c->tx = NULL;
 	}
@@ -142,11 +148,11 @@ void conn_maybe_free(struct tide_conn *c)
 	if (!(c->flags & F_ENDED) || c->refs)
 		return;
 	txq_drop_all(c);
+	splice_release(c); /* before its txq goes, which holds it */
 	if (c->tx) {
 		spare_put(&w->spare_txqs, c->tx);
 		c->tx = NULL;
 	}
-	splice_release(c);
 	if (c->fd >= 0 && (c->flags & F_RESET))
 		linger_reset(w, c->fd); /* after what the kernel still holds for the peer */
 	else if (c->fd >= 0)
@@ -277,7 +283,7 @@ static void recv_arm(struct tide_conn *c)
 	struct worker *w = conn_w(c);
 	struct io_uring_sqe *sqe;
 
-	if (c->sp && splice_reads(c)) {
+	if (conn_sp(c) && splice_reads(c)) {
 		splice_arm(c); /* its bytes go through a pipe (splice.c) */
 		return;
 	}
@@ -478,7 +484,7 @@ static void send_submit(struct tide_conn *c)
  * bytes before it (splice.c calls again once it is empty). */
 static void send_idle(struct tide_conn *c)
 {
-	if (!(c->flags & F_WANT_SHUT) || (c->sp && splice_holds(c)))
+	if (!(c->flags & F_WANT_SHUT) || (conn_sp(c) && splice_holds(c)))
 		return;
 	if (c->flags & F_WANT_RST) { /* also after a FIN: the peer must learn of the cut */
 		conn_end(c, TIDE_END_RESET, 0);
@@ -570,7 +576,7 @@ void on_send(struct tide_conn *c, int res)
 	if (c->tx && c->tx->head) {
 		send_submit(c);
 	} else {
-		if (c->sp)
+		if (conn_sp(c))
 			splice_kick(c); /* a pipe into c goes on */
 		if (!(c->flags & F_ENDED))
 			send_idle(c); /* a FIN asked for goes before drained sees the state */
@@ -702,7 +708,7 @@ size_t tide_worker_held(const struct tide_worker *w)
 /* Bytes queued on c and not yet sent, with what a splice's pipe holds for it. */
 size_t tide_conn_queued(const struct tide_conn *c)
 {
-	return (c->tx ? c->tx->queued : 0) + (c->sp ? splice_queued(c) : 0);
+	return (c->tx ? c->tx->queued : 0) + (conn_sp(c) ? splice_queued(c) : 0);
 }
 
 void conn_notify_check(struct tide_conn *c)
@@ -782,7 +788,7 @@ int tide_conn_recv_limit(struct tide_conn *c, size_t bytes)
 		return -ENOTCONN;
 	if (c->flags & F_CONNECTING)
 		return -EBUSY;
-	if (c->sp && splice_reads(c)) {
+	if (conn_sp(c) && splice_reads(c)) {
 		window_set(c, 0); /* the pipe bounds it */
 		return 0;
 	}

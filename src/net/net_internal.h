@@ -135,10 +135,12 @@ struct splice {
  */
 struct txq {
 	struct seg *head, *tail;
-	size_t queued;	  /* bytes in the segs */
-	size_t notify;	  /* call ops->drained when queued <= notify; SIZE_MAX: not asked */
-	size_t sending;	  /* bytes of the send in flight */
-	struct txmsg *tm; /* the send in flight's, when it has several pieces */
+	size_t queued;	   /* bytes in the segs */
+	size_t notify;	   /* call ops->drained when queued <= notify; SIZE_MAX: not asked */
+	size_t sending;	   /* bytes of the send in flight */
+	struct txmsg *tm;  /* the send in flight's, when it has several pieces */
+	struct splice *sp; /* tide_conn_splice() with another connection (the txq stays while
+			      it lasts: a connection holds no field for it), or NULL */
 };
 
 /*
@@ -154,8 +156,7 @@ struct tide_conn {
 		struct tide_conn *wait_next; /* F_WAIT, or F_WATCH */
 		const struct tide_addrs *to; /* F_CONNECTING: the caller's list */
 	};
-	struct splice *sp; /* tide_conn_splice() with the pair's other connection, or NULL */
-	uint32_t active;   /* worker clock (ms, wraps) of the last activity */
+	uint32_t active; /* worker clock (ms, wraps) of the last activity */
 	int fd;
 	uint16_t refs; /* operations in flight, plus one while a handler runs */
 	uint16_t flags;
@@ -410,6 +411,8 @@ void slab_free(struct tide_conn *c);
 void slabs_free(struct worker *w);
 /* Mark activity on c (the LRU list). */
 void conn_touch(struct tide_conn *c);
+/* c's txq, made when it has none (NULL: no memory). */
+struct txq *conn_txq(struct tide_conn *c);
 /* (Re)start reading c: its multishot receive, or its splice (splice_arm()). */
 void recv_rearm(struct tide_conn *c);
 /* Cancel c's multishot receive. */
@@ -426,6 +429,12 @@ void conn_window_clear(struct tide_conn *c);
 void conn_notify_check(struct tide_conn *c);
 
 // splice.c ------------------------------------------------------------------------------
+
+/* The splice c is part of, or NULL: kept in its txq, which lives as long as the splice. */
+static inline struct splice *conn_sp(const struct tide_conn *c)
+{
+	return c->tx ? c->tx->sp : NULL;
+}
 
 /* A poll of a splice direction completed (tag: its tag_in or tag_out word). */
 void on_splice_poll(void *tag, int res);

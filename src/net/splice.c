@@ -11,7 +11,8 @@
  * buffer was full) and calls splice(SPLICE_F_NONBLOCK) itself, which on Linux 6.5+ takes
  * page references both ways (skb pages into the pipe; MSG_SPLICE_PAGES into the socket).
  *
- * One struct splice serves a pair of connections (c[0], c[1]); each holds it in c->sp, and
+ * One struct splice serves a pair of connections (c[0], c[1]); each holds it in its txq
+ * (conn_sp(): a connection is 64 bytes with no room for it, and a spliced one is busy), and
  * it has one direction per way the application asked for (dir[i]: from c[i] to c[1 - i]).
  * A direction is a pipe and how many bytes it holds. Its pump:
  *  - out first: the pipe goes into the destination only while the destination's own send
@@ -30,7 +31,7 @@
  * directions it is part of (pipe closed, polls cancelled), and the source is read by its
  * multishot receive again if it lives on.
  * Lifetime: each poll in flight holds a reference to the connection it polls and counts in
- * sp->inflight; c->sp stays until c is freed (so tide_conn_spliced() answers inside
+ * sp->inflight; c's txq (with sp) stays until c is freed (so tide_conn_spliced() answers inside
  * ops->end), and the struct is freed once both connections are and nothing is in flight.
  */
 #include <errno.h>
@@ -47,7 +48,7 @@
 
 static struct splice_dir *dir_from(struct tide_conn *src)
 {
-	struct splice *sp = src->sp;
+	struct splice *sp = conn_sp(src);
 	struct splice_dir *d;
 
 	if (!sp)
@@ -58,7 +59,7 @@ static struct splice_dir *dir_from(struct tide_conn *src)
 
 static struct splice_dir *dir_into(struct tide_conn *dst)
 {
-	struct splice *sp = dst->sp;
+	struct splice *sp = conn_sp(dst);
 	struct splice_dir *d;
 
 	if (!sp)
@@ -86,7 +87,7 @@ static void sp_maybe_free(struct splice *sp)
 /* One poll on fd for mask, tagged with the direction's in or out word. */
 static void poll_arm(struct splice_dir *d, struct tide_conn *c, bool out)
 {
-	struct io_uring_sqe *sqe = sqe_get(c->w);
+	struct io_uring_sqe *sqe = sqe_get(conn_w(c));
 
 	io_uring_prep_poll_add(sqe, c->fd, out ? POLLOUT : POLLIN | POLLRDHUP);
 	io_uring_sqe_set_data64(sqe, UD(out ? &d->tag_out : &d->tag_in, OP_SPLICE));
@@ -145,7 +146,7 @@ static void out_failed(struct splice_dir *d, struct tide_conn *dst, int err)
 static void pump(struct splice_dir *d)
 {
 	struct tide_conn *src = src_of(d), *dst = dst_of(d);
-	struct worker *w = src->w;
+	struct worker *w = conn_w(src);
 	ssize_t n;
 
 	while (d->on) {
@@ -289,7 +290,7 @@ bool splice_holds(const struct tide_conn *dst)
 
 void splice_stop(struct tide_conn *c)
 {
-	struct splice *sp = c->sp;
+	struct splice *sp = conn_sp(c);
 	struct tide_conn *other;
 	bool was_read;
 
@@ -305,12 +306,12 @@ void splice_stop(struct tide_conn *c)
 
 void splice_release(struct tide_conn *c)
 {
-	struct splice *sp = c->sp;
+	struct splice *sp = conn_sp(c);
 
 	if (!sp)
 		return;
 	sp->c[c == sp->c[0] ? 0 : 1] = NULL;
-	c->sp = NULL;
+	c->tx->sp = NULL;
 	sp_maybe_free(sp);
 }
 
@@ -353,22 +354,27 @@ int tide_conn_splice(struct tide_conn *src, struct tide_conn *dst, size_t pipe_s
 {
 	struct splice *sp;
 	struct splice_dir *d;
+	struct txq *qs, *qd;
 	int rc;
 
-	if (!src || !dst || src == dst || src->w != dst->w)
+	if (!src || !dst || src == dst || conn_w(src) != conn_w(dst))
 		return -EINVAL;
 	if ((src->flags | dst->flags) & F_ENDED)
 		return -ENOTCONN;
 	if ((src->flags | dst->flags) & F_CONNECTING)
 		return -EBUSY;
-	sp = src->sp ? src->sp : dst->sp;
-	if (sp && src->sp != dst->sp)
+	sp = conn_sp(src) ? conn_sp(src) : conn_sp(dst);
+	if (sp && conn_sp(src) != conn_sp(dst))
 		return -EBUSY; /* one of them is spliced with a third */
+	qs = conn_txq(src);    /* each holds the splice in its txq while it lasts */
+	qd = conn_txq(dst);
+	if (!qs || !qd)
+		return -ENOMEM;
 	if (!sp) {
 		sp = calloc(1, sizeof(*sp));
 		if (!sp)
 			return -ENOMEM;
-		sp->w = src->w;
+		sp->w = conn_w(src);
 		sp->c[0] = src;
 		sp->c[1] = dst;
 		for (int i = 0; i < 2; i++) {
@@ -381,7 +387,7 @@ int tide_conn_splice(struct tide_conn *src, struct tide_conn *dst, size_t pipe_s
 		return -EALREADY;
 	rc = pipe_open(d, pipe_size ? pipe_size : PIPE_DEFAULT);
 	if (rc) {
-		if (!src->sp)
+		if (!qs->sp)
 			free(sp);
 		return rc;
 	}
@@ -389,7 +395,7 @@ int tide_conn_splice(struct tide_conn *src, struct tide_conn *dst, size_t pipe_s
 	 * for the pipe); the ring's own receives and sends arm a poll on EAGAIN as before. */
 	nonblock(src->fd);
 	nonblock(dst->fd);
-	src->sp = dst->sp = sp;
+	qs->sp = qd->sp = sp;
 	d->on = d->used = true;
 	d->eof = false;
 	d->in_pipe = 0;
@@ -409,7 +415,7 @@ int tide_conn_splice(struct tide_conn *src, struct tide_conn *dst, size_t pipe_s
  */
 uint64_t tide_conn_spliced(const struct tide_conn *c)
 {
-	struct splice *sp = c->sp;
+	struct splice *sp = conn_sp(c);
 
 	return sp ? sp->dir[c == sp->c[0] ? 0 : 1].moved : 0;
 }
