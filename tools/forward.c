@@ -302,18 +302,33 @@ static void allow(struct tide_conn *src, struct tide_conn *peer)
 		tide_conn_notify_below(peer, q >= fwd->flow_limit ? fwd->flow_limit / 2 : q / 2);
 }
 
+/*
+ * A receive this big says the direction carries bulk data (an exchange of requests and
+ * answers hardly fills one): from then on it goes through a kernel pipe (--splice), which
+ * costs less CPU per byte than receiving into buffers and sending them; small exchanges
+ * keep the buffer path. The engine sends what this receive queued before the pipe's bytes.
+ */
+#define SPLICE_AFTER (64u << 10)
+
 static void forward(struct pair *p, struct tide_conn *c, struct tide_buf *bufs, unsigned n)
 {
 	struct tide_conn *peer = peer_of(p, c);
+	uint64_t got = 0;
 
 	if (!peer) {
 		drop(agent_of(c), bufs, n); /* the peer is gone; this side is reset once flushed */
 		return;
 	}
-	if (p)
+	if (p) {
+		got = c == p->client ? p->bytes_up : p->bytes_down;
 		count(p, c, bufs, n);
+		got = (c == p->client ? p->bytes_up : p->bytes_down) - got;
+	}
 	if (tide_conn_send(peer, bufs, n))
 		return; /* the peer cannot take it: its end resets this side */
+	if (p && !p->echo && fwd->splice_pipe && got >= SPLICE_AFTER &&
+	    tide_conn_splice(c, peer, fwd->splice_pipe) == 0)
+		return; /* the pipe bounds it now: no receive limit */
 	allow(c, peer);
 }
 
@@ -595,6 +610,7 @@ static void upstream_end(struct tide_conn *c, enum tide_end why, int err)
 	unsigned i = p->server;
 	char who[64];
 
+	p->bytes_down += tide_conn_spliced(c); /* bytes that never reached on_recv */
 	p->up = NULL;
 	if (!p->connected && !p->client) { /* the client left while we connected */
 		relay_balancer_closed(p->b, i, 0, 0);
@@ -630,6 +646,7 @@ static void client_end(struct tide_conn *c, enum tide_end why, int err)
 	(void)err;
 	if (!p)
 		return; /* plain echo */
+	p->bytes_up += tide_conn_spliced(c);
 	p->client = NULL;
 	set_end(p, end_of(why));
 	if (p->up) { /* connecting or open: it ends too, then the pair is finished */

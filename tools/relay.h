@@ -27,6 +27,7 @@ struct forward_config {
 	size_t small;
 	unsigned drain_idle_ms; /* draining: a pair whose upstream finished ends once its client
 				   was silent this long (--drain-idle); 0: at the deadline */
+	size_t splice_pipe; /* a bulk direction goes through a pipe this big; 0: never */
 };
 
 /* The callbacks of accepted connections: relay through rt's balancer, or echo. cfg is kept. */

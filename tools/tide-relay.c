@@ -196,6 +196,7 @@ static int make_agent(struct relay *r)
 		ac.flags |= TIDE_AGENT_NO_RECV_LIMIT;
 	r->fwd.rt = &r->rt;
 	r->fwd.drain_idle_ms = c->drain_idle_ms;
+	r->fwd.splice_pipe = c->splice_pipe;
 	size_memory(r, c->pool_max, c->threads, c->block_size, &ac);
 	rc = tide_agent_create(r->pool, &ac, &r->agent);
 	if (rc) {

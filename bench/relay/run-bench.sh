@@ -18,7 +18,8 @@
 #
 # The peers run at their defaults and at their best documented settings for bulk
 # data: haproxy-256k (tune.bufsize 262144), haproxy-splice (the same plus option
-# splice-auto and tune.pipesize 262144), nginx-256k (proxy_buffer_size 256k). Two
+# splice-request, option splice-response and tune.pipesize 1048576: splice always, as
+# splice-auto measured worse than no splice here), nginx-256k (proxy_buffer_size 256k). Two
 # tables: the peers at their defaults, and at their best settings with, for each
 # measure, the best peer of all (any setting) and tide-relay's ratio to it. The
 # medians also go to CSV.
@@ -278,7 +279,7 @@ start_proxy() {
 				    maxconn $(((maxconn * 2 + 14) > nofile ? (nofile - 14) / 2 : maxconn))
 			EOF
 			[ "$name" != haproxy ] && echo "    tune.bufsize 262144"
-			[ "$name" = haproxy-splice ] && echo "    tune.pipesize 262144"
+			[ "$name" = haproxy-splice ] && echo "    tune.pipesize 1048576"
 			cat <<-EOF
 				defaults
 				    mode tcp
@@ -286,7 +287,10 @@ start_proxy() {
 				    timeout client 600s
 				    timeout server 600s
 			EOF
-			[ "$name" = haproxy-splice ] && echo "    option splice-auto"
+			# splice-auto splices only after a read filled the buffer and goes back and
+			# forth; on loopback it cost more CPU per GB than no splice at all, while
+			# splicing every byte cost the least (measured, bench/relay/README.md).
+			[ "$name" = haproxy-splice ] && printf '    option splice-request\n    option splice-response\n'
 			cat <<-EOF
 				frontend in
 				    bind 127.0.0.1:$proxy_port
@@ -723,7 +727,7 @@ done
 		"${cols_best[@]}"
 } | tee "$out/relay-table.txt"
 echo "Higher is better for Gbit/s and req/s; lower for CPU per unit, latency and KiB per idle connection."
-echo "haproxy-256k: tune.bufsize 262144; haproxy-splice: also option splice-auto, tune.pipesize 262144;"
+echo "haproxy-256k: tune.bufsize 262144; haproxy-splice: also option splice-request/-response, tune.pipesize 1048576;"
 echo "nginx-256k: proxy_buffer_size 256k. Latency: h2load --h1, $lat_conns connections at $lat_rate req/s"
 echo "offered in all, p50/p99 from its per-request log. Medians of $runs runs of ${secs} s; proxy on core 1,"
 echo "clients and backends on core 0. 3 upstreams rr: the backend nginx on three ports, balanced round robin"

@@ -376,7 +376,8 @@ TIDE_API int tide_conn_send(struct tide_conn *c, const struct tide_buf *bufs, un
  */
 TIDE_API int tide_conn_send_copy(struct tide_conn *c, const void *data, size_t len);
 
-/* tide_conn_queued - bytes queued on @c and not yet sent. */
+/* tide_conn_queued - bytes queued on @c and not yet sent, with those a splice's pipe holds
+ * for it (tide_conn_splice()). */
 TIDE_API size_t tide_conn_queued(const struct tide_conn *c);
 
 /*
@@ -402,6 +403,34 @@ TIDE_API void tide_conn_resume(struct tide_conn *c);
  * Return: 0; -EBUSY @c is still connecting; -ENOTCONN @c has ended.
  */
 TIDE_API int tide_conn_recv_limit(struct tide_conn *c, size_t bytes);
+
+/*
+ * tide_conn_splice - from now on, forward the bytes @src receives to @dst through a kernel
+ * pipe of @pipe_size bytes (0: 1 MiB; the kernel may give less), never copied to user memory
+ * nor handed to ops->recv: for bulk data between two connections of one worker, where it
+ * costs less CPU per byte than receiving into buffers and sending them. Bytes already
+ * received, and those of a receive in flight (still handed to ops->recv, to be sent on to
+ * @dst with tide_conn_send()), go out before the pipe's; @dst's send queue is sent before
+ * the pipe is. Flow control is the pipe: @src is read only while it has room, so
+ * tide_conn_recv_limit() has no effect on @src meanwhile, and tide_conn_queued(@dst) counts
+ * what it holds. ops->eof of @src comes once every byte before the FIN went into @dst; a FIN or
+ * reset asked for on @dst (tide_conn_shutdown()) waits for the pipe, and reading @src stops
+ * then. A read error ends @src (TIDE_END_RESET); a write error is @dst's ops->send_error.
+ * When either ends, the splice stops (the pipe's bytes are dropped) and @src is read by its
+ * receive again. tide_conn_spliced() counts the bytes. Once per direction; one call each way
+ * splices both. @src's worker's thread.
+ *
+ * Return: 0; -EINVAL a NULL argument, @src is @dst, or they are on different workers;
+ * -ENOTCONN one of them ended; -EBUSY one is still connecting or is spliced with a third;
+ * -EALREADY this direction was spliced before; -ENOMEM; -EMFILE or -ENFILE from pipe2().
+ */
+TIDE_API int tide_conn_splice(struct tide_conn *src, struct tide_conn *dst, size_t pipe_size);
+
+/*
+ * tide_conn_spliced - bytes @c's splice (tide_conn_splice()) took from it so far, which
+ * ops->recv never saw; also inside ops->end. 0 when it was never spliced.
+ */
+TIDE_API uint64_t tide_conn_spliced(const struct tide_conn *c);
 
 /*
  * tide_conn_shutdown - end sending once everything queued went out: with FIN (@reset

@@ -101,8 +101,14 @@ static struct txq *txq_get(struct tide_conn *c)
 	q->queued = q->sending = 0;
 	q->notify = SIZE_MAX;
 	q->tm = NULL;
+	q->sp = NULL;
 	c->tx = q;
 	return q;
+}
+
+struct txq *conn_txq(struct tide_conn *c)
+{
+	return txq_get(c);
 }
 
 static void txq_drop_all(struct tide_conn *c)
@@ -127,7 +133,7 @@ static void txq_maybe_put(struct tide_conn *c)
 {
 	struct txq *q = c->tx;
 
-	if (q && !q->head && !(c->flags & F_SENDING) && q->notify == SIZE_MAX) {
+	if (q && !q->head && !(c->flags & F_SENDING) && q->notify == SIZE_MAX && !q->sp) {
 		spare_put(&conn_w(c)->spare_txqs, q);
 		c->tx = NULL;
 	}
@@ -142,6 +148,7 @@ void conn_maybe_free(struct tide_conn *c)
 	if (!(c->flags & F_ENDED) || c->refs)
 		return;
 	txq_drop_all(c);
+	splice_release(c); /* before its txq goes, which holds it */
 	if (c->tx) {
 		spare_put(&w->spare_txqs, c->tx);
 		c->tx = NULL;
@@ -158,6 +165,11 @@ static void recv_cancel(struct tide_conn *c)
 {
 	cancel_ud(conn_w(c), UD(c, OP_RECV));
 	c->flags |= F_CANCEL;
+}
+
+void conn_recv_cancel(struct tide_conn *c)
+{
+	recv_cancel(c);
 }
 
 void conn_end(struct tide_conn *c, enum tide_end why, int err)
@@ -196,6 +208,7 @@ void conn_end(struct tide_conn *c, enum tide_end why, int err)
 		cancel_ud(w, UD(c, OP_CONNECT));
 		connecting_free(c);
 	}
+	splice_stop(c);
 	/* The queue goes when nothing is in flight (conn_maybe_free): a send may still read it. */
 	c->refs++;
 	if (c->ops && c->ops->end)
@@ -270,6 +283,10 @@ static void recv_arm(struct tide_conn *c)
 	struct worker *w = conn_w(c);
 	struct io_uring_sqe *sqe;
 
+	if (conn_sp(c) && splice_reads(c)) {
+		splice_arm(c); /* its bytes go through a pipe (splice.c) */
+		return;
+	}
 	if (c->flags & (F_ENDED | F_ARMED | F_EOF | F_WAIT | F_PAUSED | F_CONNECTING) ||
 	    c->window == 1)
 		return;
@@ -380,11 +397,7 @@ void on_recv(struct tide_conn *c, int res, unsigned cflags)
 	if (c->flags & F_ENDED)
 		return;
 	if (res == 0) {
-		c->flags |= F_EOF;
-		if (c->ops && c->ops->eof)
-			c->ops->eof(c);
-		conn_maybe_done(c);
-		watch_add(c);
+		conn_eof(c);
 	} else if (res == -ENOBUFS) {
 		ring_starved(w);
 		c->flags |= F_WAIT;
@@ -402,6 +415,20 @@ void on_recv(struct tide_conn *c, int res, unsigned cflags)
 	} else {
 		recv_arm(c);
 	}
+}
+
+void conn_eof(struct tide_conn *c)
+{
+	c->flags |= F_EOF;
+	if (c->ops && c->ops->eof)
+		c->ops->eof(c);
+	conn_maybe_done(c);
+	watch_add(c);
+}
+
+void recv_rearm(struct tide_conn *c)
+{
+	recv_arm(c);
 }
 
 /* ------------------------------------------------------------------- send -- */
@@ -453,10 +480,11 @@ static void send_submit(struct tide_conn *c)
 	c->refs++;
 }
 
-/* The queue is empty: a FIN or reset asked for goes now; a drained mark is told. */
+/* The queue is empty: a FIN or reset asked for goes now, unless a pipe into c still holds
+ * bytes before it (splice.c calls again once it is empty). */
 static void send_idle(struct tide_conn *c)
 {
-	if (!(c->flags & F_WANT_SHUT))
+	if (!(c->flags & F_WANT_SHUT) || (conn_sp(c) && splice_holds(c)))
 		return;
 	if (c->flags & F_WANT_RST) { /* also after a FIN: the peer must learn of the cut */
 		conn_end(c, TIDE_END_RESET, 0);
@@ -476,7 +504,7 @@ static void notify_check(struct tide_conn *c)
 {
 	struct txq *q = c->tx;
 
-	if (!q || q->notify == SIZE_MAX || q->queued > q->notify || (c->flags & F_ENDED))
+	if (!q || q->notify == SIZE_MAX || tide_conn_queued(c) > q->notify || (c->flags & F_ENDED))
 		return;
 	q->notify = SIZE_MAX;
 	if (c->ops && c->ops->drained)
@@ -507,6 +535,23 @@ static void txq_consume(struct tide_conn *c, size_t left)
 	}
 }
 
+void conn_send_failed(struct tide_conn *c, int err)
+{
+	c->flags |= F_TXERR;
+	txq_drop_all(c);
+	if (c->tx)
+		c->tx->notify = SIZE_MAX;
+	txq_maybe_put(c);
+	if (c->ops && c->ops->send_error)
+		c->ops->send_error(c, err);
+	conn_maybe_done(c);
+}
+
+void conn_send_idle(struct tide_conn *c)
+{
+	send_idle(c);
+}
+
 void on_send(struct tide_conn *c, int res)
 {
 	struct worker *w = conn_w(c);
@@ -520,14 +565,7 @@ void on_send(struct tide_conn *c, int res)
 	if (c->flags & F_ENDED)
 		return;
 	if (res < 0) {
-		c->flags |= F_TXERR;
-		txq_drop_all(c);
-		if (c->tx)
-			c->tx->notify = SIZE_MAX;
-		txq_maybe_put(c);
-		if (c->ops && c->ops->send_error)
-			c->ops->send_error(c, res);
-		conn_maybe_done(c);
+		conn_send_failed(c, res);
 		return;
 	}
 	if ((size_t)res < c->tx->sending)
@@ -535,10 +573,14 @@ void on_send(struct tide_conn *c, int res)
 	STAT_ADD(w, bytes_out, (uint64_t)res);
 	txq_consume(c, (size_t)res);
 	conn_touch(c);
-	if (c->tx && c->tx->head)
+	if (c->tx && c->tx->head) {
 		send_submit(c);
-	else
-		send_idle(c); /* a FIN asked for goes before the drained callback sees the state */
+	} else {
+		if (conn_sp(c))
+			splice_kick(c); /* a pipe into c goes on */
+		if (!(c->flags & F_ENDED))
+			send_idle(c); /* a FIN asked for goes before drained sees the state */
+	}
 	if (c->flags & F_ENDED)
 		return;
 	notify_check(c);
@@ -663,10 +705,17 @@ size_t tide_worker_held(const struct tide_worker *w)
 	return wk->queued + wk->promised;
 }
 
-/* Bytes queued on c and not yet sent. */
+/* Bytes queued on c and not yet sent, with what a splice's pipe holds for it. */
 size_t tide_conn_queued(const struct tide_conn *c)
 {
-	return c->tx ? c->tx->queued : 0;
+	return (c->tx ? c->tx->queued : 0) + (conn_sp(c) ? splice_queued(c) : 0);
+}
+
+void conn_notify_check(struct tide_conn *c)
+{
+	notify_check(c);
+	if (!(c->flags & F_ENDED))
+		txq_maybe_put(c);
 }
 
 /**
@@ -686,7 +735,12 @@ void tide_conn_notify_below(struct tide_conn *c, size_t bytes)
 			c->ops->drained(c);
 		return;
 	}
-	q = c->tx;
+	q = txq_get(c); /* none when only a splice's pipe holds bytes for c */
+	if (!q) {
+		if (c->ops && c->ops->drained) /* no memory to wait with: tell now */
+			c->ops->drained(c);
+		return;
+	}
 	q->notify = bytes;
 }
 
@@ -734,9 +788,18 @@ int tide_conn_recv_limit(struct tide_conn *c, size_t bytes)
 		return -ENOTCONN;
 	if (c->flags & F_CONNECTING)
 		return -EBUSY;
+	if (conn_sp(c) && splice_reads(c)) {
+		window_set(c, 0); /* the pipe bounds it */
+		return 0;
+	}
 	window_set(c, bytes >= UINT32_MAX - 1 ? 0 : (uint32_t)bytes + 1);
 	recv_arm(c);
 	return 0;
+}
+
+void conn_window_clear(struct tide_conn *c)
+{
+	window_set(c, 0);
 }
 
 /* Read again after tide_conn_pause(). */

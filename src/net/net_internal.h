@@ -60,6 +60,7 @@ enum {
 	OP_CONNECT = 4,	 /* struct tide_conn */
 	OP_LTIMEOUT = 5, /* struct tide_conn: the connect's linked timeout */
 	OP_WAKE = 6,	 /* struct worker: its eventfd was written (posted work) */
+	OP_SPLICE = 7,	 /* a splice direction's tag_in or tag_out: its poll */
 };
 #define UD(ptr, op) ((uint64_t)(uintptr_t)(ptr) | (uint64_t)(op))
 
@@ -102,6 +103,31 @@ struct txmsg {
 	struct iovec iov[SEND_IOV];
 };
 
+struct splice;
+
+/* One way of a splice (splice.c): from the pair's c[i] to c[1 - i] through a pipe. */
+struct splice_dir {
+	/* The polls' user_data point here; each word holds the direction's address. */
+	struct splice_dir *tag_in, *tag_out;
+	struct splice *sp;
+	int pipe[2];
+	size_t size;	/* the pipe's size */
+	size_t in_pipe; /* bytes in it */
+	uint64_t moved; /* bytes taken from the source */
+	bool on, used;	/* running; was started once */
+	bool eof;	/* the source's FIN was read, not yet handed over */
+	bool poll_in;	/* a POLLIN on the source is in flight */
+	bool poll_out;	/* a POLLOUT on the destination is in flight */
+};
+
+/* A pair of connections that splice to each other, one way or both (splice.c). */
+struct splice {
+	struct worker *w;
+	struct tide_conn *c[2];	  /* until each is freed */
+	struct splice_dir dir[2]; /* dir[i]: from c[i] */
+	unsigned inflight;	  /* polls in flight, plus pumps running */
+};
+
 /*
  * A connection's send queue and its one send in flight; only while there is something.
  * Small (48 bytes): a connection that waits with a few bytes queued (a PROXY header before
@@ -109,10 +135,12 @@ struct txmsg {
  */
 struct txq {
 	struct seg *head, *tail;
-	size_t queued;	  /* bytes in the segs */
-	size_t notify;	  /* call ops->drained when queued <= notify; SIZE_MAX: not asked */
-	size_t sending;	  /* bytes of the send in flight */
-	struct txmsg *tm; /* the send in flight's, when it has several pieces */
+	size_t queued;	   /* bytes in the segs */
+	size_t notify;	   /* call ops->drained when queued <= notify; SIZE_MAX: not asked */
+	size_t sending;	   /* bytes of the send in flight */
+	struct txmsg *tm;  /* the send in flight's, when it has several pieces */
+	struct splice *sp; /* tide_conn_splice() with another connection (the txq stays while
+			      it lasts: a connection holds no field for it), or NULL */
 };
 
 /*
@@ -383,6 +411,47 @@ void slab_free(struct tide_conn *c);
 void slabs_free(struct worker *w);
 /* Mark activity on c (the LRU list). */
 void conn_touch(struct tide_conn *c);
+/* c's txq, made when it has none (NULL: no memory). */
+struct txq *conn_txq(struct tide_conn *c);
+/* (Re)start reading c: its multishot receive, or its splice (splice_arm()). */
+void recv_rearm(struct tide_conn *c);
+/* Cancel c's multishot receive. */
+void conn_recv_cancel(struct tide_conn *c);
+/* c's peer sent FIN and every byte before it was handed over: ops->eof, and what follows. */
+void conn_eof(struct tide_conn *c);
+/* Sending on c failed with err: drop the queue, ops->send_error. */
+void conn_send_failed(struct tide_conn *c, int err);
+/* c's queue (and the pipe into it) is empty: the FIN or reset asked for goes now. */
+void conn_send_idle(struct tide_conn *c);
+/* c no longer has a receive limit (it is spliced). */
+void conn_window_clear(struct tide_conn *c);
+/* A splice's pipe into c emptied some: a drained mark that is reached is told. */
+void conn_notify_check(struct tide_conn *c);
+
+// splice.c ------------------------------------------------------------------------------
+
+/* The splice c is part of, or NULL: kept in its txq, which lives as long as the splice. */
+static inline struct splice *conn_sp(const struct tide_conn *c)
+{
+	return c->tx ? c->tx->sp : NULL;
+}
+
+/* A poll of a splice direction completed (tag: its tag_in or tag_out word). */
+void on_splice_poll(void *tag, int res);
+/* Whether src's bytes go through a running splice (then recv_rearm() arms that). */
+bool splice_reads(struct tide_conn *src);
+/* Start or continue reading src into its pipe. */
+void splice_arm(struct tide_conn *src);
+/* dst's send queue emptied: the pipe into it may go on. */
+void splice_kick(struct tide_conn *dst);
+/* Bytes a pipe into dst holds (counted in tide_conn_queued()). */
+size_t splice_queued(const struct tide_conn *dst);
+/* Whether a pipe into dst still holds bytes (or a FIN) that go before its own FIN. */
+bool splice_holds(const struct tide_conn *dst);
+/* c ends: stop the splices it is part of; the other side reads by its receive again. */
+void splice_stop(struct tide_conn *c);
+/* c is freed: let go of its struct splice. */
+void splice_release(struct tide_conn *c);
 
 // linger.c ------------------------------------------------------------------------------
 

@@ -106,6 +106,9 @@ static void handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
 		if (cqe->res >= 0 || cqe->res == -EINTR || cqe->res == -EAGAIN)
 			wake_arm(w);
 		return;
+	case OP_SPLICE:
+		on_splice_poll(ptr, cqe->res);
+		return;
 	}
 	/* Hold the connection while its handler runs: an end inside may not free it under us. */
 	c->refs++;

@@ -48,6 +48,17 @@ the suite). The kinds (see the README, "Connection endings"):
                  scrape, nor SIGTERM
   out_of_fds     out of file descriptors: no busy loop, a scrape is answered, service
                  resumes when they free up
+  splice_both_ways  8 MiB of random bytes each way at once, both bulk: they go through the
+                 relay's kernel pipes (--splice, on by default; a pipe shows in its fds) and
+                 arrive byte-exact, each followed by its FIN; the access log and /stats count
+                 every byte; with --splice off the same holds without pipes
+  splice_half_close  a 4 MiB upload with FIN, then a 4 MiB reply after it: the upload's FIN
+                 reaches the upstream after its last byte, and the reply still arrives whole
+  splice_mixed   a spliced upload next to a download of small pieces (buffer path) toward a
+                 client that does not read for a while: nothing lost, no send error
+  splice_reset   the upstream resets in the middle of a bulk upload, the client in the middle
+                 of a bulk download: each time the other side learns it by a reset, never a
+                 FIN, and the relay ends with every buffer back
   cli            a worker's share under 32 blocks, port out of range, upstream port 0, timeouts under 1 ms and unknown short
                  options are refused and named as such; an unresolvable name is named alone
 """
@@ -1074,6 +1085,202 @@ def case_out_of_fds():
     for c in held[50:]:
         c.close()
     r.stop()
+
+
+def relay_pipes(r):
+    """How many pipes the relay process holds (its splice directions)."""
+    n = 0
+    fd_dir = "/proc/%d/fd" % r.proc.pid
+    for fd in os.listdir(fd_dir):
+        try:
+            n += os.readlink(os.path.join(fd_dir, fd)).startswith("pipe:")
+        except OSError:
+            pass
+    return n
+
+
+def access_bytes(r):
+    """(bytes_up, bytes_down) of each access line logged so far."""
+    return [(int(u), int(d)) for u, d in
+            re.findall(r"access .*bytes_up=(\d+) bytes_down=(\d+)", r.log())]
+
+
+def both_ways(splice_arg):
+    size = 8 << 20
+    up, down = os.urandom(size), os.urandom(size)
+    pipes = []
+
+    def h(srv, c):
+        t = threading.Thread(target=lambda: (c.sendall(down), c.shutdown(socket.SHUT_WR)))
+        t.start()
+        srv.events.append(recv_all(c, timeout=30))
+        t.join(30)
+        c.close()
+    srv = Server(h)
+    r = Relay("--upstream", srv.text(), "--access-log", *splice_arg)
+    base = relay_pipes(r)  # its own (the signal pipe ...)
+    s = connect(r.addr(), timeout=30)
+
+    def send_slowly():  # a pipe's life is short on loopback: send in steps, look in between
+        for i in range(0, size, 1 << 20):
+            s.sendall(up[i:i + (1 << 20)])
+            pipes.append(relay_pipes(r))
+            time.sleep(0.02)
+        s.shutdown(socket.SHUT_WR)
+    t = threading.Thread(target=send_slowly)
+    t.start()
+    got, how = recv_all(s, timeout=30)
+    t.join(30)
+    check(got == down and how == "eof", "download: %d of %d bytes, %s, %s" %
+          (len(got), size, "exact" if down.startswith(got) else "corrupt", how))
+    check(wait_until(lambda: srv.events, 30), "the upstream never saw the client's end")
+    ugot, uhow = srv.events[0]
+    check(ugot == up and uhow == "eof", "upload: %d of %d bytes, %s, %s" %
+          (len(ugot), size, "exact" if up.startswith(ugot) else "corrupt", uhow))
+    s.close()
+    check(wait_until(lambda: access_bytes(r), 10), "no access line: " + r.log())
+    check(access_bytes(r) == [(size, size)], "access log counts %s, not %d each way" %
+          (access_bytes(r), size))
+    st = r.stats()["traffic"]
+    check(st["bytes_in"] >= 2 * size and st["bytes_out"] >= 2 * size,
+          "/stats counts in %s out %s" % (st["bytes_in"], st["bytes_out"]))
+    r.stop()
+    srv.close()
+    return max(pipes) - base
+
+
+def case_splice_both_ways():
+    """haproxy splice: bulk both ways goes through pipes, byte-exact, FIN after the last
+    byte, every byte counted; --splice off keeps the buffer path."""
+    check(both_ways([]) > 0, "no pipe in the relay's fds: the bulk did not go through splice")
+    check(both_ways(["--splice", "off"]) == 0, "--splice off still made pipes")
+
+
+def case_splice_half_close():
+    """The upload's FIN goes after its last byte through the pipe; a reply after it arrives."""
+    size = 4 << 20
+    up, down = os.urandom(size), os.urandom(size)
+
+    def h(srv, c):
+        srv.events.append(recv_all(c, timeout=30))
+        c.sendall(down)
+        c.shutdown(socket.SHUT_WR)
+        c.settimeout(10)
+        srv.events.append(c.recv(1))  # b"": the client's side stays half-closed
+        c.close()
+    srv = Server(h)
+    r = Relay("--upstream", srv.text(), "--access-log")
+    s = connect(r.addr(), timeout=30)
+    s.sendall(up)
+    s.shutdown(socket.SHUT_WR)
+    got, how = recv_all(s, timeout=30)
+    check(wait_until(lambda: srv.events, 30), "the upstream never saw the client's FIN")
+    ugot, uhow = srv.events[0]
+    check(ugot == up and uhow == "eof", "upload: %d of %d bytes then %s" %
+          (len(ugot), size, uhow))
+    check(got == down and how == "eof", "reply after the FIN: %d of %d bytes then %s" %
+          (len(got), size, how))
+    s.close()
+    check(wait_until(lambda: access_bytes(r), 10), "no access line: " + r.log())
+    check(access_bytes(r) == [(size, size)], "access log counts %s" % access_bytes(r))
+    r.stop()
+    srv.close()
+
+
+def case_splice_reset():
+    """A reset in the middle of a spliced stream reaches the other side as a reset."""
+    chunk = os.urandom(1 << 20)
+
+    def upload_cut(srv, c):  # read some of a bulk upload, then reset
+        c.settimeout(30)
+        n = 0
+        while n < (2 << 20):
+            b = c.recv(1 << 16)
+            if not b:
+                break
+            n += len(b)
+        srv.events.append(n)
+        rst_close(c)
+    srv = Server(upload_cut)
+    r = Relay("--upstream", srv.text(), "--access-log")
+    s = connect(r.addr(), timeout=30)
+    how = "none"
+    s.settimeout(30)
+    try:
+        for _ in range(256):  # far more than the sockets and pipes between hold
+            s.sendall(chunk)
+        how = recv_all(s, timeout=30)[1]
+    except (ConnectionResetError, BrokenPipeError):
+        how = "reset"
+    except socket.timeout:
+        how = "timeout"
+    check(how == "reset", "the upstream's reset mid-upload reached the client as %s" % how)
+    s.close()
+    srv.close()
+
+    def download(srv, c):  # a bulk download the client resets in the middle
+        c.settimeout(30)
+        try:
+            for _ in range(256):
+                c.sendall(chunk)
+            srv.events.append(recv_all(c, timeout=30)[1])
+        except (ConnectionResetError, BrokenPipeError):
+            srv.events.append("reset")
+        except socket.timeout:
+            srv.events.append("timeout")
+        c.close()
+    r.stop()
+    srv2 = Server(download)
+    r2 = Relay("--upstream", srv2.text(), "--access-log")
+    s = connect(r2.addr(), timeout=30)
+    got = 0
+    s.settimeout(30)
+    while got < (4 << 20):
+        b = s.recv(1 << 16)
+        if not b:
+            break
+        got += len(b)
+    rst_close(s)
+    check(got >= (4 << 20), "the download stopped at %d bytes" % got)
+    check(wait_until(lambda: srv2.events, 40), "the upstream never saw the client's end")
+    check(srv2.events[0] == "reset", "the client's reset mid-download reached the upstream "
+          "as %s" % srv2.events[0])
+    check(all("end=reset" in l for l in r2.log().splitlines() if " access " in l),
+          "access: " + r2.log())
+    r2.stop()
+    srv2.close()
+
+
+def case_splice_mixed():
+    """A spliced upload next to a download of small pieces on the buffer path, toward a
+    client that does not read for a while: the sockets a splice made non-blocking still
+    take the ring's sends that must wait for room (no send error, nothing lost)."""
+    down, up = os.urandom(16 << 20), os.urandom(4 << 20)
+
+    def h(srv, c):
+        t = threading.Thread(target=lambda: srv.events.append(recv_all(c, timeout=30)))
+        t.start()
+        for i in range(0, len(down), 8192):
+            c.sendall(down[i:i + 8192])
+            time.sleep(0.0003)
+        c.shutdown(socket.SHUT_WR)
+        t.join(30)
+        c.close()
+    srv = Server(h)
+    r = Relay("--upstream", srv.text())
+    s = connect(r.addr(), timeout=30)
+    s.sendall(up)
+    s.shutdown(socket.SHUT_WR)
+    time.sleep(3)  # not reading: the relay's sends toward the client wait for room
+    got, how = recv_all(s, timeout=30)
+    check(got == down and how == "eof", "download: %d of %d bytes, %s" %
+          (len(got), len(down), how))
+    check(wait_until(lambda: srv.events, 30), "the upstream never saw the upload's end")
+    check(srv.events[0] == (up, "eof"), "upload: %d of %d bytes, %s" %
+          (len(srv.events[0][0]), len(up), srv.events[0][1]))
+    s.close()
+    r.stop()
+    srv.close()
 
 
 def run(args):

@@ -16,6 +16,10 @@
  *   post     tide_agent_post runs work on the worker's thread, in order; -ESHUTDOWN after
  *   copy     tide_conn_send_copy of more than its quota leaves: -ENOSPC and nothing queued,
  *            also past 16 blocks (the peer gets only the reply sent after it)
+ *   splice   a forwarder that splices each direction after its first receive
+ *            (tide_conn_splice): 6 MiB of random bytes each way at once arrive exact, each
+ *            with its FIN after the last byte; received plus spliced counts every byte;
+ *            -EBUSY while connecting, -EINVAL, -EALREADY
  * Exits 77 when io_uring is not available here. Every wait is bounded.
  */
 #include <errno.h>
@@ -573,6 +577,183 @@ static void case_quiet(void)
 	close(sv[1]);
 }
 
+/* ----------------------------------------------------------------- splice -- */
+
+/* A forwarder on the API: each accepted connection connects to the backend (sp_to); the
+ * first receive each way goes through the send queue, then tide_conn_splice() takes over. */
+static struct tide_addrs sp_to;
+static _Atomic uint64_t sp_recv[2], sp_spliced[2]; /* [0]: client -> backend, [1]: back */
+static _Atomic int sp_splices;
+
+static void sp_recv_cb(struct tide_conn *c, struct tide_buf *bufs, unsigned n);
+static void sp_eof(struct tide_conn *c);
+static void sp_end(struct tide_conn *c, enum tide_end why, int err);
+static void sp_up_open(struct tide_conn *c);
+
+static const struct tide_conn_ops sp_up_ops = {
+	.open = sp_up_open, .recv = sp_recv_cb, .eof = sp_eof, .end = sp_end};
+
+/* Each side's data is its peer (one pair in this case); 0: the client's side. */
+static struct tide_conn *sp_client;
+
+static int sp_side(struct tide_conn *c)
+{
+	return c == sp_client ? 0 : 1;
+}
+
+static void sp_open(struct tide_conn *c)
+{
+	struct tide_conn *up;
+
+	sp_client = c;
+	WCHECK(tide_conn_connect(tide_conn_worker(c), &sp_to, 5000, &sp_up_ops, c, &up) == 0);
+	tide_conn_set_data(c, up);
+	WCHECK(tide_conn_splice(c, up, 0) == -EBUSY); /* still connecting */
+}
+
+static void sp_up_open(struct tide_conn *up)
+{
+	struct tide_conn *c = tide_conn_data(up);
+
+	WCHECK(tide_conn_splice(c, c, 0) == -EINVAL);
+	WCHECK(tide_conn_splice(NULL, c, 0) == -EINVAL);
+	WCHECK(tide_conn_spliced(c) == 0);
+}
+
+static void sp_recv_cb(struct tide_conn *c, struct tide_buf *bufs, unsigned n)
+{
+	struct tide_conn *peer = tide_conn_data(c);
+	int side = sp_side(c);
+	uint64_t got = 0;
+	int rc;
+
+	for (unsigned i = 0; i < n; i++)
+		got += bufs[i].len;
+	atomic_fetch_add(&sp_recv[side], got);
+	if (!peer || tide_conn_send(peer, bufs, n))
+		return;
+	rc = tide_conn_splice(c, peer, 128 << 10);
+	WCHECK(rc == 0 || rc == -EALREADY || rc == -EBUSY);
+	if (rc == 0) {
+		atomic_fetch_add(&sp_splices, 1);
+		WCHECK(tide_conn_splice(c, peer, 0) == -EALREADY);
+	}
+}
+
+static void sp_eof(struct tide_conn *c)
+{
+	struct tide_conn *peer = tide_conn_data(c);
+
+	if (peer)
+		tide_conn_shutdown(peer, false);
+}
+
+static void sp_end(struct tide_conn *c, enum tide_end why, int err)
+{
+	struct tide_conn *peer = tide_conn_data(c);
+
+	atomic_fetch_add(&sp_spliced[sp_side(c)], tide_conn_spliced(c));
+	if (peer) {
+		tide_conn_set_data(peer, NULL);
+		if (why != TIDE_END_CLEAN)
+			tide_conn_shutdown(peer, true);
+	}
+	on_end(c, why, err);
+}
+
+struct sp_xfer {
+	int fd;
+	const char *out;
+	char *in;
+	size_t len, got;
+	bool eof;
+};
+
+/* Send out and read in at once on x->fd (blocking, 10 s receive timeout), FIN after out. */
+static void *sp_xfer_run(void *arg)
+{
+	struct sp_xfer *x = arg;
+	size_t sent = 0;
+
+	while (sent < x->len || !x->eof) {
+		struct pollfd pfd = {.fd = x->fd,
+				     .events = (short)(POLLIN | (sent < x->len ? POLLOUT : 0))};
+		ssize_t n;
+
+		if (poll(&pfd, 1, 10000) <= 0)
+			break;
+		if ((pfd.revents & POLLOUT) && sent < x->len) {
+			n = send(x->fd, x->out + sent, x->len - sent, MSG_DONTWAIT);
+			if (n > 0 && (sent += (size_t)n) == x->len)
+				shutdown(x->fd, SHUT_WR);
+		}
+		if (pfd.revents & (POLLIN | POLLHUP | POLLERR)) {
+			n = recv(x->fd, x->in + x->got, x->len + 1 - x->got, MSG_DONTWAIT);
+			if (n == 0)
+				x->eof = true;
+			else if (n > 0)
+				x->got += (size_t)n;
+			else if (errno != EAGAIN)
+				break;
+		}
+	}
+	return NULL;
+}
+
+static void case_splice(void)
+{
+	static const struct tide_conn_ops client_ops = {
+		.open = sp_open, .recv = sp_recv_cb, .eof = sp_eof, .end = sp_end};
+	const size_t len = 6 << 20;
+	struct sp_xfer x[2];
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	socklen_t sl = sizeof(sa);
+	pthread_t th[2];
+	char *buf = malloc(4 * len + 2);
+	int lfd = socket(AF_INET, SOCK_STREAM, 0);
+
+	REQUIRE(buf && lfd >= 0);
+	for (size_t i = 0; i < 2 * len; i++)
+		buf[i] = (char)(rand() >> 7);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	REQUIRE(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(lfd, 4) == 0);
+	getsockname(lfd, (struct sockaddr *)&sa, &sl);
+	cn_to.n = 0;
+	add_addr(ntohs(sa.sin_port));
+	sp_to = cn_to;
+	start(&client_ops, 0, 0);
+	x[0] = (struct sp_xfer){
+		.fd = connect_port(port), .out = buf, .in = buf + 2 * len, .len = len};
+	x[1] = (struct sp_xfer){.fd = accept(lfd, NULL, NULL),
+				.out = buf + len,
+				.in = buf + 3 * len + 1,
+				.len = len};
+	REQUIRE(x[1].fd >= 0);
+	for (int i = 0; i < 2; i++)
+		pthread_create(&th[i], NULL, sp_xfer_run, &x[i]);
+	for (int i = 0; i < 2; i++)
+		pthread_join(th[i], NULL);
+	/* x[0] got what the backend sent, x[1] what the client sent: whole, exact, then FIN */
+	CHECKF(x[0].got == len && x[0].eof && !memcmp(x[0].in, x[1].out, len),
+	       "client got %zu of %zu bytes, %s", x[0].got, len, x[0].eof ? "eof" : "no eof");
+	CHECKF(x[1].got == len && x[1].eof && !memcmp(x[1].in, x[0].out, len),
+	       "backend got %zu of %zu bytes, %s", x[1].got, len, x[1].eof ? "eof" : "no eof");
+	close(x[0].fd);
+	close(x[1].fd);
+	CHECK(wait_for(&ends[TIDE_END_CLEAN], 2, 10000));
+	CHECK_EQ(atomic_load(&sp_splices), 2);
+	for (int i = 0; i < 2; i++) {
+		CHECKF(atomic_load(&sp_spliced[i]) > 0, "direction %d spliced nothing", i);
+		CHECKF(atomic_load(&sp_recv[i]) + atomic_load(&sp_spliced[i]) == len,
+		       "direction %d: %llu received + %llu spliced, not %zu", i,
+		       (unsigned long long)atomic_load(&sp_recv[i]),
+		       (unsigned long long)atomic_load(&sp_spliced[i]), len);
+	}
+	finish();
+	close(lfd);
+	free(buf);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct {
@@ -581,7 +762,7 @@ int main(int argc, char **argv)
 	} cases[] = {
 		{"buffers", case_buffers}, {"connect", case_connect}, {"endings", case_endings},
 		{"limit", case_limit},	   {"post", case_post},	      {"quiet", case_quiet},
-		{"copy", case_copy},
+		{"copy", case_copy},	   {"splice", case_splice},
 	};
 
 	signal(SIGPIPE, SIG_IGN);
@@ -592,6 +773,6 @@ int main(int argc, char **argv)
 			CHECK_EQ(atomic_load(&worker_fails), 0);
 			return test_exit("test_api");
 		}
-	fprintf(stderr, "usage: test_api buffers|connect|endings|limit|post|quiet|copy\n");
+	fprintf(stderr, "usage: test_api buffers|connect|endings|limit|post|quiet|copy|splice\n");
 	return 1;
 }

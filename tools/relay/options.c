@@ -343,6 +343,20 @@ static int set_block_size(struct relay_config *c, const char *val, char *err, si
 	return 0;
 }
 
+static int set_splice(struct relay_config *c, const char *val, char *err, size_t n)
+{
+	size_t b;
+
+	if (val && !strcmp(val, "off")) {
+		c->splice_pipe = 0;
+		return 0;
+	}
+	if (!parse_size(val, &b) || b < 4096 || b > ((size_t)1 << 30))
+		return BAD("wants 'off' or a SIZE from 4K to 1G, not '%s'", val);
+	c->splice_pipe = b;
+	return 0;
+}
+
 static int set_stats(struct relay_config *c, const char *val, char *err, size_t n)
 {
 	if (relay_endpoint_parse(val, 0, &c->stats, err, n))
@@ -477,6 +491,13 @@ const struct relay_option relay_options[] = {
 	{"block-size", "SIZE", false, false, false, true, "64K",
 	 "Buffer size, a power of two from 1K to 1M.",
 	 set_block_size},
+	{"splice", "SIZE|off", false, false, false, true, "1M",
+	 "A direction that carries bulk data (one receive of 64K or more) goes on\n"
+	 "through a kernel pipe of SIZE bytes with splice(2): its bytes are not\n"
+	 "copied through the relay's buffers, which costs less CPU per byte. The\n"
+	 "kernel may give a smaller pipe (fs.pipe-max-size). 'off': every byte\n"
+	 "goes through the buffers.",
+	 set_splice},
 	{"idle-timeout", "SEC", false, false, false, false, "300",
 	 "Close connections idle this long (0: never); logged as 'timeout'.",
 	 set_idle_timeout},
@@ -508,6 +529,7 @@ void relay_config_init(struct relay_config *c)
 	c->threads = 1;
 	c->pool_max = (size_t)1 << 30;
 	c->block_size = 64 * 1024;
+	c->splice_pipe = (size_t)1 << 20;
 }
 
 static const struct relay_option *find(const char *name, size_t *idx)
@@ -773,6 +795,7 @@ static void keep_restart_only(const struct relay_config *cur, struct relay_confi
 	KEEP(cur->threads != fresh->threads, "threads", threads);
 	KEEP(cur->pool_max != fresh->pool_max, "pool-max", pool_max);
 	KEEP(cur->block_size != fresh->block_size, "block-size", block_size);
+	KEEP(cur->splice_pipe != fresh->splice_pipe, "splice", splice_pipe);
 	KEEP(strcmp(cur->user, fresh->user), "user", user);
 	KEEP(cur->reuse_port != fresh->reuse_port, "reuse-port", reuse_port);
 	KEEP(cur->has_stats != fresh->has_stats ||
