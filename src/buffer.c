@@ -503,7 +503,7 @@ void *tide_alloc(struct tide_pool *pool, size_t size)
 		     atomic_load_explicit(&c->pool, memory_order_relaxed) != pool ||
 		     cache_busy_here(c)))
 		return alloc_slow(pool, size); /* busy: refused there */
-	n = cache_enter(c, pool->fence_is_membarrier);
+	n = cache_enter(c, true); /* tcache_last: a pool with membarrier (fast_path_ok()) */
 	if (unlikely(n - 1 >= TCACHE_CAP)) { /* empty, or a steal (window closed) */
 		if (n == 0)
 			cache_close(c);
@@ -549,8 +549,8 @@ int tide_free(struct tide_pool *pool, void *buf)
 	i = owned_block(pool, buf, DEFAULT_USER_ID);
 	if (unlikely(i == SIZE_MAX))
 		return free_slow_default(pool, buf, false);
-	pool->tags[i] = TAG_FREE; /* before the block can reach another thread */
-	if (unlikely(!cache_push(c, pool->fence_is_membarrier, buf)))
+	pool->tags[i] = TAG_FREE;		 /* before the block can reach another thread */
+	if (unlikely(!cache_push(c, true, buf))) /* as in tide_alloc() */
 		return free_slow_default(pool, buf, true);
 	return 0;
 }

@@ -265,6 +265,17 @@ bool cache_window_open(void)
 	return false;
 }
 
+/*
+ * Whether c may become tcache_last, the cache tide_alloc()/tide_free() use inline: not for
+ * a pool that poisons (poison.h), nor without membarrier, since the inline path opens its
+ * window with a compiler fence only; such pools go through pool_alloc()/pool_free(),
+ * whose cache operations pay the full fence.
+ */
+static inline bool fast_path_ok(const struct tide_pool *pool)
+{
+	return !pool->poison && pool->fence_is_membarrier;
+}
+
 struct tcache *cache_lookup(struct tide_pool *pool)
 {
 	struct tcache *c;
@@ -273,7 +284,7 @@ struct tcache *cache_lookup(struct tide_pool *pool)
 	for (int i = 0; i < TCACHE_SLOTS; i++) {
 		c = tcache_slots[i];
 		if (c && atomic_load_explicit(&c->pool, memory_order_relaxed) == pool) {
-			if (likely(!pool->poison)) /* see poison.h: no inline fast path then */
+			if (likely(fast_path_ok(pool)))
 				tcache_last = c;
 			return c;
 		}
@@ -316,7 +327,7 @@ struct tcache *cache_lookup(struct tide_pool *pool)
 	link_cache_locked(pool, c);
 	pthread_mutex_unlock(&pool->lock);
 	tcache_slots[slot] = c;
-	if (likely(!pool->poison))
+	if (likely(fast_path_ok(pool)))
 		tcache_last = c;
 	return c;
 }
