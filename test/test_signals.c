@@ -102,7 +102,7 @@ static void window_refuses(void)
 	o = tide_alloc(other, 100);
 	b = tide_alloc(pool, 100);
 	REQUIRE(b != NULL && o != NULL);
-	c = tcache_last; /* pool's cache: the fast path just used it */
+	c = cache_lookup(pool); /* this thread's cache of pool, which the alloc made */
 	REQUIRE(c != NULL && atomic_load(&c->pool) == pool);
 	atomic_store(&c->word.half.busy, 1);
 	CHECK(call_guard_held());
