@@ -284,25 +284,30 @@ __attribute__((noinline)) int pool_free(struct tide_pool *pool, struct tide_user
  * Pop up to n blocks of c's stack into bufs, each tagged for id, in one window: how many.
  * The pool's fields are read once, not per block.
  */
-static unsigned bulk_pop(struct tide_pool *pool, struct tcache *c, uint16_t id, void **bufs,
-			 unsigned n)
+static __attribute__((noinline)) unsigned bulk_pop(struct tide_pool *pool, struct tcache *c,
+						   uint16_t id, void **bufs, unsigned n)
 {
-	unsigned have = cache_enter(c, pool->fence_is_membarrier), got = 0;
-	const char *base = pool->base;
+	unsigned have = cache_enter(c, pool->fence_is_membarrier);
+	uintptr_t base = (uintptr_t)pool->base;
 	uint16_t *tags = pool->tags;
 	unsigned shift = pool->block_shift;
+	void **top;
 
 	if (have == UINT_MAX)
 		return 0;
-	while (got < n && have) {
-		void *block = c->slots[--have];
+	if (n > have)
+		n = have;
+	top = c->slots + have - 1;
+#pragma GCC unroll 4
+	for (unsigned i = 0; i < n; i++) {
+		void *block = top[-(ptrdiff_t)i];
 
-		tags[(size_t)((char *)block - base) >> shift] = id;
-		bufs[got++] = block;
+		tags[((uintptr_t)block - base) >> shift] = id;
+		bufs[i] = block;
 	}
-	cache_note_low(c, have);
-	cache_leave(c, have);
-	return got;
+	cache_note_low(c, have - n);
+	cache_leave(c, have - n);
+	return n;
 }
 
 /*
@@ -311,8 +316,8 @@ static unsigned bulk_pop(struct tide_pool *pool, struct tcache *c, uint16_t id, 
  * many were pushed. The boundary read once is safe for the whole window: a live buffer
  * cannot be shrunk away, and the tags above the boundary read as free.
  */
-static unsigned bulk_push(struct tide_pool *pool, struct tcache *c, uint16_t id, void *const *bufs,
-			  unsigned n)
+static __attribute__((noinline)) unsigned bulk_push(struct tide_pool *pool, struct tcache *c,
+						    uint16_t id, void *const *bufs, unsigned n)
 {
 	unsigned have = cache_enter(c, pool->fence_is_membarrier), i;
 	uintptr_t base = (uintptr_t)pool->base;
@@ -326,6 +331,7 @@ static unsigned bulk_push(struct tide_pool *pool, struct tcache *c, uint16_t id,
 	if (n > c->cap - have)
 		n = have < c->cap ? c->cap - have : 0;
 	top = c->slots + have;
+#pragma GCC unroll 4
 	for (i = 0; i < n; i++) {
 		void *block = bufs[i];
 		size_t k = rotated_index((uintptr_t)block - base, shift);
