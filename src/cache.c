@@ -632,15 +632,24 @@ void cache_fork_child_locked(struct tide_pool *pool)
 		} else {
 			/*
 			 * Its thread is gone, perhaps in the middle of an operation (a window):
-			 * the blocks counted are free; one being pushed is found by the caller's
-			 * scan for lost blocks.
+			 * the blocks counted are free, but for any a bulk allocation had tagged
+			 * before its count was stored (live: its holder is gone with the thread);
+			 * one being pushed is found by the caller's scan for lost blocks.
 			 */
 			unsigned n =
 				atomic_load_explicit(&c->steal, memory_order_relaxed) == STEAL_DONE
 					? 0
 					: cache_count(c);
+			unsigned kept = 0;
 
-			pool_release_blocks_locked(pool, c->slots, n);
+			for (unsigned k = 0; k < n && k < TCACHE_CAP; k++) {
+				size_t i = (size_t)((char *)c->slots[k] - pool->base) >>
+					   pool->block_shift;
+
+				if (pool->tags[i] == TAG_FREE)
+					c->slots[kept++] = c->slots[k];
+			}
+			pool_release_blocks_locked(pool, c->slots, kept);
 			unlink_cache_locked(pool, c);
 			atomic_fetch_sub_explicit(&attached, 1, memory_order_relaxed);
 			free(c);
