@@ -20,8 +20,9 @@
  * (one thread-local byte, see internal.h): a signal handler that interrupts such a call
  * and calls in again on the same thread is refused, since the interrupted code may be
  * half-way through the same cache or hold the lock the handler would wait for. The fast
- * paths test the byte and set it only for their cache window (CALL_WINDOW), which is
- * also the mark a stealer waits on: the guard costs them one load and a branch.
+ * paths only read the byte, and the busy half of their cache's word, which they set for
+ * the operation (internal.h): the guard costs them two loads and a branch, and no store
+ * of its own.
  */
 #include <errno.h>
 
@@ -91,7 +92,7 @@ static inline void *alloc_block(struct tide_pool *pool, bool grow)
 
 	if (unlikely(!c))
 		return alloc_uncached(pool, grow);
-	block = cache_pop(c, pool->fence_is_membarrier, CALL_IN);
+	block = cache_pop(c, pool->fence_is_membarrier);
 	if (unlikely(!block))
 		block = cache_refill_pop(pool, c, grow);
 	return block;
@@ -107,7 +108,7 @@ static inline void free_block(struct tide_pool *pool, void *block)
 		pthread_mutex_unlock(&pool->lock);
 		return;
 	}
-	if (unlikely(!cache_push(c, pool->fence_is_membarrier, block, CALL_IN)))
+	if (unlikely(!cache_push(c, pool->fence_is_membarrier, block)))
 		cache_push_flush(pool, c, block);
 }
 
@@ -210,14 +211,25 @@ fail:
 	return NULL;
 }
 
+/*
+ * A byte offset's block index, rotated: the bits below the block size land at the top, so
+ * an offset off a block boundary gives an index above any pool's, and one compare with
+ * the number of blocks checks both the range and the alignment.
+ */
+static inline size_t rotated_index(uintptr_t off, unsigned shift)
+{
+	return off >> shift | off << (-shift & 63);
+}
+
 /* The pointer is a block of the unreserved portion; its index, or SIZE_MAX. */
 static inline size_t checked_index(const struct tide_pool *pool, const void *buf)
 {
-	uintptr_t off = (uintptr_t)buf - (uintptr_t)pool->base;
+	unsigned shift = pool->block_shift;
+	size_t i = rotated_index((uintptr_t)buf - (uintptr_t)pool->base, shift);
 
-	if (unlikely(off >= pool_unreserved(pool) || (off & (pool->block_size - 1))))
+	if (unlikely(i >= pool_unreserved(pool) >> shift))
 		return SIZE_MAX;
-	return off >> pool->block_shift;
+	return i;
 }
 
 /*
@@ -268,10 +280,75 @@ __attribute__((noinline)) int pool_free(struct tide_pool *pool, struct tide_user
 	return 0;
 }
 
+/*
+ * Pop up to n blocks of c's stack into bufs, each tagged for id, in one window: how many.
+ * The pool's fields are read once, not per block.
+ */
+static __attribute__((noinline)) unsigned bulk_pop(struct tide_pool *pool, struct tcache *c,
+						   uint16_t id, void **bufs, unsigned n)
+{
+	unsigned have = cache_enter(c, pool->fence_is_membarrier);
+	uintptr_t base = (uintptr_t)pool->base;
+	uint16_t *tags = pool->tags;
+	unsigned shift = pool->block_shift;
+	void **top;
+
+	if (have == UINT_MAX)
+		return 0;
+	if (n > have)
+		n = have;
+	top = c->slots + have - 1;
+#pragma GCC unroll 4
+	for (unsigned i = 0; i < n; i++) {
+		void *block = top[-(ptrdiff_t)i];
+
+		tags[((uintptr_t)block - base) >> shift] = id;
+		bufs[i] = block;
+	}
+	cache_note_low(c, have - n);
+	cache_leave(c, have - n);
+	return n;
+}
+
+/*
+ * Push bufs[0..n) on c's stack in one window while each is a live one-block buffer of id
+ * (the check of owned_block(), with the pool's fields read once) and there is room: how
+ * many were pushed. The boundary read once is safe for the whole window: a live buffer
+ * cannot be shrunk away, and the tags above the boundary read as free.
+ */
+static __attribute__((noinline)) unsigned bulk_push(struct tide_pool *pool, struct tcache *c,
+						    uint16_t id, void *const *bufs, unsigned n)
+{
+	unsigned have = cache_enter(c, pool->fence_is_membarrier), i;
+	uintptr_t base = (uintptr_t)pool->base;
+	uint16_t *tags = pool->tags;
+	unsigned shift = pool->block_shift;
+	size_t limit = pool_unreserved(pool) >> shift;
+	void **top;
+
+	if (have == UINT_MAX)
+		return 0;
+	if (n > c->cap - have)
+		n = have < c->cap ? c->cap - have : 0;
+	top = c->slots + have;
+#pragma GCC unroll 4
+	for (i = 0; i < n; i++) {
+		void *block = bufs[i];
+		size_t k = rotated_index((uintptr_t)block - base, shift);
+
+		if (unlikely(k >= limit || tags[k] != id))
+			break;
+		tags[k] = TAG_FREE;
+		top[i] = block;
+	}
+	cache_leave(c, have + i);
+	return i;
+}
+
 unsigned pool_alloc_bulk(struct tide_pool *pool, struct tide_user *user, void **bufs, unsigned n)
 {
 	struct tcache *c;
-	unsigned got = 0;
+	unsigned got = 0, cached = 0;
 	bool all = !may_grow(pool, user); /* as in cache_refill_pop() */
 
 	if (!n || !bufs)
@@ -284,16 +361,8 @@ unsigned pool_alloc_bulk(struct tide_pool *pool, struct tide_user *user, void **
 		}
 	}
 	c = cache_get(pool);
-	if (likely(c)) {
-		unsigned have = cache_enter(c, pool->fence_is_membarrier, CALL_IN);
-
-		if (have != UINT_MAX) {
-			while (got < n && have)
-				bufs[got++] = c->slots[--have];
-			cache_note_low(c, have);
-			cache_leave(c, have, CALL_IN);
-		}
-	}
+	if (likely(c))
+		got = cached = bulk_pop(pool, c, user->id, bufs, n);
 	for (int attempt = 0; got < n && attempt < 4; attempt++) {
 		unsigned before = got;
 		bool reclaimed = false;
@@ -320,10 +389,10 @@ unsigned pool_alloc_bulk(struct tide_pool *pool, struct tide_user *user, void **
 		if (pool_grow_auto(pool, seen, (size_t)(n - got) * pool->block_size))
 			all = true;
 	}
-	for (unsigned i = 0; i < got; i++) {
+	for (unsigned i = 0; pool->poison && i < got; i++)
 		unpoison_range(pool, bufs[i], pool->block_size);
+	for (unsigned i = cached; i < got; i++) /* from the bitmap: not tagged yet */
 		pool->tags[block_index(pool, bufs[i])] = user->id;
-	}
 	if (got < n) {
 		if (user->counted)
 			user_uncharge(user, (size_t)(n - got) * pool->block_size, n - got);
@@ -343,23 +412,11 @@ int pool_free_bulk(struct tide_pool *pool, struct tide_user *user, void *const *
 	while (i < n) {
 		/* Push as many plain one-block buffers as fit in one cache window (a pool that
 		 * poisons frees one by one through pool_free). */
-		unsigned have = c && !pool->poison
-					? cache_enter(c, pool->fence_is_membarrier, CALL_IN)
-					: UINT_MAX;
+		if (c && !pool->poison) {
+			unsigned done = bulk_push(pool, c, user->id, bufs + i, n - i);
 
-		if (have != UINT_MAX) {
-			unsigned start = i;
-
-			for (; i < n && have < c->cap; i++) {
-				size_t k = owned_block(pool, bufs[i], user->id);
-
-				if (k == SIZE_MAX)
-					break;
-				pool->tags[k] = TAG_FREE;
-				c->slots[have++] = bufs[i];
-			}
-			cache_leave(c, have, CALL_IN);
-			pushed += i - start;
+			i += done;
+			pushed += done;
 		}
 		if (i < n) {
 			err = pool_free(pool, user,
@@ -381,14 +438,17 @@ static __attribute__((noinline, cold)) void *reentry(struct tide_pool *pool)
 
 /*
  * The slow paths of tide_alloc() and tide_free(), each under the guard (CALL_IN). The fast
- * paths only test the guard: their cache window (CALL_WINDOW) is the guard while they
- * touch the cache, and a signal handler that runs outside the window finds nothing
- * half-done.
+ * paths only test the byte and their own cache's busy mark: the busy mark is the guard
+ * while they touch the cache, and a signal handler that runs outside an operation finds
+ * nothing half-done. A slow path is refused while an operation of this thread is open on
+ * any of its caches (a handler that interrupted one).
  */
 static __attribute__((noinline)) void *alloc_slow(struct tide_pool *pool, size_t size)
 {
 	void *block;
 
+	if (unlikely(cache_window_open()))
+		return reentry(pool);
 	call_guard_set(CALL_IN);
 	block = pool_alloc(pool, &pool->default_user, size);
 	call_leave();
@@ -396,12 +456,20 @@ static __attribute__((noinline)) void *alloc_slow(struct tide_pool *pool, size_t
 	return block;
 }
 
-/* flush: the tag is cleared already, push under the lock; else the general free. */
+/*
+ * flush: the tag is cleared already, push under the lock (the fast path found this cache
+ * idle and this thread holds no lock of the pool: the byte was clear); else the general
+ * free.
+ */
 static __attribute__((noinline)) int free_slow_default(struct tide_pool *pool, void *buf,
 						       bool flush)
 {
 	int err = 0;
 
+	if (unlikely(!flush && cache_window_open())) {
+		reentry(pool);
+		return -EAGAIN;
+	}
 	call_guard_set(CALL_IN);
 	if (flush)
 		cache_push_flush(pool, cache_get(pool), buf); /* this thread's cache of pool */
@@ -436,21 +504,22 @@ void *tide_alloc(struct tide_pool *pool, size_t size)
 
 	if (unlikely(!pool))
 		return NULL;
-	if (unlikely(call_guard_held()))
+	if (unlikely(atomic_load_explicit(&tide_in_call, memory_order_relaxed)))
 		return reentry(pool);
 	c = tcache_last;
 	if (unlikely(size - 1 >= pool->block_size || !c ||
-		     atomic_load_explicit(&c->pool, memory_order_relaxed) != pool))
-		return alloc_slow(pool, size);
-	n = cache_enter(c, pool->fence_is_membarrier, 0);
+		     atomic_load_explicit(&c->pool, memory_order_relaxed) != pool ||
+		     cache_busy_here(c)))
+		return alloc_slow(pool, size); /* busy: refused there */
+	n = cache_enter(c, true); /* tcache_last: a pool with membarrier (fast_path_ok()) */
 	if (unlikely(n - 1 >= TCACHE_CAP)) { /* empty, or a steal (window closed) */
 		if (n == 0)
-			cache_close(0);
+			cache_close(c);
 		return alloc_slow(pool, size);
 	}
 	block = c->slots[n - 1];
 	cache_note_low(c, n - 1);
-	cache_leave(c, n - 1, 0);
+	cache_leave(c, n - 1);
 	pool->tags[block_index(pool, block)] = DEFAULT_USER_ID;
 	return block;
 }
@@ -477,18 +546,19 @@ int tide_free(struct tide_pool *pool, void *buf)
 
 	if (unlikely(!pool))
 		return buf ? -EINVAL : 0;
-	if (unlikely(call_guard_held())) {
+	if (unlikely(atomic_load_explicit(&tide_in_call, memory_order_relaxed))) {
 		reentry(pool);
 		return -EAGAIN;
 	}
 	c = tcache_last;
-	if (unlikely(!c || atomic_load_explicit(&c->pool, memory_order_relaxed) != pool))
-		return free_slow_default(pool, buf, false);
+	if (unlikely(!c || atomic_load_explicit(&c->pool, memory_order_relaxed) != pool ||
+		     cache_busy_here(c)))
+		return free_slow_default(pool, buf, false); /* busy: refused there */
 	i = owned_block(pool, buf, DEFAULT_USER_ID);
 	if (unlikely(i == SIZE_MAX))
 		return free_slow_default(pool, buf, false);
-	pool->tags[i] = TAG_FREE; /* before the block can reach another thread */
-	if (unlikely(!cache_push(c, pool->fence_is_membarrier, buf, 0)))
+	pool->tags[i] = TAG_FREE;		 /* before the block can reach another thread */
+	if (unlikely(!cache_push(c, true, buf))) /* as in tide_alloc() */
 		return free_slow_default(pool, buf, true);
 	return 0;
 }

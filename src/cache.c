@@ -24,23 +24,23 @@
  *
  * The fast path has no atomic read-modify-write and no fence, and as few stores as it can
  * (every store queues behind the caller's cache-missing stores to its buffers): the owner
- * marks its operation by setting its thread-local call byte (tide_in_call, which is also
- * the re-entry guard) to CALL_WINDOW; each cache points at its owner's byte. A shrink
- * must be able to take back every cached block, even of a thread that sleeps, so the
- * stealer (holding the pool lock) raises the cache's steal flag, runs
- * membarrier(PRIVATE_EXPEDITED) - a full fence on every running thread of the process -
- * and then waits while the owner's byte is CALL_WINDOW. Either the owner's window store
- * came before the fence (the stealer sees it and waits for the operation to end) or the
- * owner's load of steal comes after it (the owner sees the flag, closes the window, and
- * takes the slow path, which queues on the pool lock). This is the asymmetric Dekker
- * pattern of userspace RCU. A steal ends in STEAL_DONE, not STEAL_NONE: the owner settles
- * it under the lock (count 0) and nobody trusts the count of a DONE cache. Without
- * membarrier both sides pay a full fence. The stealer's wait is bounded spinning, then
- * yielding, then sleeping: the owner may be unable to run while the stealer spins (a
- * higher real-time priority on the same CPU). Because the window byte is the re-entry
- * guard, a signal handler on the owner's thread that interrupts a window is refused; one
- * that runs before the window opens finds the cache consistent (the count is read only
- * after the byte is set).
+ * marks its operation by setting the busy half of the cache's word, and one store of the
+ * whole word ends it with the new count (two stores per operation, where a thread-local
+ * mark took three). A shrink must be able to take back every cached block, even of a
+ * thread that sleeps, so the stealer (holding the pool lock) raises the cache's steal
+ * flag, runs membarrier(PRIVATE_EXPEDITED) - a full fence on every running thread of the
+ * process - and then waits while busy is set. Either the owner's busy store came before
+ * the fence (the stealer sees it and waits for the operation to end) or the owner's load
+ * of steal comes after it (the owner sees the flag, clears busy, and takes the slow path,
+ * which queues on the pool lock). This is the asymmetric Dekker pattern of userspace RCU.
+ * A steal ends in STEAL_DONE, not STEAL_NONE: the owner settles it under the lock (count
+ * 0) and nobody trusts the count of a DONE cache. Without membarrier both sides pay a full
+ * fence. The stealer's wait is bounded spinning, then yielding, then sleeping: the owner
+ * may be unable to run while the stealer spins (a higher real-time priority on the same
+ * CPU). A signal handler on the owner's thread that interrupts an operation finds busy set
+ * on that cache and is refused, and any slow path it would take is refused while one of
+ * the thread's caches is busy (cache_window_open()); one that runs before the busy store
+ * finds the cache consistent (the count is read only after busy is set).
  *
  * Lifetimes: a cache belongs to its thread and is freed at thread exit (pthread key
  * destructor), after flushing its blocks back. From then on the thread is marked exiting
@@ -115,7 +115,7 @@ static inline unsigned count_of(const struct tcache *c)
 {
 	if (atomic_load_explicit(&c->steal, memory_order_relaxed) == STEAL_DONE)
 		return 0;
-	return atomic_load_explicit(&c->state, memory_order_relaxed);
+	return cache_count(c);
 }
 
 /* This thread's live blocks (may be negative: it freed others' buffers); pool->lock held. */
@@ -136,7 +136,7 @@ void cache_settle_locked(struct tcache *c)
 {
 	if (atomic_load_explicit(&c->steal, memory_order_acquire) != STEAL_DONE)
 		return;
-	atomic_store_explicit(&c->state, 0, memory_order_relaxed);
+	cache_set_count(c, 0);
 	atomic_store_explicit(&c->steal, STEAL_NONE, memory_order_relaxed);
 	rebase(c, c->live_base, 0); /* the stealer rebased to count 0 */
 }
@@ -153,7 +153,7 @@ static void drain_locked(struct tide_pool *pool, struct tcache *c)
 	long live = live_of(c);
 
 	pool_release_blocks_locked(pool, c->slots, n);
-	atomic_store_explicit(&c->state, 0, memory_order_relaxed);
+	cache_set_count(c, 0);
 	rebase(c, live, 0);
 }
 
@@ -257,6 +257,25 @@ static unsigned cap_for(const struct tide_pool *pool)
 	return share < pool->cache_cap ? (unsigned)share : pool->cache_cap;
 }
 
+bool cache_window_open(void)
+{
+	for (int i = 0; i < TCACHE_SLOTS; i++)
+		if (tcache_slots[i] && cache_busy_here(tcache_slots[i]))
+			return true;
+	return false;
+}
+
+/*
+ * Whether c may become tcache_last, the cache tide_alloc()/tide_free() use inline: not for
+ * a pool that poisons (poison.h), nor without membarrier, since the inline path opens its
+ * window with a compiler fence only; such pools go through pool_alloc()/pool_free(),
+ * whose cache operations pay the full fence.
+ */
+static inline bool fast_path_ok(const struct tide_pool *pool)
+{
+	return !pool->poison && pool->fence_is_membarrier;
+}
+
 struct tcache *cache_lookup(struct tide_pool *pool)
 {
 	struct tcache *c;
@@ -265,7 +284,7 @@ struct tcache *cache_lookup(struct tide_pool *pool)
 	for (int i = 0; i < TCACHE_SLOTS; i++) {
 		c = tcache_slots[i];
 		if (c && atomic_load_explicit(&c->pool, memory_order_relaxed) == pool) {
-			if (likely(!pool->poison)) /* see poison.h: no inline fast path then */
+			if (likely(fast_path_ok(pool)))
 				tcache_last = c;
 			return c;
 		}
@@ -293,10 +312,9 @@ struct tcache *cache_lookup(struct tide_pool *pool)
 		free(c);
 		return NULL;
 	}
-	atomic_init(&c->state, 0);
+	atomic_init(&c->word.all, CACHE_WORD(0));
 	atomic_init(&c->low, 0);
 	atomic_init(&c->steal, STEAL_NONE);
-	c->owner_call = &tide_in_call;
 	c->live_base = 0;
 	c->count_base = 0;
 	c->seen_live = 0;
@@ -309,7 +327,7 @@ struct tcache *cache_lookup(struct tide_pool *pool)
 	link_cache_locked(pool, c);
 	pthread_mutex_unlock(&pool->lock);
 	tcache_slots[slot] = c;
-	if (likely(!pool->poison))
+	if (likely(fast_path_ok(pool)))
 		tcache_last = c;
 	return c;
 }
@@ -341,7 +359,7 @@ static unsigned refill_locked(struct tide_pool *pool, struct tcache *c)
 		c->slots[i] = c->slots[n - 1 - i];
 		c->slots[n - 1 - i] = t;
 	}
-	atomic_store_explicit(&c->state, n, memory_order_relaxed);
+	cache_set_count(c, n);
 	rebase(c, live, n);
 	return n;
 }
@@ -383,7 +401,7 @@ void *cache_refill_pop(struct tide_pool *pool, struct tcache *c, bool may_grow)
 			void *block = c->slots[n - 1];
 
 			cache_sync_peak_locked(pool, c);
-			atomic_store_explicit(&c->state, n - 1, memory_order_relaxed);
+			cache_set_count(c, n - 1);
 			cache_note_low(c, n - 1);
 			unchanged_since_look(pool, c); /* a look: idle from here if left alone */
 			pthread_mutex_unlock(&pool->lock);
@@ -416,11 +434,11 @@ void cache_push_flush(struct tide_pool *pool, struct tcache *c, void *block)
 		pool_release_blocks_locked(pool, c->slots, out);
 		memmove(c->slots, c->slots + out, (n - out) * sizeof(void *));
 		n -= out;
-		atomic_store_explicit(&c->state, n, memory_order_relaxed);
+		cache_set_count(c, n);
 		rebase(c, live, n);
 	}
 	c->slots[n] = block;
-	atomic_store_explicit(&c->state, n + 1, memory_order_relaxed);
+	cache_set_count(c, n + 1);
 	cache_sync_peak_locked(pool, c);
 	unchanged_since_look(pool, c);
 	pthread_mutex_unlock(&pool->lock);
@@ -458,7 +476,7 @@ static void steal_marked_locked(struct tide_pool *pool)
 
 		if (atomic_load_explicit(&c->steal, memory_order_relaxed) != STEAL_WANTED)
 			continue;
-		while (atomic_load_explicit(c->owner_call, memory_order_acquire) == CALL_WINDOW)
+		while (cache_busy(c))
 			wait_round(&round);
 		drain_locked(pool, c);
 		atomic_store_explicit(&c->steal, STEAL_DONE, memory_order_release);
@@ -605,20 +623,33 @@ void cache_fork_child_locked(struct tide_pool *pool)
 		struct tcache *next = c->next;
 
 		if (is_own(c)) {
-			cache_settle_locked(c);
-			drain_locked(pool, c);
+			/* busy: fork ran in a signal handler that interrupted an operation on
+			 * c; that operation goes on in the child when the handler returns. */
+			if (!cache_busy_here(c)) {
+				cache_settle_locked(c);
+				drain_locked(pool, c);
+			}
 		} else {
 			/*
 			 * Its thread is gone, perhaps in the middle of an operation (a window):
-			 * the blocks counted are free; one being pushed is found by the caller's
-			 * scan for lost blocks.
+			 * the blocks counted are free, but for any a bulk allocation had tagged
+			 * before its count was stored (live: its holder is gone with the thread);
+			 * one being pushed is found by the caller's scan for lost blocks.
 			 */
 			unsigned n =
 				atomic_load_explicit(&c->steal, memory_order_relaxed) == STEAL_DONE
 					? 0
-					: atomic_load_explicit(&c->state, memory_order_relaxed);
+					: cache_count(c);
+			unsigned kept = 0;
 
-			pool_release_blocks_locked(pool, c->slots, n);
+			for (unsigned k = 0; k < n && k < TCACHE_CAP; k++) {
+				size_t i = (size_t)((char *)c->slots[k] - pool->base) >>
+					   pool->block_shift;
+
+				if (pool->tags[i] == TAG_FREE)
+					c->slots[kept++] = c->slots[k];
+			}
+			pool_release_blocks_locked(pool, c->slots, kept);
 			unlink_cache_locked(pool, c);
 			atomic_fetch_sub_explicit(&attached, 1, memory_order_relaxed);
 			free(c);

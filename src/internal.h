@@ -163,19 +163,19 @@ bool bitmap_check(const struct bitmap *map, size_t limit);
 #define TCACHE_SHARE 4 /* a cache holds at most 1/4 of the unreserved portion */
 
 /*
- * The re-entry guard and the owner's busy mark in one thread-local byte: CALL_IN while the
- * thread is inside a public call that touches a thread cache or takes a lock (a slow
- * path), CALL_WINDOW while it is inside an operation on one of its caches (the fast path
- * sets nothing else). A signal handler that calls into the pool while the code it
- * interrupted was inside either finds it non-zero and is refused (NULL or -EAGAIN, counted
- * in reentries) instead of handing out a block twice or waiting on its own lock. A
- * stealer reads the byte through the cache (owner_call) and waits while it is CALL_WINDOW.
- * call_enter()/call_guard_set(CALL_IN)/call_leave() mark a thread as inside a call for
- * any other window that must not be re-entered (fork); only the cache operations use
- * CALL_WINDOW, since a stealer holding the pool lock waits for it to end.
+ * The re-entry guard: a thread-local byte, CALL_IN while the thread is inside a public call
+ * that takes a lock or works on its caches outside the fast path (a slow path). The fast
+ * paths only read it; while they work on a cache they mark the cache itself (its busy
+ * half, below), so that one store both ends the operation and publishes the new count. A
+ * signal handler that calls into the pool while the code it interrupted was inside a slow
+ * path (the byte), or inside an operation on the cache the handler would use (busy), is
+ * refused (NULL or -EAGAIN, counted in reentries) instead of handing out a block twice;
+ * a slow path is refused while any of the thread's caches is busy (cache_window_open()),
+ * since it may touch that cache or wait on it. call_enter()/call_guard_set(CALL_IN)/
+ * call_leave() mark a thread as inside a call for any other window that must not be
+ * re-entered (fork).
  */
-#define CALL_IN	    1
-#define CALL_WINDOW 2
+#define CALL_IN 1
 struct tcache;
 /* One thread-local object, so the fast paths find both with one address. */
 struct tide_thread {
@@ -193,11 +193,6 @@ static inline void call_guard_set(unsigned char v)
 	atomic_signal_fence(memory_order_seq_cst);
 }
 
-static inline bool call_guard_held(void)
-{
-	return atomic_load_explicit(&tide_in_call, memory_order_relaxed) != 0;
-}
-
 static inline void call_leave(void)
 {
 	call_guard_set(0);
@@ -206,12 +201,18 @@ static inline void call_leave(void)
 /*
  * A thread's stack of free, claimed blocks of one pool.
  *
- * state is the number of blocks held; only the owner pushes and pops, inside a window
- * (its tide_in_call byte at CALL_WINDOW). Another thread takes the blocks back (a steal)
- * holding the pool lock: it raises steal to STEAL_WANTED, runs an asymmetric fence
- * (membarrier), waits until the owner's byte is not CALL_WINDOW, empties the stack, and
- * leaves STEAL_DONE for the owner, whose next operation sees it, backs off, and settles
- * under the lock. See cache.c for why this is safe.
+ * The count of blocks held and the owner's window mark share one aligned 8-byte word:
+ * the owner opens an operation by setting busy (a 4-byte store, made without reading the
+ * word first, so a signal handler that ran before it finished its own operation and one
+ * that runs after it finds busy set), and ends it with one 8-byte store of the new count
+ * with busy clear (cache_leave). Only the owner pushes and pops, inside its window. Another
+ * thread takes the blocks back (a steal) holding the pool lock: it raises steal to
+ * STEAL_WANTED, runs an asymmetric fence (membarrier), waits until busy is clear, empties
+ * the stack, and leaves STEAL_DONE for the owner, whose next operation sees it, backs off,
+ * and settles under the lock. See cache.c for why this is safe. The two halves are read
+ * and written as parts of the word (a union): every target tide builds for (x86-64,
+ * arm64) keeps accesses of different sizes to one aligned word coherent, and the one
+ * access that synchronises (the close, and the stealer's acquire) is to the whole word.
  *
  * The thread's live count is derived, not counted: live = live_base + count_base - count,
  * rebased under the lock whenever count moves for another reason than an alloc or a free.
@@ -224,13 +225,25 @@ enum {
 	STEAL_DONE
 };
 
+union cache_word {
+	_Atomic uint64_t all;
+	struct {
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+		_Atomic uint32_t count; /* blocks held */
+		_Atomic uint32_t busy;	/* the owner is inside an operation on the stack */
+#else
+		_Atomic uint32_t busy;
+		_Atomic uint32_t count;
+#endif
+	} half;
+};
+
 struct tcache {
-	_Atomic unsigned state;
+	union cache_word word;
 	_Atomic unsigned low;
 	_Atomic int steal;
-	unsigned cap;			   /* see cap_for(): the owner's, under pool->lock */
-	_Atomic unsigned char *owner_call; /* the owner's tide_in_call: in a window? */
-	long live_base;			   /* under pool->lock */
+	unsigned cap;	/* see cap_for(): the owner's, under pool->lock */
+	long live_base; /* under pool->lock */
 	unsigned count_base;
 	struct tide_pool *_Atomic pool; /* NULL once the pool is destroyed */
 	long seen_live;			/* maintenance's last look, under pool->lock */
@@ -240,7 +253,43 @@ struct tcache {
 	void *slots[TCACHE_CAP];
 };
 
+/* The count, as the owner left it (or the stealer, under the lock). */
+static inline unsigned cache_count(const struct tcache *c)
+{
+	return atomic_load_explicit(&((struct tcache *)c)->word.half.count, memory_order_relaxed);
+}
+
+/* Set the count outside a window: the owner under the lock, or a stealer that waited. */
+static inline void cache_set_count(struct tcache *c, unsigned n)
+{
+	atomic_store_explicit(&c->word.half.count, n, memory_order_relaxed);
+}
+
+/* The whole word with n blocks held and busy clear, and the busy half of a whole word. */
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define CACHE_WORD(n)	((uint64_t)(n))
+#define CACHE_BUSY_BITS (~(uint64_t)0 << 32)
+#else
+#define CACHE_WORD(n)	((uint64_t)(n) << 32)
+#define CACHE_BUSY_BITS ((uint64_t)UINT32_MAX)
+#endif
+
+/* A stealer's look: the owner is inside an operation on c (acquire: its stores are seen). */
+static inline bool cache_busy(const struct tcache *c)
+{
+	return atomic_load_explicit(&((struct tcache *)c)->word.all, memory_order_acquire) &
+	       CACHE_BUSY_BITS;
+}
+
+/* The owner's own look (relaxed): is a window of this thread open on c? */
+static inline bool cache_busy_here(const struct tcache *c)
+{
+	return atomic_load_explicit(&((struct tcache *)c)->word.half.busy, memory_order_relaxed);
+}
+
 struct tcache *cache_lookup(struct tide_pool *pool); /* find or create; NULL: none to be had */
+/* A window of this thread is open on one of its caches (a signal handler interrupted it). */
+bool cache_window_open(void);
 /* Slow paths, pool->lock taken inside: refill and pop one; push one and flush half. */
 void *cache_refill_pop(struct tide_pool *pool, struct tcache *c, bool may_grow);
 void cache_push_flush(struct tide_pool *pool, struct tcache *c, void *block);
@@ -268,6 +317,17 @@ long cache_excursions_locked(struct tide_pool *pool); /* sum of count - low */
 void cache_sync_peak_locked(struct tide_pool *pool, struct tcache *c);
 bool cache_init_fence(void); /* true when the asymmetric fence (membarrier) is available */
 
+/*
+ * The re-entry guard of a slow path: this thread is inside a slow path, or a signal
+ * handler interrupted one of its windows. The fast paths read only the byte and their own
+ * cache's busy half.
+ */
+static inline bool call_guard_held(void)
+{
+	return atomic_load_explicit(&tide_in_call, memory_order_relaxed) != 0 ||
+	       cache_window_open();
+}
+
 static inline struct tcache *cache_get(struct tide_pool *pool)
 {
 	struct tcache *c = tcache_last;
@@ -279,34 +339,35 @@ static inline struct tcache *cache_get(struct tide_pool *pool)
 
 /*
  * Open the owner's window: the number of blocks held, or UINT_MAX when a steal is under
- * way or done (the window is closed again, to outer; take the slow path, which waits on
- * the pool lock and settles). outer is what the byte was: 0 on the fast path, CALL_IN
- * inside a slow path.
+ * way or done (the window is closed again; take the slow path, which waits on the pool
+ * lock and settles). The caller has made sure no window of its thread is open on c (the
+ * fast paths look at busy first; a slow path is refused while one is open).
  */
-static inline unsigned cache_enter(struct tcache *c, bool membarrier, unsigned char outer)
+static inline unsigned cache_enter(struct tcache *c, bool membarrier)
 {
-	atomic_store_explicit(&tide_in_call, CALL_WINDOW, memory_order_relaxed);
+	atomic_store_explicit(&c->word.half.busy, 1, memory_order_relaxed);
 	if (likely(membarrier))
 		atomic_signal_fence(memory_order_seq_cst);
 	else
 		atomic_thread_fence(memory_order_seq_cst);
 	if (likely(!atomic_load_explicit(&c->steal, memory_order_acquire)))
-		return atomic_load_explicit(&c->state, memory_order_relaxed);
-	atomic_store_explicit(&tide_in_call, outer, memory_order_release); /* cache_close */
+		return cache_count(c);
+	atomic_store_explicit(&c->word.half.busy, 0, memory_order_release); /* cache_close */
 	return UINT_MAX;
 }
 
 /* Close the window, the count unchanged. */
-static inline void cache_close(unsigned char outer)
+static inline void cache_close(struct tcache *c)
 {
-	atomic_store_explicit(&tide_in_call, outer, memory_order_release);
+	atomic_signal_fence(memory_order_seq_cst);
+	atomic_store_explicit(&c->word.half.busy, 0, memory_order_release);
 }
 
-/* Close the window with n blocks held. */
-static inline void cache_leave(struct tcache *c, unsigned n, unsigned char outer)
+/* Close the window with n blocks held: one store, the count and busy clear. */
+static inline void cache_leave(struct tcache *c, unsigned n)
 {
-	atomic_store_explicit(&c->state, n, memory_order_relaxed);
-	cache_close(outer);
+	atomic_signal_fence(memory_order_seq_cst);
+	atomic_store_explicit(&c->word.all, CACHE_WORD(n), memory_order_release);
 }
 
 static inline void cache_note_low(struct tcache *c, unsigned n)
@@ -316,34 +377,34 @@ static inline void cache_note_low(struct tcache *c, unsigned n)
 }
 
 /* Pop a block, or NULL when the cache is empty or being stolen. */
-static inline void *cache_pop(struct tcache *c, bool membarrier, unsigned char outer)
+static inline void *cache_pop(struct tcache *c, bool membarrier)
 {
-	unsigned n = cache_enter(c, membarrier, outer);
+	unsigned n = cache_enter(c, membarrier);
 	void *block;
 
 	if (unlikely(n - 1 >= TCACHE_CAP)) { /* 0, or UINT_MAX */
 		if (n == 0)
-			cache_close(outer);
+			cache_close(c);
 		return NULL;
 	}
 	block = c->slots[n - 1];
 	cache_note_low(c, n - 1);
-	cache_leave(c, n - 1, outer);
+	cache_leave(c, n - 1);
 	return block;
 }
 
 /* Push a block; false when the cache is full or being stolen. */
-static inline bool cache_push(struct tcache *c, bool membarrier, void *block, unsigned char outer)
+static inline bool cache_push(struct tcache *c, bool membarrier, void *block)
 {
-	unsigned n = cache_enter(c, membarrier, outer);
+	unsigned n = cache_enter(c, membarrier);
 
 	if (unlikely(n >= c->cap)) {
 		if (n != UINT_MAX)
-			cache_close(outer);
+			cache_close(c);
 		return false;
 	}
 	c->slots[n] = block;
-	cache_leave(c, n + 1, outer);
+	cache_leave(c, n + 1);
 	return true;
 }
 

@@ -916,7 +916,7 @@ int tide_pool_check(struct tide_pool *pool, char *why, size_t len)
 	for (struct tcache *c = pool->caches; c; c = c->next) {
 		unsigned n = atomic_load_explicit(&c->steal, memory_order_relaxed) == STEAL_DONE
 				     ? 0
-				     : atomic_load_explicit(&c->state, memory_order_relaxed);
+				     : cache_count(c);
 
 		for (unsigned k = 0; k < n; k++) {
 			size_t off = (size_t)((char *)c->slots[k] - pool->base);

@@ -16,6 +16,10 @@
  * inside the window, counted in reentries, never a deadlock); and a TIDE_LOCKED pool is
  * locked again in the child (fork(2) does not inherit memory locks), before and after a
  * grow, by the kernel's Locked: count in /proc/self/smaps.
+ *
+ * A thread that fork leaves behind inside a bulk allocation's cache window (the blocks it
+ * took already tagged, the cache's count not yet stored): the child counts those blocks
+ * live, not free, and passes the checker.
  */
 #include <dirent.h>
 #include <pthread.h>
@@ -781,6 +785,70 @@ static void thread_not_restarted(void)
 	       "a fork child that cannot start the thread: %d (1: not counted or not shrunk)", rc);
 }
 
+/* --------------------------------------------- a window left open by fork -- */
+
+static struct tcache *frozen;
+static pthread_barrier_t frozen_bar;
+
+static void *freezer(void *arg)
+{
+	void *v[8];
+
+	(void)arg;
+	REQUIRE(tide_alloc_bulk(pool, v, 8) == 8);
+	REQUIRE(tide_free_bulk(pool, v, 8) == 0); /* now in this thread's cache */
+	frozen = cache_lookup(pool);
+	pthread_barrier_wait(&frozen_bar); /* the main thread forks */
+	pthread_barrier_wait(&frozen_bar); /* and puts the cache back as it was */
+	return NULL;
+}
+
+static void vanished_bulk_pop(void)
+{
+	struct tide_pool_config cfg = {.block_size = 2048, .initial_size = 2 << 20};
+	struct tide_pool *saved = pool;
+	pthread_t t;
+	unsigned n;
+	size_t i;
+	int status;
+	pid_t pid;
+
+	REQUIRE(tide_pool_create(&cfg, &pool) == 0);
+	REQUIRE(pthread_barrier_init(&frozen_bar, NULL, 2) == 0);
+	REQUIRE(pthread_create(&t, NULL, freezer, NULL) == 0);
+	pthread_barrier_wait(&frozen_bar);
+	REQUIRE(frozen != NULL);
+	n = cache_count(frozen);
+	REQUIRE(n >= 8);
+	/* As bulk_pop() leaves it between tagging the top block and storing the count. */
+	i = (size_t)((char *)frozen->slots[n - 1] - pool->base) / cfg.block_size;
+	atomic_store(&frozen->word.half.busy, 1);
+	pool->tags[i] = 1; /* the default user */
+	pid = fork();
+	if (pid == 0) {
+		struct tide_stats st;
+		bool ok = child_check("after a vanished bulk allocation");
+
+		tide_pool_stats(pool, &st);
+		_exit(ok && st.live_buffers == 1 && st.cached_bytes == 0 ? 0 : 3);
+	}
+	REQUIRE(pid > 0);
+	status = wait_child(pid, CHILD_LIMIT);
+	pool->tags[i] = TAG_FREE;
+	atomic_store(&frozen->word.half.busy, 0);
+	pthread_barrier_wait(&frozen_bar);
+	pthread_join(t, NULL);
+	pthread_barrier_destroy(&frozen_bar);
+	CHECK(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	printf("fork inside another thread's bulk allocation window: child %s\n",
+	       status == -1				   ? "hung"
+	       : WIFEXITED(status) && !WEXITSTATUS(status) ? "ok"
+							   : "failed");
+	CHECK_POOL(pool);
+	tide_pool_destroy(pool);
+	pool = saved;
+}
+
 int main(void)
 {
 	atfork_handlers(); /* first: no pool yet in this process */
@@ -791,6 +859,7 @@ int main(void)
 	child_rss_limit();
 	if (BACKGROUND)
 		thread_not_restarted();
+	vanished_bulk_pop();
 	forks_under_load();
 	if (BACKGROUND)
 		fork_background();

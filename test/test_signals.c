@@ -2,7 +2,10 @@
 /*
  * Description: signals and priorities (issue 9, kind 4).
  *  - The re-entry guard: a call made while this thread is inside another is refused
- *    (NULL, 0, -EAGAIN), counted in reentries, and changes nothing.
+ *    (NULL, 0, -EAGAIN), counted in reentries, and changes nothing. Also while the
+ *    thread is inside a fast operation on its cache (the cache's busy half set, no
+ *    thread-local mark): every call, fast or slow, on that pool or another, is refused
+ *    and a refused free leaves the buffer live.
  *  - Signal storms: a thread allocates and frees (one block, runs, bulk, a user) while a
  *    timer (setitimer, every 20 us) or another thread (pthread_kill) interrupts it, and
  *    the handler allocates from the same pool and keeps or frees the buffer. No block is
@@ -80,6 +83,55 @@ static void guard_refuses(void)
 	CHECK_EQ(tide_free(pool, b), 0);
 	CHECK(tide_user_destroy(user) == 0);
 	CHECK_POOL(pool);
+	tide_pool_destroy(pool);
+}
+
+/* A handler that interrupted tide_alloc/tide_free inside its cache operation sees this. */
+static void window_refuses(void)
+{
+	struct tide_pool_config cfg = {.block_size = BS, .initial_size = 2 << 20};
+	struct tide_user_config uc = {.name = "u"};
+	struct tide_pool *other;
+	struct tide_stats st;
+	struct tcache *c;
+	void *b, *o, *v[4];
+
+	REQUIRE(tide_pool_create(&cfg, &pool) == 0);
+	REQUIRE(tide_pool_create(&cfg, &other) == 0);
+	REQUIRE(tide_user_create(pool, &uc, &user) == 0);
+	o = tide_alloc(other, 100);
+	b = tide_alloc(pool, 100);
+	REQUIRE(b != NULL && o != NULL);
+	c = cache_lookup(pool); /* this thread's cache of pool, which the alloc made */
+	REQUIRE(c != NULL && atomic_load(&c->pool) == pool);
+	atomic_store(&c->word.half.busy, 1);
+	CHECK(call_guard_held());
+	CHECK(tide_alloc(pool, 100) == NULL);
+	CHECK(tide_alloc(pool, 5000) == NULL);
+	CHECK_EQ(tide_free(pool, b), -EAGAIN);
+	CHECK_EQ(tide_free(pool, b), -EAGAIN); /* the first refusal left it live */
+	CHECK_EQ(tide_alloc_bulk(pool, v, 4), 0);
+	CHECK_EQ(tide_free_bulk(pool, &b, 1), -EAGAIN);
+	CHECK(tide_user_alloc(user, 100) == NULL);
+	CHECK_EQ(tide_pool_grow(pool, 2 << 20), -EAGAIN);
+	CHECK(tide_alloc(other, 100) == NULL); /* another pool's slow path: refused too */
+	CHECK_EQ(tide_free(other, o), -EAGAIN);
+	CHECK_EQ(atomic_load(&c->word.half.count), cache_count(c)); /* nothing moved */
+	atomic_store(&c->word.half.busy, 0);
+	CHECK(!call_guard_held());
+	tide_pool_stats(pool, &st);
+	CHECK_EQ(st.reentries, 8);
+	CHECK_EQ(st.live_buffers, 1);
+	CHECK_EQ(tide_buffer_size(pool, b), BS);
+	CHECK_EQ(tide_free(pool, b), 0);
+	CHECK_EQ(tide_free(pool, b), -EINVAL); /* checked as ever */
+	CHECK_EQ(tide_free(other, o), 0);
+	tide_pool_stats(other, &st);
+	CHECK_EQ(st.reentries, 2);
+	CHECK(tide_user_destroy(user) == 0);
+	CHECK_POOL(pool);
+	CHECK_POOL(other);
+	tide_pool_destroy(other);
 	tide_pool_destroy(pool);
 }
 
@@ -586,6 +638,7 @@ static void cancellation(void)
 int main(void)
 {
 	guard_refuses();
+	window_refuses();
 	storms();
 	priorities();
 	priority_inheritance();

@@ -58,6 +58,7 @@ static unsigned opt_runs = 5;
 static unsigned opt_rounds = 1; /* alloc: worker invocations per allocator, round-robin */
 static double opt_ms = 250;
 static bool opt_quick;
+static bool opt_cpu_time; /* --cpu-time: workers time each thread's CPU */
 static const char *opt_only;
 static const char *opt_workloads;
 static const char *opt_csv;
@@ -300,6 +301,8 @@ static void print_alloc(FILE *csv)
 	       "ms%s; "
 	       "(x) = ratio to DPDK, lower is better ==\n",
 	       opt_runs * opt_rounds, opt_ms, opt_rounds > 1 ? " (allocators interleaved)" : "");
+	if (opt_cpu_time)
+		printf("   --cpu-time: each thread's CPU time, not the wall clock\n");
 	printf("   -x2: the same workload on 2 threads at once, ns per pair per thread\n");
 	printf("%-9s", "alloc");
 	for (unsigned w = 0; w < NWL; w++)
@@ -429,14 +432,19 @@ targets:
 static void alloc_bench(void)
 {
 	char runs[16], ms[32], wl[512];
-	char *args[] = {"alloc", "--runs", runs, "--ms", ms, "--workloads", wl, NULL};
+	char *args[] = {"alloc", "--runs", runs, "--ms", ms, NULL, NULL, NULL, NULL};
+	int nargs = 5;
 	FILE *csv;
 
 	snprintf(runs, sizeof(runs), "%u", opt_runs);
 	snprintf(ms, sizeof(ms), "%.0f", opt_ms);
 	snprintf(wl, sizeof(wl), "%s", opt_workloads ? opt_workloads : "");
-	if (!opt_workloads)
-		args[5] = NULL;
+	if (opt_cpu_time)
+		args[nargs++] = "--cpu-time";
+	if (opt_workloads) {
+		args[nargs++] = "--workloads";
+		args[nargs++] = wl;
+	}
 	for (unsigned a = 0; a < NALLOC; a++) {
 		arows[a].name = alloc_names[a];
 		arows[a].ran = in_list(opt_only, arows[a].name);
@@ -877,7 +885,10 @@ static void usage(FILE *f)
 		"  --workloads W[,W] pairs batch256 bulk256 random64k prodcon, and -x2 variants\n"
 		"  --csv PATH        CSV file for this mode (default OUT/<mode>.csv)\n"
 		"  --out DIR         output directory, default ./bench-results\n"
-		"  --timeout S       seconds before a worker is killed, default 600\n");
+		"  --timeout S       seconds before a worker is killed, default 600\n"
+		"  --cpu-time        alloc: time each thread's CPU time, not the wall clock (a\n"
+		"                    machine shared with other work: waits for the CPU do not "
+		"count)\n");
 }
 
 /* @s as a whole number in [@min, @max] into @out; false (with a message naming --@opt and
@@ -934,6 +945,7 @@ static int parse_args(int argc, char **argv, const char **mode)
 		{"csv", required_argument, NULL, 'c'},
 		{"out", required_argument, NULL, 'O'},
 		{"timeout", required_argument, NULL, 't'},
+		{"cpu-time", no_argument, NULL, 'C'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
@@ -948,6 +960,9 @@ static int parse_args(int argc, char **argv, const char **mode)
 		switch (c) {
 		case 'q':
 			opt_quick = true;
+			break;
+		case 'C':
+			opt_cpu_time = true;
 			break;
 		case 'n':
 			if (!parse_uint("runs", optarg, 1, MAX_RUNS, &opt_runs))
