@@ -408,6 +408,7 @@ static void admitted(struct pair *p)
 	char who[64];
 
 	if (p->ext && !relay_peer_limit_acquire(fwd->rt->peers, client_addr(p, &cbuf))) {
+		relay_runtime_refused(fwd->rt, RELAY_REFUSED_PER_IP);
 		relay_addr_format(client_addr(p, &cbuf), who, sizeof(who));
 		relay_log_limited(RELAY_LOG_WARN, "max-conns-per-ip",
 				  "%s is over --max-conns-per-ip: closed", who);
@@ -644,6 +645,7 @@ static void client_end(struct tide_conn *c, enum tide_end why, int err)
 	struct pair *p = tide_conn_data(c);
 
 	(void)err;
+	relay_runtime_client_gone(fwd->rt);
 	if (!p)
 		return; /* plain echo */
 	p->bytes_up += tide_conn_spliced(c);
@@ -670,6 +672,11 @@ static void client_open(struct tide_conn *c)
 
 	relay_runtime_settings(fwd->rt,
 			       &set); /* a reload may change them: one copy per connection */
+	if (!relay_runtime_client_open(fwd->rt, cfg)) {
+		tide_conn_set_data(c, NULL);
+		tide_conn_abort(c); /* over --max-conns (the setting of now: a reload changes it) */
+		return;
+	}
 	if (cfg->keepalive)
 		tide_conn_keepalive(c, 60, 10, 6);
 	ext = cfg->access_log || cfg->max_conns_per_ip || cfg->accept_proxy || cfg->send_proxy;

@@ -5,15 +5,16 @@
  * operator's features from tools/relay (ops.h).
  *
  * The program reads its options (command line and --config file, tools/relay/options.c;
- * --check stops there), blocks SIGHUP/SIGINT/SIGTERM, starts the runtime (logs, the
+ * --check stops there; the signals are blocked before anything else), starts the runtime (logs, the
  * upstream set and its health checks, per-IP counts; each port checked free), creates the
  * pool (TIDE_AUTO_GROW | TIDE_AUTO_SHRINK) and an agent whose accepted connections are
  * forwarded (forward.c), starts it and the optional stats endpoint, drops privileges
  * (--user), tells systemd it is ready, and then waits on the main thread: SIGHUP reloads
  * (the listeners a reload adds or removes go to the running agent: tide_agent_listen() and
- * tide_agent_listen_close(); unchanged ones are not touched), SIGINT/SIGTERM drain (a
- * second one ends connections at once). It then checks that every buffer came back to the
- * pool (live buffers 0), says so, and exits 0 only if it did.
+ * tide_agent_listen_close(); unchanged ones are not touched), SIGINT/SIGTERM/SIGQUIT drain for
+ * drain-timeout (a second one ends connections at once), SIGUSR1 reopens the access log. It then
+ * checks that every buffer came back to the pool (live buffers 0), says so, and exits 0 only if it
+ * did.
  *
  * Lines on stderr that scripts may rely on (after the timestamp and level):
  *   tide-relay: listening on HOST:PORT (...)           once per --listen; PORT is the real one
@@ -25,6 +26,7 @@
  * 3 io_uring unavailable here.
  */
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -180,9 +182,10 @@ static int make_agent(struct relay *r)
 	const struct relay_config *c = r->cfg;
 	struct tide_agent_config ac = {
 		.threads = c->threads,
-		.max_conns = c->max_conns,
 		.idle_timeout_ms = c->idle_timeout_ms,
-		.drain_timeout_ms = c->drain_timeout_ms,
+		.drain_timeout_ms =
+			UINT_MAX, /* the relay times the drain (run_until_signal) and
+				     counts max-conns (forward.c): a reload changes both */
 		.worker_stop = forward_worker_stop,
 	};
 	int rc;
@@ -300,19 +303,42 @@ static void maybe_resolve(void *arg)
 	relay_runtime_resolve(&r->rt);
 }
 
-/* SIGHUP reloads; the first SIGINT/SIGTERM drains, a second ends at once. */
+/*
+ * SIGHUP reloads; the first SIGINT/SIGTERM/SIGQUIT drains, a second ends at once. The drain
+ * deadline is the relay's own (the agent is given none): it is the running configuration's
+ * drain-timeout at the moment of the signal, so a reload changes it, and 0 resets what is
+ * left at once.
+ */
 static void run_until_signal(struct relay *r, const sigset_t *set, int argc, char **argv)
 {
 	struct timespec tick = {0, 50 * 1000000L};
+	uint64_t deadline;
+	bool cut;
 	siginfo_t si;
 
 	relay_signals_wait(&r->rt, set, argc, argv, maybe_resolve, r);
+	deadline = relay_now_ms() + r->rt.cfg.drain_timeout_ms;
 	tide_agent_stop(r->agent);
+	cut = !r->rt.cfg.drain_timeout_ms;
+	if (cut)
+		tide_agent_stop(r->agent); /* drain-timeout 0: what is left is reset now */
 	while (tide_agent_running(r->agent)) {
-		if (sigtimedwait(set, &si, &tick) > 0 && si.si_signo != SIGHUP) {
+		int sig = sigtimedwait(set, &si, &tick);
+
+		if (sig == SIGUSR1 || sig == SIGHUP) {
+			if (relay_log_reopen())
+				relay_log(RELAY_LOG_ERROR, "reopening the access log failed");
+		} else if (sig > 0 && sig != SIGUSR2 && sig != SIGALRM && !cut) {
 			relay_log(RELAY_LOG_WARN, "tide-relay: %s again: ending now",
 				  strsignal(si.si_signo));
 			tide_agent_stop(r->agent);
+			cut = true;
+		}
+		if (!cut && relay_now_ms() >= deadline) {
+			relay_log(RELAY_LOG_INFO, "tide-relay: drain deadline: resetting the "
+						  "connections left");
+			tide_agent_stop(r->agent);
+			cut = true;
 		}
 	}
 	tide_agent_wait(r->agent);
@@ -373,12 +399,12 @@ int main(int argc, char **argv)
 	sigset_t set;
 	int rc;
 
+	relay_signals_block(&set); /* first: a signal while starting waits for the loop */
 	r->cfg = &cfg;
 	rc = load(argc, argv, r->cfg);
 	if (rc)
 		return rc;
 	raise_nofile();
-	relay_signals_block(&set);
 	if (tide_agent_probe(why, sizeof(why))) {
 		fprintf(stderr, "tide-relay: %s\n", why);
 		return EXIT_NO_URING;

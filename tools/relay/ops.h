@@ -14,6 +14,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -445,7 +446,16 @@ struct relay_conn_settings {
 	unsigned connect_timeout_ms;
 	unsigned send_proxy; /* 0, 1, 2 */
 	unsigned max_conns_per_ip;
+	unsigned max_conns; /* client connections at once; 0: no limit */
 	bool accept_proxy, keepalive, echo, access_log;
+};
+
+/* Why a client was turned away at once (tide_relay_connections_refused_total{reason}). */
+enum relay_refusal {
+	RELAY_REFUSED_MAX_CONNS, /* over --max-conns */
+	RELAY_REFUSED_PER_IP,	 /* over --max-conns-per-ip */
+	RELAY_REFUSED_RESOURCE,	 /* the relay's own descriptors or memory ran out */
+	RELAY_REFUSED_N
 };
 
 /* The relay's running state outside the engine: configuration, upstream set, health
@@ -459,6 +469,8 @@ struct relay_runtime {
 	struct relay_health *health;
 	struct relay_runtime_ops ops;
 	unsigned reloads, failed_reloads;
+	_Atomic unsigned long clients; /* open client connections (max-conns) */
+	_Atomic unsigned long long refused[RELAY_REFUSED_N]; /* by enum relay_refusal */
 	/* what workers read, behind a lock so that get+swap cannot race a put */
 	struct relay_balancer *balancer;
 	struct relay_conn_settings settings;
@@ -497,6 +509,15 @@ void relay_runtime_attach(struct relay_runtime *rt, const struct relay_runtime_o
 struct relay_balancer *relay_runtime_balancer(struct relay_runtime *rt);
 /* A copy of the settings new connections use now (any thread; the accept path). */
 void relay_runtime_settings(struct relay_runtime *rt, struct relay_conn_settings *s);
+/* A client connection opened (any thread): counts it and returns true, or false when that
+ * is over s->max_conns (counted as refused; the caller resets it). Each call is matched by
+ * one relay_runtime_client_gone(), whatever it returned. */
+bool relay_runtime_client_open(struct relay_runtime *rt, const struct relay_conn_settings *s);
+void relay_runtime_client_gone(struct relay_runtime *rt);
+/* Count a refusal (any thread). */
+void relay_runtime_refused(struct relay_runtime *rt, enum relay_refusal why);
+/* "max-conns", "max-conns-per-ip", "resource": the metric's reason label. */
+const char *relay_refusal_name(enum relay_refusal why);
 /* Close listeners (through ops), stop checks, drop the balancer and counts, close logs. */
 void relay_runtime_stop(struct relay_runtime *rt);
 /* The log setup cfg asks for (level, syslog, access log). */

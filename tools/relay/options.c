@@ -395,7 +395,7 @@ const struct relay_option relay_options[] = {
 	 "client sees a failure. A reload applies a new list to new connections;\n"
 	 "established ones keep their server.",
 	 set_upstream},
-	{"echo", NULL, false, false, false, false, NULL,
+	{"echo", NULL, false, false, false, true, NULL,
 	 "Send back what each client sends, instead of relaying to --upstream.",
 	 set_echo},
 	{"balance", "roundrobin|leastconn|source", false, false, false, false, "roundrobin",
@@ -410,8 +410,9 @@ const struct relay_option relay_options[] = {
 	 "to the kernel's own SYN retries.",
 	 set_connect_timeout},
 	{"drain-timeout", "SEC", false, false, false, false, "5",
-	 "On SIGINT or SIGTERM, stop accepting and give open connections this long\n"
-	 "to finish; those still open are then reset (logged as 'drain').",
+	 "On SIGINT, SIGTERM or SIGQUIT, stop accepting and give open connections\n"
+	 "this long to finish; those still open are then reset (logged as 'drain').\n"
+	 "0 resets them at once. A reload changes it.",
 	 set_drain_timeout},
 	{"drain-idle", "SEC", false, false, false, true, "0.2",
 	 "While draining, a connection whose upstream has finished (its FIN and\n"
@@ -482,7 +483,8 @@ const struct relay_option relay_options[] = {
 	 set_threads},
 	{"max-conns", "N", false, false, false, false, "0 (no limit)",
 	 "Client connections at once; more are reset at once (what they sent is\n"
-	 "not relayed, so they never see a clean end).",
+	 "not relayed, so they never see a clean end). A reload changes it for\n"
+	 "the connections that come after.",
 	 set_max_conns},
 	{"pool-max", "SIZE", false, false, false, true, "1G",
 	 "Most buffer memory the pool may map. SIZE takes K, M or G (powers of 1024).\n"
@@ -498,8 +500,9 @@ const struct relay_option relay_options[] = {
 	 "kernel may give a smaller pipe (fs.pipe-max-size). 'off': every byte\n"
 	 "goes through the buffers.",
 	 set_splice},
-	{"idle-timeout", "SEC", false, false, false, false, "300",
-	 "Close connections idle this long (0: never); logged as 'timeout'.",
+	{"idle-timeout", "SEC", false, false, false, true, "300",
+	 "Close connections idle this long (0: never); logged as 'timeout'. The\n"
+	 "agent's idle clock is one for all connections, so a reload keeps it.",
 	 set_idle_timeout},
 	{"stats", "HOST:PORT", false, false, false, true, NULL,
 	 "Serve /stats (JSON) and /metrics (Prometheus text) over HTTP here.",
@@ -806,6 +809,7 @@ static void keep_restart_only(const struct relay_config *cur, struct relay_confi
 	KEEP(cur->echo != fresh->echo, "echo", echo);
 	KEEP(cur->stats_timeout_ms != fresh->stats_timeout_ms, "stats-timeout", stats_timeout_ms);
 	KEEP(cur->drain_idle_ms != fresh->drain_idle_ms, "drain-idle", drain_idle_ms);
+	KEEP(cur->idle_timeout_ms != fresh->idle_timeout_ms, "idle-timeout", idle_timeout_ms);
 #undef KEEP
 }
 

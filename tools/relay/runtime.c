@@ -171,6 +171,7 @@ static void settings_of(const struct relay_config *c, struct relay_conn_settings
 	s->connect_timeout_ms = c->connect_timeout_ms;
 	s->send_proxy = c->send_proxy;
 	s->max_conns_per_ip = c->max_conns_per_ip;
+	s->max_conns = c->max_conns;
 	s->accept_proxy = c->accept_proxy;
 	s->keepalive = c->keepalive;
 	s->echo = c->echo;
@@ -238,6 +239,36 @@ struct relay_balancer *relay_runtime_balancer(struct relay_runtime *rt)
 		relay_balancer_get(b);
 	pthread_mutex_unlock(&rt->lock);
 	return b;
+}
+
+bool relay_runtime_client_open(struct relay_runtime *rt, const struct relay_conn_settings *s)
+{
+	unsigned long n = atomic_fetch_add_explicit(&rt->clients, 1, memory_order_relaxed) + 1;
+
+	if (!s->max_conns || n <= s->max_conns)
+		return true;
+	relay_runtime_refused(rt, RELAY_REFUSED_MAX_CONNS);
+	relay_log_limited(RELAY_LOG_WARN, "max-conns", "over --max-conns %u: a client is reset",
+			  s->max_conns);
+	return false;
+}
+
+void relay_runtime_client_gone(struct relay_runtime *rt)
+{
+	atomic_fetch_sub_explicit(&rt->clients, 1, memory_order_relaxed);
+}
+
+void relay_runtime_refused(struct relay_runtime *rt, enum relay_refusal why)
+{
+	if ((unsigned)why < RELAY_REFUSED_N)
+		atomic_fetch_add_explicit(&rt->refused[why], 1, memory_order_relaxed);
+}
+
+const char *relay_refusal_name(enum relay_refusal why)
+{
+	static const char *const names[] = {"max-conns", "max-conns-per-ip", "resource"};
+
+	return (unsigned)why < RELAY_REFUSED_N ? names[why] : "?";
 }
 
 /* Log a reload's problems (what relay_config_reload wrote), one line each. */
