@@ -244,6 +244,12 @@ void stats_write_json(FILE *f, struct tide_pool *pool, const struct tide_agent *
 	if (runtime) {
 		struct relay_balancer *b = relay_runtime_balancer(runtime);
 
+		fprintf(f, "\"refused\":{");
+		for (unsigned i = 0; i < RELAY_REFUSED_N; i++)
+			fprintf(f, "%s\"%s\":%llu", i ? "," : "",
+				relay_refusal_name((enum relay_refusal)i),
+				(unsigned long long)atomic_load(&runtime->refused[i]));
+		fprintf(f, "},\n\"log_dropped_lines\":%llu,\n", relay_log_dropped());
 		if (b) {
 			fprintf(f, "\"upstreams\":");
 			relay_balancer_write_json(f, b, relay_now_ms());
@@ -292,6 +298,20 @@ void stats_write_prometheus(FILE *f, struct tide_pool *pool, const struct tide_a
 	if (runtime) {
 		struct relay_balancer *b = relay_runtime_balancer(runtime);
 
+		fprintf(f,
+			"# HELP tide_relay_connections_refused_total Client connections the relay "
+			"reset at once, by the limit that refused them.\n"
+			"# TYPE tide_relay_connections_refused_total counter\n");
+		for (unsigned i = 0; i < RELAY_REFUSED_N; i++)
+			fprintf(f, "tide_relay_connections_refused_total{reason=\"%s\"} %llu\n",
+				relay_refusal_name((enum relay_refusal)i),
+				(unsigned long long)atomic_load(&runtime->refused[i]));
+		fprintf(f,
+			"# HELP tide_relay_log_dropped_lines_total Log lines dropped because their "
+			"destination could not take them without waiting.\n"
+			"# TYPE tide_relay_log_dropped_lines_total counter\n"
+			"tide_relay_log_dropped_lines_total %llu\n",
+			relay_log_dropped());
 		if (b) {
 			relay_balancer_write_prometheus(f, b, relay_now_ms());
 			relay_balancer_put(b);

@@ -4,7 +4,7 @@
  *
  * Event lines: "2026-01-02T03:04:05.678Z LEVEL message", one per event, the timestamp RFC
  * 3339 in UTC with milliseconds, LEVEL one of error warn info debug. With --syslog the
- * message goes to syslog(3) instead (the daemon adds its own time and the ident
+ * message goes to the syslog daemon instead (it adds its own time and the ident
  * "tide-relay[PID]", so a leading "tide-relay: " is left out) at the matching priority,
  * facility daemon. syslog(3) drops lines without a word when no daemon listens on /dev/log,
  * so opening the log checks that the socket takes a connection; when it does not, a warning
@@ -27,6 +27,18 @@
  * with least-recently-used replacement, so a flood of distinct keys costs bounded memory (a
  * replaced key reports what it suppressed before it goes).
  *
+ * Logging never blocks the data path (workers write access lines and failures): like
+ * haproxy's log sockets, every destination is written without waiting, and a line the
+ * destination cannot take now (EAGAIN: a syslog daemon that stopped reading /dev/log, a full
+ * pipe on stderr, a FIFO as access log) is dropped and counted (relay_log_dropped(),
+ * tide_relay_log_dropped_lines_total); the next line that goes through is preceded by
+ * "dropped K log lines". syslog(3) would block in sendto, so the relay writes the
+ * protocol itself: a datagram "<PRI>Mmm dd hh:mm:ss tide-relay[PID]: message" on its own
+ * non-blocking socket connected to /dev/log (reconnected once when the daemon restarted).
+ * stderr, when it is a pipe, FIFO or terminal, is reopened through /proc/self/fd/2 as a new
+ * non-blocking open file (the shared one keeps its flags, so the parent's terminal is not
+ * changed); a socket (journald's stdout) is written with MSG_DONTWAIT; a regular file as is.
+ *
  * Thread-safety: every line is formatted into a local buffer and written with one write(2)
  * under a mutex, so lines from workers never interleave and an O_APPEND access file stays
  * whole-line even with another writer. The mutex also guards the rate-limit table.
@@ -37,6 +49,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <syslog.h>
 #include <time.h>
@@ -61,11 +74,18 @@ static struct {
 	struct relay_log_config cfg;
 	char access_path[4096];
 	int access_fd; /* -1: with the event log */
+	int out_fd;    /* event lines without syslog: stderr (reopened non-blocking) or cfg.fd */
+	bool out_sock; /* out_fd is a socket: send(MSG_DONTWAIT) */
+	int syslog_fd; /* our socket to /dev/log, non-blocking; -1 closed */
 	bool syslog_open;
+	_Atomic unsigned long long dropped; /* lines a destination could not take now */
+	unsigned long long dropped_said;    /* of them, already said in the log */
 	struct limit_key keys[KEYS];
 } L = {.lock = PTHREAD_MUTEX_INITIALIZER,
        .cfg = {.level = RELAY_LOG_INFO, .fd = -1},
-       .access_fd = -1};
+       .access_fd = -1,
+       .out_fd = -1,
+       .syslog_fd = -1};
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 static const int syslog_prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
@@ -114,44 +134,124 @@ static int64_t realtime_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void write_all(int fd, const char *p, size_t n)
+/* Write a whole line without waiting; false (the line dropped and counted) when fd cannot
+ * take it now or at all. */
+static bool write_line(int fd, bool sock, const char *p, size_t n)
 {
 	while (n) {
-		ssize_t w = write(fd, p, n);
+		ssize_t w = sock ? send(fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL) : write(fd, p, n);
 
 		if (w < 0 && errno == EINTR)
 			continue;
-		if (w <= 0)
-			return; /* a log that cannot be written is not worth stopping for */
+		if (w <= 0) { /* EAGAIN, or a log that cannot be written: not worth stopping for */
+			atomic_fetch_add_explicit(&L.dropped, 1, memory_order_relaxed);
+			return false;
+		}
 		p += w;
 		n -= (size_t)w;
 	}
+	return true;
 }
 
-/* Under L.lock: write one event line (msg without the newline). */
-static void emit(enum relay_log_level level, const char *msg)
+/* Under L.lock: where event lines go without syslog. */
+static int out_fd(void)
+{
+	return L.cfg.fd >= 0 ? L.cfg.fd : L.out_fd >= 0 ? L.out_fd : STDERR_FILENO;
+}
+
+/* Under L.lock: one timestamped line to fd. */
+static bool emit_plain(enum relay_log_level level, const char *msg, int fd)
 {
 	char line[LINE_MAX_BYTES + 64], ts[32];
 	int len;
 
-	if (L.cfg.syslog) {
-		if (!strncmp(msg, "tide-relay: ", 12))
-			msg += 12; /* the ident says it */
-		syslog(syslog_prio[level], "%s", msg);
-		return;
-	}
 	relay_log_timestamp(realtime_ms(), ts, sizeof(ts));
 	len = snprintf(line, sizeof(line), "%s %s %s\n", ts, level_names[level], msg);
 	if (len >= (int)sizeof(line)) {
 		len = (int)sizeof(line) - 1;
 		line[len - 1] = '\n';
 	}
-	write_all(L.cfg.fd >= 0 ? L.cfg.fd : STDERR_FILENO, line, (size_t)len);
+	return write_line(fd, fd == L.out_fd && L.out_sock, line, (size_t)len);
+}
+
+/* Under L.lock: (re)connect our datagram socket to the syslog daemon; -1 when it fails. */
+static void syslog_connect(void)
+{
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+
+	if (L.syslog_fd >= 0)
+		close(L.syslog_fd);
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", _PATH_LOG);
+	L.syslog_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (L.syslog_fd >= 0 && connect(L.syslog_fd, (struct sockaddr *)&a, sizeof(a))) {
+		close(L.syslog_fd);
+		L.syslog_fd = -1;
+	}
+}
+
+/* Under L.lock: one datagram to the syslog daemon, "<PRI>Mmm dd hh:mm:ss tide-relay[PID]: msg"
+ * (what syslog(3) sends), never waiting; reconnects once if the daemon went away. */
+static bool syslog_send(int prio, const char *msg)
+{
+	char line[LINE_MAX_BYTES + 128], stamp[32];
+	time_t now = time(NULL);
+	struct tm tm;
+	int len;
+
+	localtime_r(&now, &tm);
+	strftime(stamp, sizeof(stamp), "%b %e %H:%M:%S", &tm);
+	len = snprintf(line, sizeof(line), "<%d>%s tide-relay[%d]: %s", LOG_DAEMON | prio, stamp,
+		       (int)getpid(), msg);
+	if (len >= (int)sizeof(line))
+		len = (int)sizeof(line) - 1;
+	for (int attempt = 0; attempt < 2; attempt++) {
+		if (L.syslog_fd >= 0 &&
+		    send(L.syslog_fd, line, (size_t)len, MSG_DONTWAIT | MSG_NOSIGNAL) == len)
+			return true;
+		if (L.syslog_fd >= 0 && (errno == EAGAIN || errno == ENOBUFS || attempt))
+			break;	  /* a stalled daemon: drop, never wait */
+		syslog_connect(); /* the daemon restarted (ECONNREFUSED, ENOTCONN): once more */
+	}
+	atomic_fetch_add_explicit(&L.dropped, 1, memory_order_relaxed);
+	return false;
+}
+
+/* Under L.lock: say how many lines were dropped since it was last said, if any. */
+static void say_dropped(void)
+{
+	unsigned long long d = atomic_load_explicit(&L.dropped, memory_order_relaxed);
+	char msg[96];
+
+	if (d == L.dropped_said)
+		return;
+	snprintf(msg, sizeof(msg), "dropped %llu log line%s (the log did not take them in time)",
+		 d - L.dropped_said, d - L.dropped_said == 1 ? "" : "s");
+	L.dropped_said = d;
+	if (L.cfg.syslog)
+		syslog_send(syslog_prio[RELAY_LOG_WARN], msg);
+	else
+		emit_plain(RELAY_LOG_WARN, msg, out_fd());
+}
+
+/* Under L.lock: write one event line (msg without the newline). */
+static void emit(enum relay_log_level level, const char *msg)
+{
+	bool ok;
+
+	if (L.cfg.syslog) {
+		if (!strncmp(msg, "tide-relay: ", 12))
+			msg += 12; /* the ident says it */
+		ok = syslog_send(syslog_prio[level], msg);
+	} else {
+		ok = emit_plain(level, msg, out_fd());
+	}
+	if (ok)
+		say_dropped();
 }
 
 static int open_access(const char *path, int *fd)
 {
-	int f = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	int f = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK, 0640);
 
 	if (f < 0)
 		return -errno;
@@ -203,9 +303,28 @@ static void syslog_setup(void)
 		return;
 	}
 	if (!L.syslog_open) {
-		openlog("tide-relay", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+		syslog_connect();
 		L.syslog_open = true;
 	}
+}
+
+/* Under L.lock: event lines to stderr without waiting (see the note at the top). */
+static void stderr_setup(void)
+{
+	struct stat st;
+
+	if (L.out_fd >= 0)
+		close(L.out_fd);
+	L.out_fd = -1;
+	L.out_sock = false;
+	if (L.cfg.fd >= 0 || fstat(STDERR_FILENO, &st))
+		return;
+	if (S_ISSOCK(st.st_mode)) {
+		L.out_fd = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
+		L.out_sock = L.out_fd >= 0;
+	} else if (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode)) {
+		L.out_fd = open("/proc/self/fd/2", O_WRONLY | O_APPEND | O_NONBLOCK | O_CLOEXEC);
+	} /* a regular file (or no /proc): stderr as it is */
 }
 
 int relay_log_open(const struct relay_log_config *cfg)
@@ -229,6 +348,7 @@ int relay_log_open(const struct relay_log_config *cfg)
 	snprintf(L.access_path, sizeof(L.access_path), "%s",
 		 cfg->access_path ? cfg->access_path : "");
 	L.cfg.access_path = L.access_path;
+	stderr_setup();
 	syslog_setup();
 	pthread_mutex_unlock(&L.lock);
 	return 0;
@@ -255,9 +375,14 @@ void relay_log_close(void)
 	if (L.access_fd >= 0)
 		close(L.access_fd);
 	L.access_fd = -1;
-	if (L.syslog_open)
-		closelog();
+	if (L.syslog_fd >= 0)
+		close(L.syslog_fd);
+	L.syslog_fd = -1;
 	L.syslog_open = false;
+	if (L.out_fd >= 0)
+		close(L.out_fd);
+	L.out_fd = -1;
+	L.out_sock = false;
 	memset(L.keys, 0, sizeof(L.keys));
 	L.cfg = (struct relay_log_config){.level = RELAY_LOG_INFO, .fd = -1};
 	pthread_mutex_unlock(&L.lock);
@@ -277,6 +402,11 @@ int relay_log_reopen(void)
 	}
 	pthread_mutex_unlock(&L.lock);
 	return rc;
+}
+
+unsigned long long relay_log_dropped(void)
+{
+	return atomic_load_explicit(&L.dropped, memory_order_relaxed);
 }
 
 bool relay_log_enabled(enum relay_log_level level)
@@ -404,7 +534,7 @@ void relay_log_access(const struct relay_access *a)
 	}
 	relay_log_timestamp(realtime_ms(), ts, sizeof(ts));
 	len = snprintf(line, sizeof(line), "%s %s\n", ts, body);
-	write_all(L.access_fd, line, (size_t)len);
+	write_line(L.access_fd, false, line, (size_t)len);
 out:
 	pthread_mutex_unlock(&L.lock);
 }

@@ -200,6 +200,9 @@ int relay_log_open(const struct relay_log_config *cfg);
 void relay_log_close(void);
 /* Reopen the access log file (after logrotate; SIGHUP). 0 or -errno (old file kept). */
 int relay_log_reopen(void);
+/* Lines dropped because their destination could not take them without waiting (a stalled
+ * syslog daemon, a full pipe); logging never blocks. Any thread. */
+unsigned long long relay_log_dropped(void);
 /* Whether a line at this level would be written (skip building expensive arguments). */
 bool relay_log_enabled(enum relay_log_level level);
 /* One line: "2026-01-02T03:04:05.678Z LEVEL message". Thread-safe. */
