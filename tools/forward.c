@@ -344,10 +344,26 @@ static int next_server(struct pair *p)
 	return i;
 }
 
+/* A connect failed for want of our own resources (relay_err_is_local): said as that, not held
+ * against server i; the client is reset with end=resource. */
+static void local_shortage(struct pair *p, unsigned i, int err)
+{
+	relay_balancer_closed(p->b, i, 0, 0); /* undo connect_start, no failure counted */
+	relay_runtime_refused(fwd->rt, RELAY_REFUSED_RESOURCE);
+	relay_log_limited(RELAY_LOG_ERROR, "local resource",
+			  "connect to upstream %s: %s (a resource of this process or host ran "
+			  "out, not the server's fault; raise ulimit -n / free ports)",
+			  relay_balancer_name(p->b, i), strerror(-err));
+	p->has_server = false;
+	p->up = NULL;
+	set_end(p, RELAY_END_RESOURCE);
+	tide_conn_abort(p->client);
+}
+
 /* Try the next server in the order; false when none is left (the client is reset). */
 static bool try_next(struct pair *p)
 {
-	int next;
+	int next, rc;
 
 	while ((next = next_server(p)) >= 0) {
 		unsigned i = (unsigned)next;
@@ -358,11 +374,15 @@ static bool try_next(struct pair *p)
 		p->server = (uint8_t)i;
 		p->has_server = true;
 		relay_balancer_connect_start(p->b, i);
-		if (tide_conn_connect(tide_conn_worker(p->client), to,
-				      (unsigned)p->connect_timeout * 10, &upstream_ops, p,
-				      &p->up)) {
+		rc = tide_conn_connect(tide_conn_worker(p->client), to,
+				       (unsigned)p->connect_timeout * 10, &upstream_ops, p, &p->up);
+		if (rc && relay_err_is_local(rc)) {
+			local_shortage(p, i, rc);
+			return false;
+		}
+		if (rc) {
 			p->up = NULL; /* no connection and no callback: the next server */
-			relay_balancer_connect_failed(p->b, i, -ENOMEM, relay_now_ms());
+			relay_balancer_connect_failed(p->b, i, rc, relay_now_ms());
 			continue;
 		}
 		return true;
@@ -616,6 +636,10 @@ static void upstream_end(struct tide_conn *c, enum tide_end why, int err)
 	if (!p->connected && !p->client) { /* the client left while we connected */
 		relay_balancer_closed(p->b, i, 0, 0);
 		finish(p);
+		return;
+	}
+	if (!p->connected && relay_err_is_local(err)) { /* e.g. no local port: not the server */
+		local_shortage(p, i, err);
 		return;
 	}
 	if (!p->connected) { /* the connect failed: tell the balancer, try the next server */

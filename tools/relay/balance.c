@@ -442,6 +442,12 @@ void relay_balancer_connect_failed(struct relay_balancer *b, unsigned i, int err
 	tell(b, i, change, err == -ETIMEDOUT ? "connects timed out" : "connects failed");
 }
 
+bool relay_err_is_local(int err)
+{
+	return err == -EMFILE || err == -ENFILE || err == -ENOBUFS || err == -ENOMEM ||
+	       err == -EADDRNOTAVAIL;
+}
+
 void relay_balancer_closed(struct relay_balancer *b, unsigned i, uint64_t bytes_up,
 			   uint64_t bytes_down)
 {

@@ -16,6 +16,7 @@
  * new balancer.
  */
 #include <errno.h>
+#include <string.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -83,6 +84,13 @@ void relay_health_check_all(struct relay_balancer *b, unsigned timeout_ms)
 
 		for (unsigned k = 0; k < n && rc; k++) /* healthy if any address answers */
 			rc = relay_health_probe((struct sockaddr *)&addrs[k], lens[k], timeout_ms);
+		if (relay_err_is_local(rc)) { /* our own shortage says nothing of the server */
+			relay_log_limited(RELAY_LOG_ERROR, "local resource",
+					  "health check of %s not run: %s (a resource of this "
+					  "process or host, not the server)",
+					  relay_balancer_name(b, i), strerror(-rc));
+			continue;
+		}
 		relay_balancer_health_result(b, i, rc, relay_now_ms());
 	}
 }

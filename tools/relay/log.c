@@ -18,7 +18,8 @@
  *
  * (in the event log, "TIME info access ..."). ADDR is "1.2.3.4:80", "[::1]:80" or "-"; bytes_up
  * went client -> upstream, bytes_down upstream -> client; REASON is clean, reset, timeout, drain,
- * refused, unreachable or error.
+ * refused, unreachable, error or resource (the relay's own descriptors, memory or local
+ * ports ran out: not the server's fault).
  *
  * Rate limiting: a repeated event (an upstream refusing, a client over its limit) is keyed
  * by the caller; each key may log `burst` lines per interval. Later ones in the interval are
@@ -90,7 +91,7 @@ static struct {
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 static const int syslog_prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
 static const char *const end_names[] = {"clean",   "reset",	  "timeout", "drain",
-					"refused", "unreachable", "error"};
+					"refused", "unreachable", "error",   "resource"};
 
 const char *relay_log_level_name(enum relay_log_level level)
 {
@@ -99,7 +100,7 @@ const char *relay_log_level_name(enum relay_log_level level)
 
 const char *relay_end_name(enum relay_end end)
 {
-	return (unsigned)end <= RELAY_END_ERROR ? end_names[end] : "?";
+	return (unsigned)end <= RELAY_END_RESOURCE ? end_names[end] : "?";
 }
 
 static uint64_t mono_ms(void)

@@ -174,7 +174,8 @@ struct relay_log_config {
 };
 
 /* How a connection ended, in the access log. Names are stable: clean reset timeout drain
- * refused (a limit turned it away) unreachable (no upstream took it) error. */
+ * refused (a limit turned it away) unreachable (no upstream took it) error resource (the
+ * relay's own descriptors, memory or local ports ran out). */
 enum relay_end {
 	RELAY_END_CLEAN,
 	RELAY_END_RESET,
@@ -183,6 +184,8 @@ enum relay_end {
 	RELAY_END_REFUSED,
 	RELAY_END_UNREACHABLE,
 	RELAY_END_ERROR,
+	RELAY_END_RESOURCE, /* the relay's own resources ran out (descriptors, memory, local
+			       ports): haproxy's 'R'; not counted against any server */
 };
 
 struct relay_access {
@@ -349,6 +352,10 @@ void relay_balancer_stats(struct relay_balancer *b, unsigned i, uint64_t now_ms,
 /* The per-upstream block of /metrics (Prometheus text) and of /stats (a JSON array). */
 void relay_balancer_write_prometheus(FILE *f, struct relay_balancer *b, uint64_t now_ms);
 void relay_balancer_write_json(FILE *f, struct relay_balancer *b, uint64_t now_ms);
+/* Whether a connect's -errno is a shortage of this process or host (EMFILE, ENFILE,
+ * ENOBUFS, ENOMEM, EADDRNOTAVAIL: no ephemeral port), not a fault of the server: such a
+ * failure is logged as the local cause and never counted against a server. */
+bool relay_err_is_local(int err);
 /* CLOCK_MONOTONIC in ms: the now_ms the functions above take. */
 uint64_t relay_now_ms(void);
 
