@@ -138,7 +138,8 @@ static const struct field connection_fields[] = {
 	COUNTER("total", as.conns_accepted, "tide_relay_connections_accepted_total",
 		"Client connections accepted."),
 	COUNTER("rejected", as.conns_rejected, "tide_relay_connections_rejected_total",
-		"Connections closed at once (max-conns, draining)."),
+		"Connections closed at once (max-conns, max-conns-per-ip, no local resources, "
+		"draining)."),
 	COUNTER("idle_closed", as.conns_idle_closed, "tide_relay_connections_idle_closed_total",
 		"Connections closed by the idle timeout."),
 	COUNTER("reset", as.conns_reset, "tide_relay_connections_reset_total",
@@ -187,6 +188,8 @@ static void take_snapshot(struct snapshot *s, struct tide_pool *pool,
 {
 	tide_pool_stats(pool, &s->ps);
 	tide_agent_stats(agent, &s->as);
+	for (unsigned i = 0; runtime && i < RELAY_REFUSED_N; i++) /* the relay's own refusals */
+		s->as.conns_rejected += atomic_load(&runtime->refused[i]);
 	s->boundary_offset =
 		(size_t)((char *)tide_pool_boundary(pool) - (char *)tide_pool_base(pool));
 }
