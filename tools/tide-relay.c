@@ -373,6 +373,9 @@ static int load(int argc, char **argv, struct relay_config *c)
 {
 	unsigned problems = relay_config_load(argc, argv, c, stderr);
 
+	if (!problems) /* what a start would find short of binding: --check says it too */
+		problems = relay_config_check_system(c, stderr);
+
 	if (c->help) {
 		relay_options_usage(stdout);
 		exit(0);

@@ -12,6 +12,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -102,6 +103,27 @@ int relay_endpoint_resolve_all(const struct relay_endpoint *ep, bool passive,
 		len[*n] = all.len[*n];
 	}
 	return 0;
+}
+
+const char *relay_endpoint_resolve_why(const struct relay_endpoint *ep, bool passive, char *why,
+				       size_t n)
+{
+	struct addrinfo hints = {.ai_family = AF_UNSPEC,
+				 .ai_socktype = SOCK_STREAM,
+				 .ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0)},
+			*res = NULL;
+	char port[8];
+	int rc;
+
+	snprintf(port, sizeof(port), "%u", ep->port);
+	rc = getaddrinfo(ep->host[0] ? ep->host : NULL, port, &hints, &res);
+	if (res)
+		freeaddrinfo(res);
+	snprintf(why, n, "%s",
+		 rc == EAI_SYSTEM ? strerror(errno)
+		 : rc		  ? gai_strerror(rc)
+				  : "no address of a usable family");
+	return why;
 }
 
 int relay_endpoint_resolve(const struct relay_endpoint *ep, bool passive,

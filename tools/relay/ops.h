@@ -44,6 +44,10 @@ struct relay_endpoint {
  * with a reason in err. */
 int relay_endpoint_parse(const char *text, unsigned port_min, struct relay_endpoint *ep, char *err,
 			 size_t errlen);
+/* Why ep does not resolve, in the resolver's words (gai_strerror: "Name or service not
+ * known", "Temporary failure in name resolution"); into why, returns why. */
+const char *relay_endpoint_resolve_why(const struct relay_endpoint *ep, bool passive, char *why,
+				       size_t n);
 /* Resolve to the first address (AI_PASSIVE for listeners). 0, -ENOENT, -EINVAL. */
 int relay_endpoint_resolve(const struct relay_endpoint *ep, bool passive,
 			   struct sockaddr_storage *sa, socklen_t *len);
@@ -112,6 +116,11 @@ struct relay_config {
 	struct relay_endpoint stats;
 	unsigned stats_timeout_ms; /* default 5000 */
 	bool help, version;	   /* --help / --version: print and exit 0 */
+	/* Where each value came from, for messages: its line in config_path, 0 for the command
+	 * line or the default. */
+	unsigned listen_line[RELAY_MAX_LISTEN];
+	unsigned upstream_line[RELAY_MAX_UPSTREAM];
+	unsigned option_line[64]; /* by row of relay_options[] */
 };
 
 /* One option of the relay: its long name, argument, and the help text (--help is made from
@@ -146,6 +155,14 @@ unsigned relay_config_load(int argc, char *const argv[], struct relay_config *c,
 unsigned relay_config_read_file(const char *path, struct relay_config *c, FILE *diag);
 /* Cross-option checks, after everything is read. Problems as above. */
 unsigned relay_config_validate(const struct relay_config *c, FILE *diag);
+/*
+ * What a start checks short of binding, for --check and the start itself: every listener,
+ * upstream and stats name resolves (the resolver's reason otherwise), no two listeners are
+ * the same address and port after resolution (127.0.0.1:P and localhost:P) or overlap (a
+ * wildcard and an address on one port), and the access-log file can be opened for
+ * appending (or created in its directory). Problems as above, with FILE:LINE.
+ */
+unsigned relay_config_check_system(const struct relay_config *c, FILE *diag);
 /*
  * Reload: build a fresh configuration from the same argv into fresh. If it has problems,
  * they go to diag and *fresh is not to be used (return > 0); the caller keeps cur. Options a

@@ -22,9 +22,13 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "ops.h"
 
@@ -33,6 +37,7 @@
 /* Where a value came from, for messages: "command line" or "FILE:LINE". */
 struct source {
 	char where[WHERE_MAX];
+	unsigned line;	   /* in the config file; 0 on the command line */
 	unsigned seen[64]; /* uses per option in this source (relay_n_options <= 64) */
 	FILE *diag;
 	unsigned problems;
@@ -571,8 +576,15 @@ static void apply(struct relay_config *c, struct source *s, size_t idx, const ch
 		problem(s, "'%s' wants a value (%s)", o->name, o->arg);
 		return;
 	}
-	if (o->set(c, val, err, sizeof(err)))
+	if (o->set(c, val, err, sizeof(err))) {
 		problem(s, "%s%s: %s", from_file ? "" : "--", o->name, err);
+		return;
+	}
+	c->option_line[idx] = s->line;
+	if (!strcmp(o->name, "listen"))
+		c->listen_line[c->n_listen - 1] = s->line;
+	else if (!strcmp(o->name, "upstream"))
+		c->upstream_line[c->n_upstream - 1] = s->line;
 }
 
 /* Cut leading and trailing blanks, in place. */
@@ -605,6 +617,7 @@ static unsigned read_file(const char *path, struct relay_config *c, FILE *diag)
 		bool whole = strchr(line, '\n') || feof(f);
 
 		snprintf(s.where, sizeof(s.where), "%s:%u", path, ++lineno);
+		s.line = lineno;
 		if (!whole) {
 			int ch;
 
@@ -648,40 +661,62 @@ unsigned relay_config_read_file(const char *path, struct relay_config *c, FILE *
 	return read_file(path, c, diag);
 }
 
+/* s->where for a value set at line (0: the command line, or the whole configuration). */
+static struct source *at(struct source *s, const struct relay_config *c, unsigned line)
+{
+	if (line)
+		snprintf(s->where, sizeof(s->where), "%s:%u", c->config_path, line);
+	else
+		snprintf(s->where, sizeof(s->where), "%s",
+			 c->config_path[0] ? c->config_path : "command line");
+	return s;
+}
+
+static unsigned line_of(const struct relay_config *c, const char *name)
+{
+	size_t idx;
+
+	return find(name, &idx) ? c->option_line[idx] : 0;
+}
+
 unsigned relay_config_validate(const struct relay_config *c, FILE *diag)
 {
 	struct source s = {.diag = diag};
 	char buf[1024];
 	struct passwd pw, *res = NULL;
 
-	snprintf(s.where, sizeof(s.where), "%s", c->config_path[0] ? c->config_path : "options");
+	at(&s, c, 0);
 	if (c->help || c->version)
 		return 0;
 	if (!c->n_listen)
 		problem(&s, "no listen: give at least one HOST:PORT to accept on");
 	if (c->echo && c->n_upstream)
-		problem(&s, "give upstream servers or echo, not both");
+		problem(at(&s, c, line_of(c, "echo")), "give upstream servers or echo, not both");
 	if (!c->echo && !c->n_upstream)
-		problem(&s, "no upstream: give at least one HOST:PORT to relay to, or echo");
+		problem(at(&s, c, 0),
+			"no upstream: give at least one HOST:PORT to relay to, or echo");
 	for (unsigned i = 0; i < c->n_listen; i++)
 		for (unsigned j = 0; j < i; j++)
 			if (c->listen[i].port && c->listen[i].port == c->listen[j].port &&
 			    !strcmp(c->listen[i].host, c->listen[j].host))
-				problem(&s, "listen %s:%u given twice", c->listen[i].host,
-					c->listen[i].port);
+				problem(at(&s, c, c->listen_line[i]), "listen %s:%u given twice",
+					c->listen[i].host, c->listen[i].port);
 	for (unsigned i = 0; i < c->n_upstream; i++)
 		for (unsigned j = 0; j < i; j++)
 			if (c->upstream[i].ep.port == c->upstream[j].ep.port &&
 			    !strcmp(c->upstream[i].ep.host, c->upstream[j].ep.host))
-				problem(&s, "upstream %s:%u given twice (use weight=N)",
+				problem(at(&s, c, c->upstream_line[i]),
+					"upstream %s:%u given twice (use weight=N)",
 					c->upstream[i].ep.host, c->upstream[i].ep.port);
 	if (c->echo && c->send_proxy)
-		problem(&s, "send-proxy needs upstream servers, not echo");
+		problem(at(&s, c, line_of(c, "send-proxy")),
+			"send-proxy needs upstream servers, not echo");
 	if (c->echo && c->health_interval_ms)
-		problem(&s, "health-interval needs upstream servers, not echo");
+		problem(at(&s, c, line_of(c, "health-interval")),
+			"health-interval needs upstream servers, not echo");
 	if (c->threads && c->block_size &&
 	    c->pool_max / c->threads / c->block_size < RELAY_MIN_WORKER_BLOCKS)
-		problem(&s,
+		problem(at(&s, c, line_of(c, "pool-max")),
 			"pool-max %zu is too small for %u thread%s of block-size %zu: each worker "
 			"needs %d blocks, so pool-max at least %zu (or fewer threads, smaller "
 			"blocks)",
@@ -692,10 +727,107 @@ unsigned relay_config_validate(const struct relay_config *c, FILE *diag)
 		for (unsigned i = 0; i < c->n_listen; i++)
 			if (c->stats.port && c->stats.port == c->listen[i].port &&
 			    !strcmp(c->stats.host, c->listen[i].host))
-				problem(&s, "stats and listen on the same address %s:%u",
-					c->stats.host, c->stats.port);
+				problem(at(&s, c, line_of(c, "stats")),
+					"stats and listen on the same address %s:%u", c->stats.host,
+					c->stats.port);
 	if (c->user[0] && (getpwnam_r(c->user, &pw, buf, sizeof(buf), &res) || !res))
-		problem(&s, "user: no user '%s' on this system", c->user);
+		problem(at(&s, c, line_of(c, "user")), "user: no user '%s' on this system",
+			c->user);
+	return s.problems;
+}
+
+/* Whether a and b cannot both be bound: the same address and port, or a wildcard of the
+ * family and any address on the same port. */
+static bool overlap(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	uint8_t x[16], y[16], zero[16] = {0};
+	size_t lx = relay_addr_ip((const struct sockaddr *)a, x),
+	       ly = relay_addr_ip((const struct sockaddr *)b, y);
+
+	if (!lx || !ly)
+		return false;
+	if (relay_addr_equal((const struct sockaddr *)a, (const struct sockaddr *)b))
+		return true;
+	if (((const struct sockaddr_in *)a)->sin_port != ((const struct sockaddr_in *)b)->sin_port)
+		return false; /* sin_port and sin6_port sit at the same offset */
+	return (lx == ly && (!memcmp(x, zero, lx) || !memcmp(y, zero, ly))) ||
+	       (a->ss_family == AF_INET6 && lx == 16 && !memcmp(x, zero, 16)) ||
+	       (b->ss_family == AF_INET6 && ly == 16 && !memcmp(y, zero, 16));
+}
+
+static void check_name(struct source *s, const struct relay_config *c, unsigned line,
+		       const char *what, const struct relay_endpoint *ep, bool passive,
+		       struct sockaddr_storage *sa)
+{
+	socklen_t len;
+	char why[256];
+
+	if (!relay_endpoint_resolve(ep, passive, sa, &len))
+		return;
+	memset(sa, 0, sizeof(*sa));
+	problem(at(s, c, line), "%s %s:%u: cannot resolve: %s", what, ep->host, ep->port,
+		relay_endpoint_resolve_why(ep, passive, why, sizeof(why)));
+}
+
+/* Whether path can be appended to (or created in its directory): 0 or -errno. */
+static int check_writable(const char *path)
+{
+	struct stat st;
+	char dir[4096], *slash;
+	int fd;
+
+	if (!stat(path, &st)) {
+		fd = open(path, O_WRONLY | O_APPEND | O_NONBLOCK | O_CLOEXEC);
+		if (fd < 0)
+			return errno == ENXIO ? 0 : -errno; /* a FIFO without a reader yet */
+		close(fd);
+		return 0;
+	}
+	if (errno != ENOENT)
+		return -errno;
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else if (slash == dir)
+		dir[1] = '\0';
+	else
+		*slash = '\0';
+	if (stat(dir, &st))
+		return -errno;
+	if (!S_ISDIR(st.st_mode))
+		return -ENOTDIR;
+	return access(dir, W_OK | X_OK) ? -errno : 0;
+}
+
+unsigned relay_config_check_system(const struct relay_config *c, FILE *diag)
+{
+	struct source s = {.diag = diag};
+	struct sockaddr_storage lis[RELAY_MAX_LISTEN], sa;
+	int rc;
+
+	if (c->help || c->version)
+		return 0;
+	for (unsigned i = 0; i < c->n_listen; i++) {
+		check_name(&s, c, c->listen_line[i], "listen", &c->listen[i], true, &lis[i]);
+		for (unsigned j = 0; j < i; j++)
+			if (c->listen[i].port && overlap(&lis[i], &lis[j]))
+				problem(at(&s, c, c->listen_line[i]),
+					"listen %s:%u is the same socket as listen %s:%u (line "
+					"%u): one port, one listener",
+					c->listen[i].host, c->listen[i].port, c->listen[j].host,
+					c->listen[j].port, c->listen_line[j]);
+	}
+	for (unsigned i = 0; i < c->n_upstream; i++)
+		check_name(&s, c, c->upstream_line[i], "upstream", &c->upstream[i].ep, false, &sa);
+	if (c->has_stats)
+		check_name(&s, c, line_of(c, "stats"), "stats", &c->stats, true, &sa);
+	if (c->access_log && c->access_log_path[0]) {
+		rc = check_writable(c->access_log_path);
+		if (rc)
+			problem(at(&s, c, line_of(c, "access-log")), "access-log %s: %s",
+				c->access_log_path, strerror(-rc));
+	}
 	return s.problems;
 }
 
@@ -818,6 +950,8 @@ unsigned relay_config_reload(const struct relay_config *cur, int argc, char *con
 {
 	unsigned problems = relay_config_load(argc, argv, fresh, diag);
 
+	if (!problems) /* names, the access-log file, listeners: as --check and a start */
+		problems = relay_config_check_system(fresh, diag);
 	if (problems)
 		return problems;
 	keep_restart_only(cur, fresh, diag);

@@ -80,9 +80,13 @@ static int make_balancer(const struct relay_config *cfg, const struct relay_bala
 		const struct relay_endpoint *ep = &cfg->upstream[i].ep;
 
 		rc = relay_endpoint_resolve(ep, false, &addrs[i], &lens[i]); /* more below */
-		if (rc)
-			relay_log(RELAY_LOG_ERROR, "upstream %s:%u: cannot resolve", ep->host,
-				  ep->port);
+		if (rc) {
+			char why[256];
+
+			relay_log(RELAY_LOG_ERROR, "upstream %s:%u: cannot resolve: %s", ep->host,
+				  ep->port,
+				  relay_endpoint_resolve_why(ep, false, why, sizeof(why)));
+		}
 		snprintf(names[i], sizeof(names[i]), strchr(ep->host, ':') ? "[%s]:%u" : "%s:%u",
 			 ep->host, ep->port);
 		np[i] = names[i];
@@ -140,8 +144,12 @@ static int open_listener(struct relay_runtime *rt, const struct relay_config *cf
 	if (!rc && rt->ops.listener_add)
 		rc = rt->ops.listener_add(ep, rt->ops.arg);
 	if (rc) {
+		char why[256] = "cannot resolve: ";
+
+		if (rc == -ENOENT)
+			relay_endpoint_resolve_why(ep, true, why + 16, sizeof(why) - 16);
 		relay_log(RELAY_LOG_ERROR, "listen %s:%u: %s%s", ep->host, ep->port,
-			  rc == -ENOENT ? "cannot resolve" : strerror(-rc),
+			  rc == -ENOENT ? why : strerror(-rc),
 			  rc == -EADDRINUSE && !cfg->reuse_port
 				  ? " (another socket holds the port; --reuse-port shares it)"
 				  : "");
@@ -415,7 +423,9 @@ int relay_runtime_reload(struct relay_runtime *rt, int argc, char *const argv[])
 	if (rc) {
 		rt->failed_reloads++;
 		relay_log(RELAY_LOG_ERROR, "reload failed (%s); the running configuration stays",
-			  rc == -EINVAL ? "bad configuration" : strerror(-rc));
+			  rc == -EINVAL	  ? "bad configuration"
+			  : rc == -ENOENT ? "a name did not resolve"
+					  : strerror(-rc));
 	} else {
 		rt->reloads++;
 		relay_log(RELAY_LOG_INFO, "reloaded: %u listener%s, %u upstream%s", rt->n_listeners,
