@@ -2,6 +2,8 @@
 /*
  * addr.c - "HOST:PORT" as operators write it, and socket addresses as the relay prints them.
  *
+ * An empty host or "*" (":80", "*:80"), for a listener, is every address: "::" where the host
+ * has IPv6 (one dual-stack socket), else "0.0.0.0".
  * Parsing keeps the host as text and checks the port (decimal, in range, no sign or
  * suffix), so the config file can be validated without the network; resolving is a
  * separate step (tide_addrs_resolve(), the agent's resolver: every address for an upstream, which a
@@ -16,6 +18,7 @@
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <tide/net.h>
 
@@ -26,6 +29,18 @@ static int fail(char *err, size_t n, const char *fmt, const char *what)
 	if (err && n)
 		snprintf(err, n, fmt, what);
 	return -EINVAL;
+}
+
+/* Every address, as a listener's host: "::" (dual-stack: the engine's sockets leave
+ * IPV6_V6ONLY at the system's default, off) where this host has IPv6, else "0.0.0.0". */
+static const char *wildcard(void)
+{
+	int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return "0.0.0.0";
+	close(fd);
+	return "::";
 }
 
 int relay_endpoint_parse(const char *text, unsigned port_min, struct relay_endpoint *ep, char *err,
@@ -53,6 +68,10 @@ int relay_endpoint_parse(const char *text, unsigned port_min, struct relay_endpo
 		if (memchr(text, ':', hlen))
 			return fail(err, errlen, "'%s': an IPv6 address goes in brackets, [::1]:80",
 				    text);
+	}
+	if ((hlen == 0 || (hlen == 1 && text[0] == '*')) && port_min == 0 && text[0] != '[') {
+		host = wildcard(); /* ":80", "*:80": every address (listeners) */
+		hlen = strlen(host);
 	}
 	if (hlen == 0 || hlen >= RELAY_HOST_MAX)
 		return fail(err, errlen, "'%s': want a host before the port (at most 255 bytes)",

@@ -386,8 +386,9 @@ static int set_version(struct relay_config *c, const char *val, char *err, size_
 const struct relay_option relay_options[] = {
 	{"listen", "HOST:PORT", false, true, false, false, NULL,
 	 "Accept TCP connections on HOST:PORT. HOST is a name, an IPv4 address or\n"
-	 "an IPv6 address in brackets ([::1]:7000); an empty HOST (:7000, :0)\n"
-	 "binds every address; port 0 picks a free port (the\n"
+	 "an IPv6 address in brackets ([::1]:7000); an empty HOST or * (:7000,\n"
+	 "*:7000) binds every address, IPv6 and IPv4 on one socket ([::] with\n"
+	 "IPV6_V6ONLY off; 0.0.0.0 where IPv6 is off); port 0 picks a free port (the\n"
 	 "real one is logged). Repeat for several listeners. A port another socket\n"
 	 "already holds is an error (EADDRINUSE) unless --reuse-port is given.\n"
 	 "A reload opens new listeners and closes the ones no longer listed.",
@@ -737,7 +738,7 @@ unsigned relay_config_validate(const struct relay_config *c, FILE *diag)
 }
 
 /* Whether a and b cannot both be bound: the same address and port, or a wildcard of the
- * family and any address on the same port. */
+ * family and another address of it on the same port ([::] and 0.0.0.0 may go together). */
 static bool overlap(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
 {
 	uint8_t x[16], y[16], zero[16] = {0};
@@ -750,9 +751,7 @@ static bool overlap(const struct sockaddr_storage *a, const struct sockaddr_stor
 		return true;
 	if (((const struct sockaddr_in *)a)->sin_port != ((const struct sockaddr_in *)b)->sin_port)
 		return false; /* sin_port and sin6_port sit at the same offset */
-	return (lx == ly && (!memcmp(x, zero, lx) || !memcmp(y, zero, ly))) ||
-	       (a->ss_family == AF_INET6 && lx == 16 && !memcmp(x, zero, 16)) ||
-	       (b->ss_family == AF_INET6 && ly == 16 && !memcmp(y, zero, 16));
+	return lx == ly && (!memcmp(x, zero, lx) || !memcmp(y, zero, ly));
 }
 
 static void check_name(struct source *s, const struct relay_config *c, unsigned line,
