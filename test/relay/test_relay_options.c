@@ -133,8 +133,10 @@ static void test_command_line_problems(void)
 	CHECK(said("unknown option '--bogus'"));
 	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--threads"), 1);
 	CHECK(said("option '--threads' wants a value"));
-	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--keepalive=no"), 1);
-	CHECK(said("option '--keepalive' takes no value"));
+	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--keepalive=maybe"), 1);
+	CHECK(said("--keepalive: wants no value or yes/no, not 'maybe'"));
+	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--no-keepalive=x"), 1);
+	CHECK(said("option '--no-keepalive=x' takes no value"));
 	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "stray"), 1);
 	CHECK(said("unexpected argument 'stray'"));
 	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--balance", "source", "--balance",

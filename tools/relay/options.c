@@ -32,7 +32,8 @@
 
 #include "ops.h"
 
-#define WHERE_MAX 4200
+#define WHERE_MAX     4200
+#define LINE_MAX_FILE 4198 /* bytes of one config line, its newline included */
 
 /* Where a value came from, for messages: "command line" or "FILE:LINE". */
 struct source {
@@ -75,22 +76,29 @@ static bool parse_ulong(const char *s, unsigned long long max, unsigned long lon
 	return true;
 }
 
-/* Seconds: "5", "0.25", "250ms", "2s". Into ms, at most max_s seconds. */
+/* Seconds: "5", "0.25", ".5", "250ms", "2s": decimal digits with an optional fraction and
+ * unit, nothing else (no sign, hex, exponent or blanks). Into ms, at most max_s seconds. */
 static bool parse_ms(const char *s, double max_s, unsigned *out)
 {
-	char *end;
+	size_t digits, frac = 0;
+	const char *end;
 	double v;
 
-	if (!s || ((*s < '0' || *s > '9') && *s != '.'))
+	if (!s)
 		return false;
-	errno = 0;
-	v = strtod(s, &end);
-	if (errno || end == s)
+	digits = strspn(s, "0123456789");
+	end = s + digits;
+	if (*end == '.') {
+		frac = strspn(end + 1, "0123456789");
+		end += 1 + frac;
+	}
+	if (!digits && !frac)
 		return false;
+	if (strcmp(end, "ms") && strcmp(end, "s") && *end)
+		return false;
+	v = strtod(s, NULL); /* only digits and one '.' before end: a plain decimal */
 	if (!strcmp(end, "ms"))
 		v /= 1000;
-	else if (*end && strcmp(end, "s"))
-		return false;
 	if (!(v >= 0) || v > max_s)
 		return false;
 	if (v > 0 && v < 0.001)
@@ -123,6 +131,10 @@ static bool parse_size(const char *s, size_t *out)
 	case 'g':
 	case 'G':
 		shift = 30;
+		break;
+	case 't':
+	case 'T':
+		shift = 40;
 		break;
 	}
 	if (shift)
@@ -333,8 +345,13 @@ static int set_reuse_port(struct relay_config *c, const char *val, char *err, si
 
 static int set_pool_max(struct relay_config *c, const char *val, char *err, size_t n)
 {
-	if (!parse_size(val, &c->pool_max) || c->pool_max < ((size_t)2 << 20))
+	if (!parse_size(val, &c->pool_max))
+		return BAD("wants a SIZE (a number with K, M or G), not '%s'", val);
+	if (c->pool_max < ((size_t)2 << 20))
 		return BAD("wants a SIZE of at least 2M, not '%s'", val);
+	if (c->pool_max > ((size_t)64 << 30))
+		return BAD("'%s' is too big: at most 64G (the address space the pool reserves)",
+			   val);
 	return 0;
 }
 
@@ -444,9 +461,11 @@ const struct relay_option relay_options[] = {
 	 set_accept_proxy},
 	{"config", "FILE", false, false, true, false, NULL,
 	 "Read options from FILE: one per line as 'name value', with the long\n"
-	 "names of this list without '--' (flags take no value, or yes/no), '#'\n"
-	 "starting a comment. Options on the command line override the file's;\n"
-	 "a --listen or --upstream list given there replaces the file's list.\n"
+	 "names of this list without '--' (flags take no value, or yes/no). '#'\n"
+	 "starts a comment wherever it is (write \\# for a '#' in a value).\n"
+	 "Options on the command line override the file's (a flag is turned off\n"
+	 "with --no-NAME or --NAME=no); a --listen or --upstream list given there\n"
+	 "replaces the file's list.\n"
 	 "SIGHUP reads FILE again.",
 	 set_config},
 	{"check", NULL, false, false, true, false, NULL,
@@ -588,6 +607,21 @@ static void apply(struct relay_config *c, struct source *s, size_t idx, const ch
 		c->upstream_line[c->n_upstream - 1] = s->line;
 }
 
+/* '#' starts a comment wherever it is (haproxy's rule: "upstream 10.0.0.1:80#backup" is
+ * the address and a comment); "\\#" is a '#' that belongs to the value. In place. */
+static char *strip_comment(char *line)
+{
+	char *r = line, *w = line;
+
+	for (; *r && *r != '#'; r++) {
+		if (r[0] == '\\' && r[1] == '#')
+			r++;
+		*w++ = *r;
+	}
+	*w = '\0';
+	return line;
+}
+
 /* Cut leading and trailing blanks, in place. */
 static char *trim(char *p)
 {
@@ -603,7 +637,9 @@ static char *trim(char *p)
 static unsigned read_file(const char *path, struct relay_config *c, FILE *diag)
 {
 	struct source s = {.diag = diag};
-	char line[4200];
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t got;
 	unsigned lineno = 0;
 	FILE *f = fopen(path, "re");
 
@@ -612,27 +648,21 @@ static unsigned read_file(const char *path, struct relay_config *c, FILE *diag)
 		problem(&s, "cannot read: %s", strerror(errno));
 		return s.problems;
 	}
-	while (fgets(line, sizeof(line), f)) {
-		char *p, *name, *val, *hash;
+	while ((got = getline(&line, &cap, f)) >= 0) {
+		char *p, *name, *val;
 		size_t idx;
-		bool whole = strchr(line, '\n') || feof(f);
 
 		snprintf(s.where, sizeof(s.where), "%s:%u", path, ++lineno);
 		s.line = lineno;
-		if (!whole) {
-			int ch;
-
-			problem(&s, "line longer than %zu bytes", sizeof(line) - 2);
-			while ((ch = fgetc(f)) != EOF && ch != '\n')
-				;
+		if (memchr(line, '\0', (size_t)got)) {
+			problem(&s, "a NUL byte in the line (not a text file?)");
 			continue;
 		}
-		p = line;
-		for (hash = strchr(p, '#'); hash; hash = strchr(hash + 1, '#'))
-			if (hash == p || hash[-1] == ' ' || hash[-1] == '\t') {
-				*hash = '\0'; /* a comment: at the start or after a blank */
-				break;
-			}
+		if (got > LINE_MAX_FILE) {
+			problem(&s, "line longer than %d bytes", LINE_MAX_FILE);
+			continue;
+		}
+		p = strip_comment(line);
 		p = trim(p);
 		if (!*p)
 			continue;
@@ -653,6 +683,7 @@ static unsigned read_file(const char *path, struct relay_config *c, FILE *diag)
 		snprintf(s.where, sizeof(s.where), "%s", path);
 		problem(&s, "read error: %s", strerror(errno));
 	}
+	free(line);
 	fclose(f);
 	return s.problems;
 }
@@ -830,18 +861,36 @@ unsigned relay_config_check_system(const struct relay_config *c, FILE *diag)
 	return s.problems;
 }
 
-/* Build getopt_long's table from ours; val is 256 + the row. */
-static void long_table(struct option *t)
+/* Build getopt_long's table from ours; val is 256 + the row. A flag takes an optional value
+ * (--keepalive=no, as "keepalive no" in a file) and has a --no-NAME twin (val 1024 + the row).
+ * Returns the number of entries. */
+static size_t long_table(struct option *t)
 {
-	for (size_t i = 0; i < relay_n_options; i++) {
-		t[i].name = relay_options[i].name;
-		t[i].has_arg = !relay_options[i].arg	       ? no_argument
-			       : relay_options[i].arg_optional ? optional_argument
-							       : required_argument;
-		t[i].flag = NULL;
-		t[i].val = 256 + (int)i;
+	static char no_names[64][48];
+	size_t n = 0;
+
+	for (size_t i = 0; i < relay_n_options; i++, n++) {
+		const struct relay_option *o = &relay_options[i];
+
+		t[n].name = o->name;
+		t[n].has_arg = !o->arg && !o->cli_only ? optional_argument
+			       : !o->arg	       ? no_argument
+			       : o->arg_optional       ? optional_argument
+						       : required_argument;
+		t[n].flag = NULL;
+		t[n].val = 256 + (int)i;
 	}
-	memset(&t[relay_n_options], 0, sizeof(t[0]));
+	for (size_t i = 0; i < relay_n_options; i++) {
+		if (relay_options[i].arg || relay_options[i].cli_only)
+			continue;
+		snprintf(no_names[i], sizeof(no_names[i]), "no-%s", relay_options[i].name);
+		t[n].name = no_names[i];
+		t[n].has_arg = no_argument;
+		t[n].flag = NULL;
+		t[n++].val = 1024 + (int)i;
+	}
+	memset(&t[n], 0, sizeof(t[0]));
+	return n;
 }
 
 struct cli_value {
@@ -852,7 +901,7 @@ struct cli_value {
 /* Collect the command line's options in order (applied after the file). */
 static size_t scan_argv(int argc, char *const argv[], struct cli_value *out, struct source *s)
 {
-	struct option t[64 + 1];
+	struct option t[2 * 64 + 1];
 	size_t n = 0;
 	int ch;
 
@@ -868,11 +917,13 @@ static size_t scan_argv(int argc, char *const argv[], struct cli_value *out, str
 			problem(s, "unexpected argument '%s'", optarg);
 		} else if (ch == ':') {
 			problem(s, "option '%s' wants a value", argv[optind - 1]);
-		} else if (ch == '?' && optopt >= 256) { /* --flag=value */
-			problem(s, "option '--%s' takes no value (in a file: yes or no)",
-				relay_options[optopt - 256].name);
+		} else if (ch == '?' && optopt >= 256) { /* --help=x, --no-keepalive=x */
+			problem(s, "option '%s' takes no value", argv[optind - 1]);
 		} else if (ch == '?') {
 			problem(s, "unknown option '%s'", argv[optind - 1]);
+		} else if (ch >= 1024 && n < (size_t)argc) { /* --no-NAME */
+			out[n].idx = (size_t)ch - 1024;
+			out[n++].val = "no";
 		} else if (ch >= 256 && n < (size_t)argc) {
 			out[n].idx = (size_t)ch - 256;
 			out[n++].val = optarg;
