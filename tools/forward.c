@@ -77,7 +77,7 @@ struct caddr {
  * a 64-byte malloc chunk. */
 struct pair_ext {
 	struct proxy_wait *pw; /* --accept-proxy, until the header is in */
-	uint64_t start_ms;
+	uint64_t start_us;     /* CLOCK_MONOTONIC, for duration_ms */
 	struct caddr client, local;
 };
 _Static_assert(sizeof(struct pair_ext) <= 56, "a 64-byte malloc chunk");
@@ -215,15 +215,14 @@ static void finish(struct pair *p)
 		.end = p->end_set ? (enum relay_end)p->end : RELAY_END_CLEAN,
 	};
 
-	if (p->b && p->has_server) {
+	if (p->b && p->has_server && p->connected) { /* upstream=-: none was reached */
 		a.upstream = relay_balancer_addr(p->b, p->server, NULL);
-		if (p->connected)
-			relay_balancer_closed(p->b, p->server, p->bytes_up, p->bytes_down);
+		relay_balancer_closed(p->b, p->server, p->bytes_up, p->bytes_down);
 	}
 	if (p->ext) {
 		a.client = client_addr(p, &cbuf);
 		a.listener = caddr_get(&p->ext->local, &lbuf);
-		a.duration_us = (relay_now_ms() - p->ext->start_ms) * 1000;
+		a.duration_us = relay_now_us() - p->ext->start_us;
 		relay_log_access(&a);
 	}
 	if (p->counted)
@@ -732,7 +731,7 @@ static void client_open(struct tide_conn *c)
 		return;
 	}
 	p->send_proxy = cfg->send_proxy & 3;
-	x->start_ms = relay_now_ms();
+	x->start_us = relay_now_us();
 	len = sizeof(ss);
 	if (!getpeername(tide_conn_fd(c), (struct sockaddr *)&ss, &len))
 		caddr_set(&x->client, (struct sockaddr *)&ss);

@@ -77,6 +77,14 @@ uint64_t relay_now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+uint64_t relay_now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
 int relay_balancer_create(const struct relay_balancer_config *cfg,
 			  const struct sockaddr_storage *addrs, const socklen_t *lens,
 			  const char *const *names, const unsigned *weights, unsigned n,

@@ -375,6 +375,8 @@ void relay_balancer_write_json(FILE *f, struct relay_balancer *b, uint64_t now_m
 bool relay_err_is_local(int err);
 /* CLOCK_MONOTONIC in ms: the now_ms the functions above take. */
 uint64_t relay_now_ms(void);
+/* CLOCK_MONOTONIC in microseconds (the access log's duration). */
+uint64_t relay_now_us(void);
 
 // health.c ------------------------------------------------------------------------------
 
