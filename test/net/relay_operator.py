@@ -322,6 +322,7 @@ def case_syslog_stalled():
     for i in range(300):  # far more lines than the socket's queue holds
         if one_exchange(a) != b"x":
             bad += 1
+            break  # blocked: each more would wait out its timeout
     check(bad == 0, "every connection relayed with syslog stalled (%d failed)" % bad)
     check(r.stop(wait=20) == 0, "SIGTERM stops it, exit 0")
     sink.close()
@@ -349,6 +350,7 @@ def case_stderr_stalled():
     for i in range(100):
         if one_exchange(a) != b"x":
             bad += 1
+            break  # blocked: each more would wait out its timeout
     check(bad == 0, "every connection relayed with stderr full (%d failed)" % bad)
     check(r.stop(wait=20) == 0, "SIGTERM stops it, exit 0")
     os.close(rd)
@@ -379,10 +381,11 @@ def case_fd_exhaustion():
         held = []
         r.stop()
         text = r.log()
-        if "end=resource" in text:
+        if "end=resource" in text or "end=unreachable" in text:
             break
-    if "end=resource" not in text:
+    if "end=resource" not in text and "end=unreachable" not in text:
         skip("the descriptor limit was not reached in a connect")
+    check("end=resource" in text, "a connect short of descriptors ends with end=resource")
     check("Too many open files" in text, "the log names the local cause")
     check("out of rotation" not in text, "no upstream was taken out of rotation: %r" %
           [line for line in text.splitlines() if "out of rotation" in line])
