@@ -6,6 +6,8 @@
  * configuration when the new one is bad and keeps restart-only values; --help covers every
  * option.
  */
+#include <stddef.h>
+
 #include "helpers.h"
 #include "ops.h"
 
@@ -330,6 +332,150 @@ static void test_reload(void)
 	CHECK_EQ(cur.upstream[0].ep.port, 8081);
 }
 
+/* Reload what was started with extra_a as if the file now said extra_b. */
+static unsigned reload_pair(const char *extra_a, const char *extra_b, struct relay_config *cur,
+			    struct relay_config *fresh)
+{
+	char *argv[] = {"tide-relay", "--config", NULL, NULL};
+	char text[512];
+	FILE *f;
+	unsigned n;
+
+	snprintf(text, sizeof(text), "listen 127.0.0.1:7000\n%s", extra_a);
+	argv[2] = (char *)write_file("audit.conf", text);
+	REQUIRE(relay_config_load(3, argv, cur, NULL) == 0);
+	snprintf(text, sizeof(text), "listen 127.0.0.1:7000\n%s", extra_b);
+	write_file("audit.conf", text);
+	memset(diag_buf, 0, sizeof(diag_buf));
+	f = fmemopen(diag_buf, sizeof(diag_buf), "w");
+	n = relay_config_reload(cur, 3, argv, fresh, f);
+	fclose(f);
+	return n;
+}
+
+/* Every option of the table either applies on reload (the fresh configuration has the new
+ * value, nothing is said) or is restart-only (the running value is kept and the reload says
+ * so). A new option must be added here, so it cannot be forgotten by reload. */
+static void test_reload_every_option(void)
+{
+	static const struct {
+		const char *name, *a, *b;
+	} t[] = {
+		{"listen", "upstream 127.0.0.1:1\n",
+		 "upstream 127.0.0.1:1\nlisten 127.0.0.1:7001\n"},
+		{"upstream", "upstream 127.0.0.1:1\n", "upstream 127.0.0.1:2\n"},
+		{"balance", "upstream 127.0.0.1:1\n", "upstream 127.0.0.1:1\nbalance source\n"},
+		{"connect-timeout", "echo\n", "echo\nconnect-timeout 2\n"},
+		{"drain-timeout", "echo\n", "echo\ndrain-timeout 0\n"},
+		{"health-interval", "upstream 127.0.0.1:1\n",
+		 "upstream 127.0.0.1:1\nhealth-interval 3\n"},
+		{"send-proxy", "upstream 127.0.0.1:1\n", "upstream 127.0.0.1:1\nsend-proxy v2\n"},
+		{"accept-proxy", "echo\n", "echo\naccept-proxy\n"},
+		{"log-level", "echo\n", "echo\nlog-level debug\n"},
+		{"syslog", "echo\n", "echo\nsyslog\n"},
+		{"access-log", "echo\n", "echo\naccess-log\n"},
+		{"user", "echo\n", "echo\nuser root\n"},
+		{"max-conns-per-ip", "echo\n", "echo\nmax-conns-per-ip 3\n"},
+		{"keepalive", "echo\n", "echo\nkeepalive\n"},
+		{"reuse-port", "echo\n", "echo\nreuse-port\n"},
+		{"threads", "echo\n", "echo\nthreads 2\n"},
+		{"max-conns", "echo\n", "echo\nmax-conns 7\n"},
+		{"pool-max", "echo\n", "echo\npool-max 512M\n"},
+		{"block-size", "echo\n", "echo\nblock-size 16K\n"},
+		{"idle-timeout", "echo\n", "echo\nidle-timeout 9\n"},
+		{"stats", "echo\n", "echo\nstats 127.0.0.1:7009\n"},
+		{"stats-timeout", "echo\n", "echo\nstats-timeout 9\n"},
+	};
+	struct relay_config cur, fresh;
+	unsigned covered = 0;
+
+	for (size_t i = 0; i < relay_n_options; i++) {
+		const struct relay_option *o = &relay_options[i];
+		size_t k = 0;
+		char kept[96];
+
+		if (o->cli_only || !strcmp(o->name, "echo"))
+			continue; /* echo: below */
+		while (k < sizeof(t) / sizeof(t[0]) && strcmp(t[k].name, o->name))
+			k++;
+		CHECKF(k < sizeof(t) / sizeof(t[0]), "option '%s' is not in the reload audit",
+		       o->name);
+		if (k == sizeof(t) / sizeof(t[0]))
+			continue;
+		covered++;
+		CHECKF(reload_pair(t[k].a, t[k].b, &cur, &fresh) == 0, "%s: %s", o->name, diag_buf);
+		snprintf(kept, sizeof(kept), "%s changes only at restart", o->name);
+		if (o->restart_only) {
+			CHECKF(strstr(diag_buf, kept), "%s: restart-only, kept and said: '%s'",
+			       o->name, diag_buf);
+			CHECKF(!memcmp(&cur, &fresh, offsetof(struct relay_config, listen_line)),
+			       "%s: the running value is kept", o->name);
+		} else {
+			CHECKF(!strstr(diag_buf, "changes only at restart"),
+			       "%s: applied, not kept: %s", o->name, diag_buf);
+			CHECKF(memcmp(&cur, &fresh, offsetof(struct relay_config, listen_line)),
+			       "%s: the new value applies", o->name);
+		}
+	}
+	CHECK_EQ(covered, sizeof(t) / sizeof(t[0]));
+	/* echo <-> upstreams: refused as a whole (kept, with the reason) */
+	CHECK(reload_pair("echo\n", "upstream 127.0.0.1:1\n", &cur, &fresh) > 0);
+	CHECK(said("echo changes only at restart"));
+}
+
+/* The file's syntax: '#' anywhere, decimal seconds only, flags off from the command line,
+ * FILE:LINE for cross-line problems, NUL bytes, sizes too big. */
+static void test_syntax(void)
+{
+	struct relay_config c;
+	const char *p;
+
+	p = write_file("hash.conf", "listen 127.0.0.1:7000\nupstream 127.0.0.1:7001#backup\n"
+				    "balance source# comment\naccess-log /tmp/a\\#b.log\n");
+	CHECKF(LOAD(&c, "--config", p) == 0, "%s", diag_buf);
+	CHECK_EQ(c.upstream[0].ep.port, 7001);
+	CHECK_EQ(c.balance, RELAY_BALANCE_SOURCE);
+	CHECK(!strcmp(c.access_log_path, "/tmp/a#b.log"));
+	for (const char *const *v = (const char *const[]){"0x10", "1e3", "0x1p4", "-1", " 5", "5 s",
+							  "1.2.3", ".", "inf", "nan", NULL};
+	     *v; v++) {
+		CHECKF(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--idle-timeout", *v) == 1,
+		       "idle-timeout '%s' refused", *v);
+	}
+	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--idle-timeout", ".5"), 0);
+	CHECK_EQ(c.idle_timeout_ms, 500);
+	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--idle-timeout", "250ms"), 0);
+	CHECK_EQ(c.idle_timeout_ms, 250);
+	p = write_file("flags.conf", "listen 127.0.0.1:7000\necho\nkeepalive\naccept-proxy\n");
+	CHECK_EQ(LOAD(&c, "--config", p, "--no-keepalive", "--accept-proxy=no"), 0);
+	CHECK(!c.keepalive && !c.accept_proxy);
+	CHECK_EQ(LOAD(&c, "--config", p), 0);
+	CHECK(c.keepalive && c.accept_proxy);
+	p = write_file("lines.conf", "listen 127.0.0.1:7000\nupstream 127.0.0.1:7001\n"
+				     "listen 127.0.0.1:7000\nupstream 127.0.0.1:7001\n"
+				     "user no-such-user-xyz\n");
+	CHECK_EQ(LOAD(&c, "--config", p), 3);
+	CHECK(said("lines.conf:3: listen 127.0.0.1:7000 given twice"));
+	CHECK(said("lines.conf:4: upstream 127.0.0.1:7001 given twice"));
+	CHECK(said("lines.conf:5: user: no user"));
+	p = write_file("nul.conf", "listen 127.0.0.1:7000\n");
+	{
+		FILE *f = fopen(p, "a");
+
+		REQUIRE(f);
+		fwrite("echo\0x\n", 1, 7, f);
+		fclose(f);
+	}
+	CHECK_EQ(LOAD(&c, "--config", p), 1);
+	CHECK(said("nul.conf:2: a NUL byte"));
+	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--pool-max", "1T"), 1);
+	CHECK(said("too big"));
+	CHECK_EQ(LOAD(&c, "--listen", ":7000", "--echo"), 0);
+	CHECK(!strcmp(c.listen[0].host, "::") || !strcmp(c.listen[0].host, "0.0.0.0"));
+	CHECK_EQ(LOAD(&c, "--listen", "*:7000", "--echo"), 0);
+	CHECK_EQ(LOAD(&c, "--upstream", ":7000", "--listen", "127.0.0.1:1"), 1);
+}
+
 static void test_help(void)
 {
 	char *text = NULL;
@@ -369,6 +515,8 @@ int main(void)
 	test_resolve();
 	test_check_exit();
 	test_reload();
+	test_reload_every_option();
+	test_syntax();
 	test_help();
 	char cmd[300];
 

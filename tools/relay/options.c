@@ -988,7 +988,6 @@ static void keep_restart_only(const struct relay_config *cur, struct relay_confi
 					 strcmp(cur->stats.host, fresh->stats.host))),
 	     "stats", stats);
 	fresh->has_stats = cur->has_stats;
-	KEEP(cur->echo != fresh->echo, "echo", echo);
 	KEEP(cur->stats_timeout_ms != fresh->stats_timeout_ms, "stats-timeout", stats_timeout_ms);
 	KEEP(cur->drain_idle_ms != fresh->drain_idle_ms, "drain-idle", drain_idle_ms);
 	KEEP(cur->idle_timeout_ms != fresh->idle_timeout_ms, "idle-timeout", idle_timeout_ms);
@@ -1002,6 +1001,12 @@ unsigned relay_config_reload(const struct relay_config *cur, int argc, char *con
 
 	if (!problems) /* names, the access-log file, listeners: as --check and a start */
 		problems = relay_config_check_system(fresh, diag);
+	if (!problems && cur->echo != fresh->echo) { /* kept, the rest would not fit it */
+		if (diag)
+			fprintf(diag, "echo changes only at restart (and the upstream list with "
+				      "it); the running configuration stays\n");
+		problems++;
+	}
 	if (problems)
 		return problems;
 	keep_restart_only(cur, fresh, diag);
