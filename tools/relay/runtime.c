@@ -148,11 +148,16 @@ static int open_listener(struct relay_runtime *rt, const struct relay_config *cf
 
 		if (rc == -ENOENT)
 			relay_endpoint_resolve_why(ep, true, why + 16, sizeof(why) - 16);
-		relay_log(RELAY_LOG_ERROR, "listen %s:%u: %s%s", ep->host, ep->port,
-			  rc == -ENOENT ? why : strerror(-rc),
-			  rc == -EADDRINUSE && !cfg->reuse_port
-				  ? " (another socket holds the port; --reuse-port shares it)"
-				  : "");
+		relay_log(
+			RELAY_LOG_ERROR, "listen %s:%u: %s%s", ep->host, ep->port,
+			rc == -ENOENT ? why : strerror(-rc),
+			rc == -EADDRINUSE && !cfg->reuse_port
+				? " (another socket holds the port; --reuse-port shares it)"
+			: rc == -EACCES && ep->port < 1024
+				? " (a port below 1024 needs CAP_NET_BIND_SERVICE: root, or after "
+				  "--user the one capability the relay keeps unless the service's "
+				  "CapabilityBoundingSet removed it; else restart)"
+				: "");
 		return rc;
 	}
 	l->ep = *ep;
