@@ -31,7 +31,9 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pwd.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "relay.h"
 
@@ -364,8 +366,28 @@ static int finish(struct relay *r)
 		  (unsigned long long)ps.grows, (unsigned long long)ps.shrinks, ps.peak_live_bytes,
 		  ps.live_buffers ? " (BUFFERS NOT RETURNED)" : "");
 	relay_runtime_stop(&r->rt);
+	relay_log_opener_stop();
 	tide_pool_destroy(r->pool);
 	return ps.live_buffers ? 1 : 0;
+}
+
+/* --user with an access-log file, started as root: a process that stays root reopens the
+ * file after logrotate (log_opener.c). Before any thread. */
+static void start_log_opener(const struct relay_config *c)
+{
+	struct passwd pw, *res = NULL;
+	char buf[4096];
+	int rc;
+
+	if (!c->user[0] || !c->access_log || !c->access_log_path[0] || geteuid() != 0 ||
+	    getpwnam_r(c->user, &pw, buf, sizeof(buf), &res) || !res)
+		return;
+	rc = relay_log_opener_start(c->access_log_path, pw.pw_uid, pw.pw_gid);
+	if (rc)
+		fprintf(stderr,
+			"tide-relay: the access log's reopener: %s (after logrotate, the "
+			"file must be writable by %s)\n",
+			strerror(-rc), c->user);
 }
 
 /* Options: 0 to go on, or the exit status (after --help, --version, --check, problems). */
@@ -408,6 +430,7 @@ int main(int argc, char **argv)
 	if (rc)
 		return rc;
 	raise_nofile();
+	start_log_opener(r->cfg);
 	if (tide_agent_probe(why, sizeof(why))) {
 		fprintf(stderr, "tide-relay: %s\n", why);
 		return EXIT_NO_URING;

@@ -252,7 +252,11 @@ static void emit(enum relay_log_level level, const char *msg)
 
 static int open_access(const char *path, int *fd)
 {
-	int f = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK, 0640);
+	int f, rc = relay_log_opener_open(path, fd); /* after --user: root's helper */
+
+	if (rc != -ENOENT && rc != -EPIPE)
+		return rc;
+	f = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK, 0640);
 
 	if (f < 0)
 		return -errno;

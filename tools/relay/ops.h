@@ -241,6 +241,16 @@ const char *relay_log_level_name(enum relay_log_level level);
 /* "2026-01-02T03:04:05.678Z" for a CLOCK_REALTIME time in ms; buf at least 25 bytes. */
 void relay_log_timestamp(int64_t realtime_ms, char *buf, size_t n);
 
+// log_opener.c --------------------------------------------------------------------------
+
+/* Fork (single-threaded, as root, before --user) the process that reopens path for the
+ * relay after the switch, owned by uid:gid. 0 or -errno. */
+int relay_log_opener_start(const char *path, uid_t uid, gid_t gid);
+/* A fresh descriptor of path from it: 0 and *fd, -ENOENT (no opener, or another path: open
+ * it yourself), -EPIPE (it is gone), or the open's -errno. Main thread. */
+int relay_log_opener_open(const char *path, int *fd);
+void relay_log_opener_stop(void); /* the opener exits when it sees the socket close */
+
 // proxy_protocol.c ----------------------------------------------------------------------
 
 #define RELAY_PP_V1_MAX 107  /* the spec's longest v1 line, CRLF included */
