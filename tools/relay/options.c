@@ -1059,7 +1059,8 @@ void relay_options_usage(FILE *f)
 				"        A reload keeps the running value (restart to change).\n");
 	}
 	fputs("\nSignals: SIGHUP reloads the configuration (a bad one is logged and the running\n"
-	      "one kept) and reopens the access log; SIGINT and SIGTERM drain and stop.\n"
+	      "one kept) and reopens the access log; SIGUSR1 reopens the access log;\n"
+	      "SIGINT, SIGTERM and SIGQUIT drain and stop; SIGUSR2 and SIGALRM are ignored.\n"
 	      "Exit status: 0 clean, 1 failure (or buffers not returned), 2 bad options or\n"
 	      "configuration, 3 io_uring not available to this process.\n",
 	      f);
