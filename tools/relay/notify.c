@@ -51,6 +51,18 @@ int relay_notify_ready(void)
 	return send_state("READY=1");
 }
 
+int relay_notify_ready_status(const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	int n = snprintf(msg, sizeof(msg), "READY=1\nSTATUS=");
+
+	va_start(ap, fmt);
+	vsnprintf(msg + n, sizeof(msg) - (size_t)n, fmt, ap);
+	va_end(ap);
+	return send_state(msg);
+}
+
 int relay_notify_reloading(void)
 {
 	struct timespec ts;

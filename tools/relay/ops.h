@@ -410,6 +410,8 @@ int relay_notify_ready(void);
 int relay_notify_reloading(void); /* RELOADING=1 with MONOTONIC_USEC; READY=1 ends it */
 int relay_notify_stopping(void);
 int relay_notify_status(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* READY=1 and a new STATUS= in one message (the end of a reload). */
+int relay_notify_ready_status(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 bool relay_notify_available(void); /* built with libsystemd */
 
 // privdrop.c ----------------------------------------------------------------------------

@@ -436,12 +436,14 @@ int relay_runtime_reload(struct relay_runtime *rt, int argc, char *const argv[])
 		relay_log(RELAY_LOG_INFO, "reloaded: %u listener%s, %u upstream%s", rt->n_listeners,
 			  rt->n_listeners == 1 ? "" : "s", rt->cfg.n_upstream,
 			  rt->cfg.n_upstream == 1 ? "" : "s");
-		relay_notify_status("%u listener%s, %u upstream%s (reloaded %u time%s)",
-				    rt->n_listeners, rt->n_listeners == 1 ? "" : "s",
-				    rt->cfg.n_upstream, rt->cfg.n_upstream == 1 ? "" : "s",
-				    rt->reloads, rt->reloads == 1 ? "" : "s");
 	}
-	relay_notify_ready();
+	if (rc)
+		relay_notify_ready();
+	else
+		relay_notify_ready_status("%u listener%s, %u upstream%s (reloaded %u time%s)",
+					  rt->n_listeners, rt->n_listeners == 1 ? "" : "s",
+					  rt->cfg.n_upstream, rt->cfg.n_upstream == 1 ? "" : "s",
+					  rt->reloads, rt->reloads == 1 ? "" : "s");
 	free(fresh);
 	return rc;
 }
