@@ -27,6 +27,8 @@ Cases (the upstream is an echo server of the test's own; loopback only; every wa
   listen_any      --listen :PORT and *:PORT bind every address (IPv4 and, where there is
                   IPv6, IPv6 on one socket)
   duration        the access log's duration_ms has sub-millisecond digits
+  refused_metrics a client over --max-conns-per-ip is counted in /metrics, by reason
+                  (tide_relay_connections_refused_total) and in ..._rejected_total
   user_reopen     (root) --user nobody with an access log: after logrotate's mv and a
                   SIGHUP the new file is created and written
   user_low_port   (root) --user nobody: a reload adds a listener on a port below 1024
@@ -470,6 +472,42 @@ def case_duration():
     check(any(frac != "000" for _, frac in got), "sub-millisecond digits: %r" % got)
 
 
+def case_refused_metrics():
+    up, a, st = upstream(), free_port(), free_port()
+    r = Relay(["--listen", "127.0.0.1:%d" % a, "--upstream", "127.0.0.1:%d" % up,
+               "--max-conns-per-ip", "1", "--stats", "127.0.0.1:%d" % st], a)
+    end = time.time() + 10
+    s = None
+    while s is None and time.time() < end:  # the start's probe may still be open
+        try:
+            s = socket.create_connection(("127.0.0.1", a), timeout=5)
+            if exchange(s, b"one") != b"one":
+                raise OSError("not relayed")
+        except OSError:
+            s = None
+            time.sleep(0.1)
+    check(s is not None, "the first client relays")
+    check(one_exchange(a) in (None, b""), "the second client from the IP is refused")
+    m = ""
+    end = time.time() + 10
+    while time.time() < end:
+        c = socket.create_connection(("127.0.0.1", st), timeout=5)
+        c.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        m = b"".join(iter(lambda: c.recv(65536), b"")).decode()
+        c.close()
+        per_ip = re.search(r'^tide_relay_connections_refused_total\{reason="max-conns-per-ip"\} '
+                           r'([1-9]\d*)$', m, re.M)
+        if per_ip:
+            break
+        time.sleep(0.1)
+    check(per_ip, "the refusal by reason in /metrics")
+    rej = re.search(r"^tide_relay_connections_rejected_total (\d+)", m, re.M)
+    check(rej and int(rej.group(1)) >= 1, "and in tide_relay_connections_rejected_total")
+    if s:
+        s.close()
+    check(r.stop() == 0, "exit 0")
+
+
 def root_nobody():
     if os.geteuid() != 0:
         skip("needs root")
@@ -528,7 +566,8 @@ CASES = {"signals": case_signals, "drain_zero": case_drain_zero,
          "reload_limits": case_reload_limits, "syslog_stalled": case_syslog_stalled,
          "stderr_stalled": case_stderr_stalled, "fd_exhaustion": case_fd_exhaustion,
          "check_vs_start": case_check_vs_start, "listen_any": case_listen_any,
-         "duration": case_duration, "user_reopen": case_user_reopen,
+         "duration": case_duration, "refused_metrics": case_refused_metrics,
+         "user_reopen": case_user_reopen,
          "user_low_port": case_user_low_port}
 
 try:
