@@ -151,6 +151,14 @@ static int listener_add(const struct relay_endpoint *ep, void *arg)
 	return 0;
 }
 
+/* A reload changed idle-timeout: the agent's one clock, for every connection. */
+static void idle_timeout(unsigned ms, void *arg)
+{
+	struct relay *r = arg;
+
+	tide_agent_set_idle_timeout(r->agent, ms);
+}
+
 /* Stop listening on ep (a reload removed it); its connections go on. */
 static void listener_remove(const struct relay_endpoint *ep, void *arg)
 {
@@ -453,6 +461,7 @@ int main(int argc, char **argv)
 	say_listening(r);
 	relay_runtime_attach(&r->rt, &(struct relay_runtime_ops){.listener_add = listener_add,
 								 .listener_remove = listener_remove,
+								 .idle_timeout = idle_timeout,
 								 .arg = r});
 	run_until_signal(r, &set, argc, argv);
 	return finish(r);

@@ -253,6 +253,13 @@ TIDE_API int tide_agent_start(struct tide_agent *agent);
 TIDE_API void tide_agent_stop(struct tide_agent *agent);
 
 /*
+ * tide_agent_set_idle_timeout - change idle_timeout_ms while the agent runs (0: never); it
+ * applies from the workers' next tick to every connection, open ones included. Any thread;
+ * NULL does nothing.
+ */
+TIDE_API void tide_agent_set_idle_timeout(struct tide_agent *agent, unsigned ms);
+
+/*
  * tide_agent_running - whether a worker still runs: true from tide_agent_start() until the
  * last worker ended (after a stop, once its connections are gone).
  */

@@ -60,6 +60,7 @@ static int config_init(struct tide_agent *a, const struct tide_agent_config *cfg
 	if (c->ring_min > c->ring_entries / 2)
 		c->ring_min = c->ring_entries / 2;
 	c->drain_timeout_ms = c->drain_timeout_ms ? c->drain_timeout_ms : 5000;
+	atomic_store_explicit(&a->idle_ms, c->idle_timeout_ms, memory_order_relaxed);
 	if (!c->recv_max)
 		c->recv_max = 16 * a->bs > 1024 * 1024 ? 16 * a->bs : 1024 * 1024;
 	if (c->recv_max > UINT32_MAX / 2)
@@ -191,6 +192,20 @@ void tide_agent_stop(struct tide_agent *a)
 {
 	if (a)
 		atomic_fetch_add_explicit(&a->stop, 1, memory_order_relaxed);
+}
+
+/**
+ * tide_agent_set_idle_timeout() - change idle_timeout_ms while the agent runs.
+ * @a:  the agent, or NULL (nothing happens).
+ * @ms: end connections idle this long (TIDE_END_TIMEOUT); 0: never.
+ *
+ * The workers read it on their next tick; it applies to every connection, those open now
+ * included, since one clock (the least recently active first) serves them all. Any thread.
+ */
+void tide_agent_set_idle_timeout(struct tide_agent *a, unsigned ms)
+{
+	if (a)
+		atomic_store_explicit(&a->idle_ms, ms, memory_order_relaxed);
 }
 
 /**

@@ -295,6 +295,7 @@ struct tide_agent {
 	struct listen_cfg lc[MAX_LISTENERS];
 	unsigned nworkers;
 	struct worker *w;
+	_Atomic unsigned idle_ms; /* cfg.idle_timeout_ms; tide_agent_set_idle_timeout() */
 	_Atomic int stop;	  /* 1: drain; 2: end now */
 	_Atomic unsigned running; /* workers in their loop or setup */
 	_Atomic uint64_t conns;

@@ -141,11 +141,13 @@ static void drain_begin(struct worker *w)
 static void tick(struct worker *w)
 {
 	struct tide_agent *a = w->agent;
+	unsigned idle_ms;
 
 	if (w->index == 0)
 		tide_pool_maintain(a->pool);
-	if (a->cfg.idle_timeout_ms)
-		conns_end_idle(w, a->cfg.idle_timeout_ms);
+	idle_ms = atomic_load_explicit(&a->idle_ms, memory_order_relaxed);
+	if (idle_ms)
+		conns_end_idle(w, idle_ms);
 	conns_watch(w);
 	lingers_tick(w);
 	if (w->draining) {

@@ -475,6 +475,8 @@ struct relay_runtime_ops {
 	/* Stop accepting on ep (added before, or bound by the engine at start) and close it;
 	 * connections accepted there go on. */
 	void (*listener_remove)(const struct relay_endpoint *ep, void *arg);
+	/* A reload changed idle-timeout (ms, 0: never); may be NULL (then it is kept). */
+	void (*idle_timeout)(unsigned ms, void *arg);
 	void *arg;
 };
 

@@ -525,9 +525,9 @@ const struct relay_option relay_options[] = {
 	 "kernel may give a smaller pipe (fs.pipe-max-size). 'off': every byte\n"
 	 "goes through the buffers.",
 	 set_splice},
-	{"idle-timeout", "SEC", false, false, false, true, "300",
-	 "Close connections idle this long (0: never); logged as 'timeout'. The\n"
-	 "agent's idle clock is one for all connections, so a reload keeps it.",
+	{"idle-timeout", "SEC", false, false, false, false, "300",
+	 "Close connections idle this long (0: never); logged as 'timeout'. A\n"
+	 "reload changes it for every connection, open ones too (one idle clock).",
 	 set_idle_timeout},
 	{"stats", "HOST:PORT", false, false, false, true, NULL,
 	 "Serve /stats (JSON) and /metrics (Prometheus text) over HTTP here.",
@@ -990,7 +990,6 @@ static void keep_restart_only(const struct relay_config *cur, struct relay_confi
 	fresh->has_stats = cur->has_stats;
 	KEEP(cur->stats_timeout_ms != fresh->stats_timeout_ms, "stats-timeout", stats_timeout_ms);
 	KEEP(cur->drain_idle_ms != fresh->drain_idle_ms, "drain-idle", drain_idle_ms);
-	KEEP(cur->idle_timeout_ms != fresh->idle_timeout_ms, "idle-timeout", idle_timeout_ms);
 #undef KEEP
 }
 

@@ -340,6 +340,11 @@ static int read_fresh(struct relay_runtime *rt, int argc, char *const argv[],
 	free(text);
 	if (problems)
 		return -EINVAL;
+	if (!rt->ops.idle_timeout && rt->cfg.idle_timeout_ms != fresh->idle_timeout_ms) {
+		relay_log(RELAY_LOG_WARN, "reload: idle-timeout changes only at restart with "
+					  "this engine; keeping the running value");
+		fresh->idle_timeout_ms = rt->cfg.idle_timeout_ms;
+	}
 	if (!rt->ops.listener_add && !same_listeners(&rt->cfg, fresh)) {
 		relay_log(RELAY_LOG_WARN, "reload: listen changes only at restart with this "
 					  "engine; keeping the running listeners");
@@ -409,6 +414,8 @@ static void swap_in(struct relay_runtime *rt, const struct relay_config *fresh,
 	pthread_mutex_unlock(&rt->lock);
 	relay_balancer_put(old); /* freed with the last connection that holds it */
 	relay_peer_limit_set_max(rt->peers, fresh->max_conns_per_ip);
+	if (rt->cfg.idle_timeout_ms != fresh->idle_timeout_ms)
+		rt->ops.idle_timeout(fresh->idle_timeout_ms, rt->ops.arg);
 	rt->cfg = *fresh;
 }
 
