@@ -560,7 +560,7 @@ static struct fuzz_pools {
 	struct snap fresh[6 * 4];
 } pools;
 
-static struct tide_pool *pool_for(unsigned head, size_t block, struct snap **fresh)
+static struct tide_pool *pool_for(unsigned head, size_t block, struct snap **fresh, bool *refused)
 {
 	unsigned key = head % 6 + 6 * (head >> 6 & 3);
 	struct tide_pool_config cfg = {.block_size = block,
@@ -576,8 +576,12 @@ static struct tide_pool *pool_for(unsigned head, size_t block, struct snap **fre
 		return pools.pool[key];
 	rc = tide_pool_create(&cfg, &pools.pool[key]);
 	if (rc) {
-		fprintf(stderr, "fuzz: tide_pool_create: %d\n", rc);
 		pools.pool[key] = NULL;
+		*refused = rc == -ENOMEM; /* the OS or the memory limit said no */
+		if (*refused)
+			fuzz_totals.create_refusals++;
+		else
+			fprintf(stderr, "fuzz: tide_pool_create: %d\n", rc);
 		return NULL;
 	}
 	pools.fresh[key] = tp_snap(pools.pool[key]);
@@ -603,6 +607,48 @@ static NOCOV bool hook_released_all(const struct hook *h)
 	return true;
 }
 
+/* Mappings of this process (/proc/self/maps lines), for a refusal's report. */
+static NOCOV unsigned long mappings(void)
+{
+	FILE *fp = fopen("/proc/self/maps", "re");
+	unsigned long n = 0;
+	int c;
+
+	while (fp && (c = getc(fp)) != EOF)
+		n += c == '\n';
+	if (fp)
+		fclose(fp);
+	return n;
+}
+
+/*
+ * A reset that could not commit initial_size again (-ENOMEM: the OS, or the memory limit's
+ * headroom, refused the grow back after an input shrank below it). The API allows it: the
+ * pool must then be valid, empty and hookless; it is replaced (the next input of its kind
+ * gets a new one). Anything else is a mismatch.
+ */
+static NOCOV void reset_refused(struct fuzz *f, int rc)
+{
+	struct snap now = tp_snap(f->pool);
+
+	fuzz_totals.reset_refusals++;
+	fprintf(stderr,
+		"fuzz: tide_pool_reset: %d (unreserved %zu, initial %zu, os_failures %llu, %lu "
+		"mappings); the pool is replaced\n",
+		rc, now.st.unreserved_size, f->pool->initial_size,
+		(unsigned long long)now.st.os_failures, mappings());
+	if (rc != -ENOMEM)
+		MISMATCH(f, "tide_pool_reset: %d", rc);
+	if (!hook_released_all(&f->hook))
+		MISMATCH(f, "the refused reset did not release the unreserved portion");
+	full_check(f);
+	if (now.st.live_buffers || now.st.live_bytes || now.st.users)
+		MISMATCH(f, "the refused reset left buffers or users");
+	if (f->failed)
+		fuzz_totals.mismatches++;
+	pool_forget(f);
+}
+
 /* After an input: reset the pool (or destroy it), then it must be exactly as created. */
 static NOCOV void pool_done(struct fuzz *f, const struct snap *fresh)
 {
@@ -614,8 +660,10 @@ static NOCOV void pool_done(struct fuzz *f, const struct snap *fresh)
 		return;
 	}
 	rc = tide_pool_reset(f->pool);
-	if (rc)
-		MISMATCH(f, "tide_pool_reset: %d", rc);
+	if (rc) {
+		reset_refused(f, rc);
+		return;
+	}
 	if (!hook_released_all(&f->hook))
 		MISMATCH(f, "the reset did not release the unreserved portion through the hook");
 	full_check(f);
@@ -647,6 +695,7 @@ int fuzz_pool_run(const uint8_t *data, size_t size)
 	struct fuzz *f = &fz;
 	struct snap *fresh;
 	unsigned head, kind;
+	bool refused = false;
 
 	memset(f, 0, sizeof(*f));
 	f->p = data;
@@ -654,9 +703,12 @@ int fuzz_pool_run(const uint8_t *data, size_t size)
 	head = take(f);
 	f->block = blocks[head % 6];
 	tide_os_fault_set(0, 0, false);
-	f->pool = pool_for(head, f->block, &fresh);
-	if (!f->pool)
-		return -1;
+	f->pool = pool_for(head, f->block, &fresh, &refused);
+	if (!f->pool) { /* refused by the OS: counted and skipped; else a mismatch */
+		if (!refused)
+			fuzz_totals.mismatches++;
+		return refused ? 0 : -1;
+	}
 	fuzz_hook_install(f);
 	f->checked_top = tide_pool_boundary(f->pool);
 	fuzz_totals.inputs++;
@@ -694,9 +746,11 @@ static void print_totals(void)
 {
 	if (fuzz_totals.inputs) /* not in the -jobs parent, which runs none */
 		fprintf(stderr,
-			"tide-fuzz: %lu inputs, %lu steps, %lu full checks, %lu mismatches\n",
+			"tide-fuzz: %lu inputs, %lu steps, %lu full checks, %lu mismatches, %lu "
+			"refused resets, %lu refused creates\n",
 			fuzz_totals.inputs, fuzz_totals.steps, fuzz_totals.full_checks,
-			fuzz_totals.mismatches);
+			fuzz_totals.mismatches, fuzz_totals.reset_refusals,
+			fuzz_totals.create_refusals);
 }
 
 /*

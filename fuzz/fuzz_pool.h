@@ -19,6 +19,8 @@ struct fuzz_totals {
 	unsigned long steps;
 	unsigned long full_checks;
 	unsigned long mismatches;
+	unsigned long reset_refusals;  /* tide_pool_reset -ENOMEM: the pool was replaced */
+	unsigned long create_refusals; /* tide_pool_create -ENOMEM: the input was skipped */
 	unsigned long ops[20];
 };
 

@@ -25,6 +25,7 @@
  * of its own.
  */
 #include <errno.h>
+#include <string.h>
 
 #include "internal.h"
 #include "poison.h"
@@ -127,8 +128,7 @@ static void *alloc_run(struct tide_pool *pool, struct tide_user *user, size_t n)
 		if (pool_claim_run_locked(pool, n, &first) ||
 		    (cache_reclaim_locked(pool) && pool_claim_run_locked(pool, n, &first))) {
 			pool->tags[first] = user->id | TAG_MULTI;
-			for (size_t i = 1; i < n - 1; i++)
-				pool->tags[first + i] = TAG_INTERIOR;
+			memset(pool->tags + first + 1, 0xff, (n - 2) * sizeof(*pool->tags));
 			pool->tags[first + n - 1] = TAG_TAIL;
 			pool->multi_buffers++;
 			pool->multi_blocks += n;
@@ -149,14 +149,26 @@ static void *alloc_run(struct tide_pool *pool, struct tide_user *user, size_t n)
 	return NULL;
 }
 
-/* Blocks in the multi-block buffer whose head is first. */
+_Static_assert(TAG_INTERIOR == 0xffff && TAG_FREE == 0, "tags are set with memset");
+
+/*
+ * Blocks in the multi-block buffer whose head is first. Interior tags are all ones: four
+ * are compared at a time, then one by one up to the tail.
+ */
 static size_t run_length(const struct tide_pool *pool, size_t first)
 {
+	const uint16_t *tags = pool->tags + first;
 	size_t n = 1;
+	uint64_t four;
 
-	while (pool->tags[first + n] == TAG_INTERIOR)
+	for (; first + n + 4 <= pool->nblocks; n += 4) {
+		memcpy(&four, tags + n, sizeof(four));
+		if (four != UINT64_MAX)
+			break;
+	}
+	while (tags[n] == TAG_INTERIOR)
 		n++;
-	tide_assert(pool->tags[first + n] == TAG_TAIL);
+	tide_assert(tags[n] == TAG_TAIL);
 	return n + 1;
 }
 
@@ -165,8 +177,7 @@ static void free_run(struct tide_pool *pool, struct tide_user *user, size_t firs
 	size_t n = run_length(pool, first);
 
 	pthread_mutex_lock(&pool->lock); /* tags and bits change together: see fork.c */
-	for (size_t i = 0; i < n; i++)
-		pool->tags[first + i] = TAG_FREE;
+	memset(pool->tags + first, 0, n * sizeof(*pool->tags)); /* TAG_FREE */
 	poison_range(pool, pool->base + (first << pool->block_shift), n << pool->block_shift);
 	pool_release_run_locked(pool, first, n);
 	pool->multi_buffers--;

@@ -97,6 +97,7 @@ int os_purge(void *addr, size_t size);	  /* give pages back, stay read/write */
 /* Read-only zero pages, MAP_NORESERVE: not charged; os_commit() makes parts writable. */
 int os_map_metadata(size_t size, void **addr);
 int os_meta_decommit(void *addr, size_t size); /* back to read-only zero pages, uncharged */
+int os_protect(void *addr, size_t size);       /* PROT_NONE, pages and charge kept */
 int os_hugepage(void *addr, size_t size);      /* MADV_HUGEPAGE */
 int os_nohugepage(void *addr, size_t size);    /* MADV_NOHUGEPAGE */
 size_t os_thp_size(void); /* the transparent huge page size, 0 without THP; not counted */
@@ -506,6 +507,7 @@ struct tide_pool {
 	void *meta; /* bitmap + tags + purge state, one lazily committed mapping (meta.c) */
 	size_t meta_size;
 	size_t meta_offset[4]; /* words, tags, purged bits, region epochs */
+	size_t meta_top[4];    /* bytes of each committed from its start (convert_lock) */
 
 	/* Under lock: the bitmap and what moves with it. */
 	pthread_mutex_t lock;
@@ -597,8 +599,11 @@ void pool_release_run_locked(struct tide_pool *pool, size_t first, size_t n);
 int pool_grow_auto(struct tide_pool *pool, size_t seen, size_t bytes);
 int pool_grow_locked(struct tide_pool *pool, size_t bytes); /* convert_lock held */
 bool pool_claim_run_locked(struct tide_pool *pool, size_t n, size_t *first);
-/* Shrink the free top by up to bytes, not below floor; convert_lock held. */
-ssize_t pool_shrink_locked(struct tide_pool *pool, size_t bytes, size_t floor);
+/*
+ * Shrink the free top by up to bytes, not below floor; convert_lock held. keep (a reset):
+ * the range is made inaccessible but keeps its pages, the metadata stays committed.
+ */
+ssize_t pool_shrink_locked(struct tide_pool *pool, size_t bytes, size_t floor, bool keep);
 /* The hook hears TO_RESERVED for the whole unreserved portion and is removed; convert_lock
  * held (or the pool private to the caller). */
 void pool_drop_hook_locked(struct tide_pool *pool);
@@ -657,7 +662,10 @@ static inline void user_uncharge(struct tide_user *user, size_t bytes, size_t bu
 // meta.c --------------------------------------------------------------------------------
 
 int meta_map(struct tide_pool *pool); /* reserve, lay out, commit the bitmap summaries */
-/* Make writable the metadata describing pool bytes [from, to); 0 or the OS's error. */
+/*
+ * Make writable the metadata describing pool bytes [from, to), only the pages not
+ * committed yet (meta_top); 0 or the OS's error, with nothing of it left committed.
+ */
 int meta_commit(struct tide_pool *pool, size_t from, size_t to);
 /* Give back the metadata pages that describe only pool bytes [to, from), to < from. */
 void meta_decommit(struct tide_pool *pool, size_t to, size_t from);

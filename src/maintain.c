@@ -280,7 +280,7 @@ int tide_pool_maintain(struct tide_pool *pool)
 		if (target < pool->min_size)
 			target = pool->min_size;
 		if (cur > target)
-			pool_shrink_locked(pool, cur - target, pool->min_size);
+			pool_shrink_locked(pool, cur - target, pool->min_size, false);
 		if (!(pool->flags & TIDE_LOCKED))
 			purge_pass(pool);
 	}

@@ -16,7 +16,12 @@
  *
  * Only whole pages that describe nothing below the new boundary are given back, so a page
  * shared by both sides of the boundary stays. Reads above the committed part see zeros.
+ * meta_top counts the committed bytes of each array, so a grow commits only pages not
+ * committed yet (a grow inside the last committed page makes no system call) and a reset
+ * may keep what it has (reset.c).
  */
+#include <string.h>
+
 #include "internal.h"
 
 enum {
@@ -89,42 +94,58 @@ int meta_map(struct tide_pool *pool)
 	return err;
 }
 
+/*
+ * Give back the committed pages of slice s from byte keep (page aligned, from the slice's
+ * start) up: all but a page the slice shares with the next array. A refusal leaves them
+ * committed (counted as an OS failure).
+ */
+static void decommit_above(struct tide_pool *pool, int s, size_t keep)
+{
+	size_t start = slice_start(pool, s);
+	size_t end = align_down(slice_end(pool, s), pool->page_size);
+	size_t lo = start + keep, hi = start + pool->meta_top[s];
+
+	if (hi > end)
+		hi = end;
+	if (hi <= lo)
+		return;
+	if (os_meta_decommit((char *)pool->meta + lo, hi - lo)) {
+		atomic_fetch_add_explicit(&pool->os_failures, 1, memory_order_relaxed);
+		return;
+	}
+	pool->meta_top[s] = keep;
+}
+
 int meta_commit(struct tide_pool *pool, size_t from, size_t to)
 {
-	size_t page = pool->page_size;
+	size_t page = pool->page_size, top[META_NSLICES];
+	int err = 0;
 
-	for (int s = 0; s < META_NSLICES; s++) {
+	(void)from; /* what is committed already is known per slice */
+	memcpy(top, pool->meta_top, sizeof(top));
+	for (int s = 0; s < META_NSLICES && !err; s++) {
 		size_t start = slice_start(pool, s), end = align_up(slice_end(pool, s), page);
-		size_t lo = align_down(start + slice_need(pool, s, from), page);
+		size_t lo = start + pool->meta_top[s];
 		size_t hi = align_up(start + slice_need(pool, s, to), page);
-		int err;
 
 		if (hi > end)
 			hi = end;
 		if (hi <= lo)
 			continue;
 		err = os_commit((char *)pool->meta + lo, hi - lo);
-		if (err) {
-			meta_decommit(pool, from, to); /* what this call committed */
-			return err;
-		}
+		if (!err)
+			pool->meta_top[s] = hi - start;
 	}
-	return 0;
+	if (err) /* give back what this call committed */
+		for (int s = 0; s < META_NSLICES; s++)
+			decommit_above(pool, s, top[s]);
+	return err;
 }
 
 void meta_decommit(struct tide_pool *pool, size_t to, size_t from)
 {
 	/* [to, from) of the pool went back to reserved (to < from). */
-	size_t page = pool->page_size;
-
-	for (int s = 0; s < META_NSLICES; s++) {
-		size_t start = slice_start(pool, s), end = align_down(slice_end(pool, s), page);
-		size_t lo = align_up(start + slice_need(pool, s, to), page);
-		size_t hi = align_up(start + slice_need(pool, s, from), page);
-
-		if (hi > end)
-			hi = end;
-		if (hi > lo && os_meta_decommit((char *)pool->meta + lo, hi - lo))
-			atomic_fetch_add_explicit(&pool->os_failures, 1, memory_order_relaxed);
-	}
+	(void)from;
+	for (int s = 0; s < META_NSLICES; s++)
+		decommit_above(pool, s, align_up(slice_need(pool, s, to), pool->page_size));
 }

@@ -21,6 +21,7 @@
  * The metadata mapping is read-only zero pages until committed: a private read-only
  * mapping is not charged either, and reading it (the checker, a racing bad free) sees
  * zeros instead of faulting. Its decommit maps fresh read-only pages over the range.
+ * os_protect (PROT_NONE, pages kept) is for a reset (reset.c), whose next grow reuses them.
  */
 #include <errno.h>
 #include <linux/membarrier.h>
@@ -170,6 +171,12 @@ static int os_remap(void *addr, size_t size, int prot)
 int os_decommit(void *addr, size_t size)
 {
 	return os_remap(addr, size, PROT_NONE);
+}
+
+/* Inaccessible again, pages kept (a reset: the next grow finds them without a fault). */
+int os_protect(void *addr, size_t size)
+{
+	return os_mprotect(addr, size, PROT_NONE);
 }
 
 int os_meta_decommit(void *addr, size_t size)

@@ -523,9 +523,8 @@ int pool_grow_locked(struct tide_pool *pool, size_t bytes)
 			goto undo_commit;
 	}
 	err = call_hook(pool, TIDE_TO_UNRESERVED, addr, len);
-	if (err) {
+	if (err) { /* the metadata stays committed for the retry (zero: nothing used it) */
 		uncommit(pool, addr, len);
-		meta_decommit(pool, cur, cur + len);
 		return err;
 	}
 	poison_range(pool, addr, len); /* every block of it is free */
@@ -563,7 +562,7 @@ int pool_grow_auto(struct tide_pool *pool, size_t seen, size_t bytes)
 	return err;
 }
 
-ssize_t pool_shrink_locked(struct tide_pool *pool, size_t bytes, size_t floor)
+ssize_t pool_shrink_locked(struct tide_pool *pool, size_t bytes, size_t floor, bool keep)
 {
 	size_t cur, top, target, len;
 	char *addr;
@@ -597,7 +596,7 @@ ssize_t pool_shrink_locked(struct tide_pool *pool, size_t bytes, size_t floor)
 	}
 	if (pool->flags & TIDE_LOCKED)
 		os_unlock(addr, len);
-	err = os_decommit(addr, len);
+	err = keep ? os_protect(addr, len) : os_decommit(addr, len);
 	if (err) {
 		err = -ENOMEM; /* the documented refusal, whatever errno the OS gave */
 		atomic_fetch_add_explicit(&pool->os_failures, 1, memory_order_relaxed);
@@ -615,7 +614,8 @@ ssize_t pool_shrink_locked(struct tide_pool *pool, size_t bytes, size_t floor)
 	atomic_store_explicit(&pool->unreserved, target, memory_order_release);
 	purge_forget_locked(pool, target, cur);
 	pthread_mutex_unlock(&pool->lock);
-	meta_decommit(pool, target, cur);
+	if (!keep)
+		meta_decommit(pool, target, cur);
 	atomic_fetch_add_explicit(&pool->shrinks, 1, memory_order_relaxed);
 	return (ssize_t)len;
 
@@ -689,7 +689,7 @@ ssize_t tide_pool_shrink(struct tide_pool *pool, size_t bytes)
 		return -EAGAIN;
 	cancel = cancel_off();
 	pthread_mutex_lock(&pool->convert_lock);
-	ret = pool_shrink_locked(pool, bytes, 0);
+	ret = pool_shrink_locked(pool, bytes, 0, false);
 	pthread_mutex_unlock(&pool->convert_lock);
 	cancel_restore(cancel);
 	call_leave();

@@ -19,9 +19,15 @@
  *     cleared, and every counter reads as a fresh pool's (grows is 1 when initial_size
  *     committed a range at create, else 0).
  *
- * The bytes of the initially committed range are not cleared: the pool never promised
- * zeroed buffers. A pool with TIDE_BACKGROUND gets its maintenance thread restarted, so
- * no purge or sample is in flight while the state is cleared.
+ * What the pool grew beyond initial_size is made inaccessible again (PROT_NONE) but keeps
+ * its pages, and the metadata pages committed for it stay committed (meta.c keeps count,
+ * so the next grow commits none of them again, zero above the boundary as fresh pages
+ * would read): a pool reset many times keeps the memory of its largest life, at most
+ * max_size and its metadata, in no statistic, and the next grow costs one mprotect and no
+ * page fault. With nothing grown beyond the initial range, a reset makes no system call. The bytes
+ * of the initially committed range are not cleared: the pool never promised zeroed buffers. A pool
+ * with TIDE_BACKGROUND gets its maintenance thread restarted, so no purge or sample is in flight
+ * while the state is cleared.
  *
  * Afterwards tide_pool_check() passes and tide_pool_stats() equals a fresh pool's of the
  * same configuration field by field (test_pool checks both).
@@ -75,7 +81,7 @@ static int resize_to_initial(struct tide_pool *pool)
 		return pool_grow_locked(pool, initial - cur);
 	if (cur == initial)
 		return 0;
-	got = pool_shrink_locked(pool, cur - initial, initial);
+	got = pool_shrink_locked(pool, cur - initial, initial, true);
 	return got < 0 ? (int)got : 0;
 }
 

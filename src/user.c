@@ -48,11 +48,12 @@ void user_table_reset_locked(struct tide_pool *pool)
 {
 	struct tide_user *def = &pool->default_user;
 
-	for (unsigned id = FIRST_USER_ID; id < pool->users_cap; id++) {
+	for (unsigned id = FIRST_USER_ID; id < pool->users_cap && pool->nusers; id++) {
+		if (pool->users[id])
+			pool->nusers--;
 		free(pool->users[id]);
 		pool->users[id] = NULL;
 	}
-	pool->nusers = 0;
 	atomic_store_explicit(&def->live_bytes, 0, memory_order_relaxed);
 	atomic_store_explicit(&def->live_buffers, 0, memory_order_relaxed);
 	atomic_store_explicit(&def->peak_live_bytes, 0, memory_order_relaxed);
