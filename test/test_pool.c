@@ -1021,6 +1021,7 @@ static void test_reset(void)
 		struct tide_user *user;
 		struct hook h;
 		void *big, *bufs[40];
+		unsigned long calls;
 
 		hook_install(&h, pool);
 		CHECK_EQ(tide_user_create(pool, &ucfg, &user), 0);
@@ -1050,6 +1051,45 @@ static void test_reset(void)
 		CHECK_EQ(tide_pool_reset(pool), 0);
 		CHECK_POOL(pool);
 		CHECK(same_as_fresh(&fresh, pool, "after a reset from below initial"));
+
+		/*
+		 * A reset keeps the pages and metadata of what was grown: growing the same
+		 * range again is one OS call (the range's mprotect), and a reset with nothing
+		 * grown or shrunk makes none (counted without the maintenance thread, which
+		 * makes calls of its own).
+		 */
+		CHECK_EQ(tide_pool_grow(pool, 3 * TP_UNIT), 0);
+		CHECK_EQ(tide_pool_reset(pool), 0);
+		calls = tide_os_calls();
+		CHECK_EQ(tide_pool_grow(pool, 3 * TP_UNIT), 0);
+		if (!(flags[f] & TIDE_BACKGROUND))
+			CHECK_EQ(tide_os_calls() - calls, 1);
+		CHECK_EQ(tide_pool_reset(pool), 0);
+		calls = tide_os_calls();
+		CHECK_EQ(tide_pool_reset(pool), 0);
+		if (!(flags[f] & TIDE_BACKGROUND))
+			CHECK_EQ(tide_os_calls() - calls, 0);
+		CHECK_POOL(pool);
+		CHECK(same_as_fresh(&fresh, pool, "after a grow, a reset and a grow again"));
+
+		/*
+		 * Below initial, and the OS refuses the grow back: the reset says so, and the
+		 * pool is valid, empty and hookless (what the fuzzer relies on); the next reset
+		 * brings the initial range back.
+		 */
+		hook_install(&h, pool);
+		CHECK_EQ(tide_pool_shrink(pool, 2 * TP_UNIT), 2 * TP_UNIT);
+		tide_os_fault_set(1, ENOMEM, true);
+		CHECK_EQ(tide_pool_reset(pool), -ENOMEM);
+		tide_os_fault_set(0, 0, false);
+		CHECK_POOL(pool);
+		CHECK_EQ(tp_snap(pool).st.live_buffers, 0);
+		CHECK_EQ(tp_snap(pool).st.users, 0);
+		CHECK_EQ(h.errors, 0);
+		for (size_t u = 0; u < HOOK_UNITS; u++)
+			CHECKF(!h.reg[u], "unit %zu registered after a refused reset", u);
+		CHECK_EQ(tide_pool_reset(pool), 0);
+		CHECK(same_as_fresh(&fresh, pool, "after a refused reset and a reset"));
 
 		/* The pool works as a fresh one, hook install included. */
 		hook_install(&h, pool);
