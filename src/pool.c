@@ -14,7 +14,9 @@
  *
  * Grow: commit [boundary, boundary + n) (plus huge page, populate, lock advice), call the
  * hook (TO_UNRESERVED), then publish: move the boundary and the claim limit under lock.
- * Nothing of the range can be handed out before the hook said yes.
+ * Nothing of the range can be handed out before the hook said yes. A veto gives the range
+ * back but keeps its metadata committed (zero, unused) for the retry a vetoing driver
+ * makes at the next allocation; a shrink or destroy gives it back.
  *
  * Shrink: under lock, take every cached block back, find the highest claimed block, and
  * lower the claim limit to the grow_unit boundary above it: from then on nobody can take
