@@ -51,6 +51,7 @@
 struct fuzz_totals fuzz_totals;
 unsigned fuzz_check_every = 8;
 bool fuzz_reuse_pools = true;
+unsigned long fuzz_reset_fault;
 
 struct fbuf {
 	char *addr;
@@ -659,7 +660,9 @@ static NOCOV void pool_done(struct fuzz *f, const struct snap *fresh)
 		pool_forget(f);
 		return;
 	}
+	tide_os_fault_set(fuzz_reset_fault, ENOMEM, true);
 	rc = tide_pool_reset(f->pool);
+	tide_os_fault_set(0, 0, false);
 	if (rc) {
 		reset_refused(f, rc);
 		return;

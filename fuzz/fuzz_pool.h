@@ -38,6 +38,12 @@ extern unsigned fuzz_check_every;
  */
 extern bool fuzz_reuse_pools;
 
+/*
+ * Nonzero (tests): the OS fault switch fails every OS call of each reset from its Nth on
+ * (-ENOMEM), as an OS or a memory limit that refuses the grow back to initial_size would.
+ */
+extern unsigned long fuzz_reset_fault;
+
 /* Destroy the pools kept for reuse (at the end of a replay; libFuzzer never returns). */
 void fuzz_pools_release(void);
 

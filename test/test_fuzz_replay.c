@@ -51,6 +51,35 @@ static int replay_dir(const char *dir, unsigned long *files)
 	return bad;
 }
 
+/*
+ * The input that once stopped a run with `tide_pool_reset: -12`: it shrinks a pool with one
+ * initial unit to nothing, so the reset must commit that unit again. When the OS refuses
+ * (as the API allows), the fuzzer replaces the pool instead of reporting a mismatch, and
+ * the next input of that configuration gets a new pool.
+ */
+static void refused_reset(const char *dir)
+{
+	char path[4096];
+	uint8_t buf[1024];
+	unsigned long refusals = fuzz_totals.reset_refusals;
+	size_t n;
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "%s/shrink-to-nothing-then-reset", dir);
+	fp = fopen(path, "rb");
+	CHECKF(fp != NULL, "%s", path);
+	if (!fp)
+		return;
+	n = fread(buf, 1, sizeof(buf), fp);
+	fclose(fp);
+	fuzz_reset_fault = 1;
+	CHECK_EQ(fuzz_pool_run(buf, n), 0);
+	fuzz_reset_fault = 0;
+	CHECK_EQ(fuzz_totals.reset_refusals, refusals + 1);
+	CHECK_EQ(fuzz_pool_run(buf, n), 0);
+	CHECK_EQ(fuzz_totals.reset_refusals, refusals + 1);
+}
+
 int main(int argc, char **argv)
 {
 	const char *env = getenv("TIDE_FUZZ_STREAMS");
@@ -79,6 +108,8 @@ int main(int argc, char **argv)
 		}
 	}
 	CHECK_EQ(bad_streams, 0);
+	if (argc > 1)
+		refused_reset(argv[1]);
 	printf("test_fuzz_replay: %lu corpus files, %lu random streams, %lu inputs, %lu steps, "
 	       "%lu full checks, %lu mismatches\n",
 	       files, streams, fuzz_totals.inputs, fuzz_totals.steps, fuzz_totals.full_checks,
