@@ -152,23 +152,16 @@ static void *alloc_run(struct tide_pool *pool, struct tide_user *user, size_t n)
 _Static_assert(TAG_INTERIOR == 0xffff && TAG_FREE == 0, "tags are set with memset");
 
 /*
- * Blocks in the multi-block buffer whose head is first. Interior tags are all ones: four
- * are compared at a time, then one by one up to the tail.
+ * Blocks in the multi-block buffer whose head is first. One tag at a time: a wider read
+ * past the tail would race with whoever frees the next buffer.
  */
 static size_t run_length(const struct tide_pool *pool, size_t first)
 {
-	const uint16_t *tags = pool->tags + first;
 	size_t n = 1;
-	uint64_t four;
 
-	for (; first + n + 4 <= pool->nblocks; n += 4) {
-		memcpy(&four, tags + n, sizeof(four));
-		if (four != UINT64_MAX)
-			break;
-	}
-	while (tags[n] == TAG_INTERIOR)
+	while (pool->tags[first + n] == TAG_INTERIOR)
 		n++;
-	tide_assert(tags[n] == TAG_TAIL);
+	tide_assert(pool->tags[first + n] == TAG_TAIL);
 	return n + 1;
 }
 
