@@ -368,7 +368,7 @@ static void test_reload_every_option(void)
 		{"connect-timeout", "echo\n", "echo\nconnect-timeout 2\n"},
 		{"drain-timeout", "echo\n", "echo\ndrain-timeout 0\n"},
 		{"drain-idle", "echo\n", "echo\ndrain-idle 1\n"},
-		{"splice", "echo\n", "echo\nsplice off\n"},
+		{"splice", "echo\n", "echo\nsplice 1M\n"},
 		{"health-interval", "upstream 127.0.0.1:1\n",
 		 "upstream 127.0.0.1:1\nhealth-interval 3\n"},
 		{"send-proxy", "upstream 127.0.0.1:1\n", "upstream 127.0.0.1:1\nsend-proxy v2\n"},
