@@ -31,48 +31,14 @@ import socket
 import socketserver
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
-BIN = sys.argv[1] if len(sys.argv) > 1 else "tide-relay"
-CASE = sys.argv[2] if len(sys.argv) > 2 else "reload_add"
-TMP = tempfile.mkdtemp(prefix="tide-relay-listeners-")
-failures = []
-procs = []
-servers = []
+import relaytest
+from relaytest import (check, cleanup, connects, exchange, failures, free_port, procs, servers,
+                       skip, write)
 
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what)
-    return cond
-
-
-def skip(why):
-    print("SKIP:", why)
-    cleanup()
-    sys.exit(77)
-
-
-def cleanup():
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    for s in servers:
-        s.shutdown()
-        s.server_close()
-    shutil.rmtree(TMP, ignore_errors=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+BIN, CASE, TMP = relaytest.init("tide-relay-listeners-", "reload_add")
 
 
 class Echo(socketserver.BaseRequestHandler):
@@ -99,13 +65,6 @@ def upstream(tag):
     threading.Thread(target=s.serve_forever, daemon=True).start()
     servers.append(s)
     return s.server_address[1]
-
-
-def write(name, text):
-    path = os.path.join(TMP, name)
-    with open(path, "w") as f:
-        f.write(text)
-    return path
 
 
 class Relay:
@@ -153,25 +112,6 @@ class Relay:
         if rc != 0:
             print("relay exit %s; its stderr ends:\n%s" % (rc, self.log()[-4000:]))
         return rc
-
-
-def connects(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-        return True
-    except OSError:
-        return False
-
-
-def exchange(sock, data):
-    sock.sendall(data)
-    got = b""
-    while len(got) < len(data):
-        b = sock.recv(65536)
-        if not b:
-            break
-        got += b
-    return got
 
 
 def ask(port, msg=b"who?"):

@@ -42,49 +42,15 @@ import socket
 import socketserver
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
-BIN = sys.argv[1] if len(sys.argv) > 1 else "tide-relay"
-CASE = sys.argv[2] if len(sys.argv) > 2 else "signals"
-TMP = tempfile.mkdtemp(prefix="tide-relay-operator-")
+import relaytest
+from relaytest import (check, cleanup, connects, exchange, failures, free_port, procs, servers,
+                       skip, write)
+
+BIN, CASE, TMP = relaytest.init("tide-relay-operator-", "signals")
 os.chmod(TMP, 0o755)
-failures = []
-procs = []
-servers = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what)
-    return cond
-
-
-def skip(why):
-    print("SKIP:", why)
-    cleanup()
-    sys.exit(77)
-
-
-def cleanup():
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    for s in servers:
-        s.shutdown()
-        s.server_close()
-    shutil.rmtree(TMP, ignore_errors=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Echo(socketserver.BaseRequestHandler):
@@ -114,32 +80,6 @@ def upstream(delay=0):
     threading.Thread(target=s.serve_forever, daemon=True).start()
     servers.append(s)
     return s.server_address[1]
-
-
-def write(name, text):
-    path = os.path.join(TMP, name)
-    with open(path, "w") as f:
-        f.write(text)
-    return path
-
-
-def connects(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-        return True
-    except OSError:
-        return False
-
-
-def exchange(sock, data):
-    sock.sendall(data)
-    got = b""
-    while len(got) < len(data):
-        b = sock.recv(65536)
-        if not b:
-            break
-        got += b
-    return got
 
 
 def one_exchange(port, data=b"x"):

@@ -30,45 +30,11 @@ import tempfile
 import threading
 import time
 
-BIN = sys.argv[1] if len(sys.argv) > 1 else "tide-relay"
-CASE = sys.argv[2] if len(sys.argv) > 2 else "balance"
-TMP = tempfile.mkdtemp(prefix="tide-relay-ops-")
+import relaytest
+from relaytest import check, cleanup, failures, free_port, procs, skip, write
+
+BIN, CASE, TMP = relaytest.init("tide-relay-ops-", "balance", gentle=True)
 LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (error|warn|info|debug) .+$")
-failures = []
-procs = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what)
-    return cond
-
-
-def skip(why):
-    print("SKIP:", why)
-    cleanup()
-    sys.exit(77)
-
-
-def cleanup():
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-    shutil.rmtree(TMP, ignore_errors=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def wait_port(port, proc=None, seconds=5.0):
@@ -82,13 +48,6 @@ def wait_port(port, proc=None, seconds=5.0):
                 return False
             time.sleep(0.05)
     return False
-
-
-def write(name, text):
-    path = os.path.join(TMP, name)
-    with open(path, "w") as f:
-        f.write(text)
-    return path
 
 
 def nginx(bodies, proxy_protocol=False):
