@@ -27,42 +27,12 @@
 #include <tide/net.h>
 
 #include "helpers.h"
+#include "agent_helpers.h"
 
 static struct tide_pool *pool;
 static struct tide_agent *agent;
 static _Atomic int ends[5];	  /* per enum tide_end */
 static _Atomic int per_worker[4]; /* connections opened, by worker */
-static _Atomic int worker_fails;
-
-#define WCHECK(cond)                                                                               \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "%s:%d: worker check failed: %s\n", __FILE__, __LINE__,    \
-				#cond);                                                            \
-			atomic_fetch_add(&worker_fails, 1);                                        \
-		}                                                                                  \
-	} while (0)
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-/* Wait up to ms for *v to reach want. */
-static bool wait_for(_Atomic int *v, int want, unsigned ms)
-{
-	uint64_t end = now_ms() + ms;
-
-	while (atomic_load(v) < want && now_ms() < end) {
-		struct timespec ts = {0, 10 * 1000000L};
-
-		nanosleep(&ts, NULL);
-	}
-	return atomic_load(v) >= want;
-}
 
 static void make_agent(unsigned threads)
 {
