@@ -35,8 +35,8 @@ import threading
 import time
 
 import relaytest
-from relaytest import (check, cleanup, connects, exchange, failures, free_port, procs, servers,
-                       skip, write)
+from relaytest import (RelayProc, check, cleanup, connects, exchange, failures, free_port,
+                       procs, serve, skip, write)
 
 BIN, CASE, TMP = relaytest.init("tide-relay-listeners-", "reload_add")
 
@@ -58,16 +58,10 @@ class Echo(socketserver.BaseRequestHandler):
 
 
 def upstream(tag):
-    socketserver.ThreadingTCPServer.allow_reuse_address = True
-    socketserver.ThreadingTCPServer.daemon_threads = True
-    s = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Echo)
-    s.tag = tag
-    threading.Thread(target=s.serve_forever, daemon=True).start()
-    servers.append(s)
-    return s.server_address[1]
+    return serve(Echo, tag=tag)
 
 
-class Relay:
+class Relay(RelayProc):
     def __init__(self, args, wrap=None, env=None, wait_listen=None):
         self.err = open(os.path.join(TMP, "relay-%d.err" % len(procs)), "w+")
         self.proc = subprocess.Popen((wrap or []) + [BIN] + args, stdout=subprocess.DEVNULL,
@@ -85,11 +79,6 @@ class Relay:
             skip("io_uring is not available here")
         raise SystemExit("relay did not start")
 
-    def log(self):
-        self.err.flush()
-        with open(self.err.name) as f:
-            return f.read()
-
     def reload(self, what):
         """SIGHUP, and wait until the log says it is done; True when it says `what`."""
         before = self.log().count("reloaded:") + self.log().count("reload failed")
@@ -101,17 +90,6 @@ class Relay:
                 return what in log.split("SIGHUP: reloading")[-1]
             time.sleep(0.05)
         return False
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = None
-        if rc != 0:
-            print("relay exit %s; its stderr ends:\n%s" % (rc, self.log()[-4000:]))
-        return rc
 
 
 def ask(port, msg=b"who?"):

@@ -42,12 +42,11 @@ import socket
 import socketserver
 import subprocess
 import sys
-import threading
 import time
 
 import relaytest
-from relaytest import (check, cleanup, connects, exchange, failures, free_port, procs, servers,
-                       skip, write)
+from relaytest import (RelayProc, check, cleanup, connects, exchange, failures, free_port,
+                       procs, serve, skip, write)
 
 BIN, CASE, TMP = relaytest.init("tide-relay-operator-", "signals")
 os.chmod(TMP, 0o755)
@@ -73,13 +72,7 @@ class Echo(socketserver.BaseRequestHandler):
 
 
 def upstream(delay=0):
-    socketserver.ThreadingTCPServer.allow_reuse_address = True
-    socketserver.ThreadingTCPServer.daemon_threads = True
-    s = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Echo)
-    s.delay = delay
-    threading.Thread(target=s.serve_forever, daemon=True).start()
-    servers.append(s)
-    return s.server_address[1]
+    return serve(Echo, delay=delay)
 
 
 def one_exchange(port, data=b"x"):
@@ -101,7 +94,10 @@ def one_exchange(port, data=b"x"):
         return None
 
 
-class Relay:
+class Relay(RelayProc):
+    STOP_WAIT = 20
+    LOG_TAIL = 3000
+
     def __init__(self, args, port, stderr=None, wrap=None, preexec=None, env=None):
         self.errpath = os.path.join(TMP, "relay-%d.err" % len(procs))
         self.err = open(self.errpath, "w+") if stderr is None else None
@@ -118,13 +114,6 @@ class Relay:
         if "io_uring" in self.log():
             skip("io_uring is not available here")
         raise SystemExit("relay did not start")
-
-    def log(self):
-        if not self.err:
-            return ""
-        self.err.flush()
-        with open(self.errpath, errors="replace") as f:
-            return f.read()
 
     def wait_log(self, text, seconds=10):
         end = time.time() + seconds
@@ -144,18 +133,6 @@ class Relay:
                 return log.split("SIGHUP: reloading")[-1]
             time.sleep(0.05)
         return ""
-
-    def stop(self, sig=signal.SIGTERM, wait=20):
-        self.proc.send_signal(sig)
-        try:
-            rc = self.proc.wait(wait)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            rc = None
-        if rc != 0:
-            print("relay exit %s; its stderr ends:\n%s" % (rc, self.log()[-3000:]))
-        return rc
 
 
 def alive(p):

@@ -31,7 +31,7 @@ import threading
 import time
 
 import relaytest
-from relaytest import check, cleanup, failures, free_port, procs, skip, write
+from relaytest import RelayProc, check, cleanup, failures, free_port, procs, skip, write
 
 BIN, CASE, TMP = relaytest.init("tide-relay-ops-", "balance", gentle=True)
 LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (error|warn|info|debug) .+$")
@@ -93,7 +93,9 @@ def redis(tag):
     return port
 
 
-class Relay:
+class Relay(RelayProc):
+    LOG_TAIL = 6000
+
     def __init__(self, args):
         self.err = open(os.path.join(TMP, "relay-%d.err" % len(procs)), "w+")
         self.proc = subprocess.Popen([BIN] + args, stdout=subprocess.DEVNULL, stderr=self.err)
@@ -116,11 +118,6 @@ class Relay:
                 skip("io_uring is not available here")
             raise SystemExit("relay did not start")
 
-    def log(self):
-        self.err.flush()
-        with open(self.err.name) as f:
-            return f.read()
-
     def get(self, path):
         s = socket.create_connection(("127.0.0.1", self.stats), timeout=3)
         s.sendall(b"GET %s HTTP/1.0\r\n\r\n" % path.encode())
@@ -132,17 +129,6 @@ class Relay:
             data += b
         s.close()
         return data.split(b"\r\n\r\n", 1)[-1].decode()
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = None
-        if rc != 0:
-            print("relay exit %s; its stderr ends:\n%s" % (rc, self.log()[-6000:]))
-        return rc
 
 
 def http_get(port, header=b""):

@@ -5,14 +5,19 @@ A test calls init() first: it reads BIN and CASE from the command line and makes
 temporary directory TMP that write() and cleanup() use. check() counts a failure in
 `failures` and goes on; skip() cleans up and exits 77. Processes put in `procs` and
 socketservers put in `servers` are stopped by cleanup(): killed, or with gentle=True
-(init) sent SIGTERM first and killed after 5 s. Every wait is bounded; loopback only.
+(init) sent SIGTERM first and killed after 5 s. serve() starts a threaded upstream of the
+test's own; RelayProc is what each test's Relay class shares (its log, its stop). Every
+wait is bounded; loopback only.
 """
 import os
 import shutil
+import signal
 import socket
+import socketserver
 import subprocess
 import sys
 import tempfile
+import threading
 
 BIN = "tide-relay"
 CASE = None
@@ -97,3 +102,42 @@ def exchange(sock, data):
             break
         got += b
     return got
+
+
+def serve(handler, **attrs):
+    """A threaded TCP server on 127.0.0.1 with handler, attrs set on it: its port."""
+    socketserver.ThreadingTCPServer.allow_reuse_address = True
+    socketserver.ThreadingTCPServer.daemon_threads = True
+    s = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
+    for k, v in attrs.items():
+        setattr(s, k, v)
+    threading.Thread(target=s.serve_forever, daemon=True).start()
+    servers.append(s)
+    return s.server_address[1]
+
+
+class RelayProc:
+    """A started relay: self.proc, and self.err its stderr file (None: not ours to read)."""
+
+    STOP_WAIT = 15  # seconds stop() waits for the exit by default
+    LOG_TAIL = 4000  # characters of stderr stop() prints when the exit is not 0
+
+    def log(self):
+        if not self.err:
+            return ""
+        self.err.flush()
+        with open(self.err.name, errors="replace") as f:
+            return f.read()
+
+    def stop(self, sig=signal.SIGTERM, wait=None):
+        """Send sig and wait for the exit, killed after wait seconds: its status or None."""
+        self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(self.STOP_WAIT if wait is None else wait)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            rc = None
+        if rc != 0:
+            print("relay exit %s; its stderr ends:\n%s" % (rc, self.log()[-self.LOG_TAIL:]))
+        return rc
