@@ -576,10 +576,9 @@ static void on_send_error(struct tide_conn *c, int err)
  */
 static void send_proxy_header(struct pair *p, struct tide_conn *up)
 {
+	struct sockaddr_in6 cbuf, lbuf;
 	uint8_t hdr[128];
 	ssize_t len, sent;
-
-	struct sockaddr_in6 cbuf, lbuf;
 
 	len = relay_pp_encode(p->send_proxy, client_addr(p, &cbuf),
 			      caddr_get(&p->ext->local, &lbuf), false, hdr, sizeof(hdr));
