@@ -51,16 +51,28 @@ int relay_notify_ready(void)
 	return send_state("READY=1");
 }
 
-int relay_notify_ready_status(const char *fmt, ...)
+/* "HEAD" then the formatted status on one line: a newline would start another assignment. */
+static int send_status(const char *head, const char *fmt, va_list ap)
 {
 	char msg[512];
+	int n = snprintf(msg, sizeof(msg), "%s", head);
+
+	vsnprintf(msg + n, sizeof(msg) - (size_t)n, fmt, ap);
+	for (char *p = msg + n; *p; p++)
+		if (*p == '\n')
+			*p = ' ';
+	return send_state(msg);
+}
+
+int relay_notify_ready_status(const char *fmt, ...)
+{
 	va_list ap;
-	int n = snprintf(msg, sizeof(msg), "READY=1\nSTATUS=");
+	int rc;
 
 	va_start(ap, fmt);
-	vsnprintf(msg + n, sizeof(msg) - (size_t)n, fmt, ap);
+	rc = send_status("READY=1\nSTATUS=", fmt, ap);
 	va_end(ap);
-	return send_state(msg);
+	return rc;
 }
 
 int relay_notify_reloading(void)
@@ -82,15 +94,11 @@ int relay_notify_stopping(void)
 
 int relay_notify_status(const char *fmt, ...)
 {
-	char msg[512];
 	va_list ap;
-	int n = snprintf(msg, sizeof(msg), "STATUS=");
+	int rc;
 
 	va_start(ap, fmt);
-	vsnprintf(msg + n, sizeof(msg) - (size_t)n, fmt, ap);
+	rc = send_status("STATUS=", fmt, ap);
 	va_end(ap);
-	for (char *p = msg; *p; p++)
-		if (*p == '\n')
-			*p = ' '; /* one line: a newline would start another assignment */
-	return send_state(msg);
+	return rc;
 }
