@@ -100,8 +100,9 @@ struct pair {
 	uint16_t end : 3;
 	uint16_t send_proxy : 2, all : 1, has_server : 1, echo : 1, counted : 1, up_open : 1,
 		connected : 1, end_set : 1, keepalive : 1, dead : 1;
-	uint16_t heard : 1;    /* draining: the client sent bytes since the last sweep */
-	uint16_t fin_seen : 1; /* draining: the upstream had finished at the last sweep */
+	uint16_t heard : 1;	/* draining: the client sent bytes since the last sweep */
+	uint16_t fin_seen : 1;	/* draining: the upstream had finished at the last sweep */
+	uint16_t no_splice : 1; /* a splice was refused: this pair stays on the buffer path */
 };
 _Static_assert(sizeof(struct pair) <= 56, "an idle pair takes a 64-byte malloc chunk");
 _Static_assert(RELAY_MAX_UPSTREAM <= 256, "server and first are 8 bits, attempt 9");
@@ -262,7 +263,8 @@ static void release(struct pair *p)
 
 static void on_recv(struct tide_conn *c, struct tide_buf *bufs, unsigned n);
 
-static void count(struct pair *p, struct tide_conn *c, const struct tide_buf *bufs, unsigned n)
+/* Adds what c received to its direction's byte count; returns it. */
+static uint64_t count(struct pair *p, struct tide_conn *c, const struct tide_buf *bufs, unsigned n)
 {
 	uint64_t sum = 0;
 
@@ -273,6 +275,7 @@ static void count(struct pair *p, struct tide_conn *c, const struct tide_buf *bu
 		p->heard = true;
 	} else
 		p->bytes_down += sum;
+	return sum;
 }
 
 /*
@@ -318,16 +321,15 @@ static void forward(struct pair *p, struct tide_conn *c, struct tide_buf *bufs, 
 		drop(agent_of(c), bufs, n); /* the peer is gone; this side is reset once flushed */
 		return;
 	}
-	if (p) {
-		got = c == p->client ? p->bytes_up : p->bytes_down;
-		count(p, c, bufs, n);
-		got = (c == p->client ? p->bytes_up : p->bytes_down) - got;
-	}
+	if (p)
+		got = count(p, c, bufs, n);
 	if (tide_conn_send(peer, bufs, n))
 		return; /* the peer cannot take it: its end resets this side */
-	if (p && !p->echo && fwd->splice_pipe && got >= SPLICE_AFTER &&
-	    tide_conn_splice(c, peer, fwd->splice_pipe) == 0)
-		return; /* the pipe bounds it now: no receive limit */
+	if (p && !p->echo && !p->no_splice && fwd->splice_pipe && got >= SPLICE_AFTER) {
+		if (tide_conn_splice(c, peer, fwd->splice_pipe) == 0)
+			return;	     /* the pipe bounds it now: no receive limit */
+		p->no_splice = true; /* no pipe (-EMFILE...): not one pipe2 per receive */
+	}
 	allow(c, peer);
 }
 
