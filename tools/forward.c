@@ -757,7 +757,10 @@ static void client_open(struct tide_conn *c)
  * pair (depth), so a pair that ended is freed by the next sweep, or at the worker's stop.
  */
 struct drain_watch {
-	struct pair **pairs;
+	struct drain_entry {
+		struct pair *p;
+		uint64_t spliced; /* the client's bytes spliced at the last sweep (no on_recv) */
+	} * e;
 	unsigned n, cap;
 	bool armed; /* the sweep timer runs */
 };
@@ -804,9 +807,14 @@ static void drain_sweep(struct tide_worker *w, void *arg)
 
 	(void)arg;
 	for (unsigned i = 0; i < watch.n; i++) {
-		struct pair *p = watch.pairs[i];
+		struct drain_entry e = watch.e[i];
+		struct pair *p = e.p;
 		bool done = !p->dead && upstream_done(p);
 
+		if (!p->dead && p->client && tide_conn_spliced(p->client) != e.spliced) {
+			p->heard = true; /* the client's bytes went through the pipe */
+			e.spliced = tide_conn_spliced(p->client);
+		}
 		if (done && p->fin_seen && !p->heard)
 			drain_end(p);
 		p->fin_seen = done;
@@ -814,7 +822,7 @@ static void drain_sweep(struct tide_worker *w, void *arg)
 		if (p->dead)
 			release(p);
 		else
-			watch.pairs[kept++] = p;
+			watch.e[kept++] = e;
 	}
 	watch.n = kept;
 	watch.armed = kept && !tide_timer_start(w, fwd->drain_idle_ms, drain_sweep, NULL, NULL);
@@ -824,22 +832,22 @@ static void drain_sweep(struct tide_worker *w, void *arg)
 static void on_drain(struct tide_conn *c)
 {
 	struct pair *p = tide_conn_data(c);
-	struct pair **more;
+	struct drain_entry *more;
 
 	if (!fwd->drain_idle_ms || !p || p->echo || c != p->client)
 		return;
 	if (watch.n == watch.cap) {
 		unsigned cap = watch.cap ? 2 * watch.cap : 64;
 
-		more = realloc(watch.pairs, cap * sizeof(*more));
+		more = realloc(watch.e, cap * sizeof(*more));
 		if (!more)
 			return; /* not watched: it runs to the deadline */
-		watch.pairs = more;
+		watch.e = more;
 		watch.cap = cap;
 	}
 	p->depth++;
 	p->heard = p->fin_seen = false;
-	watch.pairs[watch.n++] = p;
+	watch.e[watch.n++] = (struct drain_entry){p, tide_conn_spliced(c)};
 	if (!watch.armed)
 		watch.armed = !tide_timer_start(tide_conn_worker(c), fwd->drain_idle_ms,
 						drain_sweep, NULL, NULL);
@@ -850,8 +858,8 @@ void forward_worker_stop(struct tide_worker *w, void *arg)
 	(void)w;
 	(void)arg;
 	for (unsigned i = 0; i < watch.n; i++)
-		release(watch.pairs[i]); /* every connection ended: each is dead */
-	free(watch.pairs);
+		release(watch.e[i].p); /* every connection ended: each is dead */
+	free(watch.e);
 	watch = (struct drain_watch){0};
 }
 

@@ -31,6 +31,7 @@ the suite). The kinds (see the README, "Connection endings"):
                  all its bytes, the upstream reset, the access log says drain
   drain_idle_pauses  after the upstream's FIN, an upload with pauses under --drain-idle is
                  served whole
+  drain_idle_spliced  the same through --splice: spliced bytes count as the client heard
   drain_deadline a stream longer than --drain-timeout: the client sees a reset, not a FIN
   drain_twice    a second SIGTERM stops at once, long before --drain-timeout
   slow_fair      --pool-max 8M, 12 clients that never read big downloads: a new client's
@@ -693,6 +694,35 @@ def case_drain_idle_pauses():
     data, how = srv.events[0]
     check(len(data) == total and how == "eof", "an upload with pauses during the drain: the "
           "upstream got %d of %d bytes then %s" % (len(data), total, how))
+    s.close()
+    r.stop()
+    srv.close()
+
+
+def case_drain_idle_spliced():
+    """The same with the upload going through the relay's kernel pipe (--splice): bytes the
+    receive callback never sees still count as the client being heard from."""
+    total, chunk = 4 << 20, 256 << 10
+
+    def greeter(srv, c):
+        c.sendall(b"hello\n")
+        c.shutdown(socket.SHUT_WR)
+        srv.events.append(recv_all(c, timeout=30))
+
+    srv = Server(greeter)
+    r = Relay("--upstream", srv.text(), "--splice", "1M", "--drain-timeout", "60",
+              "--drain-idle", "0.3")
+    s = connect(r.addr())
+    check(recv_all(s, timeout=10) == (b"hello\n", "eof"), "no greeting")
+    r.signal()
+    for _ in range(total // chunk):
+        time.sleep(0.1)
+        s.sendall(os.urandom(chunk))
+    s.shutdown(socket.SHUT_WR)
+    check(wait_until(lambda: srv.events, 30), "the upstream's read did not end")
+    data, how = srv.events[0]
+    check(len(data) == total and how == "eof", "a spliced upload with pauses during the "
+          "drain: the upstream got %d of %d bytes then %s" % (len(data), total, how))
     s.close()
     r.stop()
     srv.close()
