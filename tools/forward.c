@@ -107,6 +107,12 @@ struct pair {
 _Static_assert(sizeof(struct pair) <= 56, "an idle pair takes a 64-byte malloc chunk");
 _Static_assert(RELAY_MAX_UPSTREAM <= 256, "server and first are 8 bits, attempt 9");
 
+/* --keepalive, as tide-relay(1) says: probes after 60 s idle, every 10 s, 6 unanswered end it. */
+static void keepalive_on(struct tide_conn *c)
+{
+	tide_conn_keepalive(c, 60, 10, 6);
+}
+
 static struct tide_agent *agent_of(struct tide_conn *c)
 {
 	return tide_worker_agent(tide_conn_worker(c));
@@ -600,7 +606,7 @@ static void upstream_open_body(struct tide_conn *c)
 	p->up_open = p->connected = true;
 	relay_balancer_connect_ok(p->b, p->server, relay_now_ms());
 	if (p->keepalive)
-		tide_conn_keepalive(c, 60, 10, 6);
+		keepalive_on(c);
 	if (!p->client) {
 		tide_conn_abort(c); /* the client left while we connected */
 		return;
@@ -702,7 +708,7 @@ static void client_open(struct tide_conn *c)
 		return;
 	}
 	if (cfg->keepalive)
-		tide_conn_keepalive(c, 60, 10, 6);
+		keepalive_on(c);
 	ext = cfg->access_log || cfg->max_conns_per_ip || cfg->accept_proxy || cfg->send_proxy;
 	if (cfg->echo && !ext) {
 		tide_conn_set_data(c, NULL); /* plain echo: nothing to remember */

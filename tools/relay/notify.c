@@ -77,13 +77,10 @@ int relay_notify_ready_status(const char *fmt, ...)
 
 int relay_notify_reloading(void)
 {
-	struct timespec ts;
 	char msg[64];
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
 	snprintf(msg, sizeof(msg), "RELOADING=1\nMONOTONIC_USEC=%llu",
-		 (unsigned long long)ts.tv_sec * 1000000ull +
-			 (unsigned long long)ts.tv_nsec / 1000);
+		 (unsigned long long)relay_now_us());
 	return send_state(msg);
 }
 
