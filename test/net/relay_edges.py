@@ -671,47 +671,16 @@ def case_drain_finished():
     srv.close()
 
 
-def case_drain_idle_pauses():
-    """After the upstream's FIN, a client that keeps sending with pauses shorter than
-    --drain-idle is served: its upload reaches the upstream whole, then a FIN."""
-    total = 1 << 20
-
+def upload_after_greeting(total, chunk, *relay_args):
+    """After the upstream's greeting and FIN, SIGTERM, then an upload of `total` bytes in
+    `chunk`s 0.1 s apart: it must reach the upstream whole, then a FIN."""
     def greeter(srv, c):
         c.sendall(b"hello\n")
         c.shutdown(socket.SHUT_WR)
         srv.events.append(recv_all(c, timeout=30))
 
     srv = Server(greeter)
-    r = Relay("--upstream", srv.text(), "--drain-timeout", "60", "--drain-idle", "3")
-    s = connect(r.addr())
-    check(recv_all(s, timeout=10) == (b"hello\n", "eof"), "no greeting")
-    r.signal()
-    for _ in range(16):
-        time.sleep(0.1)
-        s.sendall(b"u" * (total // 16))
-    s.shutdown(socket.SHUT_WR)
-    check(wait_until(lambda: srv.events, 30), "the upstream's read did not end")
-    data, how = srv.events[0]
-    check(len(data) == total and how == "eof", "an upload with pauses during the drain: the "
-          "upstream got %d of %d bytes then %s" % (len(data), total, how))
-    s.close()
-    r.stop()
-    srv.close()
-
-
-def case_drain_idle_spliced():
-    """The same with the upload going through the relay's kernel pipe (--splice): bytes the
-    receive callback never sees still count as the client being heard from."""
-    total, chunk = 4 << 20, 256 << 10
-
-    def greeter(srv, c):
-        c.sendall(b"hello\n")
-        c.shutdown(socket.SHUT_WR)
-        srv.events.append(recv_all(c, timeout=30))
-
-    srv = Server(greeter)
-    r = Relay("--upstream", srv.text(), "--splice", "1M", "--drain-timeout", "60",
-              "--drain-idle", "0.3")
+    r = Relay("--upstream", srv.text(), "--drain-timeout", "60", *relay_args)
     s = connect(r.addr())
     check(recv_all(s, timeout=10) == (b"hello\n", "eof"), "no greeting")
     r.signal()
@@ -721,11 +690,24 @@ def case_drain_idle_spliced():
     s.shutdown(socket.SHUT_WR)
     check(wait_until(lambda: srv.events, 30), "the upstream's read did not end")
     data, how = srv.events[0]
-    check(len(data) == total and how == "eof", "a spliced upload with pauses during the "
-          "drain: the upstream got %d of %d bytes then %s" % (len(data), total, how))
+    check(len(data) == total and how == "eof", "an upload with pauses during the drain (%s): "
+          "the upstream got %d of %d bytes then %s" % (" ".join(relay_args), len(data), total,
+                                                       how))
     s.close()
     r.stop()
     srv.close()
+
+
+def case_drain_idle_pauses():
+    """After the upstream's FIN, a client that keeps sending with pauses shorter than
+    --drain-idle is served: its upload reaches the upstream whole, then a FIN."""
+    upload_after_greeting(1 << 20, 1 << 16, "--drain-idle", "3")
+
+
+def case_drain_idle_spliced():
+    """The same with the upload going through the relay's kernel pipe (--splice): bytes the
+    receive callback never sees still count as the client being heard from."""
+    upload_after_greeting(4 << 20, 256 << 10, "--splice", "1M", "--drain-idle", "0.3")
 
 
 def case_drain_deadline():
