@@ -393,7 +393,11 @@ static int rt_child(void)
 	return tide_pool_check(pool, NULL, 0) ? 1 : 0;
 }
 
-static void priorities(void)
+/*
+ * Run a SCHED_FIFO scenario in a child, waited for at most limit_s seconds: its wait status,
+ * -1 when it hung, or 77 (after saying so) when this machine does not permit SCHED_FIFO.
+ */
+static int fifo_child(int (*child)(void), unsigned limit_s, const char *part)
 {
 	int status;
 	pid_t pid;
@@ -402,12 +406,21 @@ static void priorities(void)
 	pid = fork();
 	REQUIRE(pid >= 0);
 	if (pid == 0)
-		_exit(rt_child());
-	status = wait_child(pid, 20);
+		_exit(child());
+	status = wait_child(pid, limit_s);
 	if (status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 77) {
-		printf("SCHED_FIFO on CPU 0 not permitted here: priority part skipped\n");
-		return;
+		printf("SCHED_FIFO on CPU 0 not permitted here: %s skipped\n", part);
+		return 77;
 	}
+	return status;
+}
+
+static void priorities(void)
+{
+	int status = fifo_child(rt_child, 20, "priority part");
+
+	if (status == 77)
+		return;
 	CHECKF(status != -1, "a SCHED_FIFO shrink never finished: it spun while the cache's "
 			     "owner could not run");
 	CHECKF(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
@@ -527,19 +540,10 @@ static int pi_child(void)
 
 static void priority_inheritance(void)
 {
-	int status;
-	pid_t pid;
+	int status = fifo_child(pi_child, 60, "priority inheritance");
 
-	fflush(NULL);
-	pid = fork();
-	REQUIRE(pid >= 0);
-	if (pid == 0)
-		_exit(pi_child());
-	status = wait_child(pid, 60);
-	if (status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 77) {
-		printf("SCHED_FIFO on CPU 0 not permitted here: priority inheritance skipped\n");
+	if (status == 77)
 		return;
-	}
 	CHECKF(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
 	       "a FIFO 30 thread waited behind a FIFO 20 spinner for a FIFO 10 lock holder "
 	       "(no priority inheritance): status %#x",
