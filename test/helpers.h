@@ -439,4 +439,22 @@ static inline int wait_child(pid_t pid, double seconds)
 	return -1;
 }
 
+/* Run fn(arg) in a child, waited for at most seconds: its wait status, or -1 (hung, killed). */
+static inline int fork_and_wait(int (*fn)(void *), void *arg, double seconds)
+{
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		int rc = fn(arg);
+
+		fflush(NULL);
+		_exit(rc);
+	}
+	return wait_child(pid, seconds);
+}
+
 #endif /* TIDE_TEST_HELPERS_H */

@@ -506,19 +506,9 @@ static int atfork_child(void *arg)
 
 static void atfork_handlers(void)
 {
-	pid_t pid;
 	int status;
 
-	fflush(NULL);
-	pid = fork();
-	REQUIRE(pid >= 0);
-	if (pid == 0) {
-		int rc = atfork_child(NULL);
-
-		fflush(NULL);
-		_exit(rc);
-	}
-	status = wait_child(pid, 2 * CHILD_LIMIT);
+	status = fork_and_wait(atfork_child, NULL, 2 * CHILD_LIMIT);
 	CHECKF(status != -1, "the program's atfork handlers hung in the pool");
 	CHECKF(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
 	       "atfork handlers that allocate: status %#x", status);
@@ -585,19 +575,9 @@ static int signal_fork_child(void *arg)
 
 static void signal_inside_fork(void)
 {
-	pid_t pid;
 	int status;
 
-	fflush(NULL);
-	pid = fork();
-	REQUIRE(pid >= 0);
-	if (pid == 0) {
-		int rc = signal_fork_child(NULL);
-
-		fflush(NULL);
-		_exit(rc);
-	}
-	status = wait_child(pid, 30);
+	status = fork_and_wait(signal_fork_child, NULL, 30);
 	CHECKF(status != -1, "a handler that allocates deadlocked inside fork()");
 	CHECKF(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
 	       "signal inside fork: status %#x", status);
@@ -626,8 +606,9 @@ static long long smaps_locked_kb(const void *addr, size_t len)
 	return kb;
 }
 
-static int locked_child(struct tide_pool *p)
+static int locked_child(void *arg)
 {
+	struct tide_pool *p = arg;
 	long long before = smaps_locked_kb(tide_pool_base(p), 64 << 20), used, after;
 	struct tide_stats st;
 	int bad = 0;
@@ -656,7 +637,6 @@ static void locked_across_fork(void)
 	struct tide_pool_config cfg = {
 		.reserve_size = 64 << 20, .initial_size = 8 << 20, .flags = TIDE_LOCKED};
 	struct tide_pool *p;
-	pid_t pid;
 	int status;
 
 	if (tide_pool_create(&cfg, &p)) {
@@ -670,16 +650,7 @@ static void locked_across_fork(void)
 		return;
 	}
 	CHECK_EQ(smaps_locked_kb(tide_pool_base(p), 64 << 20), (8 << 20) >> 10);
-	fflush(NULL);
-	pid = fork();
-	REQUIRE(pid >= 0);
-	if (pid == 0) {
-		int rc = locked_child(p);
-
-		fflush(NULL);
-		_exit(rc);
-	}
-	status = wait_child(pid, CHILD_LIMIT);
+	status = fork_and_wait(locked_child, p, CHILD_LIMIT);
 	CHECKF(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
 	       "the child's TIDE_LOCKED pool is not locked: status %#x", status);
 	tide_pool_destroy(p);

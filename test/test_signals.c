@@ -370,12 +370,13 @@ static void *rt_stealer(void *arg)
 }
 
 /* In a child: 0 when the shrinks all finished, 77 when SCHED_FIFO is not permitted. */
-static int rt_child(void)
+static int rt_child(void *arg)
 {
 	struct tide_pool_config cfg = {.block_size = BS, .flags = TIDE_AUTO_GROW};
 	pthread_t o, s;
 	void *ro, *rs;
 
+	(void)arg;
 	if (tide_pool_create(&cfg, &pool))
 		return 77;
 	if (pthread_create(&o, NULL, rt_owner, NULL))
@@ -397,17 +398,10 @@ static int rt_child(void)
  * Run a SCHED_FIFO scenario in a child, waited for at most limit_s seconds: its wait status,
  * -1 when it hung, or 77 (after saying so) when this machine does not permit SCHED_FIFO.
  */
-static int fifo_child(int (*child)(void), unsigned limit_s, const char *part)
+static int fifo_child(int (*child)(void *), unsigned limit_s, const char *part)
 {
-	int status;
-	pid_t pid;
+	int status = fork_and_wait(child, NULL, limit_s);
 
-	fflush(NULL);
-	pid = fork();
-	REQUIRE(pid >= 0);
-	if (pid == 0)
-		_exit(child());
-	status = wait_child(pid, limit_s);
 	if (status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 77) {
 		printf("SCHED_FIFO on CPU 0 not permitted here: %s skipped\n", part);
 		return 77;
@@ -497,7 +491,7 @@ static void *pi_high(void *arg)
 }
 
 /* In a child: 0 when the high thread finished while the spinner spun, 77 without FIFO. */
-static int pi_child(void)
+static int pi_child(void *arg)
 {
 	struct tide_pool_config cfg = {.block_size = BS};
 	pthread_attr_t lo, mid, hi;
@@ -505,6 +499,7 @@ static int pi_child(void)
 	void *rl, *rh;
 	int spins = 0;
 
+	(void)arg;
 	cpu_set_t rest;
 
 	/* This thread stays off CPU 0, where the FIFO threads would starve it. */
