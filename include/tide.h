@@ -33,8 +33,10 @@
  * fork(): the child may use every pool it inherits (locks are taken around fork,
  * blocks held by the parent's other threads come back to the pool, the TIDE_BACKGROUND
  * thread is started again - when it cannot be, that counts in os_failures and the child's
- * own calls into the pool start it or do its maintenance, at most once per sampling
- * period - and a TIDE_LOCKED pool is locked again at the child's first call into it that
+ * own calls into the pool that miss the thread cache start it or do its maintenance, at
+ * most once per sampling period; a cache hit does not, so such a child that goes quiet
+ * after a burst gets the memory back by calling tide_pool_maintain(), once the delay has
+ * passed - and a TIDE_LOCKED pool is locked again at the child's first call into it that
  * is not served by its thread cache, so fork()+exec copies nothing - a refusal is counted
  * in os_failures). The memory limit is read at each grow through /proc/self: a child
  * counts its own memory and cgroup. Buffers the other threads held stay allocated. Do not fork from
@@ -256,8 +258,11 @@ TIDE_API ssize_t tide_pool_shrink(struct tide_pool *pool, size_t bytes);
  * @pool: the pool.
  *
  * For event loops: call it when the returned time has passed (a timer), and after bursts.
- * Does nothing without TIDE_AUTO_SHRINK. Returns at once (asking to be called again soon)
- * when another thread is converting.
+ * One call made after the pool has given nothing back to its bitmap for shrink_delay_ms
+ * (however long the caller slept) gives back everything above what is claimed now: the
+ * way for a fork child whose TIDE_BACKGROUND thread could not be started again (see
+ * fork() above). Does nothing without TIDE_AUTO_SHRINK. Returns at once (asking to be
+ * called again soon) when another thread is converting.
  *
  * Return: milliseconds until the next work is due; -1 when nothing is (the pool is at its
  * floor and holds no excess); -EINVAL for a NULL pool; -EAGAIN in a signal handler that

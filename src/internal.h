@@ -517,6 +517,7 @@ struct tide_pool {
 	size_t multi_blocks;	  /* blocks in them */
 	size_t peak_live_blocks;  /* see cache_sync_peak_locked */
 	size_t demand_tick;	  /* highest map.count since the last maintenance sample */
+	uint64_t release_ns;	  /* os_now_ns() of the last give-back to the bitmap; 0: none */
 	struct tcache *caches;	  /* every thread's cache of this pool */
 	struct tide_user **users; /* by id; users[id] NULL when free */
 	unsigned nusers;

@@ -10,7 +10,10 @@
  * the last shrink_delay_ms, rounded up to grow_unit, never below min_size: space above it
  * has stayed unneeded for the whole delay, so it goes back. A steady load keeps its own
  * peak inside the window and neither grows nor shrinks; a burst is given back one delay
- * after it ends.
+ * after it ends. The peak is dated by the last give-back to the bitmap: when nothing went
+ * back for the whole delay, the window's peak is what is claimed now, so one call long after
+ * a burst (an event loop that slept, a fork child with no thread) gives the burst back at
+ * once instead of sampling it again as if it were current.
  *
  * Purge gives back free pages below the boundary without moving it, so resident memory
  * follows live data when a long-lived buffer holds the top. Idle time is tracked per
@@ -59,14 +62,28 @@ static unsigned idle_epochs(const struct tide_pool *pool)
 	return (unsigned)((uint64_t)pool->shrink_delay_ms * 1000000u / sample_period_ns(pool)) + 1;
 }
 
+/*
+ * Whether nothing went back to the bitmap for the whole delay: then claimed blocks only
+ * rose inside the window, and what is claimed now is its peak, however long ago the last
+ * sample was (maintenance that ran late, or a fork child with no thread, must not date a
+ * peak that ended before the window to now). pool->lock held.
+ */
+static bool quiet_window_locked(const struct tide_pool *pool, uint64_t now)
+{
+	return now - pool->release_ns > (uint64_t)pool->shrink_delay_ms * 1000000u;
+}
+
 /* Record one demand sample if a period has passed; pool->lock held. */
 static void sample_locked(struct tide_pool *pool, uint64_t now)
 {
-	size_t demand = pool->demand_tick > pool->map.count ? pool->demand_tick : pool->map.count;
+	size_t demand;
 	unsigned slot;
 
 	if (pool->demand_n && now - pool->last_sample_ns < sample_period_ns(pool))
 		return;
+	if (quiet_window_locked(pool, now))
+		pool->demand_tick = pool->map.count;
+	demand = pool->demand_tick > pool->map.count ? pool->demand_tick : pool->map.count;
 	slot = (pool->demand_head + pool->demand_n) % DEMAND_SAMPLES;
 	if (pool->demand_n == DEMAND_SAMPLES)
 		pool->demand_head = (pool->demand_head + 1) % DEMAND_SAMPLES;
@@ -92,6 +109,8 @@ static size_t window_peak_locked(struct tide_pool *pool, uint64_t now)
 
 	if (now - pool->created_ns < delay)
 		return SIZE_MAX;
+	if (quiet_window_locked(pool, now))
+		return pool->map.count << pool->block_shift;
 	for (unsigned k = 0; k < pool->demand_n; k++) {
 		unsigned slot = (pool->demand_head + k) % DEMAND_SAMPLES;
 
@@ -240,8 +259,10 @@ static void purge_pass(struct tide_pool *pool)
  * @pool: the pool.
  *
  * For event loops: call it when the returned time has passed (a timer), and after bursts.
- * Does nothing without TIDE_AUTO_SHRINK. Returns at once (asking to be called again soon)
- * when another thread is converting.
+ * One call after nothing went back to the bitmap for shrink_delay_ms gives back all above
+ * what is claimed now (the way for a fork child whose thread could not be started again:
+ * its cache hits do not maintain). Does nothing without TIDE_AUTO_SHRINK. Returns at once (asking
+ * to be called again soon) when another thread is converting.
  *
  * Return: milliseconds until the next work is due; -1 when nothing is (the pool is at its
  * floor and holds no excess); -EINVAL for a NULL pool; -EAGAIN in a signal handler that

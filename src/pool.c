@@ -465,12 +465,14 @@ void pool_release_blocks_locked(struct tide_pool *pool, void *const *blocks, uns
 		blocks += k;
 		n -= k;
 	}
+	pool->release_ns = os_now_ns(); /* demand fell: maintain.c dates the peak by it */
 }
 
 void pool_release_run_locked(struct tide_pool *pool, size_t first, size_t n)
 {
 	stamp_regions_locked(pool, first << pool->block_shift, (first + n) << pool->block_shift);
 	bitmap_clear_range(&pool->map, first, n);
+	pool->release_ns = os_now_ns();
 }
 
 bool pool_claim_run_locked(struct tide_pool *pool, size_t n, size_t *first)

@@ -59,6 +59,7 @@ static void clear_blocks_locked(struct tide_pool *pool)
 	pool->multi_blocks = 0;
 	pool->peak_live_blocks = 0;
 	pool->demand_tick = 0;
+	pool->release_ns = 0;
 	pool->purged_chunks = 0;
 	pool->purging_blocks = 0;
 	pool->purge_cursor = 0;

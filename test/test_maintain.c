@@ -89,6 +89,37 @@ static void test_shrink_after_delay(void)
 	tide_pool_destroy(pool);
 }
 
+/*
+ * One call long after a burst gives it back: an event loop that slept through several
+ * delays (or a fork child with no thread, test_fork) must not sample the old peak as if it
+ * were current and wait one more delay.
+ */
+static void test_one_late_call(void)
+{
+	struct tide_pool_config cfg = {.reserve_size = 1024 * MB,
+				       .shrink_delay_ms = 50,
+				       .flags = TIDE_AUTO_GROW | TIDE_AUTO_SHRINK};
+	static void *bufs[8192];
+	struct tide_pool *pool;
+	unsigned n;
+
+	REQUIRE(tide_pool_create(&cfg, &pool) == 0);
+	sleep_ms(60); /* older than the delay: its samples count */
+	n = fill(pool, bufs, 4096);
+	tide_pool_maintain(pool); /* a sample in the middle of the burst */
+	n += fill(pool, bufs + n, 4096);
+	REQUIRE(n == 8192);
+	for (unsigned i = 0; i < n; i++)
+		CHECK_EQ(tide_free(pool, bufs[i]), 0);
+	tide_pool_flush_cache(pool);
+	CHECK(stats(pool).unreserved_size >= 16 * MB);
+	sleep_ms(4 * 50); /* silence: no call for four delays */
+	tide_pool_maintain(pool);
+	CHECK_EQ((size_t)((char *)tide_pool_boundary(pool) - (char *)tide_pool_base(pool)), 0);
+	CHECK_POOL(pool);
+	tide_pool_destroy(pool);
+}
+
 /* A live buffer near the top stops the boundary there; it is never taken. */
 static void test_no_shrink_under_live(void)
 {
@@ -348,6 +379,7 @@ int main(void)
 {
 	test_maintain_contract();
 	test_shrink_after_delay();
+	test_one_late_call();
 	test_no_shrink_under_live();
 	test_steady_load();
 	test_purge_matches_smaps();
