@@ -211,6 +211,10 @@ TIDE_API int tide_agent_create(struct tide_pool *pool, const struct tide_agent_c
  * tide_agent_listen - bind "HOST:PORT" (one SO_REUSEPORT socket per worker) and accept
  * there, before tide_agent_start() or while the workers run (then it returns once each
  * worker accepts on its socket; a connection that comes earlier waits in the queue).
+ * An empty HOST or "*" (":P", "*:P") is every address: one "::" socket taking IPv6 and
+ * IPv4 where the host has IPv6, else "0.0.0.0". Any other IPv6 address, "[::]" included,
+ * is IPV6_V6ONLY: "[::]:P" takes IPv6 only (nginx's default) and may go with "0.0.0.0:P";
+ * the host's net.ipv6.bindv6only changes neither.
  * Connections accepted there get @ops and start with @data as their application data.
  * @port gets the port bound, the one picked when HOST:PORT says 0 (may be NULL). Blocks
  * (getaddrinfo, the workers): call it off the agent's workers, not at the same time as
@@ -336,9 +340,10 @@ struct tide_addrs {
 };
 
 /*
- * tide_addrs_resolve - resolve "HOST:PORT" ("[V6]:PORT"; an empty HOST with @passive means
- * any address) to all its addresses, at most TIDE_ADDRS_MAX. Blocks in getaddrinfo(): call
- * it off the workers.
+ * tide_addrs_resolve - resolve "HOST:PORT" ("[V6]:PORT") to all its addresses, at most
+ * TIDE_ADDRS_MAX. With @passive an empty HOST or "*" is every address, one: "::" where the
+ * host has IPv6 (tide_agent_listen() makes that socket dual-stack), else "0.0.0.0".
+ * Blocks in getaddrinfo(): call it off the workers.
  *
  * Return: 0; -EINVAL not HOST:PORT, or a bad port; -ENOENT the name does not resolve;
  * -ENOMEM.

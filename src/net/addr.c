@@ -7,9 +7,15 @@
  * Everything here runs on the caller's thread, before or beside the workers: resolving names
  * (every address of a name, for connects tried in turn), binding the SO_REUSEPORT listeners (the
  * first one picks the port when 0 is asked for, the others join it) and checking that this kernel
- * lets the process use io_uring at all. Errors are negative errnos, and the probe adds a sentence a
- * user can act on, because "Operation not permitted" from io_uring_setup() alone does not say that
- * a sysctl or a container policy is the reason.
+ * lets the process use io_uring at all.
+ *
+ * A listener's IPv6 socket never follows net.ipv6.bindv6only (a host setting, 0 by default,
+ * that would decide whether "[::]:80" also takes IPv4): every IPv6 listener is IPV6_V6ONLY
+ * (as nginx's default, ipv6only=on), so "[::]:80" and "0.0.0.0:80" are two listeners, and
+ * every address (":80", "*:80") is one dual-stack "::" socket with the option off (haproxy's
+ * "v4v6"), or "0.0.0.0" on a host without IPv6. Errors are negative errnos, and the probe adds a
+ * sentence a user can act on, because "Operation not permitted" from io_uring_setup() alone does
+ * not say that a sysctl or a container policy is the reason.
  *
  * The probe's ring is made and torn down on a thread of its own, never the caller's: a ring's
  * teardown queues task work to the task that created it, and the kernel delivers that as a
@@ -31,6 +37,46 @@
 #include <liburing.h>
 
 #include "net_internal.h"
+
+/*
+ * Every address, for a listener: "::" where this host has IPv6 (socket(AF_INET6) works),
+ * its listeners made dual-stack (IPV6_V6ONLY off, whatever net.ipv6.bindv6only says), else
+ * "0.0.0.0".
+ */
+static void every_address(struct sockaddr_storage *ss, socklen_t *len, unsigned port)
+{
+	int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	memset(ss, 0, sizeof(*ss));
+	if (fd >= 0) {
+		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+
+		close(fd);
+		in6->sin6_family = AF_INET6;
+		in6->sin6_addr = in6addr_any;
+		*len = sizeof(*in6);
+	} else {
+		struct sockaddr_in *in = (struct sockaddr_in *)ss;
+
+		in->sin_family = AF_INET;
+		in->sin_addr.s_addr = htonl(INADDR_ANY);
+		*len = sizeof(*in);
+	}
+	set_port(ss, port);
+}
+
+bool hostport_every(const char *text)
+{
+	return text && (text[0] == ':' || (text[0] == '*' && text[1] == ':'));
+}
+
+int listen_v6only(const struct sockaddr_storage *ss, bool every)
+{
+	if (ss->ss_family != AF_INET6)
+		return -1;
+	/* A v4-mapped address binds only with the option off. */
+	return !every && !IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)ss)->sin6_addr);
+}
 
 /* Split "HOST:PORT" or "[V6]:PORT" into host and port; false when it is neither. */
 static bool split_hostport(const char *text, char *host, size_t hostlen, const char **port)
@@ -63,7 +109,9 @@ static bool split_hostport(const char *text, char *host, size_t hostlen, const c
 /**
  * tide_addrs_resolve() - resolve "HOST:PORT" to all its addresses, in the resolver's order.
  * @text:    "HOST:PORT", "[V6ADDR]:PORT"; HOST may be a name or a numeric address.
- * @passive: for binding: an empty HOST means every local address.
+ * @passive: for binding: an empty HOST or "*" means every address, one: "::" where this
+ *           host has IPv6 (a listener there takes IPv4 too: tide_agent_listen() turns
+ *           IPV6_V6ONLY off for it), else "0.0.0.0".
  * @out:     gets the addresses (at most TIDE_ADDRS_MAX; the rest are left out).
  *
  * Blocks in getaddrinfo(); call it off the workers.
@@ -85,6 +133,11 @@ int tide_addrs_resolve(const char *text, bool passive, struct tide_addrs *out)
 	p = strtoul(port, &end, 10);
 	if (*end || p > 65535 || errno || *port < '0' || *port > '9')
 		return -EINVAL;
+	if (passive && hostport_every(text)) {
+		out->n = 1;
+		every_address(&out->addr[0], &out->len[0], (unsigned)p);
+		return 0;
+	}
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
@@ -136,7 +189,7 @@ bool addr_same(const struct sockaddr_storage *a, socklen_t alen, const struct so
 	       !memcmp(a, b, alen);
 }
 
-int listener_open(struct sockaddr_storage *ss, socklen_t len, unsigned *port)
+int listener_open(struct sockaddr_storage *ss, socklen_t len, int v6only, unsigned *port)
 {
 	int one = 1, fd, err;
 
@@ -147,6 +200,7 @@ int listener_open(struct sockaddr_storage *ss, socklen_t len, unsigned *port)
 		set_port(ss, *port);
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
 	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) ||
+	    (v6only >= 0 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only))) ||
 	    bind(fd, (struct sockaddr *)ss, len) || listen(fd, 4096)) {
 		err = -errno;
 		close(fd);

@@ -247,7 +247,7 @@ static int bind_all(struct tide_agent *a, struct listen_cfg *lc, int *fds, unsig
 	unsigned p = 0; /* the first worker binds what the address says; the others join it */
 
 	for (unsigned i = 0; i < a->nworkers; i++) {
-		int fd = listener_open(&lc->ss, lc->len, &p);
+		int fd = listener_open(&lc->ss, lc->len, lc->v6only, &p);
 
 		if (fd < 0) {
 			while (i--) /* undo the workers before this one */
@@ -260,12 +260,14 @@ static int bind_all(struct tide_agent *a, struct listen_cfg *lc, int *fds, unsig
 	return 0;
 }
 
-/* The slot listening on the first address of hostport, or -ENOENT / -EINVAL / -ENOMEM. */
-static int slot_find(struct tide_agent *a, const struct tide_addrs *addrs)
+/* The slot listening on the first address of addrs (with IPV6_V6ONLY v6only; -2: either),
+ * or -ENOENT. */
+static int slot_find(struct tide_agent *a, const struct tide_addrs *addrs, int v6only)
 {
 	for (unsigned k = 0; k < MAX_LISTENERS; k++)
 		if (a->lc[k].used &&
-		    addr_same(&a->lc[k].ss, a->lc[k].len, &addrs->addr[0], addrs->len[0]))
+		    addr_same(&a->lc[k].ss, a->lc[k].len, &addrs->addr[0], addrs->len[0]) &&
+		    (v6only == -2 || a->lc[k].v6only == v6only))
 			return (int)k;
 	return -ENOENT;
 }
@@ -302,7 +304,11 @@ static bool on_own_worker(const struct tide_agent *a)
  * tide_agent_listen() - bind an address, one SO_REUSEPORT socket per worker, and accept
  * there; before start or while the workers run.
  * @a:        the agent.
- * @hostport: "HOST:PORT" ("[V6]:PORT"); an empty HOST binds every address.
+ * @hostport: "HOST:PORT" ("[V6]:PORT"); an empty HOST or "*" binds every address: one
+ *            "::" socket taking IPv6 and IPv4 (IPV6_V6ONLY off) where the host has IPv6,
+ *            else "0.0.0.0". Any other IPv6 address, "[::]" included, is IPV6_V6ONLY, so
+ *            "[::]:P" takes IPv6 only and may go with "0.0.0.0:P"; the host's
+ *            net.ipv6.bindv6only changes neither.
  * @ops:      the callbacks of the connections accepted here.
  * @data:     their application data to start with.
  * @port:     gets the port bound (the one picked when @hostport says 0); may be NULL.
@@ -343,11 +349,15 @@ int tide_agent_listen(struct tide_agent *a, const char *hostport, const struct t
 		;
 	rc = k < MAX_LISTENERS ? 0 : -ENOSPC;
 	lc = &a->lc[k < MAX_LISTENERS ? k : 0];
-	if (!rc && addr_port(&addrs.addr[0]) && slot_find(a, &addrs) >= 0)
-		rc = -EADDRINUSE;
+	if (!rc && addr_port(&addrs.addr[0]) && slot_find(a, &addrs, -2) >= 0)
+		rc = -EADDRINUSE; /* ":P" and "[::]:P" too: both are [::]:P */
 	if (!rc) {
 		*lc = (struct listen_cfg){
-			.ss = addrs.addr[0], .len = addrs.len[0], .ops = ops, .data = data};
+			.ss = addrs.addr[0],
+			.len = addrs.len[0],
+			.v6only = listen_v6only(&addrs.addr[0], hostport_every(hostport)),
+			.ops = ops,
+			.data = data};
 		rc = bind_all(a, lc, fds, &p);
 	}
 	if (!rc) {
@@ -390,7 +400,7 @@ int tide_agent_listen_close(struct tide_agent *a, const char *hostport)
 	if (rc)
 		return rc;
 	pthread_mutex_lock(&a->listen_lock);
-	rc = slot_find(a, &addrs);
+	rc = slot_find(a, &addrs, listen_v6only(&addrs.addr[0], hostport_every(hostport)));
 	if (rc >= 0)
 		rc = slot_close(a, (unsigned)rc);
 	pthread_mutex_unlock(&a->listen_lock);

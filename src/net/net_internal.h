@@ -279,6 +279,7 @@ struct listen_cfg {
 	bool used;
 	struct sockaddr_storage ss; /* with the port bound */
 	socklen_t len;
+	int v6only; /* listen_v6only() */
 	const struct tide_conn_ops *ops;
 	void *data;
 };
@@ -512,9 +513,14 @@ void listeners_drain(struct worker *w);
 
 // addr.c --------------------------------------------------------------------------------
 
-/* A bound, listening SO_REUSEPORT socket on ss at *port (0: pick one, stored back). fd or
- * -errno. */
-int listener_open(struct sockaddr_storage *ss, socklen_t len, unsigned *port);
+/* A bound, listening SO_REUSEPORT socket on ss at *port (0: pick one, stored back), with
+ * IPV6_V6ONLY set to v6only (-1: not IPv6). fd or -errno. */
+int listener_open(struct sockaddr_storage *ss, socklen_t len, int v6only, unsigned *port);
+/* Whether "HOST:PORT" names every address: an empty HOST or "*". */
+bool hostport_every(const char *text);
+/* IPV6_V6ONLY for a listener on ss: -1 not IPv6; 0 every address (dual-stack) or a
+ * v4-mapped one; else 1. */
+int listen_v6only(const struct sockaddr_storage *ss, bool every);
 /* The port of an IPv4 or IPv6 address (0 for another family), and setting it. */
 unsigned addr_port(const struct sockaddr_storage *ss);
 void set_port(struct sockaddr_storage *ss, unsigned port);

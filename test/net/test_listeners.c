@@ -9,6 +9,10 @@
  *              errors: the same address twice (-EADDRINUSE), an unknown one (-ENOENT), from
  *              a worker's thread (-EDEADLK), past 32 listeners (-ENOSPC), after stop
  *              (-ESHUTDOWN)
+ *   v6only     (root; in a network namespace of its own) under net.ipv6.bindv6only 0 and 1
+ *              alike: "[::]:P" takes IPv6 only and "0.0.0.0:P" beside it is a second
+ *              listener; ":P" and "*:P" take IPv4 and IPv6; ":P" is the address [::]:P
+ *              (-EADDRINUSE), closed by its own spelling
  *   keepalive  tide_conn_keepalive on an accepted and on a connected connection sets
  *              SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL and TCP_KEEPCNT as asked (read back
  *              from the kernel), 0 turns it off; -EBUSY while connecting, -EINVAL out of
@@ -16,10 +20,13 @@
  * Exits 77 when io_uring is not available here. Every wait is bounded.
  */
 #include <errno.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
@@ -136,6 +143,7 @@ static const struct tide_conn_ops echo = {
 	.open = echo_open, .recv = echo_recv, .eof = echo_eof, .end = on_end};
 
 static _Atomic int on_worker_done;
+static char text6[64];
 static int on_worker_rc[2];
 
 static void from_worker(struct tide_worker *w, void *arg)
@@ -305,12 +313,138 @@ static void case_keepalive(void)
 	finish();
 }
 
+/* ----------------------------------------------------------------- v6only -- */
+
+/* A connected socket to 127.0.0.1:p (v6 false) or [::1]:p, or -errno of connect(). */
+static int connect_family(bool v6, unsigned p)
+{
+	struct sockaddr_in6 s6 = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)p)};
+	struct timeval tv = {10, 0};
+	int fd, err;
+
+	if (!v6)
+		return try_connect(p);
+	s6.sin6_addr = in6addr_loopback;
+	fd = socket(AF_INET6, SOCK_STREAM, 0);
+	REQUIRE(fd >= 0);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (connect(fd, (struct sockaddr *)&s6, sizeof(s6)) == 0)
+		return fd;
+	err = -errno;
+	close(fd);
+	return err;
+}
+
+/* Whether a connection to port p over IPv4 or IPv6 is echoed (false: refused or not echoed;
+ * *err gets connect's error). */
+static bool served(bool v6, unsigned p, int *err)
+{
+	int fd = connect_family(v6, p);
+	bool ok;
+
+	*err = fd < 0 ? fd : 0;
+	if (fd < 0)
+		return false;
+	ok = echoes(fd, v6 ? "six" : "four");
+	close(fd);
+	return ok;
+}
+
+/* The sysctl of this network namespace; false when it cannot be written. */
+static bool set_bindv6only(int v)
+{
+	FILE *f = fopen("/proc/sys/net/ipv6/bindv6only", "w");
+	bool ok;
+
+	if (!f)
+		return false;
+	ok = fprintf(f, "%d\n", v) > 0;
+	return fclose(f) == 0 && ok;
+}
+
+/* Loopback up in a fresh network namespace (lo starts down there). */
+static bool loopback_up(void)
+{
+	struct ifreq ifr = {0};
+	int fd = socket(AF_INET, SOCK_DGRAM, 0);
+	bool ok;
+
+	strcpy(ifr.ifr_name, "lo");
+	ok = fd >= 0 && ioctl(fd, SIOCGIFFLAGS, &ifr) == 0;
+	ifr.ifr_flags |= IFF_UP;
+	ok = ok && ioctl(fd, SIOCSIFFLAGS, &ifr) == 0;
+	if (fd >= 0)
+		close(fd);
+	return ok;
+}
+
+/* What each listener form takes, under one value of net.ipv6.bindv6only. */
+static void v6only_under(int sysctl)
+{
+	unsigned p6, pany, pstar, p4, pfam;
+	int err;
+
+	printf("net.ipv6.bindv6only = %d\n", sysctl);
+	REQUIRE(set_bindv6only(sysctl));
+	make_agent(1);
+	REQUIRE(tide_agent_listen(agent, "[::]:0", &echo, NULL, &p6) == 0);
+	REQUIRE(tide_agent_listen(agent, ":0", &echo, NULL, &pany) == 0);
+	REQUIRE(tide_agent_listen(agent, "*:0", &echo, NULL, &pstar) == 0);
+	REQUIRE(tide_agent_listen(agent, "0.0.0.0:0", &echo, NULL, &p4) == 0);
+	REQUIRE(tide_agent_start(agent) == 0);
+	/* [::]:P is IPv6 only, so 0.0.0.0:P beside it is a second listener. */
+	CHECK(served(true, p6, &err));
+	CHECK(!served(false, p6, &err));
+	CHECK_EQ(err, -ECONNREFUSED);
+	snprintf(text6, sizeof(text6), "[::]:%u", p4);
+	CHECK_EQ(tide_agent_listen(agent, text6, &echo, NULL, &pfam), 0);
+	CHECK(served(false, p4, &err));
+	CHECK(served(true, p4, &err));
+	/* Every address, both spellings: IPv4 and IPv6 on one port. */
+	CHECK(served(false, pany, &err));
+	CHECK(served(true, pany, &err));
+	CHECK(served(false, pstar, &err));
+	CHECK(served(true, pstar, &err));
+	/* ":P" is [::]:P: the same address twice; closed by its own spelling only. */
+	snprintf(text6, sizeof(text6), "[::]:%u", pany);
+	CHECK_EQ(tide_agent_listen(agent, text6, &echo, NULL, NULL), -EADDRINUSE);
+	CHECK_EQ(tide_agent_listen_close(agent, text6), -ENOENT);
+	snprintf(text6, sizeof(text6), ":%u", pany);
+	CHECK_EQ(tide_agent_listen_close(agent, text6), 0);
+	CHECK(!served(false, pany, &err));
+	finish();
+}
+
+static void case_v6only(void)
+{
+	int fd;
+
+	if (geteuid() != 0)
+		skip("not root: cannot make a network namespace to set net.ipv6.bindv6only in");
+	if (unshare(CLONE_NEWNET))
+		skip("unshare(CLONE_NEWNET): %s", strerror(errno));
+	if (!loopback_up())
+		skip("cannot bring lo up in the new network namespace");
+	fd = socket(AF_INET6, SOCK_STREAM, 0);
+	if (fd < 0)
+		skip("no IPv6 here");
+	close(fd);
+	fd = connect_family(true, 9); /* ::1 there at all? refused is fine */
+	if (fd == -EADDRNOTAVAIL || fd == -ENETUNREACH)
+		skip("no ::1 in the network namespace");
+	if (fd >= 0)
+		close(fd);
+	/* The namespace is this process's own: the host's sysctl is never touched. */
+	v6only_under(0);
+	v6only_under(1);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct {
 		const char *name;
 		void (*fn)(void);
-	} cases[] = {{"live", case_live}, {"keepalive", case_keepalive}};
+	} cases[] = {{"live", case_live}, {"keepalive", case_keepalive}, {"v6only", case_v6only}};
 
 	signal(SIGPIPE, SIG_IGN);
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
@@ -320,6 +454,6 @@ int main(int argc, char **argv)
 			CHECK_EQ(atomic_load(&worker_fails), 0);
 			return test_exit("test_listeners");
 		}
-	fprintf(stderr, "usage: test_listeners live|keepalive\n");
+	fprintf(stderr, "usage: test_listeners live|keepalive|v6only\n");
 	return 1;
 }
