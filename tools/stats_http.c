@@ -491,7 +491,7 @@ int stats_server_start(const char *addr, unsigned timeout_ms, struct tide_pool *
 	struct sockaddr_storage got;
 	socklen_t glen = sizeof(got);
 	struct stats_server *s;
-	int one = 1, rc;
+	int one = 1, v6only, rc;
 
 	rc = tide_addrs_resolve(addr, true, &at);
 	if (rc)
@@ -505,7 +505,10 @@ int stats_server_start(const char *addr, unsigned timeout_ms, struct tide_pool *
 	s->wake[0] = s->wake[1] = -1;
 	s->spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	s->fd = socket(at.addr[0].ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	v6only = addr[0] != ':' && addr[0] != '*'; /* as the listeners: every address is both */
 	if (s->fd < 0 || setsockopt(s->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+	    (at.addr[0].ss_family == AF_INET6 &&
+	     setsockopt(s->fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only))) ||
 	    bind(s->fd, (struct sockaddr *)&at.addr[0], at.len[0]) || listen(s->fd, 64) ||
 	    getsockname(s->fd, (struct sockaddr *)&got, &glen) || pipe2(s->wake, O_CLOEXEC)) {
 		rc = -errno;

@@ -21,8 +21,12 @@ Cases (an echo server of the test's own is the upstream, so bytes cross the rela
                  and the lines go to stderr instead of nowhere
   keepalive      --keepalive: both of the relay's sockets of a connection (client side and
                  upstream side) have a keepalive timer in `ss -o`; without it neither has
+  v6only         (root; in a network namespace of its own) under net.ipv6.bindv6only 0 and 1
+                 alike: --listen [::]:P takes IPv6 and refuses IPv4, :P takes both (logged
+                 *:P), 0.0.0.0:P with [::]:P are two listeners serving one family each
 Every wait is bounded; loopback only.
 """
+import ctypes
 import os
 import re
 import shutil
@@ -367,9 +371,66 @@ def case_keepalive():
         check(r.stop() == 0, "relay exit 0")
 
 
+def enter_netns():
+    """Move this process into a network namespace of its own with lo up (root), so that
+    net.ipv6.bindv6only can be set there without touching the host's."""
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        skip("needs root and ip(8) for a network namespace of its own")
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(0x40000000) != 0:  # CLONE_NEWNET
+        skip("unshare(CLONE_NEWNET): %s" % os.strerror(ctypes.get_errno()))
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    try:
+        socket.create_connection(("::1", 9), timeout=2).close()
+    except ConnectionRefusedError:
+        pass
+    except OSError as e:
+        skip("no ::1 in the network namespace: %s" % e)
+
+
+def served(v6, port):
+    """Whether a connection to [::1]:port (v6) or 127.0.0.1:port is echoed."""
+    try:
+        s = socket.create_connection(("::1" if v6 else "127.0.0.1", port), timeout=5)
+    except OSError:
+        return False
+    try:
+        return exchange(s, b"ping") == b"ping"
+    finally:
+        s.close()
+
+
+def case_v6only():
+    enter_netns()
+    for sysctl in (0, 1):
+        with open("/proc/sys/net/ipv6/bindv6only", "w") as f:
+            f.write("%d\n" % sysctl)
+        six, every, both = free_port(), free_port(), free_port()
+        r = Relay(["--listen", "[::]:%d" % six, "--listen", ":%d" % every,
+                   "--listen", "0.0.0.0:%d" % both, "--listen", "[::]:%d" % both, "--echo"],
+                  wait_listen=both)
+        what = "bindv6only=%d: " % sysctl
+        check(served(True, six), what + "[::]:P takes IPv6")
+        check(not served(False, six), what + "[::]:P refuses IPv4 (IPV6_V6ONLY)")
+        check(served(False, every) and served(True, every), what + ":P takes IPv4 and IPv6")
+        check(served(False, both) and served(True, both),
+              what + "0.0.0.0:P and [::]:P are two listeners, one per family")
+        check("listening on *:%d" % every in r.log(), what + "every address is logged *:P")
+        check(r.stop() == 0, what + "relay exit 0")
+    # --check: every address covers 0.0.0.0 on its port; [::] (IPv6 only) does not.
+    p = free_port()
+    bad = subprocess.run([BIN, "--listen", ":%d" % p, "--listen", "0.0.0.0:%d" % p, "--echo",
+                          "--check"], capture_output=True, text=True, timeout=30)
+    check(bad.returncode == 2 and "same socket" in bad.stderr,
+          ":P with 0.0.0.0:P: --check says one port, one listener: %r" % bad.stderr)
+    good = subprocess.run([BIN, "--listen", "[::]:%d" % p, "--listen", "0.0.0.0:%d" % p,
+                           "--echo", "--check"], capture_output=True, text=True, timeout=30)
+    check(good.returncode == 0, "[::]:P with 0.0.0.0:P passes --check: %r" % good.stderr)
+
+
 CASES = {"reload_add": case_reload_add, "reload_remove": case_reload_remove,
          "reload_keep": case_reload_keep, "reload_bad": case_reload_bad,
-         "syslog": case_syslog, "keepalive": case_keepalive}
+         "syslog": case_syslog, "keepalive": case_keepalive, "v6only": case_v6only}
 
 try:
     CASES[CASE]()

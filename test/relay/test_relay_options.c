@@ -473,8 +473,11 @@ static void test_syntax(void)
 	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--pool-max", "1T"), 1);
 	CHECK(said("too big"));
 	CHECK_EQ(LOAD(&c, "--listen", ":7000", "--echo"), 0);
-	CHECK(!strcmp(c.listen[0].host, "::") || !strcmp(c.listen[0].host, "0.0.0.0"));
+	CHECK(!strcmp(c.listen[0].host, "*")); /* every address, as the engine binds it */
 	CHECK_EQ(LOAD(&c, "--listen", "*:7000", "--echo"), 0);
+	CHECK(!strcmp(c.listen[0].host, "*"));
+	CHECK_EQ(LOAD(&c, "--listen", "[::]:7000", "--echo"), 0);
+	CHECK(!strcmp(c.listen[0].host, "::"));
 	CHECK_EQ(LOAD(&c, "--upstream", ":7000", "--listen", "127.0.0.1:1"), 1);
 }
 

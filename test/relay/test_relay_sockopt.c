@@ -3,7 +3,8 @@
  * Description: listeners (tools/relay/sockopt.c): a port another listener
  * holds is EADDRINUSE unless both asked for SO_REUSEPORT (--reuse-port), over IPv4 and
  * IPv6 (when ::1 is there); [::] and 0.0.0.0 on one port are two listeners (IPV6_V6ONLY);
- * relay_port_probe sees a port held with SO_REUSEPORT as taken. (Keepalive is the engine's:
+ * relay_port_probe sees a port held with SO_REUSEPORT as taken, and for every address (the
+ * dual-stack [::]) a port 0.0.0.0 holds. (Keepalive is the engine's:
  * tide_conn_keepalive, test_listeners keepalive.)
  */
 #include <arpa/inet.h>
@@ -41,10 +42,10 @@ static void family(struct sockaddr_storage *ss, socklen_t len)
 	CHECK_EQ(relay_listen_open((void *)ss, len, &reuse, &b), 0);
 	CHECK_EQ(relay_listen_open((void *)ss, len, &plain, &c), -EADDRINUSE);
 	/* the probe an engine's own SO_REUSEPORT listeners need: taken is taken */
-	CHECK_EQ(relay_port_probe((void *)ss, len), -EADDRINUSE);
+	CHECK_EQ(relay_port_probe((void *)ss, len, false), -EADDRINUSE);
 	close(a);
 	close(b);
-	CHECK_EQ(relay_port_probe((void *)ss, len), 0);
+	CHECK_EQ(relay_port_probe((void *)ss, len, false), 0);
 	/* the listener accepts */
 	REQUIRE(relay_listen_open((void *)ss, len, &plain, &a) == 0);
 	c = socket(ss->ss_family, SOCK_STREAM, 0);
@@ -86,8 +87,15 @@ int main(void)
 		in->sin_family = AF_INET;
 		in->sin_port = htons((uint16_t)port);
 		CHECK_EQ(relay_listen_open((void *)&ss, sizeof(*in), NULL, &b), 0);
-		close(b);
 		close(a);
+		/* with 0.0.0.0 held: [::] alone is free, every address (dual-stack) is not */
+		memset(&ss, 0, sizeof(ss));
+		in6->sin6_family = AF_INET6;
+		in6->sin6_addr = in6addr_any;
+		in6->sin6_port = htons((uint16_t)port);
+		CHECK_EQ(relay_port_probe((void *)&ss, sizeof(*in6), false), 0);
+		CHECK_EQ(relay_port_probe((void *)&ss, sizeof(*in6), true), -EADDRINUSE);
+		close(b);
 	} else {
 		printf("no ::1 here: IPv6 not checked\n");
 		if (fd >= 0)

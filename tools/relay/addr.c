@@ -2,8 +2,10 @@
 /*
  * addr.c - "HOST:PORT" as operators write it, and socket addresses as the relay prints them.
  *
- * An empty host or "*" (":80", "*:80"), for a listener, is every address: "::" where the host
- * has IPv6 (one dual-stack socket), else "0.0.0.0".
+ * An empty host or "*" (":80", "*:80"), for a listener, is every address, kept as the host "*"
+ * and handed to the engine so: one dual-stack "::" socket where the host has IPv6, else
+ * "0.0.0.0" (tide_agent_listen(3)). "[::]:80" is IPv6 only (IPV6_V6ONLY): the host's
+ * net.ipv6.bindv6only decides neither.
  * Parsing keeps the host as text and checks the port (decimal, in range, no sign or
  * suffix), so the config file can be validated without the network; resolving is a
  * separate step (tide_addrs_resolve(), the agent's resolver: every address for an upstream, which a
@@ -29,18 +31,6 @@ static int fail(char *err, size_t n, const char *fmt, const char *what)
 	if (err && n)
 		snprintf(err, n, fmt, what);
 	return -EINVAL;
-}
-
-/* Every address, as a listener's host: "::" (dual-stack: the engine's sockets leave
- * IPV6_V6ONLY at the system's default, off) where this host has IPv6, else "0.0.0.0". */
-static const char *wildcard(void)
-{
-	int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	if (fd < 0)
-		return "0.0.0.0";
-	close(fd);
-	return "::";
 }
 
 int relay_endpoint_parse(const char *text, unsigned port_min, struct relay_endpoint *ep, char *err,
@@ -70,8 +60,8 @@ int relay_endpoint_parse(const char *text, unsigned port_min, struct relay_endpo
 				    text);
 	}
 	if ((hlen == 0 || (hlen == 1 && text[0] == '*')) && port_min == 0 && text[0] != '[') {
-		host = wildcard(); /* ":80", "*:80": every address (listeners) */
-		hlen = strlen(host);
+		host = RELAY_EVERY; /* ":80", "*:80": every address (listeners) */
+		hlen = 1;
 	}
 	if (hlen == 0 || hlen >= RELAY_HOST_MAX)
 		return fail(err, errlen, "'%s': want a host before the port (at most 255 bytes)",
@@ -202,4 +192,9 @@ char *relay_addr_format(const struct sockaddr *sa, char *buf, size_t n)
 	inet_ntop(len == 4 ? AF_INET : AF_INET6, ip, text, sizeof(text));
 	snprintf(buf, n, len == 4 ? "%s:%u" : "[%s]:%u", text, port_of(sa));
 	return buf;
+}
+
+bool relay_endpoint_every(const struct relay_endpoint *ep)
+{
+	return !strcmp(ep->host, RELAY_EVERY);
 }

@@ -36,9 +36,13 @@
 
 /* "HOST:PORT" as given: HOST a name, an IPv4 address or a bracketed IPv6 address. */
 struct relay_endpoint {
-	char host[RELAY_HOST_MAX];
+	char host[RELAY_HOST_MAX]; /* RELAY_EVERY for every address (":80", "*:80") */
 	uint16_t port;
 };
+
+/* The host of every address: IPv6 and IPv4 on one dual-stack socket (tide_agent_listen(3)). */
+#define RELAY_EVERY "*"
+bool relay_endpoint_every(const struct relay_endpoint *ep);
 
 /* Split "HOST:PORT" / "[V6]:PORT"; port_min is 0 for listeners, 1 for upstreams. 0 or -EINVAL
  * with a reason in err. */
@@ -451,9 +455,11 @@ struct relay_listen_opts {
  * Return: 0 and *fd, or -EADDRINUSE (taken; without reuse_port always), -EACCES, -errno. */
 int relay_listen_open(const struct sockaddr *sa, socklen_t len, const struct relay_listen_opts *o,
 		      int *fd);
-/* Whether sa could be bound without SO_REUSEPORT now: a bind, closed at once.
- * Return: 0 free, -EADDRINUSE taken (also by sockets that set SO_REUSEPORT), -errno. */
-int relay_port_probe(const struct sockaddr *sa, socklen_t len);
+/* Whether sa could be bound without SO_REUSEPORT now: a bind, closed at once; an IPv6 sa
+ * IPV6_V6ONLY unless every (the dual-stack socket of every address, which IPv4 holders of
+ * the port also refuse). Return: 0 free, -EADDRINUSE taken (also by sockets that set
+ * SO_REUSEPORT), -errno. */
+int relay_port_probe(const struct sockaddr *sa, socklen_t len, bool every);
 
 // process_metrics.c ---------------------------------------------------------------------
 

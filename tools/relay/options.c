@@ -405,8 +405,9 @@ const struct relay_option relay_options[] = {
 	 "Accept TCP connections on HOST:PORT. HOST is a name, an IPv4 address or\n"
 	 "an IPv6 address in brackets ([::1]:7000); an empty HOST or * (:7000,\n"
 	 "*:7000) binds every address, IPv6 and IPv4 on one socket ([::] with\n"
-	 "IPV6_V6ONLY off; 0.0.0.0 where IPv6 is off); port 0 picks a free port (the\n"
-	 "real one is logged). Repeat for several listeners. A port another socket\n"
+	 "IPV6_V6ONLY off; 0.0.0.0 where IPv6 is off); [::]:7000 is IPv6 only\n"
+	 "(IPV6_V6ONLY), so 0.0.0.0:7000 may go with it; net.ipv6.bindv6only changes\n"
+	 "neither. Port 0 picks a free port (the real one is logged). Repeat for several listeners. A port another socket\n"
 	 "already holds is an error (EADDRINUSE) unless --reuse-port is given.\n"
 	 "A reload opens new listeners and closes the ones no longer listed.",
 	 set_listen},
@@ -770,8 +771,10 @@ unsigned relay_config_validate(const struct relay_config *c, FILE *diag)
 }
 
 /* Whether a and b cannot both be bound: the same address and port, or a wildcard of the
- * family and another address of it on the same port ([::] and 0.0.0.0 may go together). */
-static bool overlap(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+ * family and another address of it on the same port ([::] and 0.0.0.0 may go together:
+ * [::] is IPv6 only), or every address (one dual-stack socket: any address on its port). */
+static bool overlap(const struct sockaddr_storage *a, bool a_every,
+		    const struct sockaddr_storage *b, bool b_every)
 {
 	uint8_t x[16], y[16], zero[16] = {0};
 	size_t lx = relay_addr_ip((const struct sockaddr *)a, x),
@@ -783,7 +786,7 @@ static bool overlap(const struct sockaddr_storage *a, const struct sockaddr_stor
 		return true;
 	if (((const struct sockaddr_in *)a)->sin_port != ((const struct sockaddr_in *)b)->sin_port)
 		return false; /* sin_port and sin6_port sit at the same offset */
-	return lx == ly && (!memcmp(x, zero, lx) || !memcmp(y, zero, ly));
+	return a_every || b_every || (lx == ly && (!memcmp(x, zero, lx) || !memcmp(y, zero, ly)));
 }
 
 static void check_name(struct source *s, const struct relay_config *c, unsigned line,
@@ -842,7 +845,9 @@ unsigned relay_config_check_system(const struct relay_config *c, FILE *diag)
 	for (unsigned i = 0; i < c->n_listen; i++) {
 		check_name(&s, c, c->listen_line[i], "listen", &c->listen[i], true, &lis[i]);
 		for (unsigned j = 0; j < i; j++)
-			if (c->listen[i].port && overlap(&lis[i], &lis[j]))
+			if (c->listen[i].port &&
+			    overlap(&lis[i], relay_endpoint_every(&c->listen[i]), &lis[j],
+				    relay_endpoint_every(&c->listen[j])))
 				problem(at(&s, c, c->listen_line[i]),
 					"listen %s:%u is the same socket as listen %s:%u (line "
 					"%u): one port, one listener",

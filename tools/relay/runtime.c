@@ -140,7 +140,7 @@ static int open_listener(struct relay_runtime *rt, const struct relay_config *cf
 	int rc = relay_endpoint_resolve(ep, true, &sa, &len);
 
 	if (!rc && !cfg->reuse_port)
-		rc = relay_port_probe((struct sockaddr *)&sa, len);
+		rc = relay_port_probe((struct sockaddr *)&sa, len, relay_endpoint_every(ep));
 	if (!rc && rt->ops.listener_add)
 		rc = rt->ops.listener_add(ep, rt->ops.arg);
 	if (rc) {

@@ -8,7 +8,9 @@
  * a stale one or a typo in a unit file is an error at startup instead of the kernel quietly
  * splitting connections between two processes. Workers of one relay share one listening
  * socket (each ring accepts on the same fd), which needs no SO_REUSEPORT. IPv6 listeners
- * are IPV6_V6ONLY, so "[::]:80" and "0.0.0.0:80" are two separate listeners, as in nginx.
+ * are IPV6_V6ONLY, so "[::]:80" and "0.0.0.0:80" are two separate listeners, as in nginx;
+ * every address (":80") is one dual-stack socket, as the engine binds it (tide_agent_listen),
+ * whatever net.ipv6.bindv6only says.
  *
  * An engine that binds its own SO_REUSEPORT socket per worker can still refuse a taken port:
  * relay_port_probe binds without SO_REUSEPORT first, which fails against any holder.
@@ -56,7 +58,7 @@ int relay_listen_open(const struct sockaddr *sa, socklen_t len, const struct rel
 	return 0;
 }
 
-int relay_port_probe(const struct sockaddr *sa, socklen_t len)
+int relay_port_probe(const struct sockaddr *sa, socklen_t len, bool every)
 {
 	int fd, rc;
 
@@ -67,7 +69,7 @@ int relay_port_probe(const struct sockaddr *sa, socklen_t len)
 		return -errno;
 	rc = set_int(fd, SOL_SOCKET, SO_REUSEADDR, 1);
 	if (!rc && sa->sa_family == AF_INET6)
-		rc = set_int(fd, IPPROTO_IPV6, IPV6_V6ONLY, 1);
+		rc = set_int(fd, IPPROTO_IPV6, IPV6_V6ONLY, !every);
 	if (!rc && bind(fd, sa, len))
 		rc = -errno;
 	close(fd);
