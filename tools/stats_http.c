@@ -146,6 +146,7 @@ static const struct field connection_fields[] = {
 		"Connections ended by an error or reset."),
 	COUNTER("upstream_failures", as.upstream_failures, "tide_relay_upstream_failures_total",
 		"Failed upstream connects."),
+	JSON_ONLY("accept_errors", as.accept_errors), /* /metrics: beside refused_total */
 };
 
 /* "traffic" */
@@ -309,6 +310,13 @@ void stats_write_prometheus(FILE *f, struct tide_pool *pool, const struct tide_a
 			fprintf(f, "tide_relay_connections_refused_total{reason=\"%s\"} %llu\n",
 				relay_refusal_name((enum relay_refusal)i),
 				(unsigned long long)atomic_load(&runtime->refused[i]));
+		fprintf(f,
+			"# HELP tide_relay_accept_errors_total Accepts that failed for want of "
+			"local resources (EMFILE, ENFILE, ENOBUFS, ENOMEM); those clients wait in "
+			"the listen queue, retried every 100 ms.\n"
+			"# TYPE tide_relay_accept_errors_total counter\n"
+			"tide_relay_accept_errors_total %llu\n",
+			(unsigned long long)s.as.accept_errors);
 		fprintf(f,
 			"# HELP tide_relay_log_dropped_lines_total Log lines dropped because their "
 			"destination could not take them without waiting.\n"

@@ -56,6 +56,7 @@ struct relay {
 	} lis[2 * RELAY_MAX_LISTEN];
 	char stats_text[RELAY_HOST_MAX + 8];
 	uint64_t last_resolve_ms;
+	struct relay_accepts accepts;
 };
 
 static void raise_nofile(void)
@@ -299,11 +300,16 @@ static void say_listening(const struct relay *r)
 			    c->n_upstream == 1 ? "" : "s");
 }
 
-/* Every server failed a connect: resolve the names again, at most once a second. */
-static void maybe_resolve(void *arg)
+/* The main thread's tick: failing accepts told once per burst (accepts.c); every server
+ * failed a connect: resolve the names again, at most once a second. */
+static void main_tick(void *arg)
 {
 	struct relay *r = arg;
+	struct tide_agent_stats as;
 	uint64_t now = relay_now_ms();
+
+	tide_agent_stats(r->agent, &as);
+	relay_accepts_watch(&r->accepts, as.accept_errors, as.accept_error);
 
 	if (!atomic_load_explicit(&r->fwd.resolve, memory_order_relaxed) ||
 	    now - r->last_resolve_ms < 1000)
@@ -326,7 +332,7 @@ static void run_until_signal(struct relay *r, const sigset_t *set, int argc, cha
 	bool cut;
 	siginfo_t si;
 
-	relay_signals_wait(&r->rt, set, argc, argv, maybe_resolve, r);
+	relay_signals_wait(&r->rt, set, argc, argv, main_tick, r);
 	deadline = relay_now_ms() + r->rt.cfg.drain_timeout_ms;
 	tide_agent_stop(r->agent);
 	cut = !r->rt.cfg.drain_timeout_ms;

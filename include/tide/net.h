@@ -530,6 +530,13 @@ struct tide_agent_stats {
 	bool bundles;		 /* recv bundles in use */
 	bool incremental;	 /* incremental buffer rings in use  */
 	bool defer_taskrun;	 /* rings run with IORING_SETUP_DEFER_TASKRUN */
+	/* Accepts the kernel failed for want of local resources: -EMFILE (the process's
+	 * RLIMIT_NOFILE), -ENFILE (the system's file table), -ENOBUFS, -ENOMEM. The connection
+	 * stays in the listen queue and the listener tries again at the worker's next tick
+	 * (100 ms), so it accepts again once descriptors or memory are freed; a steadily
+	 * rising count means clients wait. */
+	uint64_t accept_errors;
+	int accept_error; /* the latest of them (-EMFILE ...); 0 when there was none */
 };
 
 /*

@@ -406,7 +406,10 @@ void tide_agent_stats(const struct tide_agent *a, struct tide_agent_stats *st)
 		st->forced_grows += LOAD(w, forced_grows);
 		st->ring_buffers += LOAD(w, in_ring);
 		st->ring_target += LOAD(w, target);
+		st->accept_errors += LOAD(w, accept_errors);
 	}
+	st->accept_error =
+		atomic_load_explicit(&((struct tide_agent *)a)->accept_error, memory_order_relaxed);
 	if (a->nworkers) {
 		st->bundles = a->w[0].bundles;
 		st->incremental = a->w[0].inc;

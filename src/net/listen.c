@@ -115,10 +115,22 @@ static void ls_release(struct lsock *ls)
 	}
 }
 
+/* Out of descriptors or memory: the connection waits in the listen queue for the tick's
+ * retry; counted, with its cause, for the application (tide_agent_stats()). */
+static void accept_failed(struct lsock *ls, int err)
+{
+	if (err != -EMFILE && err != -ENFILE && err != -ENOBUFS && err != -ENOMEM)
+		return;
+	STAT_ADD(ls->w, accept_errors, 1);
+	atomic_store_explicit(&ls->w->agent->accept_error, err, memory_order_relaxed);
+}
+
 void on_accept_cqe(struct lsock *ls, struct io_uring_cqe *cqe)
 {
 	if (!(cqe->flags & IORING_CQE_F_MORE))
 		ls->armed = false;
+	if (cqe->res < 0)
+		accept_failed(ls, cqe->res);
 	if (ls->w->draining) {
 		if (cqe->res >= 0)
 			close(cqe->res);

@@ -220,6 +220,7 @@ struct wstats {
 	_Atomic uint64_t bytes_in, bytes_out, short_sends, pauses;
 	_Atomic uint64_t refills, refill_buffers, enobufs, ring_resets, forced_grows;
 	_Atomic uint64_t in_ring, target;
+	_Atomic uint64_t accept_errors; /* accepts failed for want of descriptors or memory */
 };
 
 struct worker {
@@ -300,6 +301,7 @@ struct tide_agent {
 	_Atomic int stop;	  /* 1: drain; 2: end now */
 	_Atomic unsigned running; /* workers in their loop or setup */
 	_Atomic uint64_t conns;
+	_Atomic int accept_error; /* the latest accept_errors' -errno; 0: none yet */
 	bool started, joined;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;

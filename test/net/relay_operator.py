@@ -20,6 +20,10 @@ Cases (the upstream is an echo server of the test's own; loopback only; every wa
   fd_exhaustion   at the process's descriptor limit, connects that fail with EMFILE are
                   logged as that ("Too many open files"), end=resource, and no upstream is
                   taken out of rotation
+  accept_exhaustion  at the descriptor limit accepts fail: one log line with the cause
+                  (EMFILE, the limit) for the burst, the waiting client and a new one are
+                  served once clients close, one line when it accepts again, the count in
+                  /metrics (tide_relay_accept_errors_total)
   check_vs_start  --check fails (exit 2, FILE:LINE) where a start fails: an unresolvable
                   upstream or listen name, an access log in a missing directory, one listener
                   spelled twice (127.0.0.1:P and localhost:P); a reload to an unresolvable
@@ -445,6 +449,57 @@ def case_refused_metrics():
     check(r.stop() == 0, "exit 0")
 
 
+def metrics(st):
+    c = socket.create_connection(("127.0.0.1", st), timeout=5)
+    c.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+    m = b"".join(iter(lambda: c.recv(65536), b"")).decode()
+    c.close()
+    return m
+
+
+def case_accept_exhaustion():
+    a, st = free_port(), free_port()
+    r = Relay(["--listen", "127.0.0.1:%d" % a, "--echo", "--threads", "1",
+               "--stats", "127.0.0.1:%d" % st], a,
+              preexec=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48)))
+    held, waiting = [], None
+    for i in range(64):  # clients until one is not served: the relay is at its limit
+        c = socket.socket()
+        c.settimeout(1)
+        c.connect(("127.0.0.1", a))  # the kernel's queue completes the handshake
+        held.append(c)
+        try:
+            if exchange(c, b"x") == b"x":
+                continue
+        except OSError:
+            pass
+        waiting = c
+        break
+    check(waiting is not None, "a client waits once the descriptors are used up")
+    check(r.wait_log("accepting connections fails: Too many open files (EMFILE: the "
+                     "process's descriptor limit is 48;", 5),
+          "the log says accept fails, and why: %r" % r.log()[-600:])
+    for c in held[:8]:  # descriptors come free
+        c.close()
+    if waiting is not None:
+        waiting.settimeout(10)
+        got = b""
+        try:
+            got = waiting.recv(1)
+        except OSError:
+            pass
+        check(got == b"x", "the waiting client is served once descriptors are free")
+    check(one_exchange(a) == b"x", "a new client is served")
+    check(r.wait_log("accepting connections again after", 10),
+          "the log says accepting works again: %r" % r.log()[-600:])
+    check(r.log().count("accepting connections fails") == 1, "one line for the burst")
+    m = re.search(r"^tide_relay_accept_errors_total ([1-9]\d*)$", metrics(st), re.M)
+    check(m, "the failed accepts in /metrics")
+    for c in held[8:]:
+        c.close()
+    check(r.stop() == 0, "exit 0")
+
+
 def root_nobody():
     if os.geteuid() != 0:
         skip("needs root")
@@ -505,7 +560,7 @@ CASES = {"signals": case_signals, "drain_zero": case_drain_zero,
          "check_vs_start": case_check_vs_start, "listen_any": case_listen_any,
          "duration": case_duration, "refused_metrics": case_refused_metrics,
          "user_reopen": case_user_reopen,
-         "user_low_port": case_user_low_port}
+         "user_low_port": case_user_low_port, "accept_exhaustion": case_accept_exhaustion}
 
 try:
     CASES[CASE]()

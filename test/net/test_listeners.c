@@ -13,6 +13,9 @@
  *              alike: "[::]:P" takes IPv6 only and "0.0.0.0:P" beside it is a second
  *              listener; ":P" and "*:P" take IPv4 and IPv6; ":P" is the address [::]:P
  *              (-EADDRINUSE), closed by its own spelling
+ *   emfile     a server process at its RLIMIT_NOFILE: accepts fail (counted in accept_errors,
+ *              accept_error -EMFILE), the connections wait in the queue; once clients
+ *              close, the waiting connection and a new one are served
  *   keepalive  tide_conn_keepalive on an accepted and on a connected connection sets
  *              SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL and TCP_KEEPCNT as asked (read back
  *              from the kernel), 0 turns it off; -EBUSY while connecting, -EINVAL out of
@@ -26,7 +29,11 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sched.h>
+#include <fcntl.h>
+#include <inttypes.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
@@ -313,6 +320,99 @@ static void case_keepalive(void)
 	finish();
 }
 
+/* ----------------------------------------------------------------- emfile -- */
+
+/* The server: an echo agent whose process may open only a few more descriptors; answers the
+ * parent's 'e' with accept_errors (uint64_t) and 'q' with accept_error (int), then ends. */
+static int emfile_server(int cmd, int rep)
+{
+	struct tide_agent_stats as;
+	struct rlimit rl;
+	unsigned p;
+	int limit = 0;
+	char c;
+
+	make_agent(1);
+	REQUIRE(tide_agent_start(agent) == 0);
+	/* Descriptors take the lowest free number: the listener's and four more free under
+	 * the limit, then EMFILE. The listener comes after: an accept reads the limit when it
+	 * is armed. */
+	for (int fd = 0, free_seen = 0; fd < 4096 && !limit; fd++)
+		if (fcntl(fd, F_GETFD) < 0 && ++free_seen == 6)
+			limit = fd;
+	REQUIRE(limit > 0 && getrlimit(RLIMIT_NOFILE, &rl) == 0);
+	rl.rlim_cur = (rlim_t)limit;
+	REQUIRE(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+	REQUIRE(tide_agent_listen(agent, "127.0.0.1:0", &echo, NULL, &p) == 0);
+	REQUIRE(write(rep, &p, sizeof(p)) == sizeof(p));
+	while (read(cmd, &c, 1) == 1 && c == 'e') {
+		tide_agent_stats(agent, &as);
+		REQUIRE(write(rep, &as.accept_errors, sizeof(as.accept_errors)) ==
+			sizeof(as.accept_errors));
+	}
+	tide_agent_stats(agent, &as);
+	REQUIRE(write(rep, &as.accept_error, sizeof(as.accept_error)) == sizeof(as.accept_error));
+	finish();
+	CHECK_EQ(atomic_load(&worker_fails), 0);
+	return test_exit("test_listeners emfile server");
+}
+
+static uint64_t ask_errors(int cmd, int rep)
+{
+	uint64_t n = 0;
+
+	REQUIRE(write(cmd, "e", 1) == 1);
+	REQUIRE(read(rep, &n, sizeof(n)) == sizeof(n));
+	return n;
+}
+
+static void case_emfile(void)
+{
+	int cmd[2], rep[2], fds[64], n = 0, err = 0, status;
+	unsigned p;
+	uint64_t errors = 0;
+	pid_t pid;
+
+	REQUIRE(pipe(cmd) == 0 && pipe(rep) == 0);
+	fflush(NULL);
+	pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0) {
+		close(cmd[1]);
+		close(rep[0]);
+		_exit(emfile_server(cmd[0], rep[1]));
+	}
+	close(cmd[0]);
+	close(rep[1]);
+	REQUIRE(read(rep[0], &p, sizeof(p)) == sizeof(p));
+	/* Connect until the server's accept fails (the kernel queues the rest). */
+	while (n < 64 && !(errors = ask_errors(cmd[1], rep[0]))) {
+		REQUIRE((fds[n] = try_connect(p)) >= 0);
+		n++;
+		for (int tries = 0; tries < 50 && !(errors = ask_errors(cmd[1], rep[0])); tries++)
+			usleep(10000); /* the accept (or its failure) is the worker's, a moment
+					  later */
+	}
+	printf("accept failed after %d connections (%" PRIu64 " accept errors)\n", n, errors);
+	CHECK(errors >= 1);
+	REQUIRE(n >= 5);
+	/* Descriptors come free: the waiting connection and a new one are served. */
+	for (int i = 0; i < 4; i++)
+		close(fds[i]);
+	CHECK(echoes(fds[n - 1], "waited"));
+	fds[0] = try_connect(p);
+	CHECK(fds[0] >= 0 && echoes(fds[0], "new"));
+	REQUIRE(write(cmd[1], "q", 1) == 1);
+	REQUIRE(read(rep[0], &err, sizeof(err)) == sizeof(err));
+	CHECK_EQ(err, -EMFILE);
+	if (fds[0] >= 0)
+		close(fds[0]);
+	for (int i = 4; i < n; i++)
+		close(fds[i]);
+	status = wait_child(pid, 30);
+	CHECK(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 /* ----------------------------------------------------------------- v6only -- */
 
 /* A connected socket to 127.0.0.1:p (v6 false) or [::1]:p, or -errno of connect(). */
@@ -444,7 +544,10 @@ int main(int argc, char **argv)
 	static const struct {
 		const char *name;
 		void (*fn)(void);
-	} cases[] = {{"live", case_live}, {"keepalive", case_keepalive}, {"v6only", case_v6only}};
+	} cases[] = {{"live", case_live},
+		     {"keepalive", case_keepalive},
+		     {"v6only", case_v6only},
+		     {"emfile", case_emfile}};
 
 	signal(SIGPIPE, SIG_IGN);
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
@@ -454,6 +557,6 @@ int main(int argc, char **argv)
 			CHECK_EQ(atomic_load(&worker_fails), 0);
 			return test_exit("test_listeners");
 		}
-	fprintf(stderr, "usage: test_listeners live|keepalive|v6only\n");
+	fprintf(stderr, "usage: test_listeners live|keepalive|v6only|emfile\n");
 	return 1;
 }

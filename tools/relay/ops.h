@@ -405,6 +405,20 @@ int relay_health_start(struct relay_balancer *b, unsigned interval_ms, unsigned 
 		       struct relay_health **out);
 void relay_health_stop(struct relay_health *h); /* joins; NULL is a no-op */
 
+// accepts.c -----------------------------------------------------------------------------
+
+/* Accepts failing for want of descriptors or memory, as the relay's main thread saw them. */
+struct relay_accepts {
+	uint64_t seen;	      /* the agent's accept_errors at the last tick */
+	uint64_t burst_start; /* ... when the burst began */
+	unsigned quiet;	      /* ticks since the last failure, in a burst */
+	bool burst;
+};
+
+/* Feed tide_agent_stats()'s accept_errors and accept_error at each tick: logs the start of a
+ * burst (the cause, what to raise) and its end (how many failed), nothing between. */
+void relay_accepts_watch(struct relay_accepts *w, uint64_t errors, int last_error);
+
 // notify.c ------------------------------------------------------------------------------
 
 /* The service manager's notify protocol (sd_notify(3)); each is 0 when not run by systemd.
