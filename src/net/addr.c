@@ -7,15 +7,15 @@
  * Everything here runs on the caller's thread, before or beside the workers: resolving names
  * (every address of a name, for connects tried in turn), binding the SO_REUSEPORT listeners (the
  * first one picks the port when 0 is asked for, the others join it) and checking that this kernel
- * lets the process use io_uring at all.
+ * lets the process use io_uring at all. Errors are negative errnos, and the probe adds a sentence
+ * a user can act on, because "Operation not permitted" from io_uring_setup() alone does not say
+ * that a sysctl or a container policy is the reason.
  *
  * A listener's IPv6 socket never follows net.ipv6.bindv6only (a host setting, 0 by default,
  * that would decide whether "[::]:80" also takes IPv4): every IPv6 listener is IPV6_V6ONLY
  * (as nginx's default, ipv6only=on), so "[::]:80" and "0.0.0.0:80" are two listeners, and
  * every address (":80", "*:80") is one dual-stack "::" socket with the option off (haproxy's
- * "v4v6"), or "0.0.0.0" on a host without IPv6. Errors are negative errnos, and the probe adds a
- * sentence a user can act on, because "Operation not permitted" from io_uring_setup() alone does
- * not say that a sysctl or a container policy is the reason.
+ * "v4v6"), or "0.0.0.0" on a host without IPv6.
  *
  * The probe's ring is made and torn down on a thread of its own, never the caller's: a ring's
  * teardown queues task work to the task that created it, and the kernel delivers that as a

@@ -272,14 +272,15 @@ static int bind_all(struct tide_agent *a, struct listen_cfg *lc, int *fds, unsig
 	return 0;
 }
 
-/* The slot listening on the first address of addrs (with IPV6_V6ONLY v6only; -2: either),
- * or -ENOENT. */
+#define V6ONLY_ANY (-2) /* slot_find(): whatever the listener's IPV6_V6ONLY */
+
+/* The slot listening on the first address of addrs with IPV6_V6ONLY v6only, or -ENOENT. */
 static int slot_find(struct tide_agent *a, const struct tide_addrs *addrs, int v6only)
 {
 	for (unsigned k = 0; k < MAX_LISTENERS; k++)
 		if (a->lc[k].used &&
 		    addr_same(&a->lc[k].ss, a->lc[k].len, &addrs->addr[0], addrs->len[0]) &&
-		    (v6only == -2 || a->lc[k].v6only == v6only))
+		    (v6only == V6ONLY_ANY || a->lc[k].v6only == v6only))
 			return (int)k;
 	return -ENOENT;
 }
@@ -361,7 +362,7 @@ int tide_agent_listen(struct tide_agent *a, const char *hostport, const struct t
 		;
 	rc = k < MAX_LISTENERS ? 0 : -ENOSPC;
 	lc = &a->lc[k < MAX_LISTENERS ? k : 0];
-	if (!rc && addr_port(&addrs.addr[0]) && slot_find(a, &addrs, -2) >= 0)
+	if (!rc && addr_port(&addrs.addr[0]) && slot_find(a, &addrs, V6ONLY_ANY) >= 0)
 		rc = -EADDRINUSE; /* ":P" and "[::]:P" too: both are [::]:P */
 	if (!rc) {
 		*lc = (struct listen_cfg){
