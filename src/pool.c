@@ -406,6 +406,14 @@ static void stamp_regions_locked(struct tide_pool *pool, size_t lo, size_t hi)
 		pool->region_epoch[r] = pool->epoch;
 }
 
+/* Blocks went back to the bitmap: demand fell now (maintain.c dates the window's peak by
+ * it). A clock read per give-back, not per block, and only where automatic shrink runs. */
+static inline void note_released_locked(struct tide_pool *pool)
+{
+	if (pool->flags & TIDE_AUTO_SHRINK)
+		pool->release_ns = os_now_ns();
+}
+
 /* Blocks [first, first + n) were just claimed: purge state, region stamps, demand. */
 static void note_claimed_locked(struct tide_pool *pool, size_t first, size_t n)
 {
@@ -465,14 +473,14 @@ void pool_release_blocks_locked(struct tide_pool *pool, void *const *blocks, uns
 		blocks += k;
 		n -= k;
 	}
-	pool->release_ns = os_now_ns(); /* demand fell: maintain.c dates the peak by it */
+	note_released_locked(pool);
 }
 
 void pool_release_run_locked(struct tide_pool *pool, size_t first, size_t n)
 {
 	stamp_regions_locked(pool, first << pool->block_shift, (first + n) << pool->block_shift);
 	bitmap_clear_range(&pool->map, first, n);
-	pool->release_ns = os_now_ns();
+	note_released_locked(pool);
 }
 
 bool pool_claim_run_locked(struct tide_pool *pool, size_t n, size_t *first)
