@@ -33,12 +33,13 @@
  * fork(): the child may use every pool it inherits (locks are taken around fork,
  * blocks held by the parent's other threads come back to the pool, the TIDE_BACKGROUND
  * thread is started again - when it cannot be, that counts in os_failures and the child's
- * own calls into the pool that miss the thread cache start it or do its maintenance, at
- * most once per sampling period; a cache hit does not, so such a child that goes quiet
- * after a burst gets the memory back by calling tide_pool_maintain(), once the delay has
- * passed - and a TIDE_LOCKED pool is locked again at the child's first call into it that
- * is not served by its thread cache, so fork()+exec copies nothing - a refusal is counted
- * in os_failures). The memory limit is read at each grow through /proc/self: a child
+ * own calls into the pool start it or do its maintenance, at most once per sampling
+ * period: every call but a tide_alloc()/tide_free() that its thread cache serves (those
+ * stay as cheap as in any process), so such a child that goes quiet after a burst, or
+ * only allocates and frees from its cache, gets the memory back by calling
+ * tide_pool_maintain() once the delay has passed - and a TIDE_LOCKED pool is locked again
+ * at the child's first such call, so fork()+exec copies nothing - a refusal is counted in
+ * os_failures). The memory limit is read at each grow through /proc/self: a child
  * counts its own memory and cgroup. Buffers the other threads held stay allocated. Do not fork from
  * inside a signal handler that interrupted a call into the pool. The library registers its
  * pthread_atfork handlers when it is loaded: atfork handlers the program registers after

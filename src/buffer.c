@@ -584,6 +584,7 @@ unsigned tide_alloc_bulk(struct tide_pool *pool, void **bufs, unsigned n)
 		return 0;
 	got = pool_alloc_bulk(pool, &pool->default_user, bufs, n);
 	call_leave();
+	fork_todo_check(pool);
 	return got;
 }
 
@@ -607,6 +608,7 @@ int tide_free_bulk(struct tide_pool *pool, void *const *bufs, unsigned n)
 		return -EAGAIN;
 	err = pool_free_bulk(pool, &pool->default_user, bufs, n);
 	call_leave();
+	fork_todo_check(pool);
 	return err;
 }
 

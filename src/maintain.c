@@ -261,8 +261,8 @@ static void purge_pass(struct tide_pool *pool)
  * For event loops: call it when the returned time has passed (a timer), and after bursts.
  * One call after nothing went back to the bitmap for shrink_delay_ms gives back all above
  * what is claimed now (the way for a fork child whose thread could not be started again:
- * its cache hits do not maintain). Does nothing without TIDE_AUTO_SHRINK. Returns at once (asking
- * to be called again soon) when another thread is converting.
+ * its tide_alloc()/tide_free() cache hits do not maintain). Does nothing without TIDE_AUTO_SHRINK.
+ * Returns at once (asking to be called again soon) when another thread is converting.
  *
  * Return: milliseconds until the next work is due; -1 when nothing is (the pool is at its
  * floor and holds no excess); -EINVAL for a NULL pool; -EAGAIN in a signal handler that
@@ -386,7 +386,8 @@ void maintain_fork_child_locked(struct tide_pool *pool)
 /*
  * fork child: the TIDE_BACKGROUND thread is started again. When it cannot be (the child at
  * RLIMIT_NPROC or a pids limit: EAGAIN), the failure counts in os_failures and the pool's
- * callers take over: their slow-path calls (fork_catch_up()) try to start it again and,
+ * callers take over: every call but a tide_alloc()/tide_free() cache hit (fork_catch_up())
+ * tries to start it again and,
  * while it cannot be, run tide_pool_maintain() inline, each at most once per sampling
  * period; every failed start counts.
  */

@@ -208,6 +208,7 @@ void *tide_user_alloc(struct tide_user *user, size_t size)
 		return NULL;
 	buf = pool_alloc(user->pool, user, size);
 	call_leave();
+	fork_todo_check(user->pool); /* a fork child's re-lock or lost thread */
 	return buf;
 }
 
@@ -230,6 +231,7 @@ int tide_user_free(struct tide_user *user, void *buf)
 		return -EAGAIN;
 	err = pool_free(user->pool, user, buf);
 	call_leave();
+	fork_todo_check(user->pool);
 	return err;
 }
 
@@ -250,6 +252,7 @@ unsigned tide_user_alloc_bulk(struct tide_user *user, void **bufs, unsigned n)
 		return 0;
 	got = pool_alloc_bulk(user->pool, user, bufs, n);
 	call_leave();
+	fork_todo_check(user->pool);
 	return got;
 }
 
@@ -273,6 +276,7 @@ int tide_user_free_bulk(struct tide_user *user, void *const *bufs, unsigned n)
 		return -EAGAIN;
 	err = pool_free_bulk(user->pool, user, bufs, n);
 	call_leave();
+	fork_todo_check(user->pool);
 	return err;
 }
 

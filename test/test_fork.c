@@ -693,6 +693,45 @@ static void child_rss_limit(void)
 
 /* ------------------------------- the background thread cannot be restarted -- */
 
+/*
+ * A class of users' burst (tide_user_*, the bulk calls), then silence, then one call that
+ * misses the thread cache (a multi-block buffer): it does the maintenance the thread would
+ * have done, as the default user's calls do. 0, or 5.
+ */
+static int user_burst_then_one_call(struct tide_pool *p)
+{
+	struct tide_user_config ucfg = {.name = "child", .flags = TIDE_USER_MAY_GROW};
+	static void *b[4096];
+	struct tide_user *u;
+	size_t unreserved;
+	void *run;
+	unsigned got = 0;
+
+	if (tide_user_create(p, &ucfg, &u))
+		return 5;
+	for (int i = 0; i < 4096; i++)
+		if (!(b[i] = tide_user_alloc(u, 2048)))
+			return 5;
+	for (int i = 0; i < 4096; i++)
+		tide_user_free(u, b[i]);
+	while (got < 4096) {
+		unsigned n = tide_alloc_bulk(p, b + got, 4096 - got);
+
+		if (!n)
+			return 5;
+		got += n;
+	}
+	tide_free_bulk(p, b, got);
+	usleep(4 * 10000);
+	run = tide_user_alloc(u, 3 * 2048);
+	unreserved = (size_t)((char *)tide_pool_boundary(p) - (char *)tide_pool_base(p));
+	printf("after a user burst, one tide_user_alloc() past the cache: unreserved %zu\n",
+	       unreserved);
+	tide_user_free(u, run);
+	fflush(NULL);
+	return run && unreserved <= (2 << 20) ? 0 : 5;
+}
+
 /* In a process at RLIMIT_NPROC (uid 54321, limit 3): fork's child cannot start the thread. */
 static int nproc_child(void *arg)
 {
@@ -749,8 +788,9 @@ static int nproc_child(void *arg)
 		i = tide_pool_maintain(p);
 		printf("one tide_pool_maintain() after the idle time: %d, unreserved %zu\n", i,
 		       (size_t)((char *)tide_pool_boundary(p) - (char *)tide_pool_base(p)));
-		fflush(NULL);
-		_exit(tide_pool_boundary(p) == tide_pool_base(p) ? 0 : 4);
+		if (tide_pool_boundary(p) != tide_pool_base(p))
+			_exit(4);
+		_exit(user_burst_then_one_call(p));
 	}
 	status = wait_child(pid, CHILD_LIMIT);
 	tide_pool_destroy(p);
@@ -768,7 +808,8 @@ static void thread_not_restarted(void)
 	rc = run_in_child(nproc_child, NULL);
 	CHECKF(rc == 0 || rc == 77,
 	       "a fork child that cannot start the thread: %d (1: not counted or not shrunk; "
-	       "4: one tide_pool_maintain() after the idle time did not give the burst back)",
+	       "4: one tide_pool_maintain() after the idle time did not give the burst back; "
+	       "5: a user's call past the cache did not)",
 	       rc);
 }
 
