@@ -221,8 +221,8 @@ TIDE_API int tide_agent_create(struct tide_pool *pool, const struct tide_agent_c
  * tide_agent_start() or tide_agent_destroy().
  *
  * Return: 0; -EINVAL a NULL agent or ops, or not HOST:PORT; -ENOSPC 32 listeners already;
- * -ENOENT the name does not resolve; -EADDRINUSE the agent listens there already, and the
- * like from bind(); -ESHUTDOWN the agent drains or has ended; -EDEADLK called on one of its
+ * -ENOENT the name does not resolve; -EADDRINUSE the agent listens there already (every
+ * address of a port overlaps any other listener on it), and the like from bind(); -ESHUTDOWN the agent drains or has ended; -EDEADLK called on one of its
  * workers; -ENOMEM.
  */
 TIDE_API int tide_agent_listen(struct tide_agent *agent, const char *hostport,

@@ -285,6 +285,20 @@ static int slot_find(struct tide_agent *a, const struct tide_addrs *addrs, int v
 	return -ENOENT;
 }
 
+/* Whether a listener on ss (every: ":P") would overlap one of a's: every address takes
+ * every other address of its port, as nginx refuses "listen 80" beside "listen [::]:80
+ * ipv6only=off" (the kernel would let SO_REUSEPORT sockets share it, and one family's
+ * connections would go to the other listener). */
+static bool every_overlaps(const struct tide_agent *a, const struct sockaddr_storage *ss,
+			   bool every)
+{
+	for (unsigned k = 0; k < MAX_LISTENERS; k++)
+		if (a->lc[k].used && (every || a->lc[k].every) &&
+		    addr_port(&a->lc[k].ss) == addr_port(ss))
+			return true;
+	return false;
+}
+
 /* Hand slot k's sockets to the workers (before start: directly). */
 static int slot_open(struct tide_agent *a, unsigned k, int *fds)
 {
@@ -321,7 +335,8 @@ static bool on_own_worker(const struct tide_agent *a)
  *            "::" socket taking IPv6 and IPv4 (IPV6_V6ONLY off) where the host has IPv6,
  *            else "0.0.0.0". Any other IPv6 address, "[::]" included, is IPV6_V6ONLY, so
  *            "[::]:P" takes IPv6 only and may go with "0.0.0.0:P"; the host's
- *            net.ipv6.bindv6only changes neither.
+ *            net.ipv6.bindv6only changes neither. Every address overlaps any other
+ *            listener on its port (-EADDRINUSE either way round).
  * @ops:      the callbacks of the connections accepted here.
  * @data:     their application data to start with.
  * @port:     gets the port bound (the one picked when @hostport says 0); may be NULL.
@@ -334,7 +349,8 @@ static bool on_own_worker(const struct tide_agent *a)
  *
  * Return: 0; -EINVAL a NULL agent or ops, or a bad address; -ENOSPC MAX_LISTENERS (32)
  * listeners already; -ENOENT the name does not resolve; -EADDRINUSE the agent listens there
- * already, or the errors of bind() and listen(); -ESHUTDOWN the agent drains or has ended;
+ * already (or on every address of that port, or on that port when @hostport is every
+ * address), or the errors of bind() and listen(); -ESHUTDOWN the agent drains or has ended;
  * -EDEADLK called on one of @a's workers; -ENOMEM.
  */
 int tide_agent_listen(struct tide_agent *a, const char *hostport, const struct tide_conn_ops *ops,
@@ -362,13 +378,16 @@ int tide_agent_listen(struct tide_agent *a, const char *hostport, const struct t
 		;
 	rc = k < MAX_LISTENERS ? 0 : -ENOSPC;
 	lc = &a->lc[k < MAX_LISTENERS ? k : 0];
-	if (!rc && addr_port(&addrs.addr[0]) && slot_find(a, &addrs, V6ONLY_ANY) >= 0)
+	if (!rc && addr_port(&addrs.addr[0]) &&
+	    (slot_find(a, &addrs, V6ONLY_ANY) >= 0 ||
+	     every_overlaps(a, &addrs.addr[0], hostport_every(hostport))))
 		rc = -EADDRINUSE; /* ":P" and "[::]:P" too: both are [::]:P */
 	if (!rc) {
 		*lc = (struct listen_cfg){
 			.ss = addrs.addr[0],
 			.len = addrs.len[0],
 			.v6only = listen_v6only(&addrs.addr[0], hostport_every(hostport)),
+			.every = hostport_every(hostport),
 			.ops = ops,
 			.data = data};
 		rc = bind_all(a, lc, fds, &p);

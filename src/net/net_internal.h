@@ -281,6 +281,7 @@ struct listen_cfg {
 	struct sockaddr_storage ss; /* with the port bound */
 	socklen_t len;
 	int v6only; /* listen_v6only() */
+	bool every; /* ":P", "*:P": every address, any other listener on P overlaps it */
 	const struct tide_conn_ops *ops;
 	void *data;
 };

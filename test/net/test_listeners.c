@@ -505,9 +505,16 @@ static void v6only_under(int sysctl)
 	CHECK(served(true, pany, &err));
 	CHECK(served(false, pstar, &err));
 	CHECK(served(true, pstar, &err));
-	/* ":P" is [::]:P: the same address twice; closed by its own spelling only. */
+	/* ":P" is [::]:P: the same address twice; closed by its own spelling only. Every
+	 * address overlaps any other listener on its port, either one first. */
 	snprintf(text6, sizeof(text6), "[::]:%u", pany);
 	CHECK_EQ(tide_agent_listen(agent, text6, &echo, NULL, NULL), -EADDRINUSE);
+	snprintf(text6, sizeof(text6), "127.0.0.1:%u", pany);
+	CHECK_EQ(tide_agent_listen(agent, text6, &echo, NULL, NULL), -EADDRINUSE);
+	snprintf(text6, sizeof(text6), "*:%u", p4);
+	CHECK_EQ(tide_agent_listen(agent, text6, &echo, NULL, NULL), -EADDRINUSE);
+	CHECK(served(false, p4, &err)); /* the refusals left the listeners as they were */
+	CHECK(served(true, p4, &err));
 	CHECK_EQ(tide_agent_listen_close(agent, text6), -ENOENT);
 	snprintf(text6, sizeof(text6), ":%u", pany);
 	CHECK_EQ(tide_agent_listen_close(agent, text6), 0);
