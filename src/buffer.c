@@ -7,7 +7,9 @@
  * block boundary) and the tag (this owner's, a buffer's first block) before it clears the
  * tag and pushes the block back. So every free is checked - double, interior, foreign,
  * above the boundary, another user's - at the cost of one load and one compare, and a
- * bad free changes nothing.
+ * bad free changes nothing. A bulk free whose buffers are one run of neighbouring blocks
+ * (what a cache fed lowest block first mostly hands out) checks and clears their tags as
+ * one slice, with the same outcome as one buffer at a time.
  *
  * Buffers larger than a block take the lowest run of free blocks under the pool lock;
  * their first block is tagged owner | TAG_MULTI, the last TAG_TAIL and those between
@@ -285,8 +287,64 @@ __attribute__((noinline)) int pool_free(struct tide_pool *pool, struct tide_user
 }
 
 /*
+ * Bulk calls on runs. A thread cache is fed lowest block first, so the blocks a bulk call
+ * takes or gives back are mostly one run of neighbours, up or down the stack. For such a
+ * batch the tags are one array slice: checked with one pass that the compiler vectorises
+ * and set with one fill, where one buffer at a time costs a load, a compare, a branch and
+ * a store each. Whether the batch is a run is itself one vectorisable pass over the
+ * pointers, after a look at both ends that turns most other batches away at once.
+ */
+
+/*
+ * The lowest block index of bufs[0..n) when they are n neighbouring blocks below limit,
+ * in address order up or down; else SIZE_MAX. n > 0.
+ */
+static inline size_t batch_run(void *const *bufs, unsigned n, uintptr_t base, unsigned shift,
+			       size_t limit)
+{
+	uintptr_t first = (uintptr_t)bufs[0], last = (uintptr_t)bufs[n - 1], low, want, step;
+	uintptr_t span = (uintptr_t)(n - 1) << shift, diff = 0;
+	size_t k;
+
+	if (last - first == span) {
+		step = (uintptr_t)1 << shift;
+		low = first;
+	} else if (first - last == span) {
+		step = -((uintptr_t)1 << shift);
+		low = last;
+	} else {
+		return SIZE_MAX;
+	}
+	want = first;
+	for (unsigned i = 0; i < n; i++, want += step)
+		diff |= (uintptr_t)bufs[i] ^ want;
+	k = rotated_index(low - base, shift); /* a misaligned run lands above any limit */
+	if (diff || k >= limit || limit - k < n)
+		return SIZE_MAX;
+	return k;
+}
+
+/* Every tag of the slice [k, k + n) is id. */
+static inline bool tags_all(const uint16_t *tags, size_t k, unsigned n, uint16_t id)
+{
+	unsigned diff = 0;
+
+	for (unsigned i = 0; i < n; i++)
+		diff |= (unsigned)(tags[k + i] ^ id);
+	return !diff;
+}
+
+static inline void tags_fill(uint16_t *tags, size_t k, unsigned n, uint16_t id)
+{
+	for (unsigned i = 0; i < n; i++)
+		tags[k + i] = id;
+}
+
+/*
  * Pop up to n blocks of c's stack into bufs, each tagged for id, in one window: how many.
- * The pool's fields are read once, not per block.
+ * The top n pointers are copied as one block (the top of the stack, in stack order), then
+ * tagged: as one slice when they are a run, else one by one. The pool's fields are read
+ * once, not per block.
  */
 static __attribute__((noinline)) unsigned bulk_pop(struct tide_pool *pool, struct tcache *c,
 						   uint16_t id, void **bufs, unsigned n)
@@ -295,19 +353,22 @@ static __attribute__((noinline)) unsigned bulk_pop(struct tide_pool *pool, struc
 	uintptr_t base = (uintptr_t)pool->base;
 	uint16_t *tags = pool->tags;
 	unsigned shift = pool->block_shift;
-	void **top;
+	size_t k;
 
 	if (have == UINT_MAX)
 		return 0;
 	if (n > have)
 		n = have;
-	top = c->slots + have - 1;
+	if (n) {
+		memcpy(bufs, c->slots + have - n, (size_t)n * sizeof(*bufs));
+		k = batch_run(bufs, n, base, shift, SIZE_MAX);
+		if (likely(k != SIZE_MAX)) {
+			tags_fill(tags, k, n, id);
+		} else {
 #pragma GCC unroll 4
-	for (unsigned i = 0; i < n; i++) {
-		void *block = top[-(ptrdiff_t)i];
-
-		tags[((uintptr_t)block - base) >> shift] = id;
-		bufs[i] = block;
+			for (unsigned i = 0; i < n; i++)
+				tags[((uintptr_t)bufs[i] - base) >> shift] = id;
+		}
 	}
 	cache_note_low(c, have - n);
 	cache_leave(c, have - n);
@@ -317,8 +378,13 @@ static __attribute__((noinline)) unsigned bulk_pop(struct tide_pool *pool, struc
 /*
  * Push bufs[0..n) on c's stack in one window while each is a live one-block buffer of id
  * (the check of owned_block(), with the pool's fields read once) and there is room: how
- * many were pushed. The boundary read once is safe for the whole window: a live buffer
- * cannot be shrunk away, and the tags above the boundary read as free.
+ * many were pushed. The first bad buffer stops the push: every buffer before it is freed,
+ * it and every buffer after it are untouched (a buffer given twice in one batch is bad the
+ * second time). A run whose tags are all id is freed as one slice (its blocks are distinct
+ * by construction); any other batch, or a run with a bad tag, one buffer at a time. The
+ * pointers pushed are copied onto the stack as one block. The boundary read once is safe
+ * for the whole window: a live buffer cannot be shrunk away, and the tags above the
+ * boundary read as free.
  */
 static __attribute__((noinline)) unsigned bulk_push(struct tide_pool *pool, struct tcache *c,
 						    uint16_t id, void *const *bufs, unsigned n)
@@ -327,24 +393,26 @@ static __attribute__((noinline)) unsigned bulk_push(struct tide_pool *pool, stru
 	uintptr_t base = (uintptr_t)pool->base;
 	uint16_t *tags = pool->tags;
 	unsigned shift = pool->block_shift;
-	size_t limit = pool_unreserved(pool) >> shift;
-	void **top;
+	size_t limit = pool_unreserved(pool) >> shift, k;
 
 	if (have == UINT_MAX)
 		return 0;
 	if (n > c->cap - have)
 		n = have < c->cap ? c->cap - have : 0;
-	top = c->slots + have;
+	if (n && (k = batch_run(bufs, n, base, shift, limit)) != SIZE_MAX &&
+	    tags_all(tags, k, n, id)) {
+		tags_fill(tags, k, n, TAG_FREE);
+		i = n;
+	} else {
 #pragma GCC unroll 4
-	for (i = 0; i < n; i++) {
-		void *block = bufs[i];
-		size_t k = rotated_index((uintptr_t)block - base, shift);
-
-		if (unlikely(k >= limit || tags[k] != id))
-			break;
-		tags[k] = TAG_FREE;
-		top[i] = block;
+		for (i = 0; i < n; i++) {
+			k = rotated_index((uintptr_t)bufs[i] - base, shift);
+			if (unlikely(k >= limit || tags[k] != id))
+				break;
+			tags[k] = TAG_FREE;
+		}
 	}
+	memcpy(c->slots + have, bufs, (size_t)i * sizeof(*bufs));
 	cache_leave(c, have + i);
 	return i;
 }

@@ -401,6 +401,164 @@ static void test_bulk(void)
 	tide_pool_destroy(pool);
 }
 
+static int cmp_ptr(const void *a, const void *b)
+{
+	uintptr_t x = (uintptr_t) * (void *const *)a, y = (uintptr_t) * (void *const *)b;
+
+	return (x > y) - (x < y);
+}
+
+#define RUN_N 96 /* blocks in the run batches below: several vector steps, not a multiple */
+
+/*
+ * One refused bulk free: rc, one bad_frees more, batch[0..good) freed, the rest as before
+ * (a repeat of one of the first good is freed with it), and the pool consistent.
+ */
+static void bulk_refused(struct tide_pool *pool, const char *what, void **batch, unsigned n,
+			 unsigned good, int want)
+{
+	struct snap before = tp_snap(pool), after;
+	size_t sizes[2 * RUN_N];
+	int rc;
+
+	REQUIRE(n <= 2 * RUN_N);
+	for (unsigned i = 0; i < n; i++)
+		sizes[i] = tide_buffer_size(pool, batch[i]);
+	rc = tide_free_bulk(pool, batch, n);
+	after = tp_snap(pool);
+	CHECKF(rc == want, "%s: %d, want %d", what, rc, want);
+	CHECKF(after.st.bad_frees == before.st.bad_frees + 1, "%s: bad_frees %llu -> %llu", what,
+	       (unsigned long long)before.st.bad_frees, (unsigned long long)after.st.bad_frees);
+	CHECKF(after.st.live_buffers == before.st.live_buffers - good, "%s: live %zu -> %zu", what,
+	       before.st.live_buffers, after.st.live_buffers);
+	for (unsigned i = 0; i < n; i++) {
+		size_t want_size = i < good ? 0 : sizes[i];
+
+		for (unsigned k = 0; k < good && i >= good; k++)
+			if (batch[k] == batch[i])
+				want_size = 0;
+		CHECKF(tide_buffer_size(pool, batch[i]) == want_size, "%s: [%u] size %zu, want %zu",
+		       what, i, tide_buffer_size(pool, batch[i]), want_size);
+	}
+	CHECK_POOL(pool);
+}
+
+/* The batch as the run, up or down. */
+static void run_batch(void **batch, void *const *run, bool down)
+{
+	for (unsigned i = 0; i < RUN_N; i++)
+		batch[i] = run[down ? RUN_N - 1 - i : i];
+}
+
+/* Take back the n blocks this thread freed last (its cache gives the last freed first). */
+static void take_back(struct tide_pool *pool, void *const *run, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		REQUIRE(tide_alloc(pool, 1) != NULL);
+	for (unsigned i = 0; i < RUN_N; i++)
+		REQUIRE(tide_buffer_size(pool, run[i]) == TP_BLOCK);
+}
+
+/*
+ * "tide_free_bulk: the ones before the first bad are freed, it and the ones after are not",
+ * for batches that are runs of neighbouring blocks, up or down (freed as one slice): a bad
+ * block anywhere in the run (already freed, another user's, the tail of a multi-block
+ * buffer, above the boundary, misaligned, repeated) is found where a one-by-one free finds
+ * it, and nothing after it changes.
+ */
+static void test_bulk_runs(void)
+{
+	struct tide_pool *pool = tp_create(0, 4 * TP_UNIT, 0);
+	struct tide_user_config ucfg = {.name = "other"};
+	const unsigned spots[] = {0, 1, 37, RUN_N / 2, RUN_N - 2, RUN_N - 1};
+	void *run[RUN_N], *batch[2 * RUN_N];
+	struct tide_user *user;
+	struct tide_stats st;
+	char *multi, *top;
+	unsigned below = 8;
+
+	REQUIRE(tide_user_create(pool, &ucfg, &user) == 0);
+	multi = tide_alloc(pool, 4 * TP_BLOCK); /* the lowest blocks; the run follows it */
+	REQUIRE(multi != NULL);
+	REQUIRE(tide_alloc_bulk(pool, run, RUN_N) == RUN_N);
+	qsort(run, RUN_N, sizeof(run[0]), cmp_ptr);
+	REQUIRE((char *)run[0] == multi + 4 * TP_BLOCK);
+	for (unsigned i = 1; i < RUN_N; i++)
+		REQUIRE((char *)run[i] == (char *)run[0] + (size_t)i * TP_BLOCK);
+
+	for (size_t s = 0; s < sizeof(spots) / sizeof(spots[0]); s++) {
+		for (int down = 0; down < 2; down++) {
+			unsigned j = spots[s];
+			char what[96];
+
+			run_batch(batch, run, down);
+			CHECK_EQ(tide_free(pool, batch[j]), 0);
+			snprintf(what, sizeof(what), "run %s, [%u] already freed",
+				 down ? "down" : "up", j);
+			bulk_refused(pool, what, batch, RUN_N, j, -EINVAL);
+			take_back(pool, run, j + 1);
+
+			CHECK_EQ(tide_free(pool, batch[j]), 0);
+			REQUIRE(tide_user_alloc(user, 1) == batch[j]); /* the block just freed */
+			snprintf(what, sizeof(what), "run %s, [%u] another user's",
+				 down ? "down" : "up", j);
+			bulk_refused(pool, what, batch, RUN_N, j, -EPERM);
+			CHECK_EQ(tide_user_free(user, batch[j]), 0);
+			take_back(pool, run, j + 1);
+		}
+	}
+
+	/* The run, then the run again: the second time round each is a double free. */
+	run_batch(batch, run, false);
+	memcpy(batch + RUN_N, batch, RUN_N * sizeof(batch[0]));
+	bulk_refused(pool, "run, then again", batch, 2 * RUN_N, RUN_N, -EINVAL);
+	take_back(pool, run, RUN_N);
+
+	/* Misaligned: every pointer one byte in. */
+	for (unsigned i = 0; i < RUN_N; i++)
+		batch[i] = (char *)run[i] + 1;
+	bulk_refused(pool, "run of interior pointers", batch, RUN_N, 0, -EINVAL);
+
+	/* Down the run into the multi-block buffer below it: its tail, then an interior block. */
+	for (unsigned i = 0; i < RUN_N; i++)
+		batch[i] = (char *)run[0] +
+			   ((ptrdiff_t)RUN_N - 3 - (ptrdiff_t)i) * (ptrdiff_t)TP_BLOCK;
+	bulk_refused(pool, "run into a multi-block buffer", batch, RUN_N, RUN_N - 2, -EINVAL);
+	take_back(pool, run, RUN_N - 2);
+	CHECK_EQ(tide_buffer_size(pool, multi), 4 * TP_BLOCK);
+
+	/* Across the boundary: every block taken, a run from the last blocks below it on. */
+	while (tide_alloc(pool, 1))
+		;
+	top = tide_pool_boundary(pool);
+	for (unsigned i = 0; i < RUN_N; i++)
+		batch[i] = top + ((ptrdiff_t)i - (ptrdiff_t)below) * (ptrdiff_t)TP_BLOCK;
+	for (unsigned i = 0; i < below; i++)
+		REQUIRE(tide_buffer_size(pool, batch[i]) == TP_BLOCK);
+	bulk_refused(pool, "run across the boundary", batch, RUN_N, below, -EINVAL);
+
+	/* And a good run, both ways, is freed whole. */
+	for (int down = 0; down < 2; down++) {
+		struct snap before = tp_snap(pool), after;
+
+		run_batch(batch, run, down);
+		CHECK_EQ(tide_free_bulk(pool, batch, RUN_N), 0);
+		after = tp_snap(pool);
+		CHECK_EQ(after.st.live_buffers, before.st.live_buffers - RUN_N);
+		CHECK(tp_same(&before, &after, "live_bytes,live_buffers", "a good run"));
+		for (unsigned i = 0; i < RUN_N; i++)
+			CHECK_EQ(tide_buffer_size(pool, run[i]), 0);
+		CHECK_POOL(pool);
+		REQUIRE(tide_alloc_bulk(pool, batch, RUN_N) == RUN_N);
+		qsort(batch, RUN_N, sizeof(batch[0]), cmp_ptr);
+		CHECK(memcmp(batch, run, sizeof(run)) == 0); /* the same blocks come back */
+	}
+	tide_pool_stats(pool, &st);
+	CHECK_EQ(st.bad_frees, 2 * 2 * (sizeof(spots) / sizeof(spots[0])) + 4);
+	REQUIRE(tide_user_destroy(user) == 0);
+	tide_pool_destroy(pool);
+}
+
 /* "Growth and shrink are in grow_unit steps"; "tide_pool_shrink: bytes converted". */
 static void test_grow_shrink_steps(void)
 {
@@ -1122,6 +1280,7 @@ int main(void)
 	test_alloc_multi();
 	test_bad_frees();
 	test_bulk();
+	test_bulk_runs();
 	test_grow_shrink_steps();
 	test_max_size();
 	test_shrink_busy();
