@@ -301,7 +301,7 @@ static void recv_arm(struct tide_conn *c)
 		io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
 		if (w->bundles) {
 			sqe->ioprio |= IORING_RECVSEND_BUNDLE;
-			sqe->len = w->recv_len;
+			sqe->len = ring_recv_cap(w);
 		}
 		/* Multishot that ends by itself after this many bytes (Linux 6.16+). */
 		if (c->window)
@@ -312,6 +312,7 @@ static void recv_arm(struct tide_conn *c)
 	io_uring_sqe_set_data64(sqe, UD(c, OP_RECV));
 	c->flags |= F_ARMED;
 	c->refs++;
+	STAT_ADD(w, recv_arms, 1);
 }
 
 /* Hand n buffers to the application (or drop them when it takes none, or c ended). */
