@@ -562,7 +562,7 @@ static void case_quiet(void)
  */
 static void case_rearm(void)
 {
-	static const struct tide_conn_ops ops = {.recv = echo_recv, .end = on_end};
+	static const struct tide_conn_ops ops = {.recv = echo_recv, .eof = echo_eof, .end = on_end};
 	struct tide_agent_stats as;
 	struct utsname un;
 	unsigned major = 0, minor = 0;
