@@ -12,7 +12,8 @@
  * with one reference to a pool block; at most one send is in flight, built from the head of
  * the queue (adjacent pieces coalesce into one iovec, and pool buffers are often adjacent
  * because the pool hands out the lowest addresses first); a short send leaves the rest at
- * the head; a piece fully sent drops its reference.
+ * the head; a piece fully sent drops its reference. A bundle receive asks for less than the
+ * ring holds (ring_recv_cap()): one whose pick reaches the ring's tail ends the multishot.
  *
  * Endings (the contract of tide/net.h):
  *  - FIN is sent (shutdown SHUT_WR) only when the application asked for it and everything
