@@ -332,9 +332,14 @@ static void forward(struct pair *p, struct tide_conn *c, struct tide_buf *bufs, 
 	if (tide_conn_send(peer, bufs, n))
 		return; /* the peer cannot take it: its end resets this side */
 	if (p && !p->echo && !p->no_splice && fwd->splice_pipe && got >= SPLICE_AFTER) {
-		if (tide_conn_splice(c, peer, fwd->splice_pipe) == 0)
-			return;	     /* the pipe bounds it now: no receive limit */
-		p->no_splice = true; /* no pipe (-EMFILE...): not one pipe2 per receive */
+		int rc = tide_conn_splice(c, peer, fwd->splice_pipe);
+
+		if (rc == 0)
+			return; /* the pipe bounds it now: no receive limit */
+		/* -EALREADY: this direction was spliced (a receive still in flight then hands
+		 * over its bytes); else no pipe (-EMFILE...): not one pipe2 per receive. */
+		if (rc != -EALREADY)
+			p->no_splice = true;
 	}
 	allow(c, peer);
 }

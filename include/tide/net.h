@@ -133,7 +133,7 @@ struct tide_agent_config {	  /* zero means default */
 	unsigned idle_timeout_ms; /* end a connection idle this long (TIDE_END_TIMEOUT); 0: never */
 	unsigned drain_timeout_ms; /* at stop, how long connections may still run; default 5000 */
 	size_t recv_max;	   /* most bytes one receive completion hands over; default
-				      max(16 blocks, 1 MiB) */
+				      max(16 blocks, 1 MiB); less while the ring holds less */
 	size_t worker_quota;	   /* bytes one worker's user may hold (ring, application, send
 				      queues); 0: no limit but the pool's */
 	unsigned ring_entries;	   /* provided-buffer ring slots per worker, power of two,
@@ -527,6 +527,7 @@ struct tide_agent_stats {
 	uint64_t forced_grows;	 /* pool grows the agent asked for when allocation fell short */
 	uint64_t ring_buffers;	 /* buffers sitting in the rings now */
 	uint64_t ring_target;	 /* sum of the rings' targets now */
+	uint64_t recv_arms;	 /* receives submitted; a multishot one lasts many completions */
 	bool bundles;		 /* recv bundles in use */
 	bool incremental;	 /* incremental buffer rings in use  */
 	bool defer_taskrun;	 /* rings run with IORING_SETUP_DEFER_TASKRUN */

@@ -403,6 +403,7 @@ void tide_agent_stats(const struct tide_agent *a, struct tide_agent_stats *st)
 		st->refill_buffers += LOAD(w, refill_buffers);
 		st->enobufs += LOAD(w, enobufs);
 		st->ring_resets += LOAD(w, ring_resets);
+		st->recv_arms += LOAD(w, recv_arms);
 		st->forced_grows += LOAD(w, forced_grows);
 		st->ring_buffers += LOAD(w, in_ring);
 		st->ring_target += LOAD(w, target);

@@ -12,7 +12,8 @@
  * with one reference to a pool block; at most one send is in flight, built from the head of
  * the queue (adjacent pieces coalesce into one iovec, and pool buffers are often adjacent
  * because the pool hands out the lowest addresses first); a short send leaves the rest at
- * the head; a piece fully sent drops its reference.
+ * the head; a piece fully sent drops its reference. A bundle receive asks for less than the
+ * ring holds (ring_recv_cap()): one whose pick reaches the ring's tail ends the multishot.
  *
  * Endings (the contract of tide/net.h):
  *  - FIN is sent (shutdown SHUT_WR) only when the application asked for it and everything
@@ -301,7 +302,7 @@ static void recv_arm(struct tide_conn *c)
 		io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
 		if (w->bundles) {
 			sqe->ioprio |= IORING_RECVSEND_BUNDLE;
-			sqe->len = w->recv_len;
+			sqe->len = ring_recv_cap(w);
 		}
 		/* Multishot that ends by itself after this many bytes (Linux 6.16+). */
 		if (c->window)
@@ -312,6 +313,7 @@ static void recv_arm(struct tide_conn *c)
 	io_uring_sqe_set_data64(sqe, UD(c, OP_RECV));
 	c->flags |= F_ARMED;
 	c->refs++;
+	STAT_ADD(w, recv_arms, 1);
 }
 
 /* Hand n buffers to the application (or drop them when it takes none, or c ended). */

@@ -218,7 +218,7 @@ struct post {
 struct wstats {
 	_Atomic uint64_t accepted, rejected, idle_closed, reset, upstream_failures, retries;
 	_Atomic uint64_t bytes_in, bytes_out, short_sends, pauses;
-	_Atomic uint64_t refills, refill_buffers, enobufs, ring_resets, forced_grows;
+	_Atomic uint64_t refills, refill_buffers, enobufs, ring_resets, forced_grows, recv_arms;
 	_Atomic uint64_t in_ring, target;
 	_Atomic uint64_t accept_errors; /* accepts failed for want of descriptors or memory */
 };
@@ -492,6 +492,8 @@ void ring_free(struct worker *w);
 void ring_refill(struct worker *w);
 /* Make the entries added since the last call visible to the kernel. */
 void ring_publish(struct worker *w);
+/* Most bytes one bundle receive asks for: less than the ring holds at its low mark. */
+uint32_t ring_recv_cap(const struct worker *w);
 /* A receive got -ENOBUFS: raise the target. */
 void ring_starved(struct worker *w);
 /* The tick's share: decay the target, hand an idle ring's surplus back. */

@@ -245,6 +245,21 @@ void ring_free(struct worker *w)
 	STAT_SET(w, in_ring, 0);
 }
 
+/*
+ * Most bytes one bundle receive may ask for (its per-completion length): less than the ring
+ * holds at its low mark (the loop refills below half the target), or 0 (no length: the
+ * kernel takes none). The kernel ends a multishot bundle receive whose pick of buffers
+ * reached the ring's tail ("no more immediate buffers") even when it filled only a few bytes
+ * of the first one, so asking for the whole ring re-armed the receive after every small
+ * message: a new submission, receive attempt and poll arm each.
+ */
+uint32_t ring_recv_cap(const struct worker *w)
+{
+	size_t low = w->target / 2 > 1 ? (size_t)(w->target / 2 - 1) * w->bs : w->bs;
+
+	return w->recv_len && low < w->recv_len ? (uint32_t)low : w->recv_len;
+}
+
 /* A receive found the ring empty: double the target, up to half the slots. */
 void ring_starved(struct worker *w)
 {

@@ -16,6 +16,10 @@
  *   post     tide_agent_post runs work on the worker's thread, in order; -ESHUTDOWN after
  *   copy     tide_conn_send_copy of more than its quota leaves: -ENOSPC and nothing queued,
  *            also past 16 blocks (the peer gets only the reply sent after it)
+ *   rearm    an echo of 300 small messages, one at a time, with the ring at its default size:
+ *            the connection's multishot receive stays armed (a handful of receives
+ *            submitted, not one per message; Linux 6.16+, where a multishot bundle receive
+ *            takes a length)
  *   splice   a forwarder that splices each direction after its first receive
  *            (tide_conn_splice): 6 MiB of random bytes each way at once arrive exact, each
  *            with its FIN after the last byte; received plus spliced counts every byte;
@@ -28,7 +32,9 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
+#include <inttypes.h>
 #include <sys/time.h>
+#include <sys/utsname.h>
 #include <time.h>
 
 #include <tide/net.h>
@@ -547,6 +553,43 @@ static void case_quiet(void)
 	close(sv[1]);
 }
 
+/* ------------------------------------------------------------------ rearm -- */
+
+/*
+ * A multishot bundle receive that asked for more than the ring held ended after each
+ * completion (the kernel stops one whose pick of buffers reached the ring's tail), so every
+ * small message cost a new submission, receive attempt and poll arm.
+ */
+static void case_rearm(void)
+{
+	static const struct tide_conn_ops ops = {.recv = echo_recv, .eof = echo_eof, .end = on_end};
+	struct tide_agent_stats as;
+	struct utsname un;
+	unsigned major = 0, minor = 0;
+	char msg[200], back[200];
+	int fd;
+
+	if (uname(&un) == 0)
+		sscanf(un.release, "%u.%u", &major, &minor);
+	if (major < 6 || (major == 6 && minor < 16))
+		skip("Linux %s: a multishot bundle receive takes no length before 6.16",
+		     un.release);
+	start(&ops, 0, 0);
+	fd = connect_port(port);
+	for (int i = 0; i < 300; i++) {
+		memset(msg, 'a' + i % 26, sizeof(msg));
+		REQUIRE(write(fd, msg, sizeof(msg)) == (ssize_t)sizeof(msg));
+		REQUIRE(read_all(fd, back, sizeof(back)));
+		REQUIRE(memcmp(msg, back, sizeof(msg)) == 0);
+	}
+	tide_agent_stats(agent, &as);
+	printf("300 messages: %" PRIu64 " receives submitted (bundles %d, incremental %d)\n",
+	       as.recv_arms, as.bundles, as.incremental);
+	CHECKF(as.recv_arms <= 10, "%" PRIu64 " receives submitted for 300 messages", as.recv_arms);
+	close(fd);
+	finish();
+}
+
 /* ----------------------------------------------------------------- splice -- */
 
 /* A forwarder on the API: each accepted connection connects to the backend (sp_to); the
@@ -732,7 +775,7 @@ int main(int argc, char **argv)
 	} cases[] = {
 		{"buffers", case_buffers}, {"connect", case_connect}, {"endings", case_endings},
 		{"limit", case_limit},	   {"post", case_post},	      {"quiet", case_quiet},
-		{"copy", case_copy},	   {"splice", case_splice},
+		{"copy", case_copy},	   {"splice", case_splice},   {"rearm", case_rearm},
 	};
 
 	signal(SIGPIPE, SIG_IGN);
@@ -743,6 +786,7 @@ int main(int argc, char **argv)
 			CHECK_EQ(atomic_load(&worker_fails), 0);
 			return test_exit("test_api");
 		}
-	fprintf(stderr, "usage: test_api buffers|connect|endings|limit|post|quiet|copy|splice\n");
+	fprintf(stderr,
+		"usage: test_api buffers|connect|endings|limit|post|quiet|copy|splice|rearm\n");
 	return 1;
 }
