@@ -171,6 +171,8 @@ static const struct field ring_fields[] = {
 		"Idle rings that gave buffers back."),
 	COUNTER("forced_grows", as.forced_grows, "tide_agent_forced_grows_total",
 		"Pool grows the agent asked for when allocation fell short."),
+	COUNTER("recv_arms", as.recv_arms, "tide_agent_recv_arms_total",
+		"Receives submitted (a multishot one lasts many completions)."),
 	GAUGE("buffers", as.ring_buffers, "tide_ring_buffers", "Buffers in the rings now."),
 	GAUGE("target", as.ring_target, "tide_ring_target_buffers", "Sum of the rings' targets."),
 };
