@@ -146,7 +146,8 @@ struct tide_agent_config {	  /* zero means default */
 	void (*worker_stop)(struct tide_worker *w, void *arg);
 	void *worker_arg;
 	size_t recv_batch; /* bulk receive batching: a connection whose one receive carried
-			      at least 64 KiB gets SO_RCVLOWAT of this many bytes, so it is
+			      this much (and 64 KiB at least) gets SO_RCVLOWAT of this many
+			      bytes, so it is
 			      woken once per recv_batch bytes instead of per segment; the mark
 			      drops back to 1 byte after the connection received nothing for
 			      about a millisecond, so a smaller tail waits at most that long.

@@ -14,9 +14,12 @@
  * The hazard is a tail smaller than the mark (the last bytes of an upload, a request after a
  * bulk phase): without a FIN it would wait for bytes that never come. So the mark is raised
  * only while a connection is busy and dropped as soon as it goes quiet:
- *  - raised when one receive completion carried at least BATCH_AFTER bytes (data was backed
- *    up in the socket: a request/response exchange never gets there), unless the
- *    connection's bytes go through a splice;
+ *  - raised when one receive completion carried a whole mark (and at least BATCH_AFTER): the
+ *    socket held that much at once, so the sender is ahead of us. An exchange of requests and
+ *    replies smaller than the mark never gets there, so its replies are never held back
+ *    (with a 64 KiB trigger a 100 KiB reply raised it, and the next reply, if it came within
+ *    the millisecond, waited for the quiet look). Not for a connection whose bytes go
+ *    through a splice;
  *  - every QUIET_US the worker looks at its marked connections: one that received nothing
  *    since the last look gets its mark set back to 1 byte, which makes TCP wake the receive
  *    at once when bytes are waiting. So a tail waits at most two intervals (plus the
@@ -34,7 +37,7 @@
 
 #include "net_internal.h"
 
-#define BATCH_AFTER (64u << 10) /* a receive this big: the connection carries bulk data */
+#define BATCH_AFTER (64u << 10) /* the least a receive that raises the mark carried */
 #define QUIET_US    500		/* how often the marked connections are looked at */
 
 static uint64_t mono_us(void)
@@ -79,8 +82,8 @@ void batch_recv(struct tide_conn *c, int res)
 		c->tx->batch_hits++;
 		return;
 	}
-	if ((size_t)res < BATCH_AFTER || (c->flags & (F_ENDED | F_EOF | F_PAUSED)) ||
-	    (conn_sp(c) && splice_reads(c)))
+	if ((size_t)res < (mark > BATCH_AFTER ? mark : BATCH_AFTER) ||
+	    (c->flags & (F_ENDED | F_EOF | F_PAUSED)) || (conn_sp(c) && splice_reads(c)))
 		return;
 	q = conn_txq(c);
 	if (!q)

@@ -20,11 +20,11 @@
  *            (tide_conn_splice): 6 MiB of random bytes each way at once arrive exact, each
  *            with its FIN after the last byte; received plus spliced counts every byte;
  *            -EBUSY while connecting, -EINVAL, -EALREADY
- *   batch    receive batching (recv_batch 256 KiB) on an echo server: after each bulk
- *            phase a 4-byte request (a tail below the mark, no FIN) is answered, and the
- *            time it took is printed; a tail right behind a bulk phase arrives, with the
- *            FIN after it; a reset behind a bulk phase ends the connection RESET; the
- *            mark was raised and dropped again (stats)
+ *   batch    receive batching (recv_batch 256 KiB) on an echo server: 200 KiB exchanges
+ *            never raise the mark; after each bulk phase a 4-byte request (a tail below
+ *            the mark, no FIN) is answered, and the time it took is printed; a tail right
+ *            behind a bulk phase arrives, with the FIN after it; a reset behind a bulk
+ *            phase ends the connection RESET; the mark was raised and dropped (stats)
  * Exits 77 when io_uring is not available here. Every wait is bounded.
  */
 #include <errno.h>
@@ -792,8 +792,14 @@ static void case_batch(void)
 	batch_bytes = 256 << 10;
 	block_bytes = 64 << 10; /* a receive can carry 64 KiB without bundles too */
 	start(&echo, 0, 0);
-	/* request/response after bulk phases: the request is a tail below the mark */
+	/* an exchange of 200 KiB replies (below the mark) never raises it */
 	fd = connect_port(port);
+	for (int i = 0; i < 20; i++)
+		CHECK(echo_bulk(fd, (size_t)200 << 10));
+	tide_agent_stats(agent, &st);
+	CHECKF(st.batch_marks == 0, "200 KiB exchanges raised the mark %llu times",
+	       (unsigned long long)st.batch_marks);
+	/* request/response after bulk phases: the request is a tail below the mark */
 	for (int round = 0; round < 3; round++) {
 		uint64_t t0;
 

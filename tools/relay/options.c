@@ -542,11 +542,12 @@ const struct relay_option relay_options[] = {
 	 "through the buffers.",
 	 set_splice},
 	{"recv-batch", "SIZE|off", false, false, false, true, "256K",
-	 "A direction that carries bulk data (one receive of 64K or more) is woken\n"
-	 "once SIZE bytes wait in its socket (SO_RCVLOWAT) instead of per segment:\n"
-	 "fewer wake-ups and window updates. It drops back to plain receives once\n"
-	 "the direction received nothing for about a millisecond, so a smaller\n"
-	 "tail waits at most that long. 'off': a receive per wake-up.",
+	 "A direction that carries bulk data (one receive of SIZE, and 64K, or\n"
+	 "more) is woken once SIZE bytes wait in its socket (SO_RCVLOWAT) instead\n"
+	 "of per segment: fewer wake-ups and window updates. It drops back to\n"
+	 "plain receives once the direction received nothing for about a\n"
+	 "millisecond, so a smaller tail waits at most that long. 'off': a\n"
+	 "receive per wake-up.",
 	 set_recv_batch},
 	{"idle-timeout", "SEC", false, false, false, false, "300",
 	 "Close connections idle this long (0: never); logged as 'timeout'. A\n"
