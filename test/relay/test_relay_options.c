@@ -176,9 +176,9 @@ static void test_command_line_problems(void)
 	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--pool-max", "32M", "--block-size",
 		      "1M"),
 		 0);
-	/* --recv-batch: a size, or off; 256K by default */
+	/* --recv-batch: a size, or off (the default) */
 	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo"), 0);
-	CHECK_EQ(c.recv_batch, 256 << 10);
+	CHECK_EQ(c.recv_batch, 0);
 	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--recv-batch", "1M"), 0);
 	CHECK_EQ(c.recv_batch, 1 << 20);
 	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--recv-batch", "off"), 0);
