@@ -157,6 +157,10 @@ static const struct field traffic_fields[] = {
 		"Sends that took less than offered."),
 	COUNTER("pauses", as.pauses, "tide_relay_pauses_total",
 		"Reads held back (a direction full, or the memory budget spent)."),
+	COUNTER("batch_marks", as.batch_marks, "tide_relay_recv_batch_marks_total",
+		"Bulk directions woken per --recv-batch bytes instead of per segment."),
+	COUNTER("batch_quiet", as.batch_quiet, "tide_relay_recv_batch_quiet_total",
+		"Bulk directions back to plain receives after going quiet."),
 };
 
 /* "ring"; in /stats the "features" object follows it. */

@@ -198,6 +198,7 @@ static int make_agent(struct relay *r)
 			UINT_MAX, /* the relay times the drain (run_until_signal) and
 				     counts max-conns (forward.c): a reload changes both */
 		.worker_stop = forward_worker_stop,
+		.recv_batch = c->recv_batch,
 	};
 	int rc;
 

@@ -145,6 +145,13 @@ struct tide_agent_config {	  /* zero means default */
 	void (*worker_start)(struct tide_worker *w, void *arg);
 	void (*worker_stop)(struct tide_worker *w, void *arg);
 	void *worker_arg;
+	size_t recv_batch; /* bulk receive batching: a connection whose one receive carried
+			      this much (and 64 KiB at least) gets SO_RCVLOWAT of this many
+			      bytes, so it is
+			      woken once per recv_batch bytes instead of per segment; the mark
+			      drops back to 1 byte after the connection received nothing for
+			      about a millisecond, so a smaller tail waits at most that long.
+			      0: off (the default); at most INT_MAX */
 };
 
 /* How a connection ended (the end callback's reason). */
@@ -528,6 +535,8 @@ struct tide_agent_stats {
 	uint64_t ring_buffers;	 /* buffers sitting in the rings now */
 	uint64_t ring_target;	 /* sum of the rings' targets now */
 	uint64_t recv_arms;	 /* receives submitted; a multishot one lasts many completions */
+	uint64_t batch_marks;	 /* receive batching turned on for a connection (recv_batch) */
+	uint64_t batch_quiet;	 /* ... and off again after it went quiet */
 	bool bundles;		 /* recv bundles in use */
 	bool incremental;	 /* incremental buffer rings in use  */
 	bool defer_taskrun;	 /* rings run with IORING_SETUP_DEFER_TASKRUN */

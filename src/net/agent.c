@@ -30,6 +30,7 @@
  * they share.
  */
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -65,6 +66,8 @@ static int config_init(struct tide_agent *a, const struct tide_agent_config *cfg
 		c->recv_max = 16 * a->bs > 1024 * 1024 ? 16 * a->bs : 1024 * 1024;
 	if (c->recv_max > UINT32_MAX / 2)
 		c->recv_max = UINT32_MAX / 2;
+	if (c->recv_batch > INT_MAX)
+		return -EINVAL;
 	return 0;
 }
 
@@ -91,7 +94,8 @@ static void worker_init(struct tide_agent *a, unsigned i)
  * @agentp: where the new agent goes.
  *
  * Return: 0; -EINVAL a NULL argument, ring_entries not a power of two in 16..32768, threads
- * over 1024 or an unknown flag; -ENOMEM; or an error of tide_agent_probe().
+ * over 1024, recv_batch over INT_MAX or an unknown flag; -ENOMEM; or an error of
+ * tide_agent_probe().
  */
 int tide_agent_create(struct tide_pool *pool, const struct tide_agent_config *cfg,
 		      struct tide_agent **agentp)
@@ -408,6 +412,8 @@ void tide_agent_stats(const struct tide_agent *a, struct tide_agent_stats *st)
 		st->ring_buffers += LOAD(w, in_ring);
 		st->ring_target += LOAD(w, target);
 		st->accept_errors += LOAD(w, accept_errors);
+		st->batch_marks += LOAD(w, batch_marks);
+		st->batch_quiet += LOAD(w, batch_quiet);
 	}
 	st->accept_error =
 		atomic_load_explicit(&((struct tide_agent *)a)->accept_error, memory_order_relaxed);

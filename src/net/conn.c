@@ -103,6 +103,9 @@ static struct txq *txq_get(struct tide_conn *c)
 	q->notify = SIZE_MAX;
 	q->tm = NULL;
 	q->sp = NULL;
+	q->batch_next = NULL;
+	q->batch_hits = 0;
+	q->batch_on = false;
 	c->tx = q;
 	return q;
 }
@@ -129,15 +132,22 @@ static void txq_drop_all(struct tide_conn *c)
 	q->queued = 0;
 }
 
-/* Give the txq back when it holds nothing and no send is in flight. */
+/* Give the txq back when it holds nothing, no send is in flight and no splice or receive
+ * batching keeps its state there. */
 static void txq_maybe_put(struct tide_conn *c)
 {
 	struct txq *q = c->tx;
 
-	if (q && !q->head && !(c->flags & F_SENDING) && q->notify == SIZE_MAX && !q->sp) {
+	if (q && !q->head && !(c->flags & F_SENDING) && q->notify == SIZE_MAX && !q->sp &&
+	    !q->batch_on) {
 		spare_put(&conn_w(c)->spare_txqs, q);
 		c->tx = NULL;
 	}
+}
+
+void conn_txq_put(struct tide_conn *c)
+{
+	txq_maybe_put(c);
 }
 
 /* ----------------------------------------------------------------- ending -- */
@@ -209,6 +219,7 @@ void conn_end(struct tide_conn *c, enum tide_end why, int err)
 		cancel_ud(w, UD(c, OP_CONNECT));
 		connecting_free(c);
 	}
+	batch_stop(c);
 	splice_stop(c);
 	/* The queue goes when nothing is in flight (conn_maybe_free): a send may still read it. */
 	c->refs++;
@@ -387,6 +398,7 @@ void on_recv(struct tide_conn *c, int res, unsigned cflags)
 				STAT_ADD(w, pauses, 1); /* reading waits for a new limit */
 		}
 		recv_take(c, (size_t)res, cflags);
+		batch_recv(c, res);
 		/* The application paused in its callback: stop the multishot receive. */
 		if ((c->flags & (F_PAUSED | F_ENDED)) && (cflags & IORING_CQE_F_MORE) &&
 		    !(c->flags & F_CANCEL))

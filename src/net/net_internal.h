@@ -130,8 +130,9 @@ struct splice {
 
 /*
  * A connection's send queue and its one send in flight; only while there is something.
- * Small (48 bytes): a connection that waits with a few bytes queued (a PROXY header before
- * its connect completes) holds no more; a send of one piece needs no txmsg.
+ * Small (72 bytes, an 80-byte malloc chunk): a connection that waits with a few bytes
+ * queued (a PROXY header before its connect completes) holds no more; a send of one piece
+ * needs no txmsg.
  */
 struct txq {
 	struct seg *head, *tail;
@@ -141,6 +142,11 @@ struct txq {
 	struct txmsg *tm;  /* the send in flight's, when it has several pieces */
 	struct splice *sp; /* tide_conn_splice() with another connection (the txq stays while
 			      it lasts: a connection holds no field for it), or NULL */
+	/* Receive batching (batch.c), which also keeps the txq while it is on: the next
+	 * connection on the worker's list, and receives since the last quiet check. */
+	struct tide_conn *batch_next;
+	uint32_t batch_hits;
+	bool batch_on;
 };
 
 /*
@@ -221,6 +227,7 @@ struct wstats {
 	_Atomic uint64_t refills, refill_buffers, enobufs, ring_resets, forced_grows, recv_arms;
 	_Atomic uint64_t in_ring, target;
 	_Atomic uint64_t accept_errors; /* accepts failed for want of descriptors or memory */
+	_Atomic uint64_t batch_marks, batch_quiet;
 };
 
 struct worker {
@@ -234,7 +241,9 @@ struct worker {
 	uint64_t now, next_tick, drain_deadline, last_enobufs, last_consume;
 	struct tide_user *user;
 	size_t bs;
-	uint32_t recv_len; /* most bytes one receive completion may carry; 0: no limit */
+	uint32_t recv_len;	 /* most bytes one receive completion may carry; 0: no limit */
+	struct tide_conn *batch; /* connections with a raised receive mark (batch.c) */
+	uint64_t batch_check_us; /* when batch_check() looks at them next */
 
 	struct lsock ls[MAX_LISTENERS];
 	unsigned nls; /* slots up to the highest one ever used */
@@ -418,6 +427,8 @@ void slabs_free(struct worker *w);
 void conn_touch(struct tide_conn *c);
 /* c's txq, made when it has none (NULL: no memory). */
 struct txq *conn_txq(struct tide_conn *c);
+/* Give c's txq back if nothing keeps it. */
+void conn_txq_put(struct tide_conn *c);
 /* (Re)start reading c: its multishot receive, or its splice (splice_arm()). */
 void recv_rearm(struct tide_conn *c);
 /* Cancel c's multishot receive. */
@@ -457,6 +468,17 @@ bool splice_holds(const struct tide_conn *dst);
 void splice_stop(struct tide_conn *c);
 /* c is freed: let go of its struct splice. */
 void splice_release(struct tide_conn *c);
+
+// batch.c -------------------------------------------------------------------------------
+
+/* A receive of res bytes completed on c (after it was handed over). */
+void batch_recv(struct tide_conn *c, int res);
+/* c ends, or its bytes go through a splice: its mark goes (and it leaves the list). */
+void batch_stop(struct tide_conn *c);
+/* The loop's turn: drop the marks of the connections that went quiet. */
+void batch_check(struct worker *w);
+/* Cap the loop's wait at the next quiet check while a mark is raised. */
+void batch_wait(const struct worker *w, struct __kernel_timespec *ts);
 
 // linger.c ------------------------------------------------------------------------------
 

@@ -400,6 +400,7 @@ int tide_conn_splice(struct tide_conn *src, struct tide_conn *dst, size_t pipe_s
 	d->eof = false;
 	d->in_pipe = 0;
 	conn_window_clear(src); /* the pipe bounds what it holds now */
+	batch_stop(src);	/* the pipe is filled by the pump, not by receives */
 	if ((src->flags & F_ARMED) && !(src->flags & F_CANCEL))
 		conn_recv_cancel(src); /* the pipe is filled once the receive is gone */
 	splice_arm(src);

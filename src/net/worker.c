@@ -280,6 +280,7 @@ static void worker_loop(struct worker *w)
 			break;
 		ring_publish(w);
 		wait_time(w, timer_ms, &ts);
+		batch_wait(w, &ts);
 		io_uring_submit_and_wait_timeout(&w->ring, &cqe, 1, &ts, NULL);
 		w->now = now_ms();
 		io_uring_for_each_cqe(&w->ring, head, cqe)
@@ -288,6 +289,8 @@ static void worker_loop(struct worker *w)
 			seen++;
 		}
 		io_uring_cq_advance(&w->ring, seen);
+		if (w->batch)
+			batch_check(w);
 		timer_ms = timers_run(w);
 		if (w->in_ring < w->target / 2 || (w->waiters && !w->in_ring))
 			ring_refill(w);

@@ -60,6 +60,11 @@ the suite). The kinds (see the README, "Connection endings"):
   splice_reset   the upstream resets in the middle of a bulk upload, the client in the middle
                  of a bulk download: each time the other side learns it by a reset, never a
                  FIN, and the relay ends with every buffer back
+  recv_batch     --recv-batch 256K: after a 4 MiB upload the upstream's 2-byte
+                 answer and a 5-byte request/response (tails below the mark, no FIN) go
+                 through, then a bulk download the same way, then an upload with a 100-byte
+                 tail and FIN arrives exact with its FIN; /stats says the mark was raised and
+                 dropped; with --recv-batch off the same without marks
   cli            a worker's share under 32 blocks, port out of range, upstream port 0, timeouts under 1 ms and unknown short
                  options are refused and named as such; an unresolvable name is named alone
 """
@@ -1293,6 +1298,71 @@ def case_splice_mixed():
     s.close()
     r.stop()
     srv.close()
+
+
+def recv_exact(s, n, timeout=10):
+    s.settimeout(timeout)
+    out = bytearray()
+    try:
+        while len(out) < n:
+            b = s.recv(n - len(out))
+            if not b:
+                break
+            out += b
+    except (socket.timeout, ConnectionResetError):
+        pass
+    return bytes(out)
+
+
+def batch_run(*relay_args):
+    """Bulk phases each way with small exchanges between them; /stats' traffic object."""
+    size = 4 << 20
+    up, down, last = os.urandom(size), os.urandom(size), os.urandom(3 << 20) + b"t" * 100
+
+    def h(srv, c):
+        srv.events.append(("upload", recv_exact(c, size, 30) == up))
+        c.sendall(b"ok")
+        srv.events.append(("ping", recv_exact(c, 5) == b"ping\n"))
+        c.sendall(b"pong\n")
+        c.sendall(down)
+        srv.events.append(("ping2", recv_exact(c, 5) == b"ping\n"))
+        c.sendall(b"pong\n")
+        srv.events.append(recv_all(c, timeout=30))
+        c.close()
+    srv = Server(h)
+    r = Relay("--upstream", srv.text(), *relay_args)
+    s = connect(r.addr(), timeout=30)
+    s.sendall(up)
+    check(recv_exact(s, 2) == b"ok", "no answer after the bulk upload")
+    s.sendall(b"ping\n")
+    check(recv_exact(s, 5) == b"pong\n", "no reply to a request after the bulk upload")
+    check(recv_exact(s, size, 30) == down, "the bulk download did not arrive exact")
+    s.sendall(b"ping\n")
+    check(recv_exact(s, 5) == b"pong\n", "no reply to a request after the bulk download")
+    s.sendall(last)
+    s.shutdown(socket.SHUT_WR)
+    check(recv_all(s, timeout=30) == (b"", "eof"), "no FIN from the upstream's close")
+    check(wait_until(lambda: len(srv.events) == 4, 30), "upstream events %s" % srv.events)
+    check(srv.events[:3] == [("upload", True), ("ping", True), ("ping2", True)],
+          "upstream saw %s" % srv.events[:3])
+    got, how = srv.events[3]
+    check(got == last and how == "eof", "upload with a tail: %d of %d bytes, then %s" %
+          (len(got), len(last), how))
+    s.close()
+    st = r.stats()["traffic"]
+    r.stop()
+    srv.close()
+    return st
+
+
+def case_recv_batch():
+    """Receive batching never holds back a tail: requests after bulk phases are answered,
+    a tail and FIN arrive; the marks were raised and dropped (and not with it off)."""
+    st = batch_run("--recv-batch", "256K")
+    check(st["batch_marks"] > 0 and st["batch_quiet"] > 0,
+          "marks raised %d, dropped %d" % (st["batch_marks"], st["batch_quiet"]))
+    st = batch_run()
+    check(st["batch_marks"] == 0, "the default (off) raised %d marks" % st["batch_marks"])
 
 
 def run(args):

@@ -24,6 +24,11 @@
  *            (tide_conn_splice): 6 MiB of random bytes each way at once arrive exact, each
  *            with its FIN after the last byte; received plus spliced counts every byte;
  *            -EBUSY while connecting, -EINVAL, -EALREADY
+ *   batch    receive batching (recv_batch 256 KiB) on an echo server: 200 KiB exchanges
+ *            never raise the mark; after each bulk phase a 4-byte request (a tail below
+ *            the mark, no FIN) is answered, and the time it took is printed; a tail right
+ *            behind a bulk phase arrives, with the FIN after it; a reset behind a bulk
+ *            phase ends the connection RESET; the mark was raised and dropped (stats)
  * Exits 77 when io_uring is not available here. Every wait is bounded.
  */
 #include <errno.h>
@@ -47,6 +52,8 @@ static struct tide_agent *agent;
 static unsigned port;
 static size_t quota;	    /* worker_quota of the next start() */
 static unsigned ring_slots; /* ring_entries and ring_min of the next start() */
+static size_t batch_bytes;  /* recv_batch of the next start() */
+static size_t block_bytes;  /* the pool's block size of the next start(); 0: 16 KiB */
 
 static _Atomic int ends[5]; /* per enum tide_end */
 static _Atomic int last_err;
@@ -68,12 +75,14 @@ static void on_end(struct tide_conn *c, enum tide_end why, int err)
 
 static void start(const struct tide_conn_ops *ops, unsigned idle_ms, unsigned drain_ms)
 {
-	struct tide_pool_config pc = {.block_size = 16384, .flags = TIDE_AUTO_GROW};
+	struct tide_pool_config pc = {.block_size = block_bytes ? block_bytes : 16384,
+				      .flags = TIDE_AUTO_GROW};
 	struct tide_agent_config ac = {.idle_timeout_ms = idle_ms,
 				       .drain_timeout_ms = drain_ms,
 				       .worker_quota = quota,
 				       .ring_entries = ring_slots,
-				       .ring_min = ring_slots};
+				       .ring_min = ring_slots,
+				       .recv_batch = batch_bytes};
 	char why[256];
 
 	if (tide_agent_probe(why, sizeof(why)))
@@ -767,6 +776,103 @@ static void case_splice(void)
 	free(buf);
 }
 
+/* ------------------------------------------------------------------ batch -- */
+
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* Send len bytes of a pattern and read the echo at the same time (10 s at most): whether
+ * every byte came back as sent. */
+static bool echo_bulk(int fd, size_t len)
+{
+	char *out = malloc(len), *in = malloc(len);
+	size_t sent = 0, got = 0;
+	uint64_t end = now_ms() + 10000;
+	bool ok;
+
+	REQUIRE(out && in);
+	for (size_t i = 0; i < len; i++)
+		out[i] = (char)(i * 7 + i / 4096);
+	while (got < len && now_ms() < end) {
+		struct pollfd p = {.fd = fd, .events = POLLIN | (sent < len ? POLLOUT : 0)};
+		ssize_t n;
+
+		if (poll(&p, 1, 100) <= 0)
+			continue;
+		if (sent < len && (p.revents & POLLOUT)) {
+			n = send(fd, out + sent, len - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+			sent += n > 0 ? (size_t)n : 0;
+		}
+		if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+			n = recv(fd, in + got, len - got, MSG_DONTWAIT);
+			if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+				break;
+			got += n > 0 ? (size_t)n : 0;
+		}
+	}
+	ok = got == len && !memcmp(in, out, len);
+	if (!ok)
+		printf("echo of %zu bytes: %zu sent, %zu back%s\n", len, sent, got,
+		       got == len ? ", different" : "");
+	free(out);
+	free(in);
+	return ok;
+}
+
+static void case_batch(void)
+{
+	static const struct tide_conn_ops echo = {
+		.recv = echo_recv, .eof = echo_eof, .end = on_end};
+	struct tide_agent_stats st;
+	char buf[8];
+	int fd;
+
+	batch_bytes = 256 << 10;
+	block_bytes = 64 << 10; /* a receive can carry 64 KiB without bundles too */
+	start(&echo, 0, 0);
+	/* an exchange of 200 KiB replies (below the mark) never raises it */
+	fd = connect_port(port);
+	for (int i = 0; i < 20; i++)
+		CHECK(echo_bulk(fd, (size_t)200 << 10));
+	tide_agent_stats(agent, &st);
+	CHECKF(st.batch_marks == 0, "200 KiB exchanges raised the mark %llu times",
+	       (unsigned long long)st.batch_marks);
+	/* request/response after bulk phases: the request is a tail below the mark */
+	for (int round = 0; round < 3; round++) {
+		uint64_t t0;
+
+		CHECK(echo_bulk(fd, (size_t)4 << 20));
+		t0 = now_us();
+		REQUIRE(write(fd, "ping", 4) == 4);
+		CHECK(read_all(fd, buf, 4) && !memcmp(buf, "ping", 4));
+		printf("round %d: a 4-byte request right after a 4 MiB echo answered in %llu us\n",
+		       round, (unsigned long long)(now_us() - t0));
+	}
+	/* a tail right behind the bulk, then the FIN after its last byte */
+	CHECK(echo_bulk(fd, ((size_t)4 << 20) + 100));
+	shutdown(fd, SHUT_WR);
+	CHECK_EQ(read(fd, buf, 1), 0);
+	CHECK(wait_for(&ends[TIDE_END_CLEAN], 1, 5000));
+	close(fd);
+	/* a reset behind a bulk phase is passed on as a reset */
+	fd = connect_port(port);
+	CHECK(echo_bulk(fd, (size_t)2 << 20));
+	REQUIRE(write(fd, "tail", 4) == 4);
+	reset_close(fd);
+	CHECK(wait_for(&ends[TIDE_END_RESET], 1, 5000));
+	tide_agent_stats(agent, &st);
+	CHECKF(st.batch_marks > 0, "the bulk phases never raised the receive mark");
+	CHECKF(st.batch_quiet > 0, "no quiet connection dropped its mark");
+	printf("marks raised %llu, dropped when quiet %llu\n", (unsigned long long)st.batch_marks,
+	       (unsigned long long)st.batch_quiet);
+	finish();
+}
+
 int main(int argc, char **argv)
 {
 	static const struct {
@@ -776,6 +882,7 @@ int main(int argc, char **argv)
 		{"buffers", case_buffers}, {"connect", case_connect}, {"endings", case_endings},
 		{"limit", case_limit},	   {"post", case_post},	      {"quiet", case_quiet},
 		{"copy", case_copy},	   {"splice", case_splice},   {"rearm", case_rearm},
+		{"batch", case_batch},
 	};
 
 	signal(SIGPIPE, SIG_IGN);
@@ -787,6 +894,7 @@ int main(int argc, char **argv)
 			return test_exit("test_api");
 		}
 	fprintf(stderr,
-		"usage: test_api buffers|connect|endings|limit|post|quiet|copy|splice|rearm\n");
+		"usage: test_api buffers|connect|endings|limit|post|quiet|copy|splice|rearm|"
+		"batch\n");
 	return 1;
 }

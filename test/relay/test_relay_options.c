@@ -176,6 +176,15 @@ static void test_command_line_problems(void)
 	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--pool-max", "32M", "--block-size",
 		      "1M"),
 		 0);
+	/* --recv-batch: a size, or off (the default) */
+	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo"), 0);
+	CHECK_EQ(c.recv_batch, 0);
+	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--recv-batch", "1M"), 0);
+	CHECK_EQ(c.recv_batch, 1 << 20);
+	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--recv-batch", "off"), 0);
+	CHECK_EQ(c.recv_batch, 0);
+	CHECK_EQ(LOAD(&c, "--listen", "127.0.0.1:1", "--echo", "--recv-batch", "1K"), 1);
+	CHECK(said("wants 'off' or a SIZE from 4K to 64M"));
 	/* --help needs nothing else */
 	CHECK_EQ(LOAD(&c, "--help"), 0);
 	CHECK(c.help);
@@ -369,6 +378,7 @@ static void test_reload_every_option(void)
 		{"drain-timeout", "echo\n", "echo\ndrain-timeout 0\n"},
 		{"drain-idle", "echo\n", "echo\ndrain-idle 1\n"},
 		{"splice", "echo\n", "echo\nsplice 1M\n"},
+		{"recv-batch", "echo\n", "echo\nrecv-batch 1M\n"},
 		{"health-interval", "upstream 127.0.0.1:1\n",
 		 "upstream 127.0.0.1:1\nhealth-interval 3\n"},
 		{"send-proxy", "upstream 127.0.0.1:1\n", "upstream 127.0.0.1:1\nsend-proxy v2\n"},

@@ -116,6 +116,7 @@ struct relay_config {
 	size_t pool_max;
 	size_t block_size;
 	size_t splice_pipe; /* --splice: pipe bytes of a bulk direction; 0: off */
+	size_t recv_batch;  /* --recv-batch: receive mark of a bulk direction; 0: off */
 	bool has_stats;
 	struct relay_endpoint stats;
 	unsigned stats_timeout_ms; /* default 5000 */

@@ -379,6 +379,20 @@ static int set_splice(struct relay_config *c, const char *val, char *err, size_t
 	return 0;
 }
 
+static int set_recv_batch(struct relay_config *c, const char *val, char *err, size_t n)
+{
+	size_t b;
+
+	if (val && !strcmp(val, "off")) {
+		c->recv_batch = 0;
+		return 0;
+	}
+	if (!parse_size(val, &b) || b < 4096 || b > ((size_t)64 << 20))
+		return BAD("wants 'off' or a SIZE from 4K to 64M, not '%s'", val);
+	c->recv_batch = b;
+	return 0;
+}
+
 static int set_stats(struct relay_config *c, const char *val, char *err, size_t n)
 {
 	if (relay_endpoint_parse(val, 0, &c->stats, err, n))
@@ -527,6 +541,14 @@ const struct relay_option relay_options[] = {
 	 "smaller pipe (fs.pipe-max-size). 'off' (the default): every byte goes\n"
 	 "through the buffers.",
 	 set_splice},
+	{"recv-batch", "SIZE|off", false, false, false, true, "off",
+	 "A direction that carries bulk data (one receive of SIZE, and 64K, or\n"
+	 "more) is woken once SIZE bytes wait in its socket (SO_RCVLOWAT) instead\n"
+	 "of per segment: fewer wake-ups and window updates. It drops back to\n"
+	 "plain receives once the direction received nothing for about a\n"
+	 "millisecond, so a smaller tail waits at most that long. Off by default:\n"
+	 "measured with 1 MB replies, it gave occasional stalls of 200 ms or more.",
+	 set_recv_batch},
 	{"idle-timeout", "SEC", false, false, false, false, "300",
 	 "Close connections idle this long (0: never); logged as 'timeout'. A\n"
 	 "reload changes it for every connection, open ones too (one idle clock).",
@@ -560,6 +582,7 @@ void relay_config_init(struct relay_config *c)
 	c->pool_max = (size_t)1 << 30;
 	c->block_size = 64 * 1024;
 	c->splice_pipe = 0; /* measured: less CPU per byte, less throughput */
+	c->recv_batch = 0;  /* measured: 1 MB replies stalled 200 ms at times with it */
 }
 
 static const struct relay_option *find(const char *name, size_t *idx)
@@ -987,6 +1010,7 @@ static void keep_restart_only(const struct relay_config *cur, struct relay_confi
 	KEEP(cur->pool_max != fresh->pool_max, "pool-max", pool_max);
 	KEEP(cur->block_size != fresh->block_size, "block-size", block_size);
 	KEEP(cur->splice_pipe != fresh->splice_pipe, "splice", splice_pipe);
+	KEEP(cur->recv_batch != fresh->recv_batch, "recv-batch", recv_batch);
 	KEEP(strcmp(cur->user, fresh->user), "user", user);
 	KEEP(cur->reuse_port != fresh->reuse_port, "reuse-port", reuse_port);
 	KEEP(cur->has_stats != fresh->has_stats ||
