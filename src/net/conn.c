@@ -424,8 +424,8 @@ void on_recv(struct tide_conn *c, int res, unsigned cflags)
 	} else if (res == -EINVAL && w->recv_len) {
 		w->recv_len = 0; /* this kernel takes no length on a multishot receive */
 		recv_arm(c);
-	} else if (res < 0 && res != -ECANCELED) {
-		conn_end(c, TIDE_END_RESET, res);
+	} else if (res < 0 && res != -ECANCELED && res != -EAGAIN) {
+		conn_end(c, TIDE_END_RESET, res); /* -EAGAIN (O_NONBLOCK, a splice): re-armed */
 	} else {
 		recv_arm(c);
 	}
@@ -578,6 +578,13 @@ void on_send(struct tide_conn *c, int res)
 	}
 	if (c->flags & F_ENDED)
 		return;
+	if (res == -EAGAIN) {
+		/* An O_NONBLOCK socket (a splice made it so): a send the ring retried in its
+		 * io-wq after a poll found no room either and sent nothing. Not an error: a
+		 * new send tries again and waits for room. */
+		send_submit(c);
+		return;
+	}
 	if (res < 0) {
 		conn_send_failed(c, res);
 		return;

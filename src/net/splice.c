@@ -392,7 +392,8 @@ int tide_conn_splice(struct tide_conn *src, struct tide_conn *dst, size_t pipe_s
 		return rc;
 	}
 	/* splice(2) waits on a socket unless its file is O_NONBLOCK (SPLICE_F_NONBLOCK is
-	 * for the pipe); the ring's own receives and sends arm a poll on EAGAIN as before. */
+	 * for the pipe); the ring's own receives and sends arm a poll on EAGAIN as before,
+	 * and one that ends with -EAGAIN (retried in io-wq) is submitted again (conn.c). */
 	nonblock(src->fd);
 	nonblock(dst->fd);
 	qs->sp = qd->sp = sp;
