@@ -50,9 +50,10 @@ the suite). The kinds (see the README, "Connection endings"):
   out_of_fds     out of file descriptors: no busy loop, a scrape is answered, service
                  resumes when they free up
   splice_both_ways  8 MiB of random bytes each way at once, both bulk: they go through the
-                 relay's kernel pipes (--splice 1M; a pipe shows in its fds) and
-                 arrive byte-exact, each followed by its FIN; the access log and /stats count
-                 every byte; with --splice off the same holds without pipes
+                 relay's kernel pipes (--splice 1M; halfway, with both directions open, a
+                 pipe each way shows in its fds) and arrive byte-exact, each followed by
+                 its FIN; the access log and /stats count every byte; with --splice off the
+                 same holds without pipes
   splice_half_close  a 4 MiB upload with FIN, then a 4 MiB reply after it: the upload's FIN
                  reaches the upstream after its last byte, and the reply still arrives whole
   splice_mixed   a spliced upload next to a download of small pieces (buffer path) toward a
@@ -1123,30 +1124,52 @@ def access_bytes(r):
 
 
 def both_ways(splice_arg):
-    size = 8 << 20
+    """8 MiB each way; halfway (each side got the first half) the pipes are counted while
+    both directions are open: a direction's pipe lives from its splice to its end."""
+    size, half = 8 << 20, 4 << 20
     up, down = os.urandom(size), os.urandom(size)
-    pipes = []
+    upstream_got = [0]
+    mid = threading.Event()
 
     def h(srv, c):
-        t = threading.Thread(target=lambda: (c.sendall(down), c.shutdown(socket.SHUT_WR)))
+        def upload():
+            c.settimeout(30)
+            out = bytearray()
+            try:
+                while True:
+                    b = c.recv(1 << 16)
+                    if not b:
+                        srv.events.append((bytes(out), "eof"))
+                        return
+                    out += b
+                    upstream_got[0] = len(out)
+            except (OSError, socket.timeout) as e:
+                srv.events.append((bytes(out), repr(e)))
+        t = threading.Thread(target=upload)
         t.start()
-        srv.events.append(recv_all(c, timeout=30))
+        for i in range(0, size, 1 << 20):
+            if i == half:
+                mid.wait(30)
+            c.sendall(down[i:i + (1 << 20)])
+        c.shutdown(socket.SHUT_WR)
         t.join(30)
         c.close()
     srv = Server(h)
     r = Relay("--upstream", srv.text(), "--access-log", *splice_arg)
     base = relay_pipes(r)  # its own (the signal pipe ...)
     s = connect(r.addr(), timeout=30)
-
-    def send_slowly():  # a pipe's life is short on loopback: send in steps, look in between
-        for i in range(0, size, 1 << 20):
-            s.sendall(up[i:i + (1 << 20)])
-            pipes.append(relay_pipes(r))
-            time.sleep(0.02)
-        s.shutdown(socket.SHUT_WR)
-    t = threading.Thread(target=send_slowly)
+    for i in range(0, half, 1 << 20):
+        s.sendall(up[i:i + (1 << 20)])
+    got, how = recv_all(s, timeout=30, limit=half)
+    check(how == "limit" and wait_until(lambda: upstream_got[0] >= half, 30),
+          "halfway: the client got %d (%s), the upstream %d" % (len(got), how, upstream_got[0]))
+    # Each direction carried 4 MiB and neither ended: a spliced one holds its pipe now.
+    pipes = relay_pipes(r) - base
+    mid.set()
+    t = threading.Thread(target=lambda: (s.sendall(up[half:]), s.shutdown(socket.SHUT_WR)))
     t.start()
-    got, how = recv_all(s, timeout=30)
+    rest, how = recv_all(s, timeout=30)
+    got += rest
     t.join(30)
     check(got == down and how == "eof", "download: %d of %d bytes, %s, %s" %
           (len(got), size, "exact" if down.startswith(got) else "corrupt", how))
@@ -1163,13 +1186,14 @@ def both_ways(splice_arg):
           "/stats counts in %s out %s" % (st["bytes_in"], st["bytes_out"]))
     r.stop()
     srv.close()
-    return max(pipes) - base
+    return pipes
 
 
 def case_splice_both_ways():
-    """haproxy splice: bulk both ways goes through pipes, byte-exact, FIN after the last
-    byte, every byte counted; --splice off keeps the buffer path."""
-    check(both_ways(["--splice", "1M"]) > 0, "no pipe in the relay's fds: the bulk did not go through splice")
+    """haproxy splice: bulk both ways goes through pipes (one per direction), byte-exact,
+    FIN after the last byte, every byte counted; --splice off keeps the buffer path."""
+    n = both_ways(["--splice", "1M"])
+    check(n == 4, "%d pipe descriptors in the relay halfway, not 4 (a pipe each way)" % n)
     check(both_ways([]) == 0, "the default (--splice off) made pipes")
 
 
