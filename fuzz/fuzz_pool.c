@@ -78,6 +78,7 @@ struct fuzz {
 	struct fbuf live[MAX_LIVE];
 	size_t nlive;
 	uint64_t held[HELD_WORDS]; /* a bit per block below max_size: a live buffer's */
+	size_t held_end;	   /* no bit was set in held[] at or above this word */
 	struct fuser users[MAX_USERS];
 	char *freed[FREED_RING];
 	unsigned freed_head;
@@ -148,9 +149,13 @@ static NOCOV bool canary_ok(const struct fbuf *b)
  * already. Word-wide, so checking a new buffer against every live one costs its length,
  * not the number of live buffers.
  */
-static NOCOV bool held_mark(uint64_t *held, size_t first, size_t n, bool set)
+static NOCOV bool held_mark(struct fuzz *f, size_t first, size_t n, bool set)
 {
+	uint64_t *held = f->held;
 	bool clash = false;
+
+	if (set && n && (first + n + 63) / 64 > f->held_end)
+		f->held_end = (first + n + 63) / 64;
 
 	while (n) {
 		size_t w = first / 64;
@@ -172,13 +177,11 @@ static NOCOV bool held_mark(uint64_t *held, size_t first, size_t n, bool set)
 /* Whether a held bit is set at block index top or above (below max_size). */
 static NOCOV bool held_from(const struct fuzz *f, size_t top)
 {
-	size_t end = (MAX_UNITS * TP_UNIT / f->block + 63) / 64;
-
-	if (top >= end * 64)
+	if (top >= f->held_end * 64)
 		return false;
 	if (f->held[top / 64] >> (top % 64))
 		return true;
-	for (size_t w = top / 64 + 1; w < end; w++)
+	for (size_t w = top / 64 + 1; w < f->held_end; w++)
 		if (f->held[w])
 			return true;
 	return false;
@@ -208,7 +211,7 @@ static NOCOV void add_live(struct fuzz *f, char *addr, size_t bytes, int owner)
 			 got, bytes);
 	if (f->failed)
 		return; /* the held bits below are for buffers that passed the checks above */
-	if (held_mark(f->held, (size_t)(addr - base) / f->block, got / f->block, true)) {
+	if (held_mark(f, (size_t)(addr - base) / f->block, got / f->block, true)) {
 		for (size_t i = 0; i < f->nlive; i++)
 			if (addr < f->live[i].addr + f->live[i].bytes &&
 			    f->live[i].addr < addr + got)
@@ -222,7 +225,7 @@ static NOCOV void add_live(struct fuzz *f, char *addr, size_t bytes, int owner)
 
 		if (rc)
 			MISMATCH(f, "free of a fresh buffer: %d", rc);
-		held_mark(f->held, (size_t)(addr - base) / f->block, got / f->block, false);
+		held_mark(f, (size_t)(addr - base) / f->block, got / f->block, false);
 		return;
 	}
 	b = &f->live[f->nlive++];
@@ -246,7 +249,7 @@ static NOCOV void drop_live(struct fuzz *f, struct fbuf *b)
 	}
 	f->freed[f->freed_head++ % FREED_RING] = b->addr;
 	f->model_bytes -= b->bytes;
-	held_mark(f->held, (size_t)(b->addr - f->base) / f->block, b->bytes / f->block, false);
+	held_mark(f, (size_t)(b->addr - f->base) / f->block, b->bytes / f->block, false);
 	*b = f->live[--f->nlive];
 }
 
