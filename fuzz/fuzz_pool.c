@@ -27,7 +27,7 @@
  * runs after every step; the full invariant checker (tide_pool_check, a scan of every block
  * tag) runs every fuzz_check_every steps, after every step that moved the boundary or was
  * a grow, shrink, maintain or cache flush, and at the end of each input. The model's own
- * bookkeeping (overlap scan, canaries, comparisons) is left out of the coverage
+ * bookkeeping (overlap bitmap, canaries, comparisons) is left out of the coverage
  * instrumentation: its branches say nothing about the pool and only slowed libFuzzer down.
  *
  * A mismatch is printed and makes fuzz_pool_run() return -1; the libFuzzer entry point
@@ -156,7 +156,6 @@ static NOCOV bool held_mark(struct fuzz *f, size_t first, size_t n, bool set)
 
 	if (set && n && (first + n + 63) / 64 > f->held_end)
 		f->held_end = (first + n + 63) / 64;
-
 	while (n) {
 		size_t w = first / 64;
 		unsigned lo = first % 64, k = n < 64 - lo ? (unsigned)n : 64 - lo;
