@@ -351,6 +351,7 @@ struct tide_stats {
 	uint64_t os_failures;	 /* conversions refused by the OS */
 	uint64_t reentries; /* calls refused: a signal handler interrupted a call, same thread */
 	unsigned users;	    /* user handles alive */
+	uint64_t maintenance_runs; /* maintenance steps run (thread or tide_pool_maintain()) */
 };
 
 /**

@@ -529,6 +529,14 @@ void cache_flush_idle_locked(struct tide_pool *pool, unsigned idle_epochs)
 		steal_marked_locked(pool);
 }
 
+bool cache_any_held_locked(struct tide_pool *pool)
+{
+	for (struct tcache *c = pool->caches; c; c = c->next)
+		if (count_of(c))
+			return true;
+	return false;
+}
+
 void cache_flush_own(struct tide_pool *pool)
 {
 	for (int i = 0; i < TCACHE_SLOTS; i++) {

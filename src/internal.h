@@ -311,6 +311,8 @@ void cache_fork_prepare(void); /* the registry lock, taken before any pool's loc
 void cache_fork_parent(void);  /* and in the child */
 /* Steal the caches untouched for idle_epochs maintenance samples; pool->lock held. */
 void cache_flush_idle_locked(struct tide_pool *pool, unsigned idle_epochs);
+/* Whether any thread's cache holds blocks (maintenance will take it back once idle). */
+bool cache_any_held_locked(struct tide_pool *pool);
 void cache_flush_own(struct tide_pool *pool);	      /* this thread's cache of pool */
 void cache_detach_pool(struct tide_pool *pool);	      /* at destroy */
 size_t cache_count_locked(struct tide_pool *pool);    /* blocks parked in caches */
@@ -529,7 +531,10 @@ struct tide_pool {
 	size_t purged_chunks;
 	size_t purging_blocks;	/* claimed only while purge gives their pages back */
 	size_t purge_cursor;	/* the region where the next purge pass starts */
-	uint32_t epoch;		/* maintenance samples taken */
+	uint32_t epoch;		/* sample periods counted by maintenance */
+	uint32_t stamp_epoch;	/* the epoch of the newest region stamp */
+	uint32_t sweep_epoch;	/* the epoch when the purge sweep in progress began */
+	bool purge_pending;	/* a stamp no complete sweep begun a delay after it has seen */
 	size_t unreserved_high; /* the most the pool was ever grown to */
 
 	/* Under convert_lock: conversions, the hook and the memory limit. */
@@ -550,6 +555,7 @@ struct tide_pool {
 	bool thread_running;
 	bool thread_stop;
 	pthread_cond_t thread_cond;
+	_Atomic bool thread_asleep; /* waits longer than the delay: the slow path wakes it */
 
 	/* fork.c: what a fork child still owes the pool, paid at its slow-path calls. */
 	_Atomic unsigned fork_todo;	/* FORK_RELOCK, FORK_THREAD */
@@ -565,6 +571,7 @@ struct tide_pool {
 	_Atomic uint64_t vetoes;
 	_Atomic uint64_t os_failures;
 	_Atomic uint64_t reentries;
+	_Atomic uint64_t maintenance_runs;
 
 	/* fork.c: the registry of live pools, under its lock. */
 	struct tide_pool *fork_next, *fork_prev;
@@ -711,6 +718,18 @@ void maintain_fork_child_locked(struct tide_pool *pool); /* a fresh condition */
 void maintain_fork_child(struct tide_pool *pool);	 /* the thread started again */
 /* The thread lost in a fork child: started again, or the pool maintained by this call. */
 void maintain_fallback(struct tide_pool *pool);
+void maintain_wake(struct tide_pool *pool); /* the thread, out of a long wait */
+
+/*
+ * Something was claimed, given back or grown (pool->lock held: the slow path, never a
+ * cache hit): work will be due, so a maintenance thread in a long wait is woken. One load
+ * while it is awake; the first event after it went to sleep pays the wake-up.
+ */
+static inline void maintain_poke(struct tide_pool *pool)
+{
+	if (unlikely(atomic_load_explicit(&pool->thread_asleep, memory_order_relaxed)))
+		maintain_wake(pool);
+}
 void purge_unmark_locked(struct tide_pool *pool, size_t block, size_t nblocks);
 void purge_forget_locked(struct tide_pool *pool, size_t lo, size_t hi); /* byte offsets */
 

@@ -73,6 +73,28 @@ static bool quiet_window_locked(const struct tide_pool *pool, uint64_t now)
 	return now - pool->release_ns > (uint64_t)pool->shrink_delay_ms * 1000000u;
 }
 
+/*
+ * Sample periods to count for this sample: those that passed since the last one, so region
+ * stamps and cache looks age with time however rarely maintenance runs (one call after a
+ * quiet delay finds them idle). A stamp of the current epoch may be from any time since the
+ * last sample, though: the newest that left pages free is the last give-back (or grow), so
+ * the count starts there, and a page freed just before this call is not taken for idle.
+ * At most idle_epochs: everything older looks alike. The first sample counts from create.
+ */
+static uint32_t elapsed_epochs(const struct tide_pool *pool, uint64_t now)
+{
+	uint64_t from = pool->demand_n ? pool->last_sample_ns : pool->created_ns, n;
+
+	if (pool->release_ns > from)
+		from = pool->release_ns;
+	n = now > from ? (now - from) / sample_period_ns(pool) : 0;
+	if (n < 1)
+		n = 1;
+	if (n > idle_epochs(pool))
+		n = idle_epochs(pool);
+	return (uint32_t)n;
+}
+
 /* Record one demand sample if a period has passed; pool->lock held. */
 static void sample_locked(struct tide_pool *pool, uint64_t now)
 {
@@ -87,13 +109,13 @@ static void sample_locked(struct tide_pool *pool, uint64_t now)
 	slot = (pool->demand_head + pool->demand_n) % DEMAND_SAMPLES;
 	if (pool->demand_n == DEMAND_SAMPLES)
 		pool->demand_head = (pool->demand_head + 1) % DEMAND_SAMPLES;
-	else
+	pool->epoch += elapsed_epochs(pool, now);
+	if (pool->demand_n < DEMAND_SAMPLES)
 		pool->demand_n++;
 	pool->demand_time[slot] = now;
 	pool->demand_blocks[slot] = demand;
 	pool->demand_tick = pool->map.count;
 	pool->last_sample_ns = now;
-	pool->epoch++;
 	if (pool->epoch & EXAMINED)
 		pool->epoch = 1; /* keep the flag bit free; a wrap only delays one purge */
 }
@@ -211,42 +233,71 @@ static bool no_collapse(struct tide_pool *pool, const struct purge_range *r, siz
 	return true;
 }
 
-/* One purge pass over at most PURGE_REGIONS_PER_PASS regions; convert_lock held. */
+/* Purge regions below the limit; pool->lock held. */
+static size_t nregions_locked(const struct tide_pool *pool)
+{
+	return pool->limit / (pool->purge_region >> pool->block_shift);
+}
+
+/* Give back the idle free chunks of ranges[0..n) claimed by collect_locked(); lock held. */
+static size_t give_back_locked(struct tide_pool *pool, struct purge_range *ranges, unsigned n,
+			       size_t *marked)
+{
+	size_t chunk_blocks = pool->purge_chunk >> pool->block_shift, given = 0;
+	bool ok[PURGE_BATCH];
+
+	pthread_mutex_unlock(&pool->lock);
+	for (unsigned i = 0; i < n; i++)
+		ok[i] = no_collapse(pool, &ranges[i], marked) &&
+			os_purge(pool->base + ranges[i].chunk * pool->purge_chunk,
+				 ranges[i].n * pool->purge_chunk) == 0;
+	pthread_mutex_lock(&pool->lock);
+	for (unsigned i = 0; i < n; i++) {
+		bitmap_clear_range(&pool->map, ranges[i].chunk * chunk_blocks,
+				   ranges[i].n * chunk_blocks);
+		pool->purging_blocks -= ranges[i].n * chunk_blocks;
+		if (!ok[i]) {
+			atomic_fetch_add_explicit(&pool->os_failures, 1, memory_order_relaxed);
+			continue;
+		}
+		for (size_t k = ranges[i].chunk; k < ranges[i].chunk + ranges[i].n; k++)
+			pool->purged[k / 64] |= (uint64_t)1 << (k % 64);
+		pool->purged_chunks += ranges[i].n;
+		given += ranges[i].n * pool->purge_chunk;
+	}
+	return given;
+}
+
+/*
+ * One purge pass over at most PURGE_REGIONS_PER_PASS regions, from where the last one
+ * stopped, round to the start when it began mid-way (the pool grew since) and budget is
+ * left: one call looks at every region it can. convert_lock held.
+ */
 static void purge_pass(struct tide_pool *pool)
 {
 	struct purge_range ranges[PURGE_BATCH];
-	size_t chunk_blocks = pool->purge_chunk >> pool->block_shift;
 	size_t budget = PURGE_REGIONS_PER_PASS;
 	size_t given = 0, marked = 0;
 	unsigned n;
 
 	pthread_mutex_lock(&pool->lock);
-	if (pool->purge_cursor >= pool->limit / (pool->purge_region >> pool->block_shift))
-		pool->purge_cursor = 0;
-	while ((n = collect_locked(pool, ranges, &budget))) {
-		bool ok[PURGE_BATCH];
-
-		pthread_mutex_unlock(&pool->lock);
-		for (unsigned i = 0; i < n; i++)
-			ok[i] = no_collapse(pool, &ranges[i], &marked) &&
-				os_purge(pool->base + ranges[i].chunk * pool->purge_chunk,
-					 ranges[i].n * pool->purge_chunk) == 0;
-		pthread_mutex_lock(&pool->lock);
-		for (unsigned i = 0; i < n; i++) {
-			bitmap_clear_range(&pool->map, ranges[i].chunk * chunk_blocks,
-					   ranges[i].n * chunk_blocks);
-			pool->purging_blocks -= ranges[i].n * chunk_blocks;
-			if (!ok[i]) {
-				atomic_fetch_add_explicit(&pool->os_failures, 1,
-							  memory_order_relaxed);
-				continue;
-			}
-			for (size_t k = ranges[i].chunk; k < ranges[i].chunk + ranges[i].n; k++)
-				pool->purged[k / 64] |= (uint64_t)1 << (k % 64);
-			pool->purged_chunks += ranges[i].n;
-			given += ranges[i].n * pool->purge_chunk;
+	for (int round = 0; round < 2; round++) {
+		if (pool->purge_cursor >= nregions_locked(pool)) {
+			if (round && pool->sweep_epoch == pool->epoch)
+				break; /* this call's own sweep is done */
+			pool->purge_cursor = 0;
+			pool->sweep_epoch = pool->epoch;
 		}
+		while ((n = collect_locked(pool, ranges, &budget)))
+			given += give_back_locked(pool, ranges, n, &marked);
+		if (!budget)
+			break;
 	}
+	/* A whole sweep begun once the newest stamp was idle has looked at every region. */
+	if (pool->purge_cursor >= nregions_locked(pool) &&
+	    pool->sweep_epoch - pool->stamp_epoch >= idle_epochs(pool) &&
+	    pool->sweep_epoch - pool->stamp_epoch < EXAMINED)
+		pool->purge_pending = false;
 	pthread_mutex_unlock(&pool->lock);
 	if (given) {
 		atomic_fetch_add_explicit(&pool->purges, 1, memory_order_relaxed);
@@ -254,40 +305,55 @@ static void purge_pass(struct tide_pool *pool)
 	}
 }
 
-/**
- * tide_pool_maintain() - run the automatic shrink and purge that are due.
- * @pool: the pool.
- *
- * For event loops: call it when the returned time has passed (a timer), and after bursts.
- * One call after nothing went back to the bitmap for shrink_delay_ms gives back all above
- * what is claimed now (the way for a fork child whose thread could not be started again:
- * its tide_alloc()/tide_free() cache hits do not maintain). Does nothing without TIDE_AUTO_SHRINK.
- * Returns at once (asking to be called again soon) when another thread is converting.
- *
- * Return: milliseconds until the next work is due; -1 when nothing is (the pool is at its
- * floor and holds no excess); -EINVAL for a NULL pool; -EAGAIN in a signal handler that
- * interrupted a call into the pool.
+/*
+ * When the next work is due, in ms (-1: none), after a step; pool->lock held. Work is due
+ * while space above min_size may still go back (the window has not gone quiet, or the last
+ * shrink failed for another reason than a live top), while a thread cache holds blocks
+ * (taken back once idle), and while a purge region was stamped since the last complete
+ * sweep that began a delay after it. A live buffer holding the top makes nothing due:
+ * freeing it to the bitmap does (the slow path wakes the thread).
  */
-int tide_pool_maintain(struct tide_pool *pool)
+static int next_due_locked(struct tide_pool *pool, uint64_t now, bool shrink_failed)
 {
-	uint64_t now, period;
-	size_t cur, peak, target;
-	bool excess;
-	int cancel;
+	uint64_t period = sample_period_ns(pool), due = UINT64_MAX;
+	unsigned idle = idle_epochs(pool);
 
-	if (!pool)
-		return -EINVAL;
-	if (!(pool->flags & TIDE_AUTO_SHRINK))
+	if (pool_unreserved(pool) > pool->min_size &&
+	    (shrink_failed || !quiet_window_locked(pool, now) ||
+	     now - pool->created_ns < (uint64_t)pool->shrink_delay_ms * 1000000u))
+		due = period;
+	if (due > period && cache_any_held_locked(pool))
+		due = period;
+	if (pool->purge_pending && !(pool->flags & TIDE_LOCKED)) {
+		uint32_t age = pool->epoch - pool->stamp_epoch;
+		uint64_t wait = age < idle ? (uint64_t)(idle - age) * period : period;
+
+		if (wait < due)
+			due = wait;
+	}
+	if (due == UINT64_MAX)
 		return -1;
-	period = sample_period_ns(pool);
+	return (int)((due + 999999u) / 1000000u);
+}
+
+/* tide_pool_maintain(), and whether one-block buffers are live (freed to a cache silently). */
+static int maintain_step(struct tide_pool *pool, bool *singles)
+{
+	uint64_t now, period = sample_period_ns(pool);
+	size_t cur, peak, target;
+	bool failed = false;
+	int cancel, due;
+
 	if (!call_enter(pool))
 		return -EAGAIN;
 	cancel = cancel_off(); /* the steal wait, purge, the hook: see cancel_off() */
 	if (pthread_mutex_trylock(&pool->convert_lock)) {
 		cancel_restore(cancel);
 		call_leave();
+		*singles = true;
 		return (int)(period / 1000000u);
 	}
+	atomic_fetch_add_explicit(&pool->maintenance_runs, 1, memory_order_relaxed);
 	now = os_now_ns();
 	pthread_mutex_lock(&pool->lock);
 	sample_locked(pool, now);
@@ -300,48 +366,123 @@ int tide_pool_maintain(struct tide_pool *pool)
 		target = round_up(peak, pool->grow_unit);
 		if (target < pool->min_size)
 			target = pool->min_size;
-		if (cur > target)
-			pool_shrink_locked(pool, cur - target, pool->min_size, false);
+		if (cur > target) {
+			ssize_t got = pool_shrink_locked(pool, cur - target, pool->min_size, false);
+
+			failed = got < 0 && got != -EBUSY;
+		}
 		if (!(pool->flags & TIDE_LOCKED))
 			purge_pass(pool);
 	}
-	cur = pool_unreserved(pool);
-	excess = cur > pool->min_size;
+	pthread_mutex_lock(&pool->lock);
+	due = next_due_locked(pool, now, failed);
+	*singles = pool->map.count > pool->multi_blocks + pool->purging_blocks;
+	pthread_mutex_unlock(&pool->lock);
 	pthread_mutex_unlock(&pool->convert_lock);
 	cancel_restore(cancel);
 	call_leave();
-	if (!excess)
-		return -1;
-	/* Keep sampling while there is something that could be given back. */
-	return (int)((period + 999999u) / 1000000u);
+	return due;
 }
 
+/**
+ * tide_pool_maintain() - run the automatic shrink and purge that are due.
+ * @pool: the pool.
+ *
+ * For event loops: call it when the returned time has passed (a timer), and after bursts.
+ * One call after nothing went back to the bitmap for shrink_delay_ms does all that is due:
+ * it gives back all above what is claimed now and purges the free pages below a top that a
+ * live buffer holds (the way for a fork child whose thread could not be started again: its
+ * tide_alloc()/tide_free() cache hits do not maintain). Does nothing without
+ * TIDE_AUTO_SHRINK. Returns at once (asking to be called again soon) when another thread
+ * is converting.
+ *
+ * Return: milliseconds until the next work is due; -1 when nothing is (nothing can go back
+ * until buffers are freed or taken); -EINVAL for a NULL pool; -EAGAIN in a signal handler
+ * that interrupted a call into the pool.
+ */
+int tide_pool_maintain(struct tide_pool *pool)
+{
+	bool singles;
+
+	if (!pool)
+		return -EINVAL;
+	if (!(pool->flags & TIDE_AUTO_SHRINK))
+		return -1;
+	return maintain_step(pool, &singles);
+}
+
+/*
+ * With nothing due but one-block buffers live, the thread still looks now and then: such a
+ * buffer freed by a cache hit reaches no slow path (the fast path stays as it is), and if it
+ * held the top, only maintenance takes it back from the cache.
+ */
+static uint64_t recheck_ns(const struct tide_pool *pool)
+{
+	uint64_t ns = (uint64_t)pool->shrink_delay_ms * 4000000u;
+
+	return ns < 1000000000u ? 1000000000u : ns;
+}
+
+/* Wait on the thread's condition until wake_ns (monotonic), or woken; thread_lock held. */
+static void wait_until(struct tide_pool *pool, uint64_t wake)
+{
+	struct timespec ts = {(time_t)(wake / 1000000000u), (long)(wake % 1000000000u)};
+
+	pthread_cond_timedwait(&pool->thread_cond, &pool->thread_lock, &ts);
+}
+
+/*
+ * The thread sleeps until work is due: the time tide_pool_maintain() returned, or, when that
+ * is longer than the delay (or nothing is due), until the slow path wakes it (every claim,
+ * give-back and grow pokes it: maintain_poke()). It announces the long sleep (thread_asleep)
+ * before the step that decides it, so an event after that step's look wakes it.
+ */
 static void *maintain_thread(void *arg)
 {
 	struct tide_pool *pool = arg;
+	uint64_t delay = (uint64_t)pool->shrink_delay_ms * 1000000u;
 
 	pthread_mutex_lock(&pool->thread_lock);
 	while (!pool->thread_stop) {
 		struct timespec ts;
-		uint64_t wake;
+		uint64_t now, wait;
+		bool singles;
 		int ms;
 
+		atomic_store(&pool->thread_asleep, true);
 		pthread_mutex_unlock(&pool->thread_lock);
-		ms = tide_pool_maintain(pool);
+		singles = false;
+		ms = (pool->flags & TIDE_AUTO_SHRINK) ? maintain_step(pool, &singles) : -1;
 		pthread_mutex_lock(&pool->thread_lock);
-		/* Idle pools are still sampled, so a new burst is seen. */
-		if (ms < 0 || (uint64_t)ms * 1000000u > sample_period_ns(pool))
-			ms = (int)((sample_period_ns(pool) + 999999u) / 1000000u);
+		if (!(pool->flags & TIDE_AUTO_SHRINK))
+			atomic_store(&pool->thread_asleep, false); /* nothing to wake for */
+		if (ms < -1)
+			ms = 1;
+		wait = ms >= 0 ? (uint64_t)ms * 1000000u : singles ? recheck_ns(pool) : 0;
+		if (ms >= 0 && wait <= delay)
+			atomic_store(&pool->thread_asleep, false); /* soon: no wake-ups needed */
 		clock_gettime(CLOCK_MONOTONIC, &ts);
-		wake = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec +
-		       (uint64_t)ms * 1000000u;
-		ts.tv_sec = (time_t)(wake / 1000000000u);
-		ts.tv_nsec = (long)(wake % 1000000000u);
-		if (!pool->thread_stop)
-			pthread_cond_timedwait(&pool->thread_cond, &pool->thread_lock, &ts);
+		now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+		if (wait) {
+			if (!pool->thread_stop)
+				wait_until(pool, now + wait);
+		} else {
+			while (!pool->thread_stop && (atomic_load(&pool->thread_asleep) ||
+						       !(pool->flags & TIDE_AUTO_SHRINK)))
+				pthread_cond_wait(&pool->thread_cond, &pool->thread_lock);
+		}
 	}
 	pthread_mutex_unlock(&pool->thread_lock);
 	return NULL;
+}
+
+void maintain_wake(struct tide_pool *pool)
+{
+	if (!atomic_exchange(&pool->thread_asleep, false))
+		return;
+	pthread_mutex_lock(&pool->thread_lock);
+	pthread_cond_signal(&pool->thread_cond);
+	pthread_mutex_unlock(&pool->thread_lock);
 }
 
 /* The thread's condition, on the monotonic clock. */

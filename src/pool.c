@@ -404,6 +404,8 @@ static void stamp_regions_locked(struct tide_pool *pool, size_t lo, size_t hi)
 {
 	for (size_t r = lo / pool->purge_region; r <= (hi - 1) / pool->purge_region; r++)
 		pool->region_epoch[r] = pool->epoch;
+	pool->stamp_epoch = pool->epoch;
+	pool->purge_pending = true;
 }
 
 /* Blocks went back to the bitmap: demand fell now (maintain.c dates the window's peak by
@@ -412,6 +414,7 @@ static inline void note_released_locked(struct tide_pool *pool)
 {
 	if (pool->flags & TIDE_AUTO_SHRINK)
 		pool->release_ns = os_now_ns();
+	maintain_poke(pool);
 }
 
 /* Blocks [first, first + n) were just claimed: purge state, region stamps, demand. */
@@ -422,6 +425,7 @@ static void note_claimed_locked(struct tide_pool *pool, size_t first, size_t n)
 		purge_unmark_locked(pool, first, n);
 	if (pool->map.count > pool->demand_tick)
 		pool->demand_tick = pool->map.count;
+	maintain_poke(pool);
 }
 
 /*
@@ -435,6 +439,8 @@ static inline void stamp_block_locked(struct tide_pool *pool, size_t idx, size_t
 	if (region != *last) {
 		*last = region;
 		pool->region_epoch[region] = pool->epoch;
+		pool->stamp_epoch = pool->epoch;
+		pool->purge_pending = true;
 	}
 }
 
@@ -454,6 +460,7 @@ unsigned pool_claim_blocks_locked(struct tide_pool *pool, void **out, unsigned n
 	}
 	if (pool->map.count > pool->demand_tick)
 		pool->demand_tick = pool->map.count;
+	maintain_poke(pool);
 	return (unsigned)got;
 }
 
@@ -544,6 +551,7 @@ int pool_grow_locked(struct tide_pool *pool, size_t bytes)
 	atomic_store_explicit(&pool->unreserved, cur + len, memory_order_release);
 	pool->limit = (cur + len) >> pool->block_shift;
 	stamp_regions_locked(pool, cur, cur + len); /* a fresh range is not idle */
+	note_released_locked(pool); /* new free blocks: the quiet window starts again */
 	if (cur + len > pool->unreserved_high)
 		pool->unreserved_high = cur + len;
 	pthread_mutex_unlock(&pool->lock);

@@ -64,6 +64,9 @@ static void clear_blocks_locked(struct tide_pool *pool)
 	pool->purging_blocks = 0;
 	pool->purge_cursor = 0;
 	pool->epoch = 0;
+	pool->stamp_epoch = 0;
+	pool->sweep_epoch = 0;
+	pool->purge_pending = true; /* the regions a reset leaves are looked at once */
 	memset(pool->demand_time, 0, sizeof(pool->demand_time));
 	memset(pool->demand_blocks, 0, sizeof(pool->demand_blocks));
 	pool->demand_head = 0;
@@ -97,6 +100,7 @@ static void clear_counters(struct tide_pool *pool)
 	atomic_store_explicit(&pool->vetoes, 0, memory_order_relaxed);
 	atomic_store_explicit(&pool->os_failures, 0, memory_order_relaxed);
 	atomic_store_explicit(&pool->reentries, 0, memory_order_relaxed);
+	atomic_store_explicit(&pool->maintenance_runs, 0, memory_order_relaxed);
 }
 
 /**

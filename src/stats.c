@@ -95,4 +95,5 @@ void tide_pool_stats(const struct tide_pool *cpool, struct tide_stats *st)
 	st->vetoes = LOAD(vetoes);
 	st->os_failures = LOAD(os_failures);
 	st->reentries = LOAD(reentries);
+	st->maintenance_runs = LOAD(maintenance_runs);
 }
