@@ -423,54 +423,68 @@ static uint64_t recheck_ns(const struct tide_pool *pool)
 	return ns < 1000000000u ? 1000000000u : ns;
 }
 
-/* Wait on the thread's condition until wake_ns (monotonic), or woken; thread_lock held. */
-static void wait_until(struct tide_pool *pool, uint64_t wake)
+static uint64_t mono_ns(void)
 {
-	struct timespec ts = {(time_t)(wake / 1000000000u), (long)(wake % 1000000000u)};
+	struct timespec ts;
 
-	pthread_cond_timedwait(&pool->thread_cond, &pool->thread_lock, &ts);
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 /*
- * The thread sleeps until work is due: the time tide_pool_maintain() returned, or, when that
- * is longer than the delay (or nothing is due), until the slow path wakes it (every claim,
- * give-back and grow pokes it: maintain_poke()). It announces the long sleep (thread_asleep)
- * before the step that decides it, so an event after that step's look wakes it.
+ * Wait on the thread's condition, thread_lock held: for ns (0: no limit), or until stopped,
+ * or - when thread_asleep is set - until the slow path clears it (maintain_wake()). True
+ * when the slow path woke it.
+ */
+static bool sleep_locked(struct tide_pool *pool, uint64_t ns)
+{
+	uint64_t wake = mono_ns() + ns;
+	struct timespec ts = {(time_t)(wake / 1000000000u), (long)(wake % 1000000000u)};
+	bool wakeable = atomic_load(&pool->thread_asleep);
+
+	while (!pool->thread_stop && (!wakeable || atomic_load(&pool->thread_asleep))) {
+		if (!ns)
+			pthread_cond_wait(&pool->thread_cond, &pool->thread_lock);
+		else if (pthread_cond_timedwait(&pool->thread_cond, &pool->thread_lock, &ts))
+			break; /* ETIMEDOUT */
+	}
+	return wakeable && !pool->thread_stop && !atomic_exchange(&pool->thread_asleep, false);
+}
+
+/*
+ * The thread sleeps until work is due: the time tide_pool_maintain() returned, or, when
+ * that is longer than the delay or nothing is due, until the slow path wakes it (every
+ * claim, give-back and grow pokes it: maintain_poke()); with one-block buffers live it also
+ * looks again after recheck_ns(). It announces a long sleep (thread_asleep) before the step
+ * that decides it, so an event after that step's look wakes it. Woken, it lets the event's
+ * burst go on for one sample period before its step: however many events come, an idle
+ * pool costs no wake-up and a busy one at most one step per period.
  */
 static void *maintain_thread(void *arg)
 {
 	struct tide_pool *pool = arg;
 	uint64_t delay = (uint64_t)pool->shrink_delay_ms * 1000000u;
+	uint64_t period = sample_period_ns(pool);
 
 	pthread_mutex_lock(&pool->thread_lock);
+	while (!(pool->flags & TIDE_AUTO_SHRINK) && !pool->thread_stop)
+		pthread_cond_wait(&pool->thread_cond, &pool->thread_lock); /* nothing to do */
 	while (!pool->thread_stop) {
-		struct timespec ts;
-		uint64_t now, wait;
-		bool singles;
+		uint64_t wait;
+		bool singles = false;
 		int ms;
 
 		atomic_store(&pool->thread_asleep, true);
 		pthread_mutex_unlock(&pool->thread_lock);
-		singles = false;
-		ms = (pool->flags & TIDE_AUTO_SHRINK) ? maintain_step(pool, &singles) : -1;
+		ms = maintain_step(pool, &singles);
 		pthread_mutex_lock(&pool->thread_lock);
-		if (!(pool->flags & TIDE_AUTO_SHRINK))
-			atomic_store(&pool->thread_asleep, false); /* nothing to wake for */
 		if (ms < -1)
 			ms = 1;
 		wait = ms >= 0 ? (uint64_t)ms * 1000000u : singles ? recheck_ns(pool) : 0;
 		if (ms >= 0 && wait <= delay)
-			atomic_store(&pool->thread_asleep, false); /* soon: no wake-ups needed */
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-		if (wait) {
-			if (!pool->thread_stop)
-				wait_until(pool, now + wait);
-		} else {
-			while (!pool->thread_stop && (atomic_load(&pool->thread_asleep) ||
-						       !(pool->flags & TIDE_AUTO_SHRINK)))
-				pthread_cond_wait(&pool->thread_cond, &pool->thread_lock);
-		}
+			atomic_store(&pool->thread_asleep, false); /* soon: no wake-up needed */
+		if (sleep_locked(pool, wait))
+			sleep_locked(pool, period); /* woken: let the burst run for a period */
 	}
 	pthread_mutex_unlock(&pool->thread_lock);
 	return NULL;
