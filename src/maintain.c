@@ -324,6 +324,8 @@ static int next_due_locked(struct tide_pool *pool, uint64_t now, bool shrink_fai
 		due = period;
 	if (due > period && cache_any_held_locked(pool))
 		due = period;
+	if (!pool_unreserved(pool))
+		pool->purge_pending = false; /* nothing left to purge, whatever was stamped */
 	if (pool->purge_pending && !(pool->flags & TIDE_LOCKED)) {
 		uint32_t age = pool->epoch - pool->stamp_epoch;
 		uint64_t wait = age < idle ? (uint64_t)(idle - age) * period : period;

@@ -732,6 +732,43 @@ static int user_burst_then_one_call(struct tide_pool *p)
 	return run && unreserved <= (2 << 20) ? 0 : 5;
 }
 
+/*
+ * A fork child with no thread: a burst whose top buffer stays live, silence for several
+ * delays, then one tide_pool_maintain(): it purges the free pages below that top (read
+ * with mincore, not through the pool, whose calls maintain here too) and says nothing is
+ * due any more (-1), instead of asking for calls every sample period.
+ */
+static int pinned_top_then_one_call(struct tide_pool *p)
+{
+	static void *b[4096];
+	size_t unreserved;
+	long long rss;
+	int i, ms;
+
+	for (i = 0; i < 4096; i++)
+		if (!(b[i] = tide_alloc(p, 2048)))
+			return 2;
+	for (i = 0; i < 4096; i++)
+		memset(b[i], 1, 2048);
+	for (i = 0; i < 4095; i++)
+		tide_free(p, b[i]);
+	tide_pool_flush_cache(p);
+	usleep(4 * 10000);
+	ms = tide_pool_maintain(p);
+	unreserved = (size_t)((char *)tide_pool_boundary(p) - (char *)tide_pool_base(p));
+	rss = mincore_rss(tide_pool_base(p), unreserved);
+	printf("top live, one tide_pool_maintain() after the idle time: %d, resident %lld of "
+	       "%zu\n",
+	       ms, rss, unreserved);
+	fflush(NULL);
+	if (rss < 0 || (size_t)rss > unreserved / 2)
+		return 6;
+	if (ms != -1 || tide_pool_maintain(p) != -1)
+		return 7;
+	tide_free(p, b[4095]);
+	return 0;
+}
+
 /* In a process at RLIMIT_NPROC (uid 54321, limit 3): fork's child cannot start the thread. */
 static int nproc_child(void *arg)
 {
@@ -790,7 +827,8 @@ static int nproc_child(void *arg)
 		       (size_t)((char *)tide_pool_boundary(p) - (char *)tide_pool_base(p)));
 		if (tide_pool_boundary(p) != tide_pool_base(p))
 			_exit(4);
-		_exit(user_burst_then_one_call(p));
+		i = pinned_top_then_one_call(p);
+		_exit(i ? i : user_burst_then_one_call(p));
 	}
 	status = wait_child(pid, CHILD_LIMIT);
 	tide_pool_destroy(p);
@@ -809,6 +847,7 @@ static void thread_not_restarted(void)
 	CHECKF(rc == 0 || rc == 77,
 	       "a fork child that cannot start the thread: %d (1: not counted or not shrunk; "
 	       "4: one tide_pool_maintain() after the idle time did not give the burst back; "
+	       "6: nor purged below a live top; 7: then said work was still due; "
 	       "5: a user's call past the cache did not)",
 	       rc);
 }

@@ -348,6 +348,134 @@ static void test_background(void)
 	tide_pool_destroy(pool); /* stops and joins the thread */
 }
 
+/*
+ * One call after the delay does all that is due: with a live buffer holding the top, the
+ * free pages below it are purged by that call (not one delay of calls later), and from
+ * then on nothing is due (-1) until buffers move: an event loop is not woken for nothing.
+ * Freeing the top then makes work due again, and the calls give the space back.
+ */
+static void test_one_call_purges_below_live_top(void)
+{
+	struct tide_pool_config cfg = {.reserve_size = 1024 * MB,
+				       .block_size = 65536,
+				       .shrink_delay_ms = 50,
+				       .flags = TIDE_AUTO_GROW | TIDE_AUTO_SHRINK};
+	static void *bufs[512];
+	struct tide_pool *pool;
+	struct tide_stats st;
+	int ms;
+
+	REQUIRE(tide_pool_create(&cfg, &pool) == 0);
+	for (unsigned i = 0; i < 512; i++) { /* 32 MiB, touched */
+		bufs[i] = tide_alloc(pool, 65536);
+		REQUIRE(bufs[i]);
+		memset(bufs[i], 0xa5, 65536);
+	}
+	for (unsigned i = 0; i < 511; i++)
+		CHECK_EQ(tide_free(pool, bufs[i]), 0);
+	tide_pool_flush_cache(pool);
+	sleep_ms(4 * 50); /* quiet for four delays, no call */
+	ms = tide_pool_maintain(pool);
+	st = stats(pool);
+	CHECKF(st.resident_size < st.unreserved_size / 2,
+	       "one call after the delay: resident %zu of %zu (returned %d)", st.resident_size,
+	       st.unreserved_size, ms);
+	CHECK_EQ(st.unreserved_size, 32 * MB); /* the live top holds the boundary */
+	CHECK_EQ((long long)st.resident_size,
+		 mincore_rss(tide_pool_base(pool), st.unreserved_size));
+	CHECK_EQ(ms, -1);
+	for (int i = 0; i < 5; i++) {
+		sleep_ms(2);
+		CHECK_EQ(tide_pool_maintain(pool), -1); /* nothing left to do */
+	}
+	CHECK(((char *)bufs[511])[0] == (char)0xa5);
+	CHECK_EQ(tide_free(pool, bufs[511]), 0);
+	tide_pool_flush_cache(pool);
+	CHECK(tide_pool_maintain(pool) > 0); /* the freed top can go once the delay passes */
+	CHECK(MAINTAIN_UNTIL(pool, stats(pool).unreserved_size == 0, 5000));
+	CHECK_EQ(tide_pool_maintain(pool), -1);
+	CHECK_POOL(pool);
+	tide_pool_destroy(pool);
+}
+
+/* Wait until the pool's thread has stopped stepping (runs unchanged for 100 ms, 5 s at most). */
+static uint64_t settled_runs(struct tide_pool *pool)
+{
+	uint64_t runs = stats(pool).maintenance_runs, end = now_ms() + 5000;
+
+	while (now_ms() < end) {
+		uint64_t again;
+
+		sleep_ms(100);
+		again = stats(pool).maintenance_runs;
+		if (again == runs)
+			break;
+		runs = again;
+	}
+	return runs;
+}
+
+/*
+ * TIDE_BACKGROUND on an idle pool costs no wake-ups: once all is given back (everything
+ * free, at the floor) the thread sleeps until the slow path wakes it - no maintenance run
+ * for many sample periods (20 ms delay: a period is 1.25 ms; the thread used to step every
+ * period for ever). With a live buffer holding the top it looks again only at a long
+ * interval (a tide_free() that its cache takes reaches no slow path). A burst after the
+ * idle time wakes it and is given back; so is that top once freed, by a cache hit.
+ */
+static void test_background_idle(void)
+{
+	struct tide_pool_config cfg = {.reserve_size = 1024 * MB,
+				       .shrink_delay_ms = 20,
+				       .flags =
+					       TIDE_AUTO_GROW | TIDE_AUTO_SHRINK | TIDE_BACKGROUND};
+	static void *bufs[8192];
+	struct tide_pool *pool;
+	uint64_t runs, end;
+	void *top;
+
+	REQUIRE(tide_pool_create(&cfg, &pool) == 0);
+	for (int round = 0; round < 2; round++) {
+		/* A burst, all freed: given back with no call, then no more runs. */
+		REQUIRE(fill(pool, bufs, 8192) == 8192);
+		for (unsigned i = 0; i < 8192; i++)
+			CHECK_EQ(tide_free(pool, bufs[i]), 0);
+		tide_pool_flush_cache(pool);
+		end = now_ms() + 5000;
+		while (stats(pool).unreserved_size > 0 && now_ms() < end)
+			sleep_ms(5);
+		CHECKF(stats(pool).unreserved_size == 0, "round %d: burst not given back", round);
+		runs = settled_runs(pool);
+		sleep_ms(300);
+		CHECKF(stats(pool).maintenance_runs == runs,
+		       "round %d: idle pool, all free: %" PRIu64 " maintenance runs in 300 ms",
+		       round, stats(pool).maintenance_runs - runs);
+	}
+	/* The top held by a live buffer: purged, then at most a look per long interval. */
+	REQUIRE(fill(pool, bufs, 8192) == 8192);
+	top = bufs[8191];
+	for (unsigned i = 0; i < 8191; i++)
+		CHECK_EQ(tide_free(pool, bufs[i]), 0);
+	tide_pool_flush_cache(pool);
+	end = now_ms() + 5000;
+	while (stats(pool).resident_size > 2 * MB && now_ms() < end)
+		sleep_ms(5);
+	CHECK(stats(pool).resident_size <= 2 * MB);
+	CHECK_EQ(stats(pool).unreserved_size, 16 * MB);
+	runs = settled_runs(pool);
+	sleep_ms(300);
+	CHECKF(stats(pool).maintenance_runs <= runs + 1,
+	       "idle pool, live top: %" PRIu64 " maintenance runs in 300 ms",
+	       stats(pool).maintenance_runs - runs);
+	/* Freed by a cache hit (no slow path): still given back, by the long look. */
+	CHECK_EQ(tide_free(pool, top), 0);
+	end = now_ms() + 10000;
+	while (stats(pool).unreserved_size > 0 && now_ms() < end)
+		sleep_ms(10);
+	CHECK_EQ(stats(pool).unreserved_size, 0);
+	tide_pool_destroy(pool);
+}
+
 /* maintain's contract: -EINVAL for NULL, -1 without auto shrink or at the floor. */
 static void test_maintain_contract(void)
 {
@@ -386,5 +514,7 @@ int main(void)
 	test_purge_during_burst();
 	test_purge_waits_after_free();
 	test_background();
+	test_one_call_purges_below_live_top();
+	test_background_idle();
 	return test_exit("test_maintain");
 }
