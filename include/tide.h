@@ -258,16 +258,23 @@ TIDE_API ssize_t tide_pool_shrink(struct tide_pool *pool, size_t bytes);
  * tide_pool_maintain() - run the automatic shrink and purge that are due.
  * @pool: the pool.
  *
- * For event loops: call it when the returned time has passed (a timer), and after bursts.
- * One call made after the pool has given nothing back to its bitmap for shrink_delay_ms
- * (however long the caller slept) gives back everything above what is claimed now: the
- * way for a fork child whose TIDE_BACKGROUND thread could not be started again (see
- * fork() above). Does nothing without TIDE_AUTO_SHRINK. Returns at once (asking to be
- * called again soon) when another thread is converting.
+ * For event loops: call it when the returned time has passed (a timer), and after bursts
+ * and frees. One call made after the pool has given nothing back to its bitmap for
+ * shrink_delay_ms (however long the caller slept) does all that is due: it gives back
+ * everything above what is claimed now, takes back the blocks of thread caches idle that
+ * long, and purges the free pages below a top that a live buffer holds - the way for a fork
+ * child whose TIDE_BACKGROUND thread could not be started again (see fork() above). Does
+ * nothing without TIDE_AUTO_SHRINK. Returns at once (asking to be called again soon) when
+ * another thread is converting.
  *
- * Return: milliseconds until the next work is due; -1 when nothing is (the pool is at its
- * floor and holds no excess); -EINVAL for a NULL pool; -EAGAIN in a signal handler that
- * interrupted a call into the pool.
+ * Return: milliseconds until the next work is due; -1 when nothing is: the pool is at its
+ * floor or its top is held by a live buffer, the pages below are purged, and no thread
+ * cache holds blocks - nothing can go back until buffers are freed (a tide_free() that a
+ * thread cache keeps does not make work due by itself: call again after frees). -EINVAL for
+ * a NULL pool; -EAGAIN in a signal handler that interrupted a call into the pool. A
+ * TIDE_BACKGROUND thread sleeps while nothing is due, until an allocation or free past the
+ * thread caches, or a grow, wakes it (and, while one-block buffers are live, looks again
+ * every max(1 s, 4 * shrink_delay_ms)).
  */
 TIDE_API int tide_pool_maintain(struct tide_pool *pool);
 

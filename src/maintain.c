@@ -37,8 +37,23 @@
  * purge chunk is a whole huge page (TIDE_HUGEPAGES with a grow_unit that is a multiple of
  * 2 MiB) need no mark.
  *
- * tide_pool_maintain() does one step and says when the next is due; with TIDE_BACKGROUND a
- * pool-owned thread calls it on that schedule, and destroy stops it.
+ * Time: the epoch counts sample periods, and a sample counts every period that passed since
+ * the last one (from the last give-back at the latest, as a stamp of the current epoch may be
+ * that recent), so region stamps and cache looks age with the clock, not with the number of
+ * calls: one call after a quiet delay finds them idle, and does in one step everything that
+ * is due (shrink what can shrink, take back idle caches, purge below a pinned top).
+ *
+ * tide_pool_maintain() does one step and says when the next is due: a sample period while
+ * space may still shrink (the window has not gone quiet) or a cache holds blocks; the time
+ * the newest region stamp turns idle while a purge sweep is owed; -1 when none of these is
+ * (a live buffer holding the top, everything else purged, is nothing due: only a free makes
+ * work). With TIDE_BACKGROUND a pool-owned thread runs it on that schedule; when nothing is
+ * due, or not within the delay, it sleeps until the slow path wakes it (maintain_poke() in
+ * every claim from and give-back to the bitmap and every grow: one load while the thread is
+ * awake, never on a cache hit), so an idle pool costs no wake-up (jemalloc's background
+ * threads sleep the same way: jemalloc #1050). With one-block buffers live it also looks
+ * again every max(1 s, 4 delays): such a buffer freed by a cache hit reaches no slow path,
+ * and if it held the top only maintenance takes it back from that cache. destroy stops it.
  */
 #include <errno.h>
 #include <string.h>
