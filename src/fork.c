@@ -131,11 +131,13 @@ void fork_catch_up(struct tide_pool *pool)
 static void child(void)
 {
 	for (struct tide_pool *p = pools; p; p = p->fork_next) {
+		/* First: the blocks taken back below would wake a thread that is gone, with its
+		 * thread_lock held here. */
+		maintain_fork_child_locked(p);
 		cache_fork_child_locked(p);
 		/* A hook on this thread may sit inside a bulk allocation not yet tagged. */
 		if (!pool_hook_running_here(p))
 			pool_release_lost_locked(p);
-		maintain_fork_child_locked(p);
 		if (p->flags & TIDE_LOCKED)
 			atomic_fetch_or(&p->fork_todo, FORK_RELOCK);
 	}

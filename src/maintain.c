@@ -449,15 +449,14 @@ static uint64_t mono_ns(void)
 }
 
 /*
- * Wait on the thread's condition, thread_lock held: for ns (0: no limit), or until stopped,
- * or - when thread_asleep is set - until the slow path clears it (maintain_wake()). True
- * when the slow path woke it.
+ * Wait on the thread's condition, thread_lock held: for ns (0: no limit) or until stopped,
+ * and when wakeable (thread_asleep was set for this wait) until the slow path clears
+ * thread_asleep (maintain_wake(), maybe before this call). True when the slow path woke it.
  */
-static bool sleep_locked(struct tide_pool *pool, uint64_t ns)
+static bool sleep_locked(struct tide_pool *pool, uint64_t ns, bool wakeable)
 {
 	uint64_t wake = mono_ns() + ns;
 	struct timespec ts = {(time_t)(wake / 1000000000u), (long)(wake % 1000000000u)};
-	bool wakeable = atomic_load(&pool->thread_asleep);
 
 	while (!pool->thread_stop && (!wakeable || atomic_load(&pool->thread_asleep))) {
 		if (!ns)
@@ -488,20 +487,21 @@ static void *maintain_thread(void *arg)
 		pthread_cond_wait(&pool->thread_cond, &pool->thread_lock); /* nothing to do */
 	while (!pool->thread_stop) {
 		uint64_t wait;
-		bool singles = false;
+		bool singles = false, long_wait;
 		int ms;
 
 		atomic_store(&pool->thread_asleep, true);
 		pthread_mutex_unlock(&pool->thread_lock);
 		ms = maintain_step(pool, &singles);
 		pthread_mutex_lock(&pool->thread_lock);
-		if (ms < -1)
+		if (ms < -1 || ms == 0)
 			ms = 1;
 		wait = ms >= 0 ? (uint64_t)ms * 1000000u : singles ? recheck_ns(pool) : 0;
-		if (ms >= 0 && wait <= delay)
+		long_wait = ms < 0 || wait > delay;
+		if (!long_wait)
 			atomic_store(&pool->thread_asleep, false); /* soon: no wake-up needed */
-		if (sleep_locked(pool, wait))
-			sleep_locked(pool, period); /* woken: let the burst run for a period */
+		if (sleep_locked(pool, wait, long_wait))
+			sleep_locked(pool, period, false); /* woken: let the burst run a period */
 	}
 	pthread_mutex_unlock(&pool->thread_lock);
 	return NULL;
@@ -547,11 +547,13 @@ int maintain_start(struct tide_pool *pool)
 
 /*
  * fork child, thread_lock held: the thread is gone, and may have been waiting on the
- * condition, whose waiter count now never drops (destroying it would wait forever).
+ * condition, whose waiter count now never drops (destroying it would wait forever); nothing
+ * may try to wake it (maintain_wake() takes the thread_lock this thread holds).
  */
 void maintain_fork_child_locked(struct tide_pool *pool)
 {
 	init_cond(pool);
+	atomic_store(&pool->thread_asleep, false); /* nobody to wake until it is started */
 }
 
 /* fork child, no lock held: start the thread again where the parent had one. */
@@ -606,4 +608,5 @@ void maintain_stop(struct tide_pool *pool)
 	pthread_mutex_unlock(&pool->thread_lock);
 	pthread_join(pool->thread, NULL);
 	pool->thread_running = false;
+	atomic_store(&pool->thread_asleep, false); /* nobody to wake */
 }
