@@ -129,6 +129,8 @@ static const struct field pool_fields[] = {
 		"Conversions refused by the conversion hook."),
 	COUNTER("os_failures", ps.os_failures, "tide_pool_os_failures_total",
 		"Conversions refused by the OS."),
+	COUNTER("maintenance_runs", ps.maintenance_runs, "tide_pool_maintenance_runs_total",
+		"Maintenance steps run (shrink and purge checks)."),
 	JSON_ONLY("users", ps.users),
 };
 

@@ -184,7 +184,8 @@ def case_balance():
     check('"upstreams":[' in r.get("/stats"), "/stats has the upstreams")
     for name in ("tide_pool_vetoes_total", "tide_pool_os_failures_total",
                  "tide_pool_bad_frees_total", "tide_pool_purged_bytes_total",
-                 "tide_agent_forced_grows_total", "tide_agent_recv_arms_total"):
+                 "tide_agent_forced_grows_total", "tide_agent_recv_arms_total",
+                 "tide_pool_maintenance_runs_total"):
         check("\n%s " % name in metrics, "/metrics has %s" % name)
     s = socket.create_connection(("127.0.0.1", r.stats), timeout=3)
     s.sendall(b"HEAD /metrics HTTP/1.0\r\n\r\n")
