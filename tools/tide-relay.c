@@ -194,6 +194,9 @@ static int make_agent(struct relay *r)
 				     counts max-conns (forward.c): a reload changes both */
 		.worker_stop = forward_worker_stop,
 		.recv_batch = c->recv_batch,
+		/* a client is accepted only with room for its upstream socket (and its two
+		 * pipes with --splice): else it waits in the listen queue, not reset */
+		.conn_fds = c->echo ? 0 : 1 + (c->splice_pipe ? 4 : 0),
 	};
 	int rc;
 

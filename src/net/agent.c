@@ -66,7 +66,7 @@ static int config_init(struct tide_agent *a, const struct tide_agent_config *cfg
 		c->recv_max = 16 * a->bs > 1024 * 1024 ? 16 * a->bs : 1024 * 1024;
 	if (c->recv_max > UINT32_MAX / 2)
 		c->recv_max = UINT32_MAX / 2;
-	if (c->recv_batch > INT_MAX)
+	if (c->recv_batch > INT_MAX || c->conn_fds > TIDE_CONN_FDS_MAX)
 		return -EINVAL;
 	return 0;
 }

@@ -47,6 +47,7 @@ int relay_health_probe(const struct sockaddr *sa, socklen_t len, unsigned timeou
 		goto out;
 	if (errno != EINPROGRESS) {
 		rc = -errno;
+		relay_log(RELAY_LOG_ERROR, "DBG connect rc %d fd %d", rc, fd);
 		goto out;
 	}
 	pfd.fd = fd;
@@ -91,6 +92,7 @@ void relay_health_check_all(struct relay_balancer *b, unsigned timeout_ms)
 					  relay_balancer_name(b, i), strerror(-rc));
 			continue;
 		}
+		if (rc) relay_log(RELAY_LOG_ERROR, "DBG health rc %d", rc);
 		relay_balancer_health_result(b, i, rc, relay_now_ms());
 	}
 }
