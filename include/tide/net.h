@@ -217,7 +217,8 @@ TIDE_API int tide_agent_probe(char *why, size_t len);
  * which must outlive the agent) with @cfg; nothing runs until tide_agent_start().
  *
  * Return: 0; -EINVAL a NULL argument, ring_entries not a power of two in 16..32768, threads
- * over 1024 or an unknown flag; -ENOMEM; or an error of tide_agent_probe() (-EPERM,
+ * over 1024, recv_batch over INT_MAX, conn_fds over TIDE_CONN_FDS_MAX or an unknown flag;
+ * -ENOMEM; or an error of tide_agent_probe() (-EPERM,
  * -ENOSYS, -EOPNOTSUPP). On an error *@agent is NULL (unless @agent is), so
  * tide_agent_destroy() on it is harmless.
  */

@@ -94,8 +94,8 @@ static void worker_init(struct tide_agent *a, unsigned i)
  * @agentp: where the new agent goes.
  *
  * Return: 0; -EINVAL a NULL argument, ring_entries not a power of two in 16..32768, threads
- * over 1024, recv_batch over INT_MAX or an unknown flag; -ENOMEM; or an error of
- * tide_agent_probe().
+ * over 1024, recv_batch over INT_MAX, conn_fds over TIDE_CONN_FDS_MAX or an unknown flag;
+ * -ENOMEM; or an error of tide_agent_probe().
  */
 int tide_agent_create(struct tide_pool *pool, const struct tide_agent_config *cfg,
 		      struct tide_agent **agentp)

@@ -24,6 +24,10 @@ Cases (the upstream is an echo server of the test's own; loopback only; every wa
                   (EMFILE, the limit) for the burst, the waiting client and a new one are
                   served once clients close, one line when it accepts again, the count in
                   /metrics (tide_relay_accept_errors_total)
+  accept_room     at the descriptor limit a relayed client is accepted only with room for its
+                  upstream socket (and pipes with --splice): of 60 clients that connect and
+                  send, none is reset; those past the limit wait in the listen queue and are
+                  served once the first close; no access line says end=resource
   check_vs_start  --check fails (exit 2, FILE:LINE) where a start fails: an unresolvable
                   upstream or listen name, an access log in a missing directory, one listener
                   spelled twice (127.0.0.1:P and localhost:P); a reload to an unresolvable
@@ -40,6 +44,7 @@ Cases (the upstream is an echo server of the test's own; loopback only; every wa
 import os
 import re
 import resource
+import select
 import shutil
 import signal
 import socket
@@ -500,6 +505,60 @@ def case_accept_exhaustion():
     check(r.stop() == 0, "exit 0")
 
 
+def case_accept_room():
+    up = upstream()
+    for extra in ([], ["--splice", "1M"]):
+        a = free_port()
+        log = os.path.join(TMP, "access%d.log" % len(extra))
+        r = Relay(["--listen", "127.0.0.1:%d" % a, "--upstream", "127.0.0.1:%d" % up,
+                   "--threads", "1", "--access-log", log] + extra, a,
+                  preexec=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48)))
+        clients = []
+        for i in range(60):
+            c = socket.create_connection(("127.0.0.1", a), timeout=5)
+            c.sendall(b"hello")
+            clients.append(c)
+        served, waiting, lost = [], [], 0
+
+        def answer(c):
+            try:
+                return c.recv(5) == b"hello"
+            except OSError:
+                return False
+
+        time.sleep(1)  # the relay takes all it has room for
+        ready = select.select(clients, [], [], 0)[0]
+        for c in clients:
+            if c not in ready:
+                waiting.append(c)
+            elif answer(c):
+                served.append(c)
+            else:
+                lost += 1
+        check(waiting, "%s: some clients wait at the limit" % extra)
+        print("%s: %d served, %d waiting, %d reset" % (extra, len(served), len(waiting), lost))
+        for c in served:
+            c.close()
+        end = time.time() + 20
+        while waiting and time.time() < end:
+            for c in select.select(waiting, [], [], 1)[0]:
+                lost += not answer(c)
+                waiting.remove(c)
+                c.close()
+        for c in waiting:
+            c.close()
+        check(lost == 0 and not waiting, "%s: every client served, %d reset, %d never served"
+              % (extra, lost, len(waiting)))
+        check(r.wait_log("accepting connections fails: Too many open files", 5),
+              "%s: the wait is logged" % extra)
+        check(r.stop() == 0, "exit 0")
+        with open(log) as f:
+            ends = re.findall(r"end=(\w+)", f.read())
+        check(len(ends) >= 60 and set(ends) == {"clean"},  # 60 and the start's probe
+              "%s: every access line end=clean: %s" % (extra, {e: ends.count(e) for e in set(ends)}))
+        print("%s: %d served at once, the others waited" % (extra, len(served)))
+
+
 def root_nobody():
     if os.geteuid() != 0:
         skip("needs root")
@@ -560,7 +619,8 @@ CASES = {"signals": case_signals, "drain_zero": case_drain_zero,
          "check_vs_start": case_check_vs_start, "listen_any": case_listen_any,
          "duration": case_duration, "refused_metrics": case_refused_metrics,
          "user_reopen": case_user_reopen,
-         "user_low_port": case_user_low_port, "accept_exhaustion": case_accept_exhaustion}
+         "user_low_port": case_user_low_port, "accept_exhaustion": case_accept_exhaustion,
+         "accept_room": case_accept_room}
 
 try:
     CASES[CASE]()
