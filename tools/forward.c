@@ -26,7 +26,8 @@
  *  - end: a clean end leaves the peer to finish by itself; any other resets the peer after
  *    what it has queued went out.
  * The operator's side (tools/relay, through the runtime):
- *  - accept: with --access-log, --max-conns-per-ip, --send-proxy or --accept-proxy, the
+ *  - accept: over --max-conns the client is reset at once, with its access line (refused);
+ *    with --access-log, --max-conns-per-ip, --send-proxy or --accept-proxy, the
  *    pair gets a struct pair_ext: the client's address (from getpeername, or a PROXY header
  *    with --accept-proxy) and the listener's, and the start time; the client is counted per
  *    IP (refused over the limit). Keepalive if asked.
@@ -696,6 +697,26 @@ static void client_end(struct tide_conn *c, enum tide_end why, int err)
 	finish(p);
 }
 
+/*
+ * The access line of a client turned away before it had a pair (--max-conns, or no memory
+ * for the pair): every connection gets one line, from the socket's own addresses.
+ */
+static void refused_line(struct tide_conn *c, const struct relay_conn_settings *cfg,
+			 enum relay_end end)
+{
+	struct sockaddr_storage client = {0}, local = {0};
+	socklen_t len = sizeof(client);
+	struct relay_access a = {.client = (struct sockaddr *)&client, .end = end};
+
+	if (!cfg->access_log)
+		return;
+	getpeername(tide_conn_fd(c), (struct sockaddr *)&client, &len);
+	len = sizeof(local);
+	if (!getsockname(tide_conn_fd(c), (struct sockaddr *)&local, &len))
+		a.listener = (struct sockaddr *)&local;
+	relay_log_access(&a);
+}
+
 static void client_open(struct tide_conn *c)
 {
 	struct relay_conn_settings set, *cfg = &set;
@@ -709,6 +730,7 @@ static void client_open(struct tide_conn *c)
 			       &set); /* a reload may change them: one copy per connection */
 	if (!relay_runtime_client_open(fwd->rt, cfg)) {
 		tide_conn_set_data(c, NULL);
+		refused_line(c, cfg, RELAY_END_REFUSED);
 		tide_conn_abort(c); /* over --max-conns (the setting of now: a reload changes it) */
 		return;
 	}
@@ -722,6 +744,8 @@ static void client_open(struct tide_conn *c)
 	}
 	p = calloc(1, sizeof(*p));
 	if (!p) {
+		tide_conn_set_data(c, NULL);
+		refused_line(c, cfg, RELAY_END_RESOURCE);
 		tide_conn_abort(c);
 		return;
 	}
@@ -739,6 +763,7 @@ static void client_open(struct tide_conn *c)
 	}
 	p->ext = x = calloc(1, sizeof(*x));
 	if (!x) {
+		refused_line(c, cfg, RELAY_END_RESOURCE); /* the pair has no ext for its line */
 		tide_conn_abort(c);
 		return;
 	}
@@ -753,6 +778,7 @@ static void client_open(struct tide_conn *c)
 	if (cfg->accept_proxy) {
 		x->pw = calloc(1, sizeof(*x->pw));
 		if (!x->pw) {
+			set_end(p, RELAY_END_RESOURCE);
 			tide_conn_abort(c);
 			return;
 		}

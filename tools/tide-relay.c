@@ -69,11 +69,6 @@ static void raise_nofile(void)
 	}
 }
 
-static void endpoint_text(const struct relay_endpoint *ep, char *buf, size_t n)
-{
-	snprintf(buf, n, strchr(ep->host, ':') ? "[%s]:%u" : "%s:%u", ep->host, ep->port);
-}
-
 static int make_pool(struct relay *r)
 {
 	struct tide_pool_config pc = {
@@ -133,7 +128,7 @@ static int listener_add(const struct relay_endpoint *ep, void *arg)
 			l = &r->lis[i];
 	if (!l)
 		return -ENOSPC; /* not reached: the runtime has at most two lists at once */
-	endpoint_text(ep, text, sizeof(text));
+	relay_endpoint_text(ep, text, sizeof(text));
 	rc = tide_agent_listen(r->agent, text, r->ops, NULL, &l->port);
 	if (rc) {
 		relay_log(RELAY_LOG_ERROR, "tide-relay: listening on %s: %s", text,
@@ -146,7 +141,7 @@ static int listener_add(const struct relay_endpoint *ep, void *arg)
 		struct relay_endpoint bound = {.port = (uint16_t)l->port};
 
 		memcpy(bound.host, ep->host, sizeof(bound.host));
-		endpoint_text(&bound, text, sizeof(text));
+		relay_endpoint_text(&bound, text, sizeof(text));
 		relay_log(RELAY_LOG_INFO, "tide-relay: listening on %s", text);
 	}
 	return 0;
@@ -175,7 +170,7 @@ static void listener_remove(const struct relay_endpoint *ep, void *arg)
 			continue;
 		bound = l->ep;
 		bound.port = (uint16_t)l->port;
-		endpoint_text(&bound, text, sizeof(text));
+		relay_endpoint_text(&bound, text, sizeof(text));
 		rc = tide_agent_listen_close(r->agent, text);
 		if (rc)
 			relay_log(RELAY_LOG_ERROR, "tide-relay: closing the listener %s: %s", text,
@@ -199,6 +194,9 @@ static int make_agent(struct relay *r)
 				     counts max-conns (forward.c): a reload changes both */
 		.worker_stop = forward_worker_stop,
 		.recv_batch = c->recv_batch,
+		/* a client is accepted only with room for its upstream socket (and its two
+		 * pipes with --splice): else it waits in the listen queue, not reset */
+		.conn_fds = c->echo ? 0 : 1 + (c->splice_pipe ? 4 : 0),
 	};
 	int rc;
 
@@ -233,7 +231,7 @@ static int start(struct relay *r)
 	int rc;
 
 	if (r->cfg->has_stats) {
-		endpoint_text(&r->cfg->stats, r->stats_text, sizeof(r->stats_text));
+		relay_endpoint_text(&r->cfg->stats, r->stats_text, sizeof(r->stats_text));
 		stats_set_runtime(&r->rt);
 		rc = stats_server_start(r->stats_text, r->cfg->stats_timeout_ms, r->pool, r->agent,
 					&r->srv);

@@ -152,7 +152,17 @@ struct tide_agent_config {	  /* zero means default */
 			      drops back to 1 byte after the connection received nothing for
 			      about a millisecond, so a smaller tail waits at most that long.
 			      0: off (the default); at most INT_MAX */
+	unsigned conn_fds; /* descriptors an accepted connection may still open (a proxy's
+			      upstream socket: 1, and its pipes for tide_conn_splice(): 2 per
+			      direction), at most TIDE_CONN_FDS_MAX. A listener then accepts
+			      only while its worker holds that many in reserve (handed to the
+			      connection as it opens), one connection per accept; without
+			      them the clients wait in the listen queue until a connection of
+			      the worker ends or the 100 ms tick finds room (counted in
+			      accept_errors). 0: accept whenever the kernel can (the default) */
 };
+
+#define TIDE_CONN_FDS_MAX 16 /* the most tide_agent_config.conn_fds may ask */
 
 /* How a connection ended (the end callback's reason). */
 enum tide_end {
@@ -207,7 +217,8 @@ TIDE_API int tide_agent_probe(char *why, size_t len);
  * which must outlive the agent) with @cfg; nothing runs until tide_agent_start().
  *
  * Return: 0; -EINVAL a NULL argument, ring_entries not a power of two in 16..32768, threads
- * over 1024 or an unknown flag; -ENOMEM; or an error of tide_agent_probe() (-EPERM,
+ * over 1024, recv_batch over INT_MAX, conn_fds over TIDE_CONN_FDS_MAX or an unknown flag;
+ * -ENOMEM; or an error of tide_agent_probe() (-EPERM,
  * -ENOSYS, -EOPNOTSUPP). On an error *@agent is NULL (unless @agent is), so
  * tide_agent_destroy() on it is harmless.
  */
@@ -229,8 +240,8 @@ TIDE_API int tide_agent_create(struct tide_pool *pool, const struct tide_agent_c
  *
  * Return: 0; -EINVAL a NULL agent or ops, or not HOST:PORT; -ENOSPC 32 listeners already;
  * -ENOENT the name does not resolve; -EADDRINUSE the agent listens there already (every
- * address of a port overlaps any other listener on it), and the like from bind(); -ESHUTDOWN the agent drains or has ended; -EDEADLK called on one of its
- * workers; -ENOMEM.
+ * address of a port overlaps any other listener on it), and the like from bind(); -ESHUTDOWN the
+ * agent drains or has ended; -EDEADLK called on one of its workers; -ENOMEM.
  */
 TIDE_API int tide_agent_listen(struct tide_agent *agent, const char *hostport,
 			       const struct tide_conn_ops *ops, void *data, unsigned *port);

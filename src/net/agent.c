@@ -66,7 +66,7 @@ static int config_init(struct tide_agent *a, const struct tide_agent_config *cfg
 		c->recv_max = 16 * a->bs > 1024 * 1024 ? 16 * a->bs : 1024 * 1024;
 	if (c->recv_max > UINT32_MAX / 2)
 		c->recv_max = UINT32_MAX / 2;
-	if (c->recv_batch > INT_MAX)
+	if (c->recv_batch > INT_MAX || c->conn_fds > TIDE_CONN_FDS_MAX)
 		return -EINVAL;
 	return 0;
 }
@@ -94,8 +94,8 @@ static void worker_init(struct tide_agent *a, unsigned i)
  * @agentp: where the new agent goes.
  *
  * Return: 0; -EINVAL a NULL argument, ring_entries not a power of two in 16..32768, threads
- * over 1024, recv_batch over INT_MAX or an unknown flag; -ENOMEM; or an error of
- * tide_agent_probe().
+ * over 1024, recv_batch over INT_MAX, conn_fds over TIDE_CONN_FDS_MAX or an unknown flag;
+ * -ENOMEM; or an error of tide_agent_probe().
  */
 int tide_agent_create(struct tide_pool *pool, const struct tide_agent_config *cfg,
 		      struct tide_agent **agentp)

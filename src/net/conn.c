@@ -170,6 +170,8 @@ void conn_maybe_free(struct tide_conn *c)
 		close(c->fd);
 	slab_free(c);
 	w->nconns--;
+	if (w->accept_held) /* a listener waits for descriptors (cfg.conn_fds): maybe now */
+		listeners_arm(w);
 }
 
 static void recv_cancel(struct tide_conn *c)

@@ -28,8 +28,20 @@
  *
  * The waits take a->lock and a->cond (as tide_agent_start() does); a worker reports with
  * ctl_done(). A caller on one of the agent's own workers would wait for itself: -EDEADLK.
+ *
+ * Descriptors for what a connection opens next (cfg.conn_fds, haproxy's way in kind: it
+ * accepts only while its descriptor limit has room for a connection's whole need): an accept
+ * that took the last free descriptor would leave a proxy's upstream connect to fail with
+ * EMFILE and the client to be reset. So with conn_fds set, each listener socket holds that
+ * many descriptors in reserve (duplicates of the worker's eventfd: no file, no path) before
+ * its accept is armed, and the accept is single-shot: the kernel takes one connection, the
+ * reserve is closed just before the open callback (which then finds the room), and the next
+ * accept is armed only once the reserve is taken again. Without the room the listener is
+ * held (counted as an accept failure, -EMFILE): the clients wait in the listen queue, and the
+ * worker tries again when one of its connections ends and on its tick.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,14 +96,50 @@ static int ctl_run(struct listen_ctl *ctl, void (*fn)(struct tide_worker *, void
 
 /* ------------------------------------------------------ on the workers -- */
 
+static void accept_failed(struct lsock *ls, int err);
+
+/* Take the reserve of cfg.conn_fds descriptors; false (counted, the listener held) when the
+ * process has no room for it. Another error (not a shortage) gives up the reserve. */
+static bool spares_take(struct lsock *ls)
+{
+	struct worker *w = ls->w;
+
+	while (ls->nspare < w->agent->cfg.conn_fds) {
+		int fd = fcntl(w->wake_fd, F_DUPFD_CLOEXEC, 0);
+
+		if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
+			accept_failed(ls, -errno);
+			w->accept_held = true;
+			return false;
+		}
+		if (fd < 0)
+			return true;
+		ls->spare[ls->nspare++] = fd;
+	}
+	return true;
+}
+
+/* Hand the reserve to the connection just accepted (or give it back at a close). */
+static void spares_give(struct lsock *ls)
+{
+	while (ls->nspare)
+		close(ls->spare[--ls->nspare]);
+}
+
 void accept_arm(struct lsock *ls)
 {
 	struct io_uring_sqe *sqe;
+	bool reserve = ls->w->agent->cfg.conn_fds > 0;
 
 	if (ls->armed || ls->closing || ls->w->draining || ls->fd < 0)
 		return;
+	if (reserve && !spares_take(ls))
+		return; /* the clients wait in the queue: a connection's end or the tick retries */
 	sqe = sqe_get(ls->w);
-	io_uring_prep_multishot_accept(sqe, ls->fd, NULL, NULL, SOCK_CLOEXEC);
+	if (reserve) /* one connection per reserve */
+		io_uring_prep_accept(sqe, ls->fd, NULL, NULL, SOCK_CLOEXEC);
+	else
+		io_uring_prep_multishot_accept(sqe, ls->fd, NULL, NULL, SOCK_CLOEXEC);
 	io_uring_sqe_set_data64(sqe, UD(ls, OP_ACCEPT));
 	ls->armed = true;
 }
@@ -102,6 +150,7 @@ static void ls_release(struct lsock *ls)
 {
 	if (ls->armed)
 		return;
+	spares_give(ls);
 	if (ls->fd >= 0) {
 		close(ls->fd);
 		ls->fd = -1;
@@ -137,8 +186,10 @@ void on_accept_cqe(struct lsock *ls, struct io_uring_cqe *cqe)
 		ls_release(ls);
 		return;
 	}
-	if (cqe->res >= 0)
+	if (cqe->res >= 0) {
+		spares_give(ls);	 /* the room this connection may need */
 		on_accept(ls, cqe->res); /* also on a closing listener: the kernel took it */
+	}
 	if (ls->closing)
 		ls_release(ls);
 	else if (!ls->armed && cqe->res >= 0)
@@ -147,6 +198,7 @@ void on_accept_cqe(struct lsock *ls, struct io_uring_cqe *cqe)
 
 void listeners_arm(struct worker *w)
 {
+	w->accept_held = false; /* set again by a listener that still finds no room */
 	for (unsigned i = 0; i < w->nls; i++)
 		accept_arm(&w->ls[i]);
 }

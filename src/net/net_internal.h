@@ -202,11 +202,13 @@ struct listen_ctl;
 struct lsock {
 	struct worker *w;
 	int fd;			/* -1: none (a free slot, or closed) */
-	bool armed;		/* a multishot accept is in flight */
+	bool armed;		/* an accept (multishot, or one with conn_fds) is in flight */
 	bool closing;		/* closed once no accept is in flight */
 	struct listen_ctl *ctl; /* tide_agent_listen_close() waits for this worker */
 	const struct tide_conn_ops *ops;
 	void *data;
+	int spare[TIDE_CONN_FDS_MAX]; /* cfg.conn_fds held for the next accepted connection */
+	unsigned nspare;
 };
 
 struct timer {
@@ -246,7 +248,8 @@ struct worker {
 	uint64_t batch_check_us; /* when batch_check() looks at them next */
 
 	struct lsock ls[MAX_LISTENERS];
-	unsigned nls; /* slots up to the highest one ever used */
+	unsigned nls;	  /* slots up to the highest one ever used */
+	bool accept_held; /* a listener waits for descriptors (cfg.conn_fds) */
 
 	struct io_uring_buf_ring *br;
 	size_t br_bytes;

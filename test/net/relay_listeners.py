@@ -24,6 +24,10 @@ Cases (an echo server of the test's own is the upstream, so bytes cross the rela
   v6only         (root; in a network namespace of its own) under net.ipv6.bindv6only 0 and 1
                  alike: --listen [::]:P takes IPv6 and refuses IPv4, :P takes both (logged
                  *:P), 0.0.0.0:P with [::]:P are two listeners serving one family each
+  v4mapped       (root; own network namespace) --listen [::ffff:127.0.0.1]:P passes --check,
+                 starts and serves IPv4, with and without --reuse-port, and a reload adds one;
+                 problems print IPv6 in brackets ([::]:P) and no "(line 0)" for options given
+                 on the command line
 Every wait is bounded; loopback only.
 """
 import ctypes
@@ -428,9 +432,44 @@ def case_v6only():
     check(good.returncode == 0, "[::]:P with 0.0.0.0:P passes --check: %r" % good.stderr)
 
 
+def case_v4mapped():
+    enter_netns()
+    for extra in ([], ["--reuse-port"]):
+        p = free_port()
+        args = ["--listen", "[::ffff:127.0.0.1]:%d" % p, "--echo"] + extra
+        chk = subprocess.run([BIN] + args + ["--check"], capture_output=True, text=True,
+                             timeout=30)
+        check(chk.returncode == 0, "--check %s: %r" % (extra, chk.stderr))
+        r = Relay(args, wait_listen=p)
+        check(served(False, p), "[::ffff:127.0.0.1]:P %s serves IPv4" % extra)
+        check(r.stop() == 0, "relay exit 0")
+    a, b = free_port(), free_port()
+    conf = write("relay.conf", "echo\nlisten 127.0.0.1:%d\n" % a)
+    r = Relay(["--config", conf])
+    write("relay.conf", "echo\nlisten 127.0.0.1:%d\nlisten [::ffff:127.0.0.1]:%d\n" % (a, b))
+    check(r.reload("reloaded: 2 listeners"), "a reload adds [::ffff:127.0.0.1]:P: %r" % r.log())
+    check(served(False, b), "the added v4-mapped listener serves")
+    check(r.stop() == 0, "relay exit 0")
+    # messages: IPv6 in brackets, no line for command-line options
+    p = free_port()
+    bad = subprocess.run([BIN, "--listen", ":%d" % p, "--listen", "[::]:%d" % p, "--echo",
+                          "--check"], capture_output=True, text=True, timeout=30)
+    check(bad.returncode == 2 and "listen [::]:%d is the same socket as listen *:%d:" % (p, p)
+          in bad.stderr and "(line" not in bad.stderr, "overlap message: %r" % bad.stderr)
+    held = socket.socket(socket.AF_INET6)
+    held.bind(("::", p))
+    held.listen(1)
+    start = subprocess.run([BIN, "--listen", "[::]:%d" % p, "--echo"], capture_output=True,
+                           text=True, timeout=30)
+    held.close()
+    check(start.returncode != 0 and "listen [::]:%d: Address already in use" % p in start.stderr,
+          "a taken port is named [::]:P: %r" % start.stderr)
+
+
 CASES = {"reload_add": case_reload_add, "reload_remove": case_reload_remove,
          "reload_keep": case_reload_keep, "reload_bad": case_reload_bad,
-         "syslog": case_syslog, "keepalive": case_keepalive, "v6only": case_v6only}
+         "syslog": case_syslog, "keepalive": case_keepalive, "v6only": case_v6only,
+         "v4mapped": case_v4mapped}
 
 try:
     CASES[CASE]()

@@ -17,13 +17,18 @@ Cases (the upstream is an echo server of the test's own; loopback only; every wa
                   every connection is still relayed, SIGTERM still stops it
   stderr_stalled  stderr is a pipe nobody reads (filled up): connections are still relayed
                   (access lines go with the event log), SIGTERM still stops it
-  fd_exhaustion   at the process's descriptor limit, connects that fail with EMFILE are
-                  logged as that ("Too many open files"), end=resource, and no upstream is
+  fd_exhaustion   (root; own network namespace) connects short of a local resource (no
+                  ephemeral port: EADDRNOTAVAIL; descriptors cannot run out there any more,
+                  see accept_room) are logged as that, end=resource, and no upstream is
                   taken out of rotation
   accept_exhaustion  at the descriptor limit accepts fail: one log line with the cause
                   (EMFILE, the limit) for the burst, the waiting client and a new one are
                   served once clients close, one line when it accepts again, the count in
                   /metrics (tide_relay_accept_errors_total)
+  accept_room     at the descriptor limit a relayed client is accepted only with room for its
+                  upstream socket (and pipes with --splice): of 60 clients that connect and
+                  send, none is reset; those past the limit wait in the listen queue and are
+                  served once the first close; no access line says end=resource
   check_vs_start  --check fails (exit 2, FILE:LINE) where a start fails: an unresolvable
                   upstream or listen name, an access log in a missing directory, one listener
                   spelled twice (127.0.0.1:P and localhost:P); a reload to an unresolvable
@@ -37,9 +42,11 @@ Cases (the upstream is an echo server of the test's own; loopback only; every wa
                   SIGHUP the new file is created and written
   user_low_port   (root) --user nobody: a reload adds a listener on a port below 1024
 """
+import ctypes
 import os
 import re
 import resource
+import select
 import shutil
 import signal
 import socket
@@ -309,36 +316,48 @@ def case_stderr_stalled():
 
 
 def case_fd_exhaustion():
+    # A connect short of a local resource. Descriptors no longer run out there (a client is
+    # accepted only with room for its upstream socket: accept_room), so the shortage is the
+    # other local one: no ephemeral port (EADDRNOTAVAIL), in a network namespace of our own.
+    if os.geteuid() != 0:
+        skip("needs root for a network namespace of its own")
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(0x40000000) != 0:  # CLONE_NEWNET
+        skip("unshare(CLONE_NEWNET): %s" % os.strerror(ctypes.get_errno()))
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     ports = [upstream(), upstream()]
     a = free_port()
+    r = Relay(["--listen", "127.0.0.1:%d" % a, "--upstream", "127.0.0.1:%d" % ports[0],
+               "--upstream", "127.0.0.1:%d" % ports[1], "--access-log", "--drain-timeout",
+               "0.5"], a)
+    with open("/proc/sys/net/ipv4/ip_local_port_range", "w") as f:
+        f.write("40000 40001\n")
     held = []
-    text = ""
-    for limit in (64, 56, 72, 48):
-        r = Relay(["--listen", "127.0.0.1:%d" % a, "--upstream", "127.0.0.1:%d" % ports[0],
-                   "--upstream", "127.0.0.1:%d" % ports[1], "--access-log", "--drain-timeout",
-                   "0.5"], a,
-                  preexec=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit)))
-        for i in range(40):
+    for p in ports:  # the ephemeral ports toward each upstream are taken
+        for i in range(2):
             c = socket.socket()
-            c.settimeout(0.5)
             try:
-                c.connect(("127.0.0.1", a))
-                c.sendall(b"x")
-                c.recv(2)
+                c.connect(("127.0.0.1", p))
             except OSError:
                 pass
             held.append(c)
-        for c in held:
-            c.close()
-        held = []
-        r.stop()
-        text = r.log()
-        if "end=resource" in text or "end=unreachable" in text:
-            break
-    if "end=resource" not in text and "end=unreachable" not in text:
-        skip("the descriptor limit was not reached in a connect")
-    check("end=resource" in text, "a connect short of descriptors ends with end=resource")
-    check("Too many open files" in text, "the log names the local cause")
+    for i in range(6):
+        c = socket.socket()
+        c.settimeout(2)
+        c.bind(("127.0.0.1", 50000 + i))
+        try:
+            c.connect(("127.0.0.1", a))
+            c.sendall(b"x")
+            c.recv(2)
+        except OSError:
+            pass
+        c.close()
+    for c in held:
+        c.close()
+    r.stop()
+    text = r.log()
+    check("end=resource" in text, "a connect short of local ports ends with end=resource")
+    check("Cannot assign requested address" in text, "the log names the local cause")
     check("out of rotation" not in text, "no upstream was taken out of rotation: %r" %
           [line for line in text.splitlines() if "out of rotation" in line])
     check("end=unreachable" not in text, "no access line blames the upstreams")
@@ -500,6 +519,60 @@ def case_accept_exhaustion():
     check(r.stop() == 0, "exit 0")
 
 
+def case_accept_room():
+    up = upstream()
+    for extra in ([], ["--splice", "1M"]):
+        a = free_port()
+        log = os.path.join(TMP, "access%d.log" % len(extra))
+        r = Relay(["--listen", "127.0.0.1:%d" % a, "--upstream", "127.0.0.1:%d" % up,
+                   "--threads", "1", "--access-log", log] + extra, a,
+                  preexec=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48)))
+        clients = []
+        for i in range(60):
+            c = socket.create_connection(("127.0.0.1", a), timeout=5)
+            c.sendall(b"hello")
+            clients.append(c)
+        served, waiting, lost = [], [], 0
+
+        def answer(c):
+            try:
+                return c.recv(5) == b"hello"
+            except OSError:
+                return False
+
+        time.sleep(1)  # the relay takes all it has room for
+        ready = select.select(clients, [], [], 0)[0]
+        for c in clients:
+            if c not in ready:
+                waiting.append(c)
+            elif answer(c):
+                served.append(c)
+            else:
+                lost += 1
+        check(waiting, "%s: some clients wait at the limit" % extra)
+        print("%s: %d served, %d waiting, %d reset" % (extra, len(served), len(waiting), lost))
+        for c in served:
+            c.close()
+        end = time.time() + 20
+        while waiting and time.time() < end:
+            for c in select.select(waiting, [], [], 1)[0]:
+                lost += not answer(c)
+                waiting.remove(c)
+                c.close()
+        for c in waiting:
+            c.close()
+        check(lost == 0 and not waiting, "%s: every client served, %d reset, %d never served"
+              % (extra, lost, len(waiting)))
+        check(r.wait_log("accepting connections fails: Too many open files", 5),
+              "%s: the wait is logged" % extra)
+        check(r.stop() == 0, "exit 0")
+        with open(log) as f:
+            ends = re.findall(r"end=(\w+)", f.read())
+        check(len(ends) >= 60 and set(ends) == {"clean"},  # 60 and the start's probe
+              "%s: every access line end=clean: %s" % (extra, {e: ends.count(e) for e in set(ends)}))
+        print("%s: %d served at once, the others waited" % (extra, len(served)))
+
+
 def root_nobody():
     if os.geteuid() != 0:
         skip("needs root")
@@ -560,7 +633,8 @@ CASES = {"signals": case_signals, "drain_zero": case_drain_zero,
          "check_vs_start": case_check_vs_start, "listen_any": case_listen_any,
          "duration": case_duration, "refused_metrics": case_refused_metrics,
          "user_reopen": case_user_reopen,
-         "user_low_port": case_user_low_port, "accept_exhaustion": case_accept_exhaustion}
+         "user_low_port": case_user_low_port, "accept_exhaustion": case_accept_exhaustion,
+         "accept_room": case_accept_room}
 
 try:
     CASES[CASE]()

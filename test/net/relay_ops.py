@@ -15,8 +15,9 @@ Cases:
   check       --check on good and bad files: exit 0 / 2, problems with FILE:LINE
   port_in_use a second relay on a taken port exits with "Address already in use"
   logs        every stderr line is "RFC3339 LEVEL message"
-  limits      --max-conns-per-ip 2: a third connection from one IP is closed (and logged,
-              access end=refused), a new one is taken once one closed
+  limits      --max-conns-per-ip 2, then --max-conns 2: a third connection is closed (and
+              logged, access end=refused: every connection has its line), a new one is taken
+              once one closed
 Every wait is bounded; loopback only.
 """
 import os
@@ -345,13 +346,18 @@ def case_logs():
 
 
 def case_limits():
-    access = os.path.join(TMP, "access.log")
-    r = Relay(["--listen", "127.0.0.1:0", "--echo", "--max-conns-per-ip", "2",
+    for limit in ("--max-conns-per-ip", "--max-conns"):
+        limits(limit)
+
+
+def limits(limit):
+    access = os.path.join(TMP, "access%s.log" % limit)
+    r = Relay(["--listen", "127.0.0.1:0", "--echo", limit, "2",
                "--access-log", access, "--keepalive"])
     keep = [socket.create_connection(("127.0.0.1", r.port), timeout=5) for _ in range(2)]
     for i, s in enumerate(keep):
         s.sendall(b"x%d" % i)
-        check(s.recv(10) == b"x%d" % i, "the first two connections echo")
+        check(s.recv(10) == b"x%d" % i, "%s: the first two connections echo" % limit)
     try:  # the reset may even beat the connect's own return
         extra = socket.create_connection(("127.0.0.1", r.port), timeout=5)
         try:
@@ -362,19 +368,20 @@ def case_limits():
         extra.close()
     except ConnectionResetError:
         data = b""
-    check(data == b"", "the third connection from 127.0.0.1 is closed at once")
+    check(data == b"", "%s: the third connection is closed at once" % limit)
     keep[0].close()
     time.sleep(0.2)
     again = socket.create_connection(("127.0.0.1", r.port), timeout=5)
     again.sendall(b"z")
-    check(again.recv(10) == b"z", "after one closed, a new one is taken")
+    check(again.recv(10) == b"z", "%s: after one closed, a new one is taken" % limit)
     again.close()
     keep[1].close()
     check(r.stop() == 0, "relay exit 0")
     with open(access) as f:
         ends = re.findall(r"end=(\w+)", f.read())
-    check(ends.count("refused") == 1 and len(ends) == 4, "access ends: %s" % ends)
-    check("over --max-conns-per-ip" in r.log(), "the refusal is logged")
+    check(ends.count("refused") == 1 and len(ends) == 4,
+          "%s: one access line each, the refused one end=refused: %s" % (limit, ends))
+    check("over %s" % limit in r.log(), "the refusal is logged")
 
 
 CASES = {"limits": case_limits, "balance": case_balance, "reload": case_reload, "proxy": case_proxy,

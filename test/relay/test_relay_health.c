@@ -3,10 +3,17 @@
  * Description: active health checks (tools/relay/health.c): a TCP connect probe accepts a
  * listening loopback port and refuses a closed one; a round of checks reports to the
  * balancer; the checker thread takes a dead server out and brings it back once it
- * listens again, and stops at once when asked. Every wait is bounded.
+ * listens again, and stops at once when asked. Every wait is bounded. A check whose first
+ * address could not be tried for the relay's own shortage (no local port: EADDRNOTAVAIL, made
+ * in a network namespace of its own with a two-port ephemeral range) while the second refused
+ * is not run: not counted against the server (root; skipped otherwise).
  */
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <net/if.h>
 #include <netinet/in.h>
+#include <sched.h>
+#include <sys/ioctl.h>
 
 #include "helpers.h"
 #include "ops.h"
@@ -58,6 +65,75 @@ static bool wait_for(struct relay_balancer *b, unsigned i, bool up)
 		usleep(10000);
 	}
 	return false;
+}
+
+/* In a network namespace of its own with lo up; false when this process may not make one. */
+static bool own_netns(void)
+{
+	struct ifreq ifr = {0};
+	int s;
+
+	if (unshare(CLONE_NEWNET))
+		return false;
+	s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
+	REQUIRE(s >= 0 && ioctl(s, SIOCGIFFLAGS, &ifr) == 0);
+	ifr.ifr_flags |= IFF_UP;
+	REQUIRE(ioctl(s, SIOCSIFFLAGS, &ifr) == 0);
+	close(s);
+	return true;
+}
+
+/* Ephemeral ports 40000-40001 only (in the namespace of its own). */
+static void two_ports(void)
+{
+	int fd = open("/proc/sys/net/ipv4/ip_local_port_range", O_WRONLY | O_CLOEXEC);
+
+	REQUIRE(fd >= 0);
+	REQUIRE(write(fd, "40000 40001\n", 12) == 12);
+	close(fd);
+}
+
+/* First address out of local ports, second refusing: not run, nothing counted. */
+static void local_then_refused(void)
+{
+	struct sockaddr_in full, closed;
+	struct sockaddr_storage addrs[1];
+	socklen_t lens[1] = {sizeof(full)};
+	struct relay_balancer_config c = {
+		.policy = RELAY_BALANCE_ROUNDROBIN, .fail_threshold = 1, .active_checks = true};
+	struct relay_balancer *b;
+	struct relay_upstream_stats st;
+	int lfd, dfd, held[2];
+
+	if (!own_netns()) {
+		printf("no network namespace of its own (not root?): local shortage not checked\n");
+		return;
+	}
+	lfd = listener(&full, 0);
+	dfd = listener(&closed, 0);
+	REQUIRE(lfd >= 0 && dfd >= 0);
+	close(dfd);
+	two_ports();		      /* after the listeners took their ports */
+	for (int i = 0; i < 2; i++) { /* the ephemeral ports toward `full` are taken */
+		held[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		REQUIRE(held[i] >= 0);
+		if (connect(held[i], (void *)&full, sizeof(full)))
+			REQUIRE(errno == EADDRNOTAVAIL); /* the kernel connects from one parity */
+	}
+	CHECK_EQ(relay_health_probe((void *)&full, sizeof(full), 500), -EADDRNOTAVAIL);
+	CHECK_EQ(relay_health_probe((void *)&closed, sizeof(closed), 500), -ECONNREFUSED);
+	memcpy(&addrs[0], &full, sizeof(full));
+	REQUIRE(relay_balancer_create(&c, addrs, lens, NULL, NULL, 1, &b) == 0);
+	CHECK_EQ(relay_balancer_add_address(b, 0, (void *)&closed, sizeof(closed)), 0);
+	relay_health_check_all(b, 500);
+	relay_balancer_stats(b, 0, relay_now_ms(), &st);
+	CHECK_EQ(st.health_failures, 0);
+	CHECK(relay_balancer_is_up(b, 0, relay_now_ms()));
+	relay_balancer_put(b);
+	close(held[0]);
+	close(held[1]);
+	close(lfd);
 }
 
 int main(void)
@@ -128,5 +204,6 @@ int main(void)
 	}
 	relay_balancer_put(b);
 	close(lfd);
+	local_then_refused(); /* last: it moves this process into a network namespace */
 	return test_exit("test_relay_health");
 }

@@ -4,8 +4,9 @@
  * holds is EADDRINUSE unless both asked for SO_REUSEPORT (--reuse-port), over IPv4 and
  * IPv6 (when ::1 is there); [::] and 0.0.0.0 on one port are two listeners (IPV6_V6ONLY);
  * relay_port_probe sees a port held with SO_REUSEPORT as taken, and for every address (the
- * dual-stack [::]) a port 0.0.0.0 holds. (Keepalive is the engine's:
- * tide_conn_keepalive, test_listeners keepalive.)
+ * dual-stack [::]) a port 0.0.0.0 holds; a v4-mapped address ([::ffff:127.0.0.1]) probes
+ * and opens (IPV6_V6ONLY off, the only way it binds) and sees 127.0.0.1's holder. (Keepalive is the
+ * engine's: tide_conn_keepalive, test_listeners keepalive.)
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -54,6 +55,43 @@ static void family(struct sockaddr_storage *ss, socklen_t len)
 	close(a);
 }
 
+/* [::ffff:127.0.0.1]:P: free, opened, taken by itself and by an IPv4 127.0.0.1:P. */
+static void v4mapped(struct sockaddr_storage *ss)
+{
+	struct sockaddr_in6 *in6 = (void *)ss;
+	struct sockaddr_in *in = (void *)ss;
+	socklen_t sl = sizeof(*in6);
+	unsigned port;
+	int a, b;
+
+	memset(ss, 0, sizeof(*ss));
+	in6->sin6_family = AF_INET6;
+	REQUIRE(inet_pton(AF_INET6, "::ffff:127.0.0.1", &in6->sin6_addr) == 1);
+	CHECK_EQ(relay_port_probe((void *)ss, sizeof(*in6), false), 0);
+	REQUIRE(relay_listen_open((void *)ss, sizeof(*in6), NULL, &a) == 0);
+	CHECK_EQ(getint(a, IPPROTO_IPV6, IPV6_V6ONLY), 0);
+	REQUIRE(getsockname(a, (void *)ss, &sl) == 0);
+	port = ntohs(in6->sin6_port);
+	CHECK_EQ(relay_port_probe((void *)ss, sizeof(*in6), false), -EADDRINUSE);
+	/* an IPv4 client reaches it */
+	b = socket(AF_INET, SOCK_STREAM, 0);
+	memset(ss, 0, sizeof(*ss));
+	in->sin_family = AF_INET;
+	in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	in->sin_port = htons((uint16_t)port);
+	CHECK(connect(b, (void *)ss, sizeof(*in)) == 0);
+	close(b);
+	close(a);
+	/* 127.0.0.1:P held over IPv4: the v4-mapped probe sees it taken */
+	REQUIRE(relay_listen_open((void *)ss, sizeof(*in), NULL, &a) == 0);
+	memset(ss, 0, sizeof(*ss));
+	in6->sin6_family = AF_INET6;
+	REQUIRE(inet_pton(AF_INET6, "::ffff:127.0.0.1", &in6->sin6_addr) == 1);
+	in6->sin6_port = htons((uint16_t)port);
+	CHECK_EQ(relay_port_probe((void *)ss, sizeof(*in6), false), -EADDRINUSE);
+	close(a);
+}
+
 int main(void)
 {
 	struct sockaddr_storage ss;
@@ -96,6 +134,7 @@ int main(void)
 		CHECK_EQ(relay_port_probe((void *)&ss, sizeof(*in6), false), 0);
 		CHECK_EQ(relay_port_probe((void *)&ss, sizeof(*in6), true), -EADDRINUSE);
 		close(b);
+		v4mapped(&ss);
 	} else {
 		printf("no ::1 here: IPv6 not checked\n");
 		if (fd >= 0)

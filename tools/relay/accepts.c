@@ -5,7 +5,9 @@
  *
  * The engine counts accepts that failed with EMFILE, ENFILE, ENOBUFS or ENOMEM and keeps the
  * latest cause (tide_agent_stats(): accept_errors, accept_error); the connections wait in
- * the listen queue and the listener tries again every 100 ms. The relay's main thread feeds
+ * the listen queue and the listener tries again every 100 ms (also when a relayed client
+ * could be accepted but not its upstream socket: the engine holds that room in reserve,
+ * tide_agent_config.conn_fds, and counts a listener held without it). The relay's main thread feeds
  * the counter here at each of its ticks (200 ms). A burst starts with the first failure after
  * a quiet spell: one error line with the cause and what to raise; it ends after a second
  * with no new failure: one line with how many failed. Between them nothing is logged, so a

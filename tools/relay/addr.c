@@ -198,3 +198,9 @@ bool relay_endpoint_every(const struct relay_endpoint *ep)
 {
 	return !strcmp(ep->host, RELAY_EVERY);
 }
+
+const char *relay_endpoint_text(const struct relay_endpoint *ep, char *buf, size_t n)
+{
+	snprintf(buf, n, strchr(ep->host, ':') ? "[%s]:%u" : "%s:%u", ep->host, ep->port);
+	return buf;
+}

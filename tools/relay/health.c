@@ -5,8 +5,10 @@
  * A check is a non-blocking connect bounded by the connect timeout, to each address of the
  * server's name in turn until one accepts (as a client connection would): accepted is healthy,
  * refused, unreachable or timed out is not (the same test a client connection would face,
- * and what haproxy's plain "check" does). Results go to the balancer, which keeps the state
- * (balance.c: a few failures in a row take a server out, one success brings it back).
+ * and what haproxy's plain "check" does). A check where any address could not be tried for
+ * the relay's own shortage (EMFILE, no local port: relay_err_is_local) and none answered was
+ * not run: logged, not counted against the server. Results go to the balancer, which keeps the
+ * state (balance.c: a few failures in a row take a server out, one success brings it back).
  *
  * One thread per balancer, off the workers' event loops: checks are a few connects per
  * interval, and a blocking poll per check keeps the code short. The thread sleeps on a
@@ -80,15 +82,21 @@ void relay_health_check_all(struct relay_balancer *b, unsigned timeout_ms)
 		struct sockaddr_storage addrs[RELAY_ADDRS_MAX];
 		socklen_t lens[RELAY_ADDRS_MAX];
 		unsigned n = relay_balancer_addrs(b, i, addrs, lens, RELAY_ADDRS_MAX);
-		int rc = -ENOENT;
+		int rc = -ENOENT, local = 0;
 
-		for (unsigned k = 0; k < n && rc; k++) /* healthy if any address answers */
+		for (unsigned k = 0; k < n && rc; k++) { /* healthy if any address answers */
 			rc = relay_health_probe((struct sockaddr *)&addrs[k], lens[k], timeout_ms);
-		if (relay_err_is_local(rc)) { /* our own shortage says nothing of the server */
+			if (relay_err_is_local(rc))
+				local = rc;
+		}
+		/* Our own shortage says nothing of the server: not when the last address tried
+		 * met it, nor when an earlier one did (the address that answers may be the one
+		 * never tried) and the later ones refused. */
+		if (rc && local) {
 			relay_log_limited(RELAY_LOG_ERROR, "local resource",
 					  "health check of %s not run: %s (a resource of this "
 					  "process or host, not the server)",
-					  relay_balancer_name(b, i), strerror(-rc));
+					  relay_balancer_name(b, i), strerror(-local));
 			continue;
 		}
 		relay_balancer_health_result(b, i, rc, relay_now_ms());

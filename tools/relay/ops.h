@@ -43,6 +43,10 @@ struct relay_endpoint {
 /* The host of every address: IPv6 and IPv4 on one dual-stack socket (tide_agent_listen(3)). */
 #define RELAY_EVERY "*"
 bool relay_endpoint_every(const struct relay_endpoint *ep);
+/* ep as an operator writes it, for messages: "[::1]:80" (IPv6 in brackets), "host:80", "*:80"
+ * (every address). Into buf (RELAY_ENDPOINT_TEXT bytes suffice), returns buf. */
+#define RELAY_ENDPOINT_TEXT (RELAY_HOST_MAX + 8)
+const char *relay_endpoint_text(const struct relay_endpoint *ep, char *buf, size_t n);
 
 /* Split "HOST:PORT" / "[V6]:PORT"; port_min is 0 for listeners, 1 for upstreams. 0 or -EINVAL
  * with a reason in err. */
@@ -466,14 +470,14 @@ struct relay_listen_opts {
 };
 
 /* A non-blocking, close-on-exec listening socket on sa. SO_REUSEADDR always (restart over
- * TIME_WAIT), SO_REUSEPORT only when asked, IPV6_V6ONLY on IPv6.
+ * TIME_WAIT), SO_REUSEPORT only when asked, IPV6_V6ONLY on IPv6 but a v4-mapped address.
  * Return: 0 and *fd, or -EADDRINUSE (taken; without reuse_port always), -EACCES, -errno. */
 int relay_listen_open(const struct sockaddr *sa, socklen_t len, const struct relay_listen_opts *o,
 		      int *fd);
 /* Whether sa could be bound without SO_REUSEPORT now: a bind, closed at once; an IPv6 sa
  * IPV6_V6ONLY unless every (the dual-stack socket of every address, which IPv4 holders of
- * the port also refuse). Return: 0 free, -EADDRINUSE taken (also by sockets that set
- * SO_REUSEPORT), -errno. */
+ * the port also refuse) or a v4-mapped address (which binds only without it). Return: 0 free,
+ * -EADDRINUSE taken (also by sockets that set SO_REUSEPORT), -errno. */
 int relay_port_probe(const struct sockaddr *sa, socklen_t len, bool every);
 
 // process_metrics.c ---------------------------------------------------------------------

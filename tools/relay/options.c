@@ -729,6 +729,19 @@ static struct source *at(struct source *s, const struct relay_config *c, unsigne
 	return s;
 }
 
+/* " (line N)" for a value from the config file, "" for one from the command line. */
+static const char *line_text(unsigned line, char *buf, size_t n)
+{
+	if (line)
+		snprintf(buf, n, " (line %u)", line);
+	else
+		buf[0] = '\0';
+	return buf;
+}
+
+/* An endpoint as written ("[::1]:80"), for one problem's arguments. */
+#define EP(ep) relay_endpoint_text((ep), (char[RELAY_ENDPOINT_TEXT]){0}, RELAY_ENDPOINT_TEXT)
+
 static unsigned line_of(const struct relay_config *c, const char *name)
 {
 	size_t idx;
@@ -756,15 +769,15 @@ unsigned relay_config_validate(const struct relay_config *c, FILE *diag)
 		for (unsigned j = 0; j < i; j++)
 			if (c->listen[i].port && c->listen[i].port == c->listen[j].port &&
 			    !strcmp(c->listen[i].host, c->listen[j].host))
-				problem(at(&s, c, c->listen_line[i]), "listen %s:%u given twice",
-					c->listen[i].host, c->listen[i].port);
+				problem(at(&s, c, c->listen_line[i]), "listen %s given twice",
+					EP(&c->listen[i]));
 	for (unsigned i = 0; i < c->n_upstream; i++)
 		for (unsigned j = 0; j < i; j++)
 			if (c->upstream[i].ep.port == c->upstream[j].ep.port &&
 			    !strcmp(c->upstream[i].ep.host, c->upstream[j].ep.host))
 				problem(at(&s, c, c->upstream_line[i]),
-					"upstream %s:%u given twice (use weight=N)",
-					c->upstream[i].ep.host, c->upstream[i].ep.port);
+					"upstream %s given twice (use weight=N)",
+					EP(&c->upstream[i].ep));
 	if (c->echo && c->send_proxy)
 		problem(at(&s, c, line_of(c, "send-proxy")),
 			"send-proxy needs upstream servers, not echo");
@@ -785,8 +798,7 @@ unsigned relay_config_validate(const struct relay_config *c, FILE *diag)
 			if (c->stats.port && c->stats.port == c->listen[i].port &&
 			    !strcmp(c->stats.host, c->listen[i].host))
 				problem(at(&s, c, line_of(c, "stats")),
-					"stats and listen on the same address %s:%u", c->stats.host,
-					c->stats.port);
+					"stats and listen on the same address %s", EP(&c->stats));
 	if (c->user[0] && (getpwnam_r(c->user, &pw, buf, sizeof(buf), &res) || !res))
 		problem(at(&s, c, line_of(c, "user")), "user: no user '%s' on this system",
 			c->user);
@@ -822,7 +834,7 @@ static void check_name(struct source *s, const struct relay_config *c, unsigned 
 	if (!relay_endpoint_resolve(ep, passive, sa, &len))
 		return;
 	memset(sa, 0, sizeof(*sa));
-	problem(at(s, c, line), "%s %s:%u: cannot resolve: %s", what, ep->host, ep->port,
+	problem(at(s, c, line), "%s %s: cannot resolve: %s", what, EP(ep),
 		relay_endpoint_resolve_why(ep, passive, why, sizeof(why)));
 }
 
@@ -861,6 +873,7 @@ unsigned relay_config_check_system(const struct relay_config *c, FILE *diag)
 {
 	struct source s = {.diag = diag};
 	struct sockaddr_storage lis[RELAY_MAX_LISTEN], sa;
+	char line[32];
 	int rc;
 
 	if (c->help || c->version)
@@ -872,10 +885,11 @@ unsigned relay_config_check_system(const struct relay_config *c, FILE *diag)
 			    overlap(&lis[i], relay_endpoint_every(&c->listen[i]), &lis[j],
 				    relay_endpoint_every(&c->listen[j])))
 				problem(at(&s, c, c->listen_line[i]),
-					"listen %s:%u is the same socket as listen %s:%u (line "
-					"%u): one port, one listener",
-					c->listen[i].host, c->listen[i].port, c->listen[j].host,
-					c->listen[j].port, c->listen_line[j]);
+					"listen %s is the same socket as listen %s%s: one port, "
+					"one "
+					"listener",
+					EP(&c->listen[i]), EP(&c->listen[j]),
+					line_text(c->listen_line[j], line, sizeof(line)));
 	}
 	for (unsigned i = 0; i < c->n_upstream; i++)
 		check_name(&s, c, c->upstream_line[i], "upstream", &c->upstream[i].ep, false, &sa);

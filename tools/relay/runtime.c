@@ -81,14 +81,13 @@ static int make_balancer(const struct relay_config *cfg, const struct relay_bala
 
 		rc = relay_endpoint_resolve(ep, false, &addrs[i], &lens[i]); /* more below */
 		if (rc) {
-			char why[256];
+			char why[256], t[RELAY_ENDPOINT_TEXT];
 
-			relay_log(RELAY_LOG_ERROR, "upstream %s:%u: cannot resolve: %s", ep->host,
-				  ep->port,
+			relay_log(RELAY_LOG_ERROR, "upstream %s: cannot resolve: %s",
+				  relay_endpoint_text(ep, t, sizeof(t)),
 				  relay_endpoint_resolve_why(ep, false, why, sizeof(why)));
 		}
-		snprintf(names[i], sizeof(names[i]), strchr(ep->host, ':') ? "[%s]:%u" : "%s:%u",
-			 ep->host, ep->port);
+		relay_endpoint_text(ep, names[i], sizeof(names[i]));
 		np[i] = names[i];
 		weights[i] = cfg->upstream[i].weight;
 	}
@@ -144,12 +143,12 @@ static int open_listener(struct relay_runtime *rt, const struct relay_config *cf
 	if (!rc && rt->ops.listener_add)
 		rc = rt->ops.listener_add(ep, rt->ops.arg);
 	if (rc) {
-		char why[256] = "cannot resolve: ";
+		char why[256] = "cannot resolve: ", t[RELAY_ENDPOINT_TEXT];
 
 		if (rc == -ENOENT)
 			relay_endpoint_resolve_why(ep, true, why + 16, sizeof(why) - 16);
 		relay_log(
-			RELAY_LOG_ERROR, "listen %s:%u: %s%s", ep->host, ep->port,
+			RELAY_LOG_ERROR, "listen %s: %s%s", relay_endpoint_text(ep, t, sizeof(t)),
 			rc == -ENOENT ? why : strerror(-rc),
 			rc == -EADDRINUSE && !cfg->reuse_port
 				? " (another socket holds the port; --reuse-port shares it)"
