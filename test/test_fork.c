@@ -738,6 +738,20 @@ static int user_burst_then_one_call(struct tide_pool *p)
  * with mincore, not through the pool, whose calls maintain here too) and says nothing is
  * due any more (-1), instead of asking for calls every sample period.
  */
+/* A burst of n 2 KiB buffers, all freed and the caches flushed; -1 when one was refused. */
+static int burst(struct tide_pool *p, void **b, int n)
+{
+	int i;
+
+	for (i = 0; i < n; i++)
+		if (!(b[i] = tide_alloc(p, 2048)))
+			return -1;
+	for (i = 0; i < n; i++)
+		tide_free(p, b[i]);
+	tide_pool_flush_cache(p);
+	return 0;
+}
+
 static int pinned_top_then_one_call(struct tide_pool *p)
 {
 	static void *b[4096];
@@ -795,12 +809,8 @@ static int nproc_child(void *arg)
 		struct tide_stats st;
 		int i;
 
-		for (i = 0; i < 4096; i++)
-			if (!(b[i] = tide_alloc(p, 2048)))
-				_exit(2);
-		for (i = 0; i < 4096; i++)
-			tide_free(p, b[i]);
-		tide_pool_flush_cache(p);
+		if (burst(p, b, 4096))
+			_exit(2);
 		/* Its callers maintain it now: a bounded poll, 2 s at most. */
 		for (i = 0; i < 200; i++) {
 			tide_pool_stats(p, &st);
@@ -815,12 +825,8 @@ static int nproc_child(void *arg)
 			_exit(1);
 		/* A burst, then silence for several delays, then the one call tide.h names for
 		 * such a child: it gives the burst back (read without calling into the pool). */
-		for (i = 0; i < 4096; i++)
-			if (!(b[i] = tide_alloc(p, 2048)))
-				_exit(2);
-		for (i = 0; i < 4096; i++)
-			tide_free(p, b[i]);
-		tide_pool_flush_cache(p);
+		if (burst(p, b, 4096))
+			_exit(2);
 		usleep(4 * 10000);
 		i = tide_pool_maintain(p);
 		printf("one tide_pool_maintain() after the idle time: %d, unreserved %zu\n", i,

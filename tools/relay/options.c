@@ -365,32 +365,30 @@ static int set_block_size(struct relay_config *c, const char *val, char *err, si
 	return 0;
 }
 
-static int set_splice(struct relay_config *c, const char *val, char *err, size_t n)
+/* "off" (0) or a SIZE within [min, max] (said as range): --splice and --recv-batch. */
+static int set_size_or_off(size_t *out, const char *val, size_t min, size_t max, const char *range,
+			   char *err, size_t n)
 {
 	size_t b;
 
 	if (val && !strcmp(val, "off")) {
-		c->splice_pipe = 0;
+		*out = 0;
 		return 0;
 	}
-	if (!parse_size(val, &b) || b < 4096 || b > ((size_t)1 << 30))
-		return BAD("wants 'off' or a SIZE from 4K to 1G, not '%s'", val);
-	c->splice_pipe = b;
+	if (!parse_size(val, &b) || b < min || b > max)
+		return BAD("wants 'off' or a SIZE from %s, not '%s'", range, val);
+	*out = b;
 	return 0;
+}
+
+static int set_splice(struct relay_config *c, const char *val, char *err, size_t n)
+{
+	return set_size_or_off(&c->splice_pipe, val, 4096, (size_t)1 << 30, "4K to 1G", err, n);
 }
 
 static int set_recv_batch(struct relay_config *c, const char *val, char *err, size_t n)
 {
-	size_t b;
-
-	if (val && !strcmp(val, "off")) {
-		c->recv_batch = 0;
-		return 0;
-	}
-	if (!parse_size(val, &b) || b < 4096 || b > ((size_t)64 << 20))
-		return BAD("wants 'off' or a SIZE from 4K to 64M, not '%s'", val);
-	c->recv_batch = b;
-	return 0;
+	return set_size_or_off(&c->recv_batch, val, 4096, (size_t)64 << 20, "4K to 64M", err, n);
 }
 
 static int set_stats(struct relay_config *c, const char *val, char *err, size_t n)
