@@ -86,6 +86,22 @@ def upstream(delay=0):
     return serve(Echo, delay=delay)
 
 
+def relayed_conn(port, data, timeout, within=10):
+    """A connection to port that relayed data, tried again for within seconds (the start's
+    probes may still be ending); None when none did."""
+    end = time.time() + within
+    while time.time() < end:
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+            if exchange(s, data) == data:
+                return s
+            s.close()
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return None
+
+
 def one_exchange(port, data=b"x"):
     try:
         s = socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -207,16 +223,7 @@ def case_reload_limits():
     said = r.reload()
     check("reloaded:" in said, "the reload succeeds: %r" % said)
     check("changes only at restart" not in said, "nothing is kept: %r" % said)
-    s = None
-    end = time.time() + 10
-    while s is None and time.time() < end:  # the start's probes may still be ending
-        try:
-            s = socket.create_connection(("127.0.0.1", a), timeout=15)
-            if exchange(s, b"idle") != b"idle":
-                raise OSError("not relayed")
-        except OSError:
-            s = None
-            time.sleep(0.1)
+    s = relayed_conn(a, b"idle", 15)
     check(s is not None, "relays after the reload")
     try:
         cut = s.recv(10) == b""  # idle: the relay ends it (a FIN or a reset)
@@ -229,15 +236,7 @@ def case_reload_limits():
     end = time.time() + 10
     while time.time() < end and one_exchange(a, b"x") != b"x":  # the cut one is gone
         time.sleep(0.1)
-    s, end = None, time.time() + 10
-    while s is None and time.time() < end:  # the start's probes may still be ending
-        try:
-            s = socket.create_connection(("127.0.0.1", a), timeout=5)
-            if exchange(s, b"first") != b"first":
-                raise OSError("not relayed")
-        except OSError:
-            s = None
-            time.sleep(0.1)
+    s = relayed_conn(a, b"first", 5)
     check(s is not None, "the first client relays")
     second = one_exchange(a, b"second")
     check(second in (None, b""), "max-conns 1 after the reload: a second client is reset "
