@@ -43,8 +43,8 @@ import threading
 import time
 
 import relaytest
-from relaytest import (RelayProc, check, cleanup, connects, exchange, failures, free_port,
-                       procs, serve, skip, write)
+from relaytest import (RelayProc, check, connects, exchange, free_port, procs, serve, skip,
+                       write)
 
 BIN, CASE, TMP = relaytest.init("tide-relay-listeners-", "reload_add")
 
@@ -471,9 +471,4 @@ CASES = {"reload_add": case_reload_add, "reload_remove": case_reload_remove,
          "syslog": case_syslog, "keepalive": case_keepalive, "v6only": case_v6only,
          "v4mapped": case_v4mapped}
 
-try:
-    CASES[CASE]()
-finally:
-    cleanup()
-print("%s: %s" % (CASE, "FAIL (%d)" % len(failures) if failures else "pass"))
-sys.exit(1 if failures else 0)
+relaytest.run(CASES)

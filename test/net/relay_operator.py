@@ -56,8 +56,8 @@ import sys
 import time
 
 import relaytest
-from relaytest import (RelayProc, check, cleanup, connects, exchange, failures, free_port,
-                       procs, serve, skip, write)
+from relaytest import (RelayProc, check, connects, exchange, free_port, procs, read_to_eof,
+                       serve, skip, write)
 
 BIN, CASE, TMP = relaytest.init("tide-relay-operator-", "signals")
 os.chmod(TMP, 0o755)
@@ -108,13 +108,7 @@ def one_exchange(port, data=b"x"):
         try:
             s.sendall(data)
             s.shutdown(socket.SHUT_WR)
-            got = b""
-            while True:
-                b = s.recv(100)
-                if not b:
-                    break
-                got += b
-            return got
+            return read_to_eof(s)
         finally:
             s.close()
     except OSError:
@@ -635,9 +629,4 @@ CASES = {"signals": case_signals, "drain_zero": case_drain_zero,
          "user_low_port": case_user_low_port, "accept_exhaustion": case_accept_exhaustion,
          "accept_room": case_accept_room}
 
-try:
-    CASES[CASE]()
-finally:
-    cleanup()
-print("%s: %s" % (CASE, "FAIL (%d)" % len(failures) if failures else "pass"))
-sys.exit(1 if failures else 0)
+relaytest.run(CASES)

@@ -32,7 +32,7 @@ import threading
 import time
 
 import relaytest
-from relaytest import RelayProc, check, cleanup, failures, free_port, procs, skip, write
+from relaytest import RelayProc, check, free_port, procs, read_to_eof, skip, write
 
 BIN, CASE, TMP = relaytest.init("tide-relay-ops-", "balance", gentle=True)
 LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (error|warn|info|debug) .+$")
@@ -122,12 +122,7 @@ class Relay(RelayProc):
     def get(self, path):
         s = socket.create_connection(("127.0.0.1", self.stats), timeout=3)
         s.sendall(b"GET %s HTTP/1.0\r\n\r\n" % path.encode())
-        data = b""
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            data += b
+        data = read_to_eof(s)
         s.close()
         return data.split(b"\r\n\r\n", 1)[-1].decode()
 
@@ -135,12 +130,7 @@ class Relay(RelayProc):
 def http_get(port, header=b""):
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
     s.sendall(header + b"GET / HTTP/1.0\r\nHost: t\r\n\r\n")
-    data = b""
-    while True:
-        b = s.recv(4096)
-        if not b:
-            break
-        data += b
+    data = read_to_eof(s)
     s.close()
     head, _, body = data.partition(b"\r\n\r\n")
     return head.split(b" ")[1].decode() if b" " in head else "", body.decode().strip()
@@ -190,12 +180,7 @@ def case_balance():
         check("\n%s " % name in metrics, "/metrics has %s" % name)
     s = socket.create_connection(("127.0.0.1", r.stats), timeout=3)
     s.sendall(b"HEAD /metrics HTTP/1.0\r\n\r\n")
-    head = b""
-    while True:
-        b = s.recv(65536)
-        if not b:
-            break
-        head += b
+    head = read_to_eof(s)
     s.close()
     check(head.startswith(b"HTTP/1.0 200") and head.endswith(b"\r\n\r\n"),
           "HEAD /metrics: the headers, no body")
@@ -387,9 +372,4 @@ def limits(limit):
 CASES = {"limits": case_limits, "balance": case_balance, "reload": case_reload, "proxy": case_proxy,
          "check": case_check, "port_in_use": case_port_in_use, "logs": case_logs}
 
-try:
-    CASES[CASE]()
-finally:
-    cleanup()
-print("%s: %s" % (CASE, "FAIL (%d)" % len(failures) if failures else "pass"))
-sys.exit(1 if failures else 0)
+relaytest.run(CASES)

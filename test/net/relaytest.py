@@ -104,6 +104,26 @@ def exchange(sock, data):
     return got
 
 
+def read_to_eof(sock):
+    """Every byte sock receives until the peer's FIN."""
+    got = b""
+    while True:
+        b = sock.recv(65536)
+        if not b:
+            return got
+        got += b
+
+
+def run(cases):
+    """Run cases[CASE], clean up, print the verdict and exit 0 (pass) or 1."""
+    try:
+        cases[CASE]()
+    finally:
+        cleanup()
+    print("%s: %s" % (CASE, "FAIL (%d)" % len(failures) if failures else "pass"))
+    sys.exit(1 if failures else 0)
+
+
 def serve(handler, **attrs):
     """A threaded TCP server on 127.0.0.1 with handler, attrs set on it: its port."""
     socketserver.ThreadingTCPServer.allow_reuse_address = True
